@@ -1,0 +1,32 @@
+"""rsmq_core: Redis Simple Message Queue for Python, wire-compatible with Node RSMQ 0.12."""
+
+from .client import AsyncRSMQ
+from .errors import (
+    InvalidFormat,
+    InvalidValue,
+    MessageNotString,
+    MessageTooLong,
+    MissingParameter,
+    NoAttributeSupplied,
+    QueueExists,
+    QueueNotFound,
+    RSMQError,
+)
+from .models import Message, QueueAttributes
+from .sync import RSMQ
+
+__all__ = [
+    "RSMQ",
+    "AsyncRSMQ",
+    "InvalidFormat",
+    "InvalidValue",
+    "Message",
+    "MessageNotString",
+    "MessageTooLong",
+    "MissingParameter",
+    "NoAttributeSupplied",
+    "QueueAttributes",
+    "QueueExists",
+    "QueueNotFound",
+    "RSMQError",
+]

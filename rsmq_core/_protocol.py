@@ -1,0 +1,291 @@
+"""Keys, validation, message ids and reply parsing: everything but I/O.
+
+Both clients build a script call here, make the one round trip, and parse the reply here, so
+the async core and the sync facade cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import (
+    ERRORS_BY_NAME,
+    InvalidFormat,
+    InvalidValue,
+    MessageNotString,
+    MissingParameter,
+    NoAttributeSupplied,
+    RSMQError,
+)
+from .models import Message, QueueAttributes
+
+QNAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,160}")
+ID_RE = re.compile(r"[a-zA-Z0-9:]{32}")
+MAX_SECONDS = 9_999_999
+MAXSIZE_MIN, MAXSIZE_MAX, MAXSIZE_UNLIMITED = 1024, 65536, -1
+DEFAULT_VT, DEFAULT_DELAY, DEFAULT_MAXSIZE = 30, 0, 65536
+# One script call never holds Redis for long, however much callers ask for at once.
+MAX_BATCH = 1000
+
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The Redis names RSMQ uses for one queue in one namespace."""
+
+    zset: str
+    hash: str
+    queues: str
+    channel: str
+
+    @classmethod
+    def of(cls, ns: str, qname: object) -> Keys:
+        name = check_qname(qname)
+        return cls(f"{ns}:{name}", f"{ns}:{name}:Q", f"{ns}:QUEUES", f"{ns}:rt:{name}")
+
+
+def check_ns(ns: object) -> str:
+    if not isinstance(ns, str) or not ns:
+        raise InvalidFormat("Invalid ns format: a namespace is a non-empty string")
+    return ns
+
+
+def check_qname(qname: object) -> str:
+    if qname is None or qname == "":
+        raise MissingParameter("No qname supplied")
+    if not isinstance(qname, str) or not QNAME_RE.fullmatch(qname):
+        raise InvalidFormat("Invalid qname format")
+    return qname
+
+
+def check_id(id: object) -> str:
+    if id is None or id == "":
+        raise MissingParameter("No id supplied")
+    if not isinstance(id, str) or not ID_RE.fullmatch(id):
+        raise InvalidFormat("Invalid id format")
+    return id
+
+
+def check_seconds(name: str, value: object) -> int:
+    """vt and delay: whole seconds in 0..9999999, as RSMQ allows."""
+    text = f"{name} must be between 0 and {MAX_SECONDS}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidValue(f"{text} (got {value!r}, not an integer)")
+    if not 0 <= value <= MAX_SECONDS:
+        raise InvalidValue(text)
+    return value
+
+
+def check_maxsize(value: object) -> int:
+    text = f"maxsize must be between {MAXSIZE_MIN} and {MAXSIZE_MAX}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidValue(f"{text} (got {value!r}, not an integer)")
+    if value != MAXSIZE_UNLIMITED and not MAXSIZE_MIN <= value <= MAXSIZE_MAX:
+        raise InvalidValue(text)
+    return value
+
+
+def check_count(value: object) -> int:
+    text = f"count must be between 1 and {MAX_BATCH}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidValue(f"{text} (got {value!r}, not an integer)")
+    if not 1 <= value <= MAX_BATCH:
+        raise InvalidValue(text)
+    return value
+
+
+def encode_message(message: object) -> bytes:
+    """The body as UTF-8: the unit a queue's maxsize is measured in."""
+    if not isinstance(message, str):
+        raise MessageNotString(f"Message must be a string (got {type(message).__name__})")
+    try:
+        return message.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MessageNotString(
+            f"Message must be a string of valid Unicode (lone surrogate at index {exc.start})"
+        ) from None
+
+
+def new_id_suffix() -> str:
+    """The random 22 characters of a message id; the script prepends the time part.
+
+    The module-level generator is reseeded by Python after fork, so forked workers never
+    repeat each other's suffixes.
+    """
+    return "".join(random.choices(_ID_ALPHABET, k=22))
+
+
+def sent_ms(id: str) -> float:
+    """When a message was sent, read back from its id (epoch ms, as RSMQ reports it)."""
+    return int(id[:10], 36) / 1000
+
+
+# Replies ---------------------------------------------------------------------------------------
+# Scripts answer with a table whose first element is "ok" or an RSMQ error name.
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        # surrogateescape: a body written by another client that is not UTF-8 still round-trips.
+        return value.decode("utf-8", "surrogateescape")
+    return str(value)
+
+
+def check_status(reply: Sequence[Any]) -> Sequence[Any]:
+    status = _text(reply[0])
+    if status != "ok":
+        cls = ERRORS_BY_NAME.get(status, RSMQError)
+        # A batch refused whole says which of its messages was refused.
+        detail = f" (message {int(reply[1])} of the batch)" if len(reply) > 1 else ""
+        raise cls(cls.default_message + detail)
+    return reply
+
+
+def error_from_name(name: str, message: str | None = None) -> RSMQError:
+    cls = ERRORS_BY_NAME.get(name, RSMQError)
+    return cls(message)
+
+
+def parse_ids(reply: Sequence[Any]) -> list[str | RSMQError]:
+    """Send replies: one id per message, or "!<errorName>" for a message refused."""
+    out: list[str | RSMQError] = []
+    for item in check_status(reply)[1:]:
+        text = _text(item)
+        out.append(error_from_name(text[1:]) if text.startswith("!") else text)
+    return out
+
+
+def parse_batch_ids(reply: Sequence[Any]) -> list[str]:
+    """Send replies of an all-or-none batch: refused whole, or every id."""
+    return [_text(item) for item in check_status(reply)[1:]]
+
+
+def parse_messages(reply: Sequence[Any]) -> list[Message]:
+    flat = check_status(reply)[1:]
+    return [
+        Message(
+            id=(mid := _text(flat[i])),
+            message=_text(flat[i + 1]),
+            rc=int(flat[i + 2]),
+            fr=int(flat[i + 3]),
+            sent=sent_ms(mid),
+        )
+        for i in range(0, len(flat), 4)
+    ]
+
+
+def parse_flags(reply: Sequence[Any]) -> list[bool]:
+    return [int(x) == 1 for x in check_status(reply)[1:]]
+
+
+ATTRIBUTE_FIELDS = ("vt", "delay", "maxsize", "totalrecv", "totalsent", "created", "modified")
+
+
+def parse_attributes(reply: Sequence[Any]) -> QueueAttributes:
+    values = [int(x) if x is not None else 0 for x in check_status(reply)[1:]]
+    return QueueAttributes(*values)
+
+
+def parse_queues(reply: Any) -> list[str]:
+    return sorted(_text(x) for x in reply)
+
+
+# Calls -----------------------------------------------------------------------------------------
+# What each operation asks of Redis: a script name, its KEYS and its ARGV.
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    script: str
+    keys: list[str]
+    args: list[str | int | bytes]
+
+
+SendItem = tuple[str | int, str, bytes]
+
+
+def send_item(message: object, delay: object) -> SendItem:
+    d: str | int = "" if delay is None else check_seconds("delay", delay)
+    return (d, new_id_suffix(), encode_message(message))
+
+
+def create_queue(ns: str, qname: object, vt: object, delay: object, maxsize: object) -> Call:
+    k = Keys.of(ns, qname)
+    args: list[str | int | bytes] = [
+        check_seconds("vt", vt),
+        check_seconds("delay", delay),
+        check_maxsize(maxsize),
+        k.zset[len(ns) + 1 :],
+    ]
+    return Call("create_queue", [k.hash, k.queues], args)
+
+
+def delete_queue(ns: str, qname: object) -> Call:
+    k = Keys.of(ns, qname)
+    return Call("delete_queue", [k.hash, k.zset, k.queues], [k.zset[len(ns) + 1 :]])
+
+
+def get_attributes(ns: str, qname: object) -> Call:
+    k = Keys.of(ns, qname)
+    return Call("get_attributes", [k.hash, k.zset], [])
+
+
+def set_attributes(ns: str, qname: object, vt: object, delay: object, maxsize: object) -> Call:
+    k = Keys.of(ns, qname)
+    if vt is None and delay is None and maxsize is None:
+        raise NoAttributeSupplied()
+    args: list[str | int | bytes] = [
+        "" if vt is None else check_seconds("vt", vt),
+        "" if delay is None else check_seconds("delay", delay),
+        "" if maxsize is None else check_maxsize(maxsize),
+    ]
+    return Call("set_attributes", [k.hash, k.zset], args)
+
+
+def send(keys: Keys, items: Sequence[SendItem], *, all_or_none: bool, realtime: bool) -> Call:
+    args: list[str | int | bytes] = [
+        keys.channel if realtime else "",
+        "all" if all_or_none else "each",
+    ]
+    for item in items:
+        args.extend(item)
+    return Call("send", [keys.zset, keys.hash], args)
+
+
+def vt_arg(vt: object) -> str | int:
+    return "" if vt is None else check_seconds("vt", vt)
+
+
+def receive(keys: Keys, count: int, vt: str | int, *, pop: bool) -> Call:
+    return Call("receive", [keys.zset, keys.hash], [vt, count, "pop" if pop else ""])
+
+
+def delete(keys: Keys, ids: Sequence[str]) -> Call:
+    return Call("delete", [keys.zset, keys.hash], list(ids))
+
+
+def change_visibility(ns: str, qname: object, id: object, vt: object) -> Call:
+    k = Keys.of(ns, qname)
+    return Call("change_visibility", [k.zset, k.hash], [check_id(id), check_seconds("vt", vt)])
+
+
+def check_ids(ids: object) -> list[str]:
+    if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
+        raise InvalidValue(f"ids must be a list of message ids (got {type(ids).__name__})")
+    return [check_id(i) for i in ids]
+
+
+def check_messages(messages: object) -> list[object]:
+    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+        raise MessageNotString(
+            f"messages must be a list of strings (got {type(messages).__name__})"
+        )
+    if len(messages) > MAX_BATCH:
+        raise InvalidValue(f"at most {MAX_BATCH} messages go in one batch (got {len(messages)})")
+    return list(messages)

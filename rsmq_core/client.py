@@ -1,0 +1,191 @@
+"""AsyncRSMQ: the asyncio client, and the core every other part of the project stands on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import redis.asyncio as aioredis
+
+from . import _protocol as p
+from ._batch import Batcher
+from ._scripts import NAMES, source
+from .errors import RSMQError
+from .models import Message, QueueAttributes
+
+DEFAULT_URL = "redis://localhost:6379/0"
+
+_ReceiveKey = tuple[p.Keys, str | int, bool]
+
+
+class AsyncRSMQ:
+    """An RSMQ client for asyncio.
+
+    Every operation is one round trip (one Lua script that reads the server's clock and the
+    queue's attributes itself). Concurrent ``send_message``, ``receive_message``,
+    ``pop_message`` and ``delete_message`` calls on one queue are coalesced into batched
+    script calls, so fifty coroutines cost a handful of round trips, not fifty.
+
+    Build it around a ``redis.asyncio.Redis`` you own, or with :meth:`from_url` (then
+    :meth:`aclose` closes the connection too).
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        ns: str = "rsmq",
+        realtime: bool = False,
+        _owns_redis: bool = False,
+    ) -> None:
+        self.redis = redis
+        self.ns = p.check_ns(ns)
+        self.realtime = realtime
+        self._owns_redis = _owns_redis
+        self._scripts = {name: redis.register_script(source(name)) for name in NAMES}
+        self._sends: Batcher[p.Keys, p.SendItem, str] = Batcher(self._send_each, p.MAX_BATCH)
+        self._receives: Batcher[_ReceiveKey, None, Message | None] = Batcher(
+            self._receive_each, p.MAX_BATCH
+        )
+        self._deletes: Batcher[p.Keys, str, bool] = Batcher(self._delete_each, p.MAX_BATCH)
+
+    @classmethod
+    def from_url(
+        cls, url: str = DEFAULT_URL, *, ns: str = "rsmq", realtime: bool = False, **kwargs: Any
+    ) -> Self:
+        """A client on its own connection pool; extra keyword arguments go to redis-py."""
+        return cls(
+            aioredis.Redis.from_url(url, **kwargs), ns=ns, realtime=realtime, _owns_redis=True
+        )
+
+    def __repr__(self) -> str:
+        return f"<AsyncRSMQ ns={self.ns!r} realtime={self.realtime}>"
+
+    async def _call(self, call: p.Call) -> Any:
+        return await self._scripts[call.script](keys=call.keys, args=call.args)
+
+    # Queues ------------------------------------------------------------------------------------
+
+    async def create_queue(
+        self,
+        qname: str,
+        *,
+        vt: int = p.DEFAULT_VT,
+        delay: int = p.DEFAULT_DELAY,
+        maxsize: int = p.DEFAULT_MAXSIZE,
+    ) -> None:
+        """Create a queue; ``QueueExists`` if it is there already."""
+        p.check_status(await self._call(p.create_queue(self.ns, qname, vt, delay, maxsize)))
+
+    async def list_queues(self) -> list[str]:
+        """Every queue's name, sorted."""
+        return p.parse_queues(await self.redis.smembers(f"{self.ns}:QUEUES"))
+
+    async def delete_queue(self, qname: str) -> None:
+        """Delete a queue and every message in it; ``QueueNotFound`` if there is none."""
+        p.check_status(await self._call(p.delete_queue(self.ns, qname)))
+
+    async def get_queue_attributes(self, qname: str) -> QueueAttributes:
+        """The queue's settings, counters and sizes."""
+        return p.parse_attributes(await self._call(p.get_attributes(self.ns, qname)))
+
+    async def set_queue_attributes(
+        self,
+        qname: str,
+        *,
+        vt: int | None = None,
+        delay: int | None = None,
+        maxsize: int | None = None,
+    ) -> QueueAttributes:
+        """Change any of vt, delay and maxsize; returns the attributes after the change."""
+        call = p.set_attributes(self.ns, qname, vt, delay, maxsize)
+        return p.parse_attributes(await self._call(call))
+
+    # Messages ----------------------------------------------------------------------------------
+
+    async def send_message(self, qname: str, message: str, *, delay: int | None = None) -> str:
+        """Put a message on the queue (visible after ``delay`` seconds); returns its id."""
+        keys = p.Keys.of(self.ns, qname)
+        return await self._sends.submit(keys, p.send_item(message, delay))
+
+    async def send_messages(
+        self, qname: str, messages: Sequence[str], *, delay: int | None = None
+    ) -> list[str]:
+        """Send up to 1000 messages in one round trip, all or none; returns their ids in order."""
+        keys = p.Keys.of(self.ns, qname)
+        items = [p.send_item(m, delay) for m in p.check_messages(messages)]
+        if not items:
+            return []
+        call = p.send(keys, items, all_or_none=True, realtime=self.realtime)
+        return p.parse_batch_ids(await self._call(call))
+
+    async def receive_message(self, qname: str, *, vt: int | None = None) -> Message | None:
+        """Take the next visible message and hide it for ``vt`` seconds; None if none is visible."""
+        key = (p.Keys.of(self.ns, qname), p.vt_arg(vt), False)
+        return await self._receives.submit(key, None)
+
+    async def receive_messages(
+        self, qname: str, count: int, *, vt: int | None = None
+    ) -> list[Message]:
+        """Receive up to ``count`` (1..1000) visible messages in one round trip."""
+        call = p.receive(p.Keys.of(self.ns, qname), p.check_count(count), p.vt_arg(vt), pop=False)
+        return p.parse_messages(await self._call(call))
+
+    async def pop_message(self, qname: str) -> Message | None:
+        """Receive and delete the next visible message at once; None if none is visible."""
+        key = (p.Keys.of(self.ns, qname), "", True)
+        return await self._receives.submit(key, None)
+
+    async def delete_message(self, qname: str, id: str) -> bool:
+        """Delete a message; False if there was no such message."""
+        keys = p.Keys.of(self.ns, qname)
+        return await self._deletes.submit(keys, p.check_id(id))
+
+    async def delete_messages(self, qname: str, ids: Sequence[str]) -> int:
+        """Delete many messages in one round trip; returns how many were deleted."""
+        keys = p.Keys.of(self.ns, qname)
+        checked = p.check_ids(ids)
+        if not checked:
+            return 0
+        return sum(p.parse_flags(await self._call(p.delete(keys, checked))))
+
+    async def change_message_visibility(self, qname: str, id: str, vt: int) -> bool:
+        """Hide a message for ``vt`` seconds from now; False if there is no such message."""
+        call = p.change_visibility(self.ns, qname, id, vt)
+        return p.parse_flags(await self._call(call))[0]
+
+    # Lifecycle ---------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Wait for calls in flight, then close the connection pool if this client made it."""
+        for batcher in (self._sends, self._receives, self._deletes):
+            await batcher.wait_idle()
+        if self._owns_redis:
+            await self.redis.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # Batched runners behind the coalesced calls --------------------------------------------------
+
+    async def _send_each(self, keys: p.Keys, items: list[p.SendItem]) -> list[str | RSMQError]:
+        call = p.send(keys, items, all_or_none=False, realtime=self.realtime)
+        return p.parse_ids(await self._call(call))
+
+    async def _receive_each(self, key: _ReceiveKey, items: list[None]) -> list[Message | None]:
+        keys, vt, pop = key
+        got: list[Message | None] = []
+        got.extend(p.parse_messages(await self._call(p.receive(keys, len(items), vt, pop=pop))))
+        return got + [None] * (len(items) - len(got))
+
+    async def _delete_each(self, keys: p.Keys, ids: list[str]) -> list[bool]:
+        return p.parse_flags(await self._call(p.delete(keys, ids)))

@@ -1,0 +1,107 @@
+"""Errors raised by rsmq_core.
+
+Every error is an :class:`RSMQError`; each subclass carries RSMQ's own error name in
+``.name`` (the same string Node RSMQ puts in ``err.name``) and RSMQ's message text::
+
+    RSMQError
+    ├── QueueNotFound        queueNotFound        "Queue not found"
+    ├── QueueExists          queueExists          "Queue exists"
+    ├── InvalidFormat        invalidFormat        "Invalid qname format", "Invalid id format"
+    ├── InvalidValue         invalidValue         "vt must be between 0 and 9999999", ...
+    ├── MissingParameter     missingParameter     "No qname supplied", "No id supplied"
+    ├── MessageTooLong       messageTooLong       "Message too long"
+    ├── MessageNotString     messageNotString     "Message must be a string"
+    └── NoAttributeSupplied  noAttributeSupplied  "No attribute was supplied"
+
+An empty receive is not an error: it returns ``None``. Connection problems surface as
+redis-py's own ``redis.exceptions.ConnectionError``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class RSMQError(Exception):
+    """Base of every error rsmq_core raises for a request it refuses."""
+
+    name: ClassVar[str] = "rsmqError"
+    default_message: ClassVar[str] = "RSMQ error"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class QueueNotFound(RSMQError):
+    """The named queue does not exist."""
+
+    name = "queueNotFound"
+    default_message = "Queue not found"
+
+
+class QueueExists(RSMQError):
+    """create_queue was asked for a queue that already exists."""
+
+    name = "queueExists"
+    default_message = "Queue exists"
+
+
+class InvalidFormat(RSMQError):
+    """A queue name or message id does not match RSMQ's format."""
+
+    name = "invalidFormat"
+    default_message = "Invalid format"
+
+
+class InvalidValue(RSMQError):
+    """A numeric option (vt, delay, maxsize, count) is out of range or not an integer."""
+
+    name = "invalidValue"
+    default_message = "Invalid value"
+
+
+class MissingParameter(RSMQError):
+    """A required parameter (queue name, message id) is empty or missing."""
+
+    name = "missingParameter"
+    default_message = "Missing parameter"
+
+
+class MessageTooLong(RSMQError):
+    """The message is longer (in UTF-8 bytes) than the queue's maxsize."""
+
+    name = "messageTooLong"
+    default_message = "Message too long"
+
+
+class MessageNotString(RSMQError):
+    """The message is not a ``str``."""
+
+    name = "messageNotString"
+    default_message = "Message must be a string"
+
+
+class NoAttributeSupplied(RSMQError):
+    """set_queue_attributes was called without vt, delay or maxsize."""
+
+    name = "noAttributeSupplied"
+    default_message = "No attribute was supplied"
+
+
+ERRORS_BY_NAME: dict[str, type[RSMQError]] = {
+    cls.name: cls
+    for cls in (
+        QueueNotFound,
+        QueueExists,
+        InvalidFormat,
+        InvalidValue,
+        MissingParameter,
+        MessageTooLong,
+        MessageNotString,
+        NoAttributeSupplied,
+    )
+}

@@ -1,0 +1,12 @@
+-- Create a queue, as RSMQ's createQueue does.
+-- KEYS[1] {ns}:{qname}:Q (hash)   KEYS[2] {ns}:QUEUES (set)
+-- ARGV    vt, delay, maxsize, qname
+-- Returns {"ok"} or {"queueExists"}.
+local s = now()
+if redis.call("HSETNX", KEYS[1], "vt", ARGV[1]) == 0 then return {"queueExists"} end
+redis.call("HSETNX", KEYS[1], "delay", ARGV[2])
+redis.call("HSETNX", KEYS[1], "maxsize", ARGV[3])
+redis.call("HSETNX", KEYS[1], "created", s)
+redis.call("HSETNX", KEYS[1], "modified", s)
+redis.call("SADD", KEYS[2], ARGV[4])
+return {"ok"}

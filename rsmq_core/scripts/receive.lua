@@ -1,0 +1,40 @@
+-- Receive (or pop) up to `count` visible messages, as RSMQ's receiveMessage/popMessage do.
+-- KEYS[1] {ns}:{qname} (zset)   KEYS[2] {ns}:{qname}:Q (hash)
+-- ARGV[1] visibility timeout in seconds, or "" for the queue's
+-- ARGV[2] count
+-- ARGV[3] "pop" to remove the messages instead of hiding them, else ""
+-- Returns {"ok", id, body, rc, fr, ...} (nothing after "ok" when no message is visible)
+-- or {"queueNotFound"}.
+local vt = redis.call("HGET", KEYS[2], "vt")
+if not vt then return {"queueNotFound"} end
+if ARGV[1] ~= "" then vt = ARGV[1] end
+local pop = ARGV[3] == "pop"
+local _, _, ms = now()
+local ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ms, "LIMIT", 0, tonumber(ARGV[2]))
+local out, got = {"ok"}, 0
+for _, id in ipairs(ids) do
+  local body = redis.call("HGET", KEYS[2], id)
+  if not body then
+    -- A member without a body can only come from outside tampering; receiving it would
+    -- hand out an empty message forever, so drop it.
+    redis.call("ZREM", KEYS[1], id)
+  else
+    local rc = redis.call("HINCRBY", KEYS[2], id .. ":rc", 1)
+    local fr = ms
+    if rc > 1 then fr = tonumber(redis.call("HGET", KEYS[2], id .. ":fr")) or ms end
+    if pop then
+      redis.call("ZREM", KEYS[1], id)
+      redis.call("HDEL", KEYS[2], id, id .. ":rc", id .. ":fr")
+    else
+      redis.call("ZADD", KEYS[1], ms + tonumber(vt) * 1000, id)
+      if rc == 1 then redis.call("HSET", KEYS[2], id .. ":fr", ms) end
+    end
+    got = got + 1
+    out[#out + 1] = id
+    out[#out + 1] = body
+    out[#out + 1] = rc
+    out[#out + 1] = fr
+  end
+end
+if got > 0 then redis.call("HINCRBY", KEYS[2], "totalrecv", got) end
+return out

@@ -1,0 +1,133 @@
+"""RSMQ: the blocking client, a thin facade over the same calls and replies as AsyncRSMQ.
+
+Each method builds its call and parses its reply with ``_protocol``, exactly as AsyncRSMQ
+does; only the round trip differs. ``tests/test_api.py`` checks that both expose the same
+methods with the same signatures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import redis
+
+from . import _protocol as p
+from ._scripts import NAMES, source
+from .client import DEFAULT_URL
+from .models import Message, QueueAttributes
+
+
+class RSMQ:
+    """An RSMQ client that blocks; see :class:`rsmq_core.AsyncRSMQ` for each method."""
+
+    def __init__(
+        self,
+        redis: redis.Redis,
+        *,
+        ns: str = "rsmq",
+        realtime: bool = False,
+        _owns_redis: bool = False,
+    ) -> None:
+        self.redis = redis
+        self.ns = p.check_ns(ns)
+        self.realtime = realtime
+        self._owns_redis = _owns_redis
+        self._scripts = {name: redis.register_script(source(name)) for name in NAMES}
+
+    @classmethod
+    def from_url(
+        cls, url: str = DEFAULT_URL, *, ns: str = "rsmq", realtime: bool = False, **kwargs: Any
+    ) -> Self:
+        return cls(redis.Redis.from_url(url, **kwargs), ns=ns, realtime=realtime, _owns_redis=True)
+
+    def __repr__(self) -> str:
+        return f"<RSMQ ns={self.ns!r} realtime={self.realtime}>"
+
+    def _call(self, call: p.Call) -> Any:
+        return self._scripts[call.script](keys=call.keys, args=call.args)
+
+    def create_queue(
+        self,
+        qname: str,
+        *,
+        vt: int = p.DEFAULT_VT,
+        delay: int = p.DEFAULT_DELAY,
+        maxsize: int = p.DEFAULT_MAXSIZE,
+    ) -> None:
+        p.check_status(self._call(p.create_queue(self.ns, qname, vt, delay, maxsize)))
+
+    def list_queues(self) -> list[str]:
+        return p.parse_queues(self.redis.smembers(f"{self.ns}:QUEUES"))
+
+    def delete_queue(self, qname: str) -> None:
+        p.check_status(self._call(p.delete_queue(self.ns, qname)))
+
+    def get_queue_attributes(self, qname: str) -> QueueAttributes:
+        return p.parse_attributes(self._call(p.get_attributes(self.ns, qname)))
+
+    def set_queue_attributes(
+        self,
+        qname: str,
+        *,
+        vt: int | None = None,
+        delay: int | None = None,
+        maxsize: int | None = None,
+    ) -> QueueAttributes:
+        return p.parse_attributes(self._call(p.set_attributes(self.ns, qname, vt, delay, maxsize)))
+
+    def send_message(self, qname: str, message: str, *, delay: int | None = None) -> str:
+        return self.send_messages(qname, [message], delay=delay)[0]
+
+    def send_messages(
+        self, qname: str, messages: Sequence[str], *, delay: int | None = None
+    ) -> list[str]:
+        keys = p.Keys.of(self.ns, qname)
+        items = [p.send_item(m, delay) for m in p.check_messages(messages)]
+        if not items:
+            return []
+        return p.parse_batch_ids(
+            self._call(p.send(keys, items, all_or_none=True, realtime=self.realtime))
+        )
+
+    def receive_message(self, qname: str, *, vt: int | None = None) -> Message | None:
+        return next(iter(self._receive(qname, 1, vt, pop=False)), None)
+
+    def receive_messages(self, qname: str, count: int, *, vt: int | None = None) -> list[Message]:
+        return self._receive(qname, p.check_count(count), vt, pop=False)
+
+    def pop_message(self, qname: str) -> Message | None:
+        return next(iter(self._receive(qname, 1, None, pop=True)), None)
+
+    def delete_message(self, qname: str, id: str) -> bool:
+        return self.delete_messages(qname, [id]) == 1
+
+    def delete_messages(self, qname: str, ids: Sequence[str]) -> int:
+        keys = p.Keys.of(self.ns, qname)
+        checked = p.check_ids(ids)
+        if not checked:
+            return 0
+        return sum(p.parse_flags(self._call(p.delete(keys, checked))))
+
+    def change_message_visibility(self, qname: str, id: str, vt: int) -> bool:
+        return p.parse_flags(self._call(p.change_visibility(self.ns, qname, id, vt)))[0]
+
+    def close(self) -> None:
+        if self._owns_redis:
+            self.redis.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _receive(self, qname: str, count: int, vt: int | None, *, pop: bool) -> list[Message]:
+        call = p.receive(p.Keys.of(self.ns, qname), count, p.vt_arg(vt), pop=pop)
+        return p.parse_messages(self._call(call))
