@@ -7,6 +7,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from . import _protocol as p
 from ._batch import Batcher
@@ -15,6 +17,10 @@ from .errors import RSMQError
 from .models import Message, QueueAttributes
 
 DEFAULT_URL = "redis://localhost:6379/0"
+# A dropped connection (Redis restarted, a proxy's idle cut) is retried on a new one: three
+# tries over about a second. redis-py's async from_url would otherwise not retry at all.
+RETRIES = 3
+BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=0.5)
 
 _ReceiveKey = tuple[p.Keys, str | int, bool]
 
@@ -54,7 +60,12 @@ class AsyncRSMQ:
     def from_url(
         cls, url: str = DEFAULT_URL, *, ns: str = "rsmq", realtime: bool = False, **kwargs: Any
     ) -> Self:
-        """A client on its own connection pool; extra keyword arguments go to redis-py."""
+        """A client on its own connection pool; extra keyword arguments go to redis-py.
+
+        A call whose connection drops is retried on a new connection; a send retried that
+        way may, rarely, be stored twice (delivery is at-least-once either way).
+        """
+        kwargs.setdefault("retry", Retry(BACKOFF, RETRIES))
         return cls(
             aioredis.Redis.from_url(url, **kwargs), ns=ns, realtime=realtime, _owns_redis=True
         )

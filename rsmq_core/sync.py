@@ -12,10 +12,11 @@ from types import TracebackType
 from typing import Any, Self
 
 import redis
+from redis.retry import Retry
 
 from . import _protocol as p
 from ._scripts import NAMES, source
-from .client import DEFAULT_URL
+from .client import BACKOFF, DEFAULT_URL, RETRIES
 from .models import Message, QueueAttributes
 
 
@@ -40,6 +41,7 @@ class RSMQ:
     def from_url(
         cls, url: str = DEFAULT_URL, *, ns: str = "rsmq", realtime: bool = False, **kwargs: Any
     ) -> Self:
+        kwargs.setdefault("retry", Retry(BACKOFF, RETRIES))
         return cls(redis.Redis.from_url(url, **kwargs), ns=ns, realtime=realtime, _owns_redis=True)
 
     def __repr__(self) -> str:

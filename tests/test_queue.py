@@ -1,0 +1,281 @@
+"""Every queue behaviour, run against both RSMQ and AsyncRSMQ (the `rsmq` fixture)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from rsmq_core import Message, QueueExists, QueueNotFound
+
+ID = re.compile(r"^[a-zA-Z0-9:]{32}$")
+
+
+def wait_for(predicate, timeout: float = 5.0):
+    """Poll a condition until it holds; fail after the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        time.sleep(0.005)
+
+
+def test_create_list_delete_queue(rsmq, r):
+    assert rsmq.list_queues() == []
+    rsmq.create_queue("b")
+    rsmq.create_queue("a", vt=5, delay=2, maxsize=2048)
+    assert rsmq.list_queues() == ["a", "b"]
+    stored = r.hgetall(f"{rsmq.ns}:a:Q")
+    assert {k: stored[k] for k in ("vt", "delay", "maxsize")} == {
+        "vt": "5",
+        "delay": "2",
+        "maxsize": "2048",
+    }
+    assert stored["created"] == stored["modified"]
+    assert abs(int(stored["created"]) - int(r.time()[0])) <= 1
+    assert r.smembers(f"{rsmq.ns}:QUEUES") == {"a", "b"}
+
+    rsmq.send_message("a", "x")
+    rsmq.delete_queue("a")
+    assert rsmq.list_queues() == ["b"]
+    assert not r.exists(f"{rsmq.ns}:a:Q", f"{rsmq.ns}:a")
+
+
+def test_duplicate_queue_is_refused_and_keeps_its_settings(rsmq, r):
+    rsmq.create_queue("q", vt=7)
+    with pytest.raises(QueueExists, match="Queue exists") as exc:
+        rsmq.create_queue("q", vt=9)
+    assert exc.value.name == "queueExists"
+    assert r.hget(f"{rsmq.ns}:q:Q", "vt") == "7"
+
+
+def test_missing_queue_everywhere(rsmq):
+    some_id = "a" * 32
+    calls = [
+        lambda: rsmq.delete_queue("nope"),
+        lambda: rsmq.get_queue_attributes("nope"),
+        lambda: rsmq.set_queue_attributes("nope", vt=1),
+        lambda: rsmq.send_message("nope", "x"),
+        lambda: rsmq.send_messages("nope", ["x", "y"]),
+        lambda: rsmq.receive_message("nope"),
+        lambda: rsmq.receive_messages("nope", 3),
+        lambda: rsmq.pop_message("nope"),
+        lambda: rsmq.delete_message("nope", some_id),
+        lambda: rsmq.delete_messages("nope", [some_id]),
+        lambda: rsmq.change_message_visibility("nope", some_id, 1),
+    ]
+    for call in calls:
+        with pytest.raises(QueueNotFound, match="Queue not found") as exc:
+            call()
+        assert exc.value.name == "queueNotFound"
+    assert rsmq.list_queues() == []
+
+
+def test_send_receive_delete_round_trip(rsmq, r):
+    rsmq.create_queue("q", vt=60)
+    before_ms = int(r.time()[0]) * 1000
+    mid = rsmq.send_message("q", "hello")
+    assert ID.match(mid)
+    assert r.hget(f"{rsmq.ns}:q:Q", mid) == "hello"
+
+    msg = rsmq.receive_message("q")
+    assert isinstance(msg, Message)
+    assert (msg.id, msg.message, msg.rc) == (mid, "hello", 1)
+    assert msg.fr >= int(msg.sent) >= before_ms
+    assert r.hget(f"{rsmq.ns}:q:Q", f"{mid}:fr") == str(msg.fr)
+    # Hidden for vt=60 s: its score is fr + 60000.
+    assert r.zscore(f"{rsmq.ns}:q", mid) == msg.fr + 60_000
+    assert rsmq.receive_message("q") is None
+
+    assert rsmq.delete_message("q", mid) is True
+    assert rsmq.delete_message("q", mid) is False
+    assert r.hkeys(f"{rsmq.ns}:q:Q") == [
+        k for k in r.hkeys(f"{rsmq.ns}:q:Q") if not k.startswith(mid)
+    ]
+    assert r.zcard(f"{rsmq.ns}:q") == 0
+
+
+def test_fifo_order(rsmq):
+    rsmq.create_queue("q")
+    sent = [rsmq.send_message("q", str(i)) for i in range(30)]
+    assert sorted(sent) == sent
+    got = [rsmq.receive_message("q") for _ in range(30)]
+    assert [m.message for m in got] == [str(i) for i in range(30)]
+
+
+def test_receive_count_and_first_receive(rsmq):
+    rsmq.create_queue("q", vt=0)
+    mid = rsmq.send_message("q", "x")
+    first = rsmq.receive_message("q")
+    second = rsmq.receive_message("q")  # vt=0: visible again at once
+    assert (first.rc, second.rc) == (1, 2)
+    assert second.id == mid
+    assert second.fr == first.fr
+
+
+def test_receive_vt_override_and_visibility_timeout(rsmq, r):
+    rsmq.create_queue("q", vt=3600)
+    mid = rsmq.send_message("q", "x")
+    msg = rsmq.receive_message("q", vt=1)
+    assert r.zscore(f"{rsmq.ns}:q", mid) == msg.fr + 1000
+    assert rsmq.receive_message("q") is None
+    again = wait_for(lambda: rsmq.receive_message("q"), timeout=5)
+    assert (again.id, again.rc) == (mid, 2)
+
+
+def test_delay_hides_a_message_until_due(rsmq, r):
+    rsmq.create_queue("q", delay=3600)
+    late = rsmq.send_message("q", "queue default delay")
+    now = rsmq.send_message("q", "no delay", delay=0)
+    attrs = rsmq.get_queue_attributes("q")
+    assert (attrs.msgs, attrs.hiddenmsgs) == (2, 2)
+    msg = rsmq.receive_message("q")
+    assert msg.id == now
+    assert rsmq.receive_message("q") is None
+    score = r.zscore(f"{rsmq.ns}:q", late)
+    assert score == pytest.approx(int(late[:10], 36) // 1000 + 3_600_000, abs=1)
+
+
+def test_change_message_visibility(rsmq, r):
+    rsmq.create_queue("q", vt=3600)
+    mid = rsmq.send_message("q", "x")
+    rsmq.receive_message("q")
+    assert rsmq.receive_message("q") is None
+    assert rsmq.change_message_visibility("q", mid, 0) is True
+    assert rsmq.receive_message("q").id == mid
+    assert rsmq.change_message_visibility("q", "b" * 32, 5) is False
+    rsmq.delete_message("q", mid)
+    assert rsmq.change_message_visibility("q", mid, 5) is False
+
+
+def test_pop_removes_the_message(rsmq, r):
+    rsmq.create_queue("q")
+    assert rsmq.pop_message("q") is None
+    mid = rsmq.send_message("q", "x")
+    msg = rsmq.pop_message("q")
+    assert (msg.id, msg.message, msg.rc) == (mid, "x", 1)
+    assert msg.fr >= int(msg.sent)
+    assert r.zcard(f"{rsmq.ns}:q") == 0
+    assert r.hkeys(f"{rsmq.ns}:q:Q") == [
+        "vt", "delay", "maxsize", "created", "modified", "totalsent", "totalrecv",
+    ]  # fmt: skip
+
+
+def test_pop_after_receive_keeps_first_receive(rsmq):
+    rsmq.create_queue("q", vt=0)
+    rsmq.send_message("q", "x")
+    first = rsmq.receive_message("q")
+    popped = rsmq.pop_message("q")
+    assert (popped.rc, popped.fr) == (2, first.fr)
+    assert rsmq.receive_message("q") is None
+
+
+def test_attributes_and_counters(rsmq):
+    rsmq.create_queue("q", vt=0)
+    for i in range(3):
+        rsmq.send_message("q", str(i))
+    rsmq.send_message("q", "later", delay=3600)
+    rsmq.receive_message("q")
+    rsmq.receive_message("q")
+    a = rsmq.get_queue_attributes("q")
+    assert (a.vt, a.delay, a.maxsize) == (0, 0, 65536)
+    assert (a.totalsent, a.totalrecv, a.msgs) == (4, 2, 4)
+    assert a.hiddenmsgs >= 1  # RSMQ counts from the start of the second: "later" at least
+    assert a.created <= a.modified
+
+
+def test_set_queue_attributes(rsmq, r):
+    rsmq.create_queue("q")
+    created = rsmq.get_queue_attributes("q").created
+    a = rsmq.set_queue_attributes("q", vt=10)
+    assert (a.vt, a.delay, a.maxsize) == (10, 0, 65536)
+    a = rsmq.set_queue_attributes("q", delay=5, maxsize=-1)
+    assert (a.vt, a.delay, a.maxsize) == (10, 5, -1)
+    assert a.created == created
+    assert a.modified >= created
+    assert rsmq.get_queue_attributes("q") == a
+
+
+def test_unlimited_maxsize_takes_a_large_message(rsmq):
+    rsmq.create_queue("q", maxsize=-1)
+    body = "é" * (1024 * 1024)
+    rsmq.send_message("q", body)
+    assert rsmq.receive_message("q").message == body
+
+
+def test_bodies_round_trip_exactly(rsmq):
+    rsmq.create_queue("q")
+    bodies = ["", " ", "a\x00b", "line\nbreak\r\n", "🎉 emoji", "中文", '{"json": [1, 2]}']
+    for b in bodies:
+        rsmq.send_message("q", b)
+    assert [rsmq.pop_message("q").message for _ in bodies] == bodies
+
+
+def test_send_messages_batch(rsmq, r):
+    rsmq.create_queue("q")
+    ids = rsmq.send_messages("q", [f"m{i}" for i in range(100)])
+    assert len(set(ids)) == 100
+    assert ids == sorted(ids)  # one batch keeps its order in the queue
+    assert all(ID.match(i) for i in ids)
+    assert rsmq.send_messages("q", []) == []
+    assert r.zrange(f"{rsmq.ns}:q", 0, -1) == ids
+    assert rsmq.get_queue_attributes("q").totalsent == 100
+
+
+def test_send_messages_batch_with_delay(rsmq):
+    rsmq.create_queue("q")
+    rsmq.send_messages("q", ["a", "b"], delay=3600)
+    assert rsmq.receive_message("q") is None
+    assert rsmq.get_queue_attributes("q").msgs == 2
+
+
+def test_receive_and_delete_messages_batch(rsmq):
+    rsmq.create_queue("q", vt=3600)
+    ids = rsmq.send_messages("q", [str(i) for i in range(10)])
+    got = rsmq.receive_messages("q", 4)
+    assert [m.id for m in got] == ids[:4]
+    assert [m.rc for m in got] == [1] * 4
+    rest = rsmq.receive_messages("q", 100)
+    assert [m.id for m in rest] == ids[4:]
+    assert rsmq.receive_messages("q", 5) == []
+    assert rsmq.delete_messages("q", [*ids[:3], "z" * 32]) == 3
+    assert rsmq.delete_messages("q", []) == 0
+    assert rsmq.get_queue_attributes("q").msgs == 7
+    assert rsmq.get_queue_attributes("q").totalrecv == 10
+
+
+def test_realtime_send_publishes_queue_size(redis_url, ns, r):
+    from rsmq_core import RSMQ
+
+    with RSMQ.from_url(redis_url, ns=ns, realtime=True) as rt:
+        rt.create_queue("q")
+        sub = r.pubsub()
+        sub.subscribe(f"{ns}:rt:q")
+        assert sub.get_message(timeout=5)["type"] == "subscribe"
+        rt.send_message("q", "a")
+        rt.send_message("q", "b")
+        rt.send_messages("q", ["c", "d", "e"])
+        got = []
+        deadline = time.monotonic() + 5
+        while len(got) < 3 and time.monotonic() < deadline:
+            m = sub.get_message(timeout=0.5)
+            if m and m["type"] == "message":
+                got.append(m["data"])
+        sub.close()
+    assert got == ["1", "2", "5"]
+
+
+def test_not_realtime_publishes_nothing(rsmq, r):
+    rsmq.create_queue("q")
+    sub = r.pubsub()
+    sub.subscribe(f"{rsmq.ns}:rt:q")
+    assert sub.get_message(timeout=5)["type"] == "subscribe"
+    rsmq.send_message("q", "a")
+    # Redis delivers publishes in order: anything the send published would come before this.
+    r.publish(f"{rsmq.ns}:rt:q", "marker")
+    m = sub.get_message(timeout=5)
+    sub.close()
+    assert (m["type"], m["data"]) == ("message", "marker")

@@ -1,0 +1,227 @@
+"""Bad input: every boundary RSMQ draws, refused with RSMQ's error and nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+from rsmq_core import (
+    InvalidFormat,
+    InvalidValue,
+    MessageNotString,
+    MessageTooLong,
+    MissingParameter,
+    NoAttributeSupplied,
+    RSMQError,
+)
+
+NOT_INTEGERS = [-1.5, 1.5, "3", True, [1]]
+
+
+def snapshot(r, ns):
+    return {k: (r.type(k), r.dump(k)) for k in r.scan_iter(f"{ns}:*")}
+
+
+@pytest.mark.parametrize("qname", ["a" * 160, "A-z_0-9", "x"])
+def test_qname_accepted(rsmq, qname):
+    rsmq.create_queue(qname)
+    assert qname in rsmq.list_queues()
+
+
+@pytest.mark.parametrize("qname", ["a" * 161, "has space", "colon:name", "dot.name", "é", "a/b"])
+def test_qname_refused(rsmq, r, qname):
+    with pytest.raises(InvalidFormat, match=r"^Invalid qname format$") as exc:
+        rsmq.create_queue(qname)
+    assert exc.value.name == "invalidFormat"
+    for call in (
+        lambda: rsmq.send_message(qname, "x"),
+        lambda: rsmq.receive_message(qname),
+        lambda: rsmq.get_queue_attributes(qname),
+        lambda: rsmq.delete_queue(qname),
+    ):
+        with pytest.raises(InvalidFormat):
+            call()
+    assert snapshot(r, rsmq.ns) == {}
+
+
+@pytest.mark.parametrize("qname", ["", None])
+def test_qname_missing(rsmq, qname):
+    with pytest.raises(MissingParameter, match=r"^No qname supplied$") as exc:
+        rsmq.create_queue(qname)
+    assert exc.value.name == "missingParameter"
+
+
+def test_qname_of_wrong_type(rsmq):
+    with pytest.raises(InvalidFormat):
+        rsmq.create_queue(123)
+
+
+@pytest.mark.parametrize("option", ["vt", "delay"])
+@pytest.mark.parametrize("value", [0, 1, 9_999_999])
+def test_seconds_accepted(rsmq, option, value):
+    rsmq.create_queue("q", **{option: value})
+    assert getattr(rsmq.get_queue_attributes("q"), option) == value
+    assert getattr(rsmq.set_queue_attributes("q", **{option: value}), option) == value
+
+
+@pytest.mark.parametrize("option", ["vt", "delay"])
+@pytest.mark.parametrize("value", [-1, 10_000_000, *NOT_INTEGERS])
+def test_seconds_refused(rsmq, r, option, value):
+    with pytest.raises(InvalidValue, match=f"^{option} must be between 0 and 9999999") as exc:
+        rsmq.create_queue("q", **{option: value})
+    assert exc.value.name == "invalidValue"
+    assert snapshot(r, rsmq.ns) == {}
+    rsmq.create_queue("q")
+    before = snapshot(r, rsmq.ns)
+    with pytest.raises(InvalidValue, match=f"^{option} must be between"):
+        rsmq.set_queue_attributes("q", **{option: value})
+    if option == "vt":
+        with pytest.raises(InvalidValue):
+            rsmq.receive_message("q", vt=value)
+        with pytest.raises(InvalidValue):
+            rsmq.change_message_visibility("q", "a" * 32, value)
+    else:
+        with pytest.raises(InvalidValue):
+            rsmq.send_message("q", "x", delay=value)
+        with pytest.raises(InvalidValue):
+            rsmq.send_messages("q", ["x"], delay=value)
+    assert snapshot(r, rsmq.ns) == before
+
+
+def test_non_integer_names_what_it_got(rsmq):
+    with pytest.raises(InvalidValue, match=r"got '3', not an integer"):
+        rsmq.create_queue("q", vt="3")
+
+
+@pytest.mark.parametrize("value", [1024, 65536, -1])
+def test_maxsize_accepted(rsmq, value):
+    rsmq.create_queue("q", maxsize=value)
+    assert rsmq.get_queue_attributes("q").maxsize == value
+
+
+@pytest.mark.parametrize("value", [1023, 65537, 0, -2, 2048.0, "2048", True])
+def test_maxsize_refused(rsmq, r, value):
+    with pytest.raises(InvalidValue, match=r"^maxsize must be between 1024 and 65536"):
+        rsmq.create_queue("q", maxsize=value)
+    rsmq.create_queue("q")
+    with pytest.raises(InvalidValue, match=r"^maxsize must be between 1024 and 65536"):
+        rsmq.set_queue_attributes("q", maxsize=value)
+    assert rsmq.get_queue_attributes("q").maxsize == 65536
+
+
+def test_set_without_attributes(rsmq):
+    rsmq.create_queue("q")
+    with pytest.raises(NoAttributeSupplied, match=r"^No attribute was supplied$") as exc:
+        rsmq.set_queue_attributes("q")
+    assert exc.value.name == "noAttributeSupplied"
+
+
+@pytest.mark.parametrize("unit", ["a", "é", "€", "🎉"])  # 1, 2, 3 and 4 UTF-8 bytes
+def test_message_of_exactly_maxsize_bytes(rsmq, unit):
+    rsmq.create_queue("q", maxsize=1024)
+    width = len(unit.encode())
+    fits = unit * (1024 // width) + "a" * (1024 % width)
+    assert len(fits.encode()) == 1024
+    rsmq.send_message("q", fits)
+    over = fits[:-1] + ("é" if fits[-1] == "a" else fits[-1] + "a")
+    assert len(over.encode()) > 1024
+    with pytest.raises(MessageTooLong, match=r"^Message too long") as exc:
+        rsmq.send_message("q", over)
+    assert exc.value.name == "messageTooLong"
+    assert rsmq.pop_message("q").message == fits
+    a = rsmq.get_queue_attributes("q")
+    assert (a.msgs, a.totalsent) == (0, 1)
+
+
+def test_multibyte_message_within_length_but_over_bytes(rsmq):
+    rsmq.create_queue("q", maxsize=1024)
+    body = "é" * 600  # 600 characters, 1200 bytes
+    with pytest.raises(MessageTooLong):
+        rsmq.send_message("q", body)
+
+
+def test_batch_with_one_message_too_long_sends_none(rsmq):
+    rsmq.create_queue("q", maxsize=1024)
+    with pytest.raises(MessageTooLong, match=r"message 2 of the batch"):
+        rsmq.send_messages("q", ["a", "b", "x" * 1025, "c"])
+    assert rsmq.get_queue_attributes("q").msgs == 0
+
+
+@pytest.mark.parametrize("message", [None, 1, b"bytes", {"a": 1}, ["x"]])
+def test_message_not_string(rsmq, message):
+    rsmq.create_queue("q")
+    with pytest.raises(MessageNotString, match=r"^Message must be a string") as exc:
+        rsmq.send_message("q", message)
+    assert exc.value.name == "messageNotString"
+    with pytest.raises(MessageNotString):
+        rsmq.send_messages("q", ["ok", message])
+    assert rsmq.get_queue_attributes("q").msgs == 0
+
+
+def test_message_with_lone_surrogate(rsmq):
+    rsmq.create_queue("q")
+    with pytest.raises(MessageNotString, match="lone surrogate at index 1"):
+        rsmq.send_message("q", "a\ud800b")
+
+
+def test_messages_must_be_a_list(rsmq):
+    rsmq.create_queue("q")
+    with pytest.raises(MessageNotString, match="messages must be a list"):
+        rsmq.send_messages("q", "abc")
+    with pytest.raises(InvalidValue, match="at most 1000 messages"):
+        rsmq.send_messages("q", ["x"] * 1001)
+    assert rsmq.get_queue_attributes("q").msgs == 0
+
+
+@pytest.mark.parametrize("mid", ["a" * 31, "a" * 33, "a" * 31 + "!", "é" * 32, 5])
+def test_id_refused(rsmq, mid):
+    rsmq.create_queue("q")
+    for call in (
+        lambda: rsmq.delete_message("q", mid),
+        lambda: rsmq.delete_messages("q", [mid]),
+        lambda: rsmq.change_message_visibility("q", mid, 1),
+    ):
+        with pytest.raises(InvalidFormat, match=r"^Invalid id format$"):
+            call()
+
+
+@pytest.mark.parametrize("mid", ["", None])
+def test_id_missing(rsmq, mid):
+    rsmq.create_queue("q")
+    with pytest.raises(MissingParameter, match=r"^No id supplied$"):
+        rsmq.delete_message("q", mid)
+
+
+def test_ids_must_be_a_list(rsmq):
+    rsmq.create_queue("q")
+    with pytest.raises(InvalidValue, match="ids must be a list"):
+        rsmq.delete_messages("q", "a" * 32)
+
+
+@pytest.mark.parametrize("count", [0, 1001, -1, 1.5, "2"])
+def test_receive_count_refused(rsmq, count):
+    rsmq.create_queue("q")
+    with pytest.raises(InvalidValue, match=r"^count must be between 1 and 1000"):
+        rsmq.receive_messages("q", count)
+
+
+def test_namespace_refused():
+    from rsmq_core import RSMQ
+
+    with pytest.raises(InvalidFormat, match="Invalid ns format"):
+        RSMQ.from_url("redis://127.0.0.1:1/0", ns="")
+
+
+def test_every_error_is_an_rsmq_error_with_rsmq_name():
+    import rsmq_core
+
+    names = {
+        getattr(rsmq_core, n).name
+        for n in rsmq_core.__all__
+        if isinstance(getattr(rsmq_core, n), type)
+        and issubclass(getattr(rsmq_core, n), RSMQError)
+        and getattr(rsmq_core, n) is not RSMQError
+    }
+    assert names == {
+        "queueNotFound", "queueExists", "invalidFormat", "invalidValue", "missingParameter",
+        "messageTooLong", "messageNotString", "noAttributeSupplied",
+    }  # fmt: skip
