@@ -146,19 +146,19 @@ class _Sync(RSMQ):
         self.close()
 
 
+class _Async(SyncDriven):
+    def close_all(self) -> None:
+        self.aclose()
+        self._runner.close()
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_random_operations_match_the_model(redis_url, kind):
-    runners: list[asyncio.Runner] = []
-
     def factory(ns: str):
         if kind == "sync":
             return _Sync.from_url(redis_url, ns=ns)
-        runner = asyncio.Runner()
-        runners.append(runner)
-        driven = SyncDriven(AsyncRSMQ.from_url(redis_url, ns=ns), runner)
-        driven.close_all = lambda: (driven.aclose(), runner.close())
-        return driven
+        return _Async(AsyncRSMQ.from_url(redis_url, ns=ns), asyncio.Runner())
 
     run_state_machine_as_test(
         machine(factory),
