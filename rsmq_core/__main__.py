@@ -1,0 +1,5 @@
+"""``python -m rsmq_core``: the ``rsmq`` command line."""
+
+from .cli import main
+
+raise SystemExit(main())

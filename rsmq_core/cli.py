@@ -1,0 +1,287 @@
+"""``rsmq``: RSMQ queues from the command line, on the blocking :class:`~rsmq_core.RSMQ` client.
+
+Every command prints one JSON document on stdout: what the library call returns (a message
+or the attributes as an object, ids and names as strings, counts as numbers). Errors go to
+stderr as ``rsmq: <what>: <why>``. The URL comes from ``--url``, else ``$REDIS_URL``, else
+``redis://localhost:6379/0``; a password in it is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import redis
+
+from . import _protocol as p
+from .client import DEFAULT_URL
+from .errors import MessageNotString, RSMQError
+from .models import Message
+from .sync import RSMQ
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+# A CLI should fail fast on an unreachable host, not wait for the OS's minutes-long default.
+# A ``?socket_connect_timeout=`` in the URL wins over this.
+CONNECT_TIMEOUT = 5.0
+
+EPILOG = """\
+output: one JSON document on stdout; an empty receive or pop prints null (exit status 0).
+exit status: 0 done, 1 refused by RSMQ or Redis, 2 usage error, 3 cannot connect to Redis."""
+
+Command = Callable[[RSMQ, argparse.Namespace], Any]
+
+
+def _password_params(query: str) -> list[str]:
+    return [
+        v for k, _, v in (i.partition("=") for i in query.split("&")) if unquote(k) == "password"
+    ]
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (in the authority or a ``password=`` parameter) as ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    query = "&".join(
+        "password=***" if unquote(item.partition("=")[0]) == "password" else item
+        for item in parts.query.split("&")
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` with any password of ``url`` in it masked, in case an error quotes it."""
+    try:
+        parts = urlsplit(url)
+        secrets = [parts.password or "", *_password_params(parts.query)]
+    except ValueError:
+        return "<not shown: the URL cannot be parsed>"
+    for secret in secrets:
+        for form in {secret, unquote(secret)} - {""}:
+            text = text.replace(form, "***")
+    return text
+
+
+# Commands: each returns what to print -------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace) -> dict[str, int]:
+    """The --vt, --delay and --maxsize given, so the library applies its own defaults."""
+    return {k: v for k in ("vt", "delay", "maxsize") if (v := getattr(args, k)) is not None}
+
+
+def _create(client: RSMQ, args: argparse.Namespace) -> bool:
+    client.create_queue(args.qname, **_settings(args))
+    return True
+
+
+def _list(client: RSMQ, args: argparse.Namespace) -> list[str]:
+    return client.list_queues()
+
+
+def _attributes(client: RSMQ, args: argparse.Namespace) -> dict[str, Any]:
+    return dataclasses.asdict(client.get_queue_attributes(args.qname))
+
+
+def _set(client: RSMQ, args: argparse.Namespace) -> dict[str, Any]:
+    return dataclasses.asdict(client.set_queue_attributes(args.qname, **_settings(args)))
+
+
+def _stdin_text() -> str:
+    try:
+        return sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MessageNotString(f"stdin is not valid UTF-8 (byte {exc.start})") from None
+
+
+def _send(client: RSMQ, args: argparse.Namespace) -> str | list[str]:
+    if not args.batch:
+        message = _stdin_text() if args.message == "-" else args.message
+        return client.send_message(args.qname, message, delay=args.delay)
+    # One message per line, the line break removed. One all-or-none call: a line refused
+    # (too long) sends nothing, and more than 1000 lines are refused as the library's batch is.
+    lines = _stdin_text().split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    messages = [line.removesuffix("\r") for line in lines]
+    if not messages:
+        client.get_queue_attributes(args.qname)  # an empty batch must still name a real queue
+    return client.send_messages(args.qname, messages, delay=args.delay)
+
+
+def _message(m: Message | None) -> dict[str, Any] | None:
+    return None if m is None else dataclasses.asdict(m)
+
+
+def _receive(client: RSMQ, args: argparse.Namespace) -> Any:
+    if args.count is None:
+        return _message(client.receive_message(args.qname, vt=args.vt))
+    return [_message(m) for m in client.receive_messages(args.qname, args.count, vt=args.vt)]
+
+
+def _pop(client: RSMQ, args: argparse.Namespace) -> dict[str, Any] | None:
+    return _message(client.pop_message(args.qname))
+
+
+def _delete(client: RSMQ, args: argparse.Namespace) -> int:
+    return client.delete_messages(args.qname, args.ids)
+
+
+def _visibility(client: RSMQ, args: argparse.Namespace) -> bool:
+    return client.change_message_visibility(args.qname, args.id, args.vt)
+
+
+def _delete_queue(client: RSMQ, args: argparse.Namespace) -> bool:
+    client.delete_queue(args.qname)
+    return True
+
+
+def _purge(client: RSMQ, args: argparse.Namespace) -> int:
+    """Delete every message the queue holds now; returns how many were deleted.
+
+    One ZRANGE is atomic, so it lists exactly the messages that exist at that instant, hidden
+    ones included; the library's delete (one atomic script per 1000 ids) then removes those
+    by id and nothing else. A message another client sends during the purge is not in the
+    list and survives; one a consumer deletes meanwhile is simply not counted. A pop or
+    receive loop would be wrong: it never reaches hidden (delayed or in-flight) messages, it
+    would also eat messages sent during the purge (never ending under steady traffic), and it
+    would inflate totalrecv. Deleting the keys is not an option either: the message bodies
+    share the queue's hash with its attributes.
+    """
+    client.get_queue_attributes(args.qname)  # QueueNotFound, even when there is nothing to do
+    members = client.redis.zrange(p.Keys.of(client.ns, args.qname).zset, 0, -1)
+    ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+    return sum(
+        client.delete_messages(args.qname, ids[i : i + p.MAX_BATCH])
+        for i in range(0, len(ids), p.MAX_BATCH)
+    )
+
+
+# Parser --------------------------------------------------------------------------------------
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """The options valid before and after the command; after it they only override."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument(
+        "--url",
+        default=default(None),
+        help="Redis URL (default: $REDIS_URL if set, else redis://localhost:6379/0)",
+    )
+    parser.add_argument("--ns", default=default("rsmq"), help="key namespace (default: rsmq)")
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        default=default(False),
+        help="sends also PUBLISH the queue's new size on {ns}:rt:{qname}, as RSMQ does",
+    )
+    parser.add_argument(
+        "--pretty", action="store_true", default=default(False), help="indent the JSON"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rsmq",
+        description="Manage RSMQ queues and messages in Redis.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_options(parser, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, suppress=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Command, help: str, aliases: Sequence[str] = ()) -> Any:
+        sub = commands.add_parser(
+            name, aliases=list(aliases), help=help, description=help, parents=[common]
+        )
+        sub.set_defaults(run=run)
+        if name != "list":
+            sub.add_argument("qname", metavar="QNAME")
+        return sub
+
+    def seconds(sub: argparse.ArgumentParser, *names: str) -> None:
+        for name in names:
+            sub.add_argument(f"--{name}", type=int, metavar="N", help=f"{name} in seconds")
+
+    def settings(sub: argparse.ArgumentParser) -> None:
+        seconds(sub, "vt", "delay")
+        sub.add_argument(
+            "--maxsize", type=int, metavar="N", help="max message bytes, 1024..65536 or -1"
+        )
+
+    settings(command("create", _create, "create a queue (prints true)"))
+    command("list", _list, "list the queues' names")
+    command("attributes", _attributes, "show a queue's attributes", aliases=["attrs"])
+    settings(command("set", _set, "change a queue's vt, delay or maxsize (prints attributes)"))
+
+    send = command("send", _send, "send a message (prints its id, or with --batch a list)")
+    how = send.add_mutually_exclusive_group(required=True)
+    how.add_argument("message", nargs="?", metavar="MESSAGE", help="the body; - reads stdin")
+    how.add_argument(
+        "--batch",
+        action="store_true",
+        help="send each line of stdin as a message, all or none, at most 1000",
+    )
+    seconds(send, "delay")
+
+    receive = command("receive", _receive, "receive a message, hiding it for vt (or null)")
+    seconds(receive, "vt")
+    receive.add_argument("--count", type=int, metavar="N", help="up to N, printed as a list")
+    command("pop", _pop, "receive and delete a message (or null)")
+    delete = command("delete", _delete, "delete messages by id (prints how many)")
+    delete.add_argument("ids", nargs="+", metavar="ID")
+    visibility = command("visibility", _visibility, "hide a message for VT seconds from now")
+    visibility.add_argument("id", metavar="ID")
+    visibility.add_argument("vt", type=int, metavar="VT")
+    command("delete-queue", _delete_queue, "delete a queue and its messages (prints true)")
+    command("purge", _purge, "delete every message, keep the queue (prints how many)")
+    return parser
+
+
+def _fail(text: str, status: int) -> int:
+    print(f"rsmq: {text}", file=sys.stderr)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (argparse exits 2 itself on a usage error)."""
+    args = build_parser().parse_args(argv)
+    url: str = args.url or os.environ.get("REDIS_URL") or DEFAULT_URL
+    try:
+        client = RSMQ.from_url(
+            url, ns=args.ns, realtime=args.realtime, socket_connect_timeout=CONNECT_TIMEOUT
+        )
+    except ValueError as exc:
+        return _fail(f"invalid URL {mask_url(url)}: {_scrub(str(exc), url)}", EXIT_USAGE)
+    except RSMQError as exc:
+        return _fail(f"{exc.name}: {exc.message}", EXIT_ERROR)
+    try:
+        with client:
+            result = args.run(client, args)
+    except RSMQError as exc:
+        return _fail(f"{exc.name}: {exc.message}", EXIT_ERROR)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        reason = _scrub(str(exc), url)
+        return _fail(f"cannot connect to Redis at {mask_url(url)}: {reason}", EXIT_UNREACHABLE)
+    except redis.RedisError as exc:
+        return _fail(f"{type(exc).__name__}: {_scrub(str(exc), url)}", EXIT_ERROR)
+    # ASCII escapes keep the output printable whatever the bodies hold (even lone surrogates).
+    print(json.dumps(result, indent=2 if args.pretty else None))
+    return EXIT_OK
