@@ -142,7 +142,7 @@ def check_status(reply: Sequence[Any]) -> Sequence[Any]:
     if status != "ok":
         cls = ERRORS_BY_NAME.get(status, RSMQError)
         # A batch refused whole says which of its messages was refused.
-        detail = f" (message {int(reply[1])} of the batch)" if len(reply) > 1 else ""
+        detail = f" (at index {int(reply[1])} of the batch)" if len(reply) > 1 else ""
         raise cls(cls.default_message + detail)
     return reply
 
@@ -159,6 +159,14 @@ def parse_ids(reply: Sequence[Any]) -> list[str | RSMQError]:
         text = _text(item)
         out.append(error_from_name(text[1:]) if text.startswith("!") else text)
     return out
+
+
+def first_id(reply: Sequence[Any]) -> str:
+    """The reply to a one-message send: its id, or the error that refused it."""
+    (result,) = parse_ids(reply)
+    if isinstance(result, RSMQError):
+        raise result
+    return result
 
 
 def parse_batch_ids(reply: Sequence[Any]) -> list[str]:

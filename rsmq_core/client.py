@@ -126,8 +126,6 @@ class AsyncRSMQ:
         """Send up to 1000 messages in one round trip, all or none; returns their ids in order."""
         keys = p.Keys.of(self.ns, qname)
         items = [p.send_item(m, delay) for m in p.check_messages(messages)]
-        if not items:
-            return []
         call = p.send(keys, items, all_or_none=True, realtime=self.realtime)
         return p.parse_batch_ids(await self._call(call))
 
@@ -157,8 +155,6 @@ class AsyncRSMQ:
         """Delete many messages in one round trip; returns how many were deleted."""
         keys = p.Keys.of(self.ns, qname)
         checked = p.check_ids(ids)
-        if not checked:
-            return 0
         return sum(p.parse_flags(await self._call(p.delete(keys, checked))))
 
     async def change_message_visibility(self, qname: str, id: str, vt: int) -> bool:

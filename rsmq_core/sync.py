@@ -80,15 +80,16 @@ class RSMQ:
         return p.parse_attributes(self._call(p.set_attributes(self.ns, qname, vt, delay, maxsize)))
 
     def send_message(self, qname: str, message: str, *, delay: int | None = None) -> str:
-        return self.send_messages(qname, [message], delay=delay)[0]
+        keys = p.Keys.of(self.ns, qname)
+        item = p.send_item(message, delay)
+        call = p.send(keys, [item], all_or_none=False, realtime=self.realtime)
+        return p.first_id(self._call(call))
 
     def send_messages(
         self, qname: str, messages: Sequence[str], *, delay: int | None = None
     ) -> list[str]:
         keys = p.Keys.of(self.ns, qname)
         items = [p.send_item(m, delay) for m in p.check_messages(messages)]
-        if not items:
-            return []
         return p.parse_batch_ids(
             self._call(p.send(keys, items, all_or_none=True, realtime=self.realtime))
         )
@@ -108,8 +109,6 @@ class RSMQ:
     def delete_messages(self, qname: str, ids: Sequence[str]) -> int:
         keys = p.Keys.of(self.ns, qname)
         checked = p.check_ids(ids)
-        if not checked:
-            return 0
         return sum(p.parse_flags(self._call(p.delete(keys, checked))))
 
     def change_message_visibility(self, qname: str, id: str, vt: int) -> bool:

@@ -182,7 +182,7 @@ def test_send_too_long_sends_nothing(run, r, ns):
     refused(result, "messageTooLong", "Message too long", detail=True)
     batch = b"ok\n" + b"y" * 1025 + b"\n"
     result = run("send", "q", "--batch", stdin=batch)
-    refused(result, "messageTooLong", "Message too long (message 1 of the batch)")
+    refused(result, "messageTooLong", "Message too long (at index 1 of the batch)")
     assert ok(run("send", "q", "x" * 1024))  # exactly maxsize is fine
     assert r.zcard(f"{ns}:q") == 1
     assert r.hget(f"{ns}:q:Q", "totalsent") == "1"

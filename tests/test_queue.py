@@ -60,11 +60,13 @@ def test_missing_queue_everywhere(rsmq):
         lambda: rsmq.set_queue_attributes("nope", vt=1),
         lambda: rsmq.send_message("nope", "x"),
         lambda: rsmq.send_messages("nope", ["x", "y"]),
+        lambda: rsmq.send_messages("nope", []),
         lambda: rsmq.receive_message("nope"),
         lambda: rsmq.receive_messages("nope", 3),
         lambda: rsmq.pop_message("nope"),
         lambda: rsmq.delete_message("nope", some_id),
         lambda: rsmq.delete_messages("nope", [some_id]),
+        lambda: rsmq.delete_messages("nope", []),
         lambda: rsmq.change_message_visibility("nope", some_id, 1),
     ]
     for call in calls:
