@@ -20,6 +20,7 @@ from .errors import (
     MessageNotString,
     MissingParameter,
     NoAttributeSupplied,
+    QueueNotFound,
     RSMQError,
 )
 from .models import Message, QueueAttributes
@@ -274,13 +275,58 @@ def receive(keys: Keys, count: int, vt: str | int, *, pop: bool) -> Call:
     return Call("receive", [keys.zset, keys.hash], [vt, count, "pop" if pop else ""])
 
 
-def delete(keys: Keys, ids: Sequence[str]) -> Call:
-    return Call("delete", [keys.zset, keys.hash], list(ids))
+Fenced = tuple[str, str | int]  # a message id and the receive count it must have, or ""
 
 
-def change_visibility(ns: str, qname: object, id: object, vt: object) -> Call:
+def fenced(id: object, rc: object) -> Fenced:
+    if rc is None:
+        return (check_id(id), "")
+    if isinstance(rc, bool) or not isinstance(rc, int) or rc < 1:
+        raise InvalidValue(f"rc must be a receive count of 1 or more (got {rc!r})")
+    return (check_id(id), rc)
+
+
+def delete(keys: Keys, items: Sequence[Fenced]) -> Call:
+    return Call("delete", [keys.zset, keys.hash], [x for item in items for x in item])
+
+
+def change_visibility(ns: str, qname: object, id: object, vt: object, rc: object) -> Call:
     k = Keys.of(ns, qname)
-    return Call("change_visibility", [k.zset, k.hash], [check_id(id), check_seconds("vt", vt)])
+    mid, fence = fenced(id, rc)
+    return Call("change_visibility", [k.zset, k.hash], [mid, check_seconds("vt", vt), fence])
+
+
+def next_visible(ns: str, qname: object) -> Call:
+    k = Keys.of(ns, qname)
+    return Call("next_visible", [k.zset, k.hash], [])
+
+
+def parse_next_visible(reply: Sequence[Any]) -> float | None:
+    rest = check_status(reply)[1:]
+    return int(rest[0]) / 1000 if rest else None
+
+
+def move(src: Keys, dst: Keys, items: Sequence[Fenced], *, count: int = 0, realtime: bool) -> Call:
+    args: list[str | int | bytes] = [dst.channel if realtime else "", count]
+    args.extend(x for item in items for x in item)
+    return Call("move", [src.zset, src.hash, dst.zset, dst.hash], args)
+
+
+def parse_moved(reply: Sequence[Any], src: str, dst: str) -> list[str]:
+    """Ids the moved messages got in the target queue ("" for one not moved)."""
+    if _text(reply[0]) == "queueNotFound":
+        raise QueueNotFound(f"Queue not found: {src if int(reply[1]) == 1 else dst}")
+    return [_text(x) for x in reply[1:]]
+
+
+def redrive(ns: str, qname: object, to_qname: object, count: object, *, realtime: bool) -> Call:
+    src, dst = Keys.of(ns, qname), Keys.of(ns, to_qname)
+    return move(src, dst, [], count=check_count(count), realtime=realtime)
+
+
+def purge(ns: str, qname: object) -> Call:
+    k = Keys.of(ns, qname)
+    return Call("purge", [k.zset, k.hash], [])
 
 
 def check_ids(ids: object) -> list[str]:

@@ -14,6 +14,9 @@ NAMES = (
     "receive",
     "delete",
     "change_visibility",
+    "next_visible",
+    "move",
+    "purge",
 )
 
 

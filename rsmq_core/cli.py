@@ -116,8 +116,6 @@ def _send(client: RSMQ, args: argparse.Namespace) -> str | list[str]:
     if lines[-1] == "":
         lines.pop()
     messages = [line.removesuffix("\r") for line in lines]
-    if not messages:
-        client.get_queue_attributes(args.qname)  # an empty batch must still name a real queue
     return client.send_messages(args.qname, messages, delay=args.delay)
 
 
@@ -149,24 +147,21 @@ def _delete_queue(client: RSMQ, args: argparse.Namespace) -> bool:
 
 
 def _purge(client: RSMQ, args: argparse.Namespace) -> int:
-    """Delete every message the queue holds now; returns how many were deleted.
+    return client.purge_queue(args.qname)
 
-    One ZRANGE is atomic, so it lists exactly the messages that exist at that instant, hidden
-    ones included; the library's delete (one atomic script per 1000 ids) then removes those
-    by id and nothing else. A message another client sends during the purge is not in the
-    list and survives; one a consumer deletes meanwhile is simply not counted. A pop or
-    receive loop would be wrong: it never reaches hidden (delayed or in-flight) messages, it
-    would also eat messages sent during the purge (never ending under steady traffic), and it
-    would inflate totalrecv. Deleting the keys is not an option either: the message bodies
-    share the queue's hash with its attributes.
-    """
-    client.get_queue_attributes(args.qname)  # QueueNotFound, even when there is nothing to do
-    members = client.redis.zrange(p.Keys.of(client.ns, args.qname).zset, 0, -1)
-    ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
-    return sum(
-        client.delete_messages(args.qname, ids[i : i + p.MAX_BATCH])
-        for i in range(0, len(ids), p.MAX_BATCH)
-    )
+
+def _redrive(client: RSMQ, args: argparse.Namespace) -> int:
+    """Move messages back from a dead-letter queue, oldest first, 1000 per round trip."""
+    left: int | None = args.count
+    moved = 0
+    while True:
+        # A --count below 1 goes to the library as it is, to be refused there.
+        step = p.MAX_BATCH if left is None else min(left, p.MAX_BATCH)
+        batch = client.redrive_messages(args.qname, args.to_qname, count=step)
+        moved += batch
+        left = None if left is None else left - batch
+        if batch < step or left == 0:
+            return moved
 
 
 # Parser --------------------------------------------------------------------------------------
@@ -252,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     visibility.add_argument("vt", type=int, metavar="VT")
     command("delete-queue", _delete_queue, "delete a queue and its messages (prints true)")
     command("purge", _purge, "delete every message, keep the queue (prints how many)")
+    redrive = command(
+        "redrive", _redrive, "move messages from QNAME (a dead-letter queue) back to TO_QNAME"
+    )
+    redrive.add_argument("to_qname", metavar="TO_QNAME")
+    redrive.add_argument("--count", type=int, metavar="N", help="at most N (default: all)")
     return parser
 
 

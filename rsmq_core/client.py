@@ -54,7 +54,7 @@ class AsyncRSMQ:
         self._receives: Batcher[_ReceiveKey, None, Message | None] = Batcher(
             self._receive_each, p.MAX_BATCH
         )
-        self._deletes: Batcher[p.Keys, str, bool] = Batcher(self._delete_each, p.MAX_BATCH)
+        self._deletes: Batcher[p.Keys, p.Fenced, bool] = Batcher(self._delete_each, p.MAX_BATCH)
 
     @classmethod
     def from_url(
@@ -146,21 +146,53 @@ class AsyncRSMQ:
         key = (p.Keys.of(self.ns, qname), "", True)
         return await self._receives.submit(key, None)
 
-    async def delete_message(self, qname: str, id: str) -> bool:
-        """Delete a message; False if there was no such message."""
+    async def delete_message(self, qname: str, id: str, *, rc: int | None = None) -> bool:
+        """Delete a message; False if there was no such message.
+
+        With ``rc``, only while the message's receive count is still ``rc``: a worker whose
+        visibility timeout ran out cannot delete a message another worker has received since.
+        """
         keys = p.Keys.of(self.ns, qname)
-        return await self._deletes.submit(keys, p.check_id(id))
+        return await self._deletes.submit(keys, p.fenced(id, rc))
 
     async def delete_messages(self, qname: str, ids: Sequence[str]) -> int:
         """Delete many messages in one round trip; returns how many were deleted."""
         keys = p.Keys.of(self.ns, qname)
-        checked = p.check_ids(ids)
-        return sum(p.parse_flags(await self._call(p.delete(keys, checked))))
+        items = [p.fenced(i, None) for i in p.check_ids(ids)]
+        return sum(p.parse_flags(await self._call(p.delete(keys, items))))
 
-    async def change_message_visibility(self, qname: str, id: str, vt: int) -> bool:
-        """Hide a message for ``vt`` seconds from now; False if there is no such message."""
-        call = p.change_visibility(self.ns, qname, id, vt)
+    async def change_message_visibility(
+        self, qname: str, id: str, vt: int, *, rc: int | None = None
+    ) -> bool:
+        """Hide a message for ``vt`` seconds from now; False if there is no such message
+        (or, with ``rc``, if it has been received again since)."""
+        call = p.change_visibility(self.ns, qname, id, vt, rc)
         return p.parse_flags(await self._call(call))[0]
+
+    async def next_visible_in(self, qname: str) -> float | None:
+        """Seconds until the queue's next message is visible by Redis's clock: 0.0 if one is
+        visible now, None if the queue is empty."""
+        return p.parse_next_visible(await self._call(p.next_visible(self.ns, qname)))
+
+    async def move_message(
+        self, qname: str, id: str, to_qname: str, *, rc: int | None = None
+    ) -> str | None:
+        """Move a message to another queue in one step (dead-lettering): it becomes a new,
+        visible message there. Returns its new id, or None if there was no such message
+        (or, with ``rc``, if it has been received again since)."""
+        src, dst = p.Keys.of(self.ns, qname), p.Keys.of(self.ns, to_qname)
+        call = p.move(src, dst, [p.fenced(id, rc)], realtime=self.realtime)
+        return p.parse_moved(await self._call(call), qname, to_qname)[0] or None
+
+    async def redrive_messages(self, qname: str, to_qname: str, *, count: int = 1000) -> int:
+        """Move the oldest ``count`` (1..1000) messages of ``qname`` (a dead-letter queue) to
+        ``to_qname`` in one round trip; returns how many moved (fewer when it ran out)."""
+        call = p.redrive(self.ns, qname, to_qname, count, realtime=self.realtime)
+        return len(p.parse_moved(await self._call(call), qname, to_qname))
+
+    async def purge_queue(self, qname: str) -> int:
+        """Remove every message, keeping the queue and its counters; returns how many."""
+        return int(p.check_status(await self._call(p.purge(self.ns, qname)))[1])
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -194,5 +226,5 @@ class AsyncRSMQ:
         got.extend(p.parse_messages(await self._call(p.receive(keys, len(items), vt, pop=pop))))
         return got + [None] * (len(items) - len(got))
 
-    async def _delete_each(self, keys: p.Keys, ids: list[str]) -> list[bool]:
-        return p.parse_flags(await self._call(p.delete(keys, ids)))
+    async def _delete_each(self, keys: p.Keys, items: list[p.Fenced]) -> list[bool]:
+        return p.parse_flags(await self._call(p.delete(keys, items)))

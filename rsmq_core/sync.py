@@ -103,16 +103,36 @@ class RSMQ:
     def pop_message(self, qname: str) -> Message | None:
         return next(iter(self._receive(qname, 1, None, pop=True)), None)
 
-    def delete_message(self, qname: str, id: str) -> bool:
-        return self.delete_messages(qname, [id]) == 1
+    def delete_message(self, qname: str, id: str, *, rc: int | None = None) -> bool:
+        keys = p.Keys.of(self.ns, qname)
+        return p.parse_flags(self._call(p.delete(keys, [p.fenced(id, rc)])))[0]
 
     def delete_messages(self, qname: str, ids: Sequence[str]) -> int:
         keys = p.Keys.of(self.ns, qname)
-        checked = p.check_ids(ids)
-        return sum(p.parse_flags(self._call(p.delete(keys, checked))))
+        items = [p.fenced(i, None) for i in p.check_ids(ids)]
+        return sum(p.parse_flags(self._call(p.delete(keys, items))))
 
-    def change_message_visibility(self, qname: str, id: str, vt: int) -> bool:
-        return p.parse_flags(self._call(p.change_visibility(self.ns, qname, id, vt)))[0]
+    def change_message_visibility(
+        self, qname: str, id: str, vt: int, *, rc: int | None = None
+    ) -> bool:
+        return p.parse_flags(self._call(p.change_visibility(self.ns, qname, id, vt, rc)))[0]
+
+    def next_visible_in(self, qname: str) -> float | None:
+        return p.parse_next_visible(self._call(p.next_visible(self.ns, qname)))
+
+    def move_message(
+        self, qname: str, id: str, to_qname: str, *, rc: int | None = None
+    ) -> str | None:
+        src, dst = p.Keys.of(self.ns, qname), p.Keys.of(self.ns, to_qname)
+        call = p.move(src, dst, [p.fenced(id, rc)], realtime=self.realtime)
+        return p.parse_moved(self._call(call), qname, to_qname)[0] or None
+
+    def redrive_messages(self, qname: str, to_qname: str, *, count: int = 1000) -> int:
+        call = p.redrive(self.ns, qname, to_qname, count, realtime=self.realtime)
+        return len(p.parse_moved(self._call(call), qname, to_qname))
+
+    def purge_queue(self, qname: str) -> int:
+        return int(p.check_status(self._call(p.purge(self.ns, qname)))[1])
 
     def close(self) -> None:
         if self._owns_redis:

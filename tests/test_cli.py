@@ -275,21 +275,20 @@ def test_purge_deletes_every_message_and_keeps_the_queue(run, r, ns, client):
     refused(run("purge", "nope"), "queueNotFound", "Queue not found")
 
 
-def test_purge_spares_a_message_sent_while_it_runs(run, r, ns, client, monkeypatch):
+def test_redrive_moves_back_from_a_dead_letter_queue(run, r, ns, client):
     ok(run("create", "q"))
-    old = client.send_messages("q", ["old1", "old2"])
-    sent_meanwhile: list[str] = []
-    delete_messages = RSMQ.delete_messages
-
-    def send_then_delete(self, qname, ids):
-        # Another client sends between purge's snapshot and its deletes.
-        sent_meanwhile.append(client.send_message("q", "new"))
-        return delete_messages(self, qname, ids)
-
-    monkeypatch.setattr(RSMQ, "delete_messages", send_then_delete)
-    assert ok(run("purge", "q")) == 2
-    assert r.zrange(f"{ns}:q", 0, -1) == sent_meanwhile
-    assert not any(r.hexists(f"{ns}:q:Q", i) for i in old)
+    ok(run("create", "q-dead"))
+    for i in range(0, 2500, 500):
+        client.send_messages("q-dead", [str(n) for n in range(i, i + 500)])
+    assert ok(run("redrive", "q-dead", "q", "--count", "3")) == 3
+    assert ok(run("redrive", "q-dead", "q")) == 2497
+    assert ok(run("redrive", "q-dead", "q")) == 0
+    assert r.zcard(f"{ns}:q") == 2500
+    assert client.pop_message("q").message == "0"
+    refused(run("redrive", "q-dead", "nope"), "queueNotFound", "Queue not found: nope")
+    refused(
+        run("redrive", "q-dead", "q", "--count", "0"), "invalidValue", "count must be", detail=True
+    )
 
 
 def test_purge_more_than_one_batch(run, r, ns, client):

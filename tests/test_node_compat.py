@@ -752,3 +752,29 @@ def test_text_round_trips_exactly(
     assert got_by_python is not None and got_by_node is not None
     assert (got_by_python.id, got_by_python.message) == (from_node, text)
     assert (got_by_node["id"], got_by_node["message"]) == (from_python, text)
+
+
+# 7. Dead-lettering and redrive -----------------------------------------------------------------
+
+
+def test_dead_lettered_and_redriven_messages_are_plain_rsmq_messages(
+    rsmq: Any, node: NodeRSMQ, r: redis.Redis, ns: str
+) -> None:
+    node.call("createQueue", qname="jobs", vt=0)
+    node.call("createQueue", qname="jobs-dead")
+    mid = node.call("sendMessage", qname="jobs", message="poison")
+    got = rsmq.receive_message("jobs")
+    dead_id = rsmq.move_message("jobs", mid, "jobs-dead", rc=got.rc)
+    assert dead_id is not None and ID_RE.fullmatch(dead_id)
+    assert message_fields(r, ns, "jobs") == set()
+    from_node = node.receive("jobs-dead")
+    assert from_node is not None
+    assert (from_node["id"], from_node["message"], from_node["rc"]) == (dead_id, "poison", 1)
+    assert node.call("changeMessageVisibility", qname="jobs-dead", id=dead_id, vt=0) == 1
+
+    assert rsmq.redrive_messages("jobs-dead", "jobs") == 1
+    back = node.receive("jobs")
+    assert back is not None and (back["message"], back["rc"]) == ("poison", 1)
+    assert node.call("deleteMessage", qname="jobs", id=back["id"]) == 1
+    assert message_fields(r, ns, "jobs") == set()
+    assert message_fields(r, ns, "jobs-dead") == set()

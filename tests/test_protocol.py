@@ -23,8 +23,11 @@ def every_call(ns: str) -> list[p.Call]:
         p.set_attributes(ns, "q", 1, None, None),
         p.send(keys, items, all_or_none=True, realtime=True),
         p.receive(keys, 1, "", pop=False),
-        p.delete(keys, [SOME_ID]),
-        p.change_visibility(ns, "q", SOME_ID, 1),
+        p.delete(keys, [(SOME_ID, 1)]),
+        p.change_visibility(ns, "q", SOME_ID, 1, None),
+        p.next_visible(ns, "q"),
+        p.move(keys, p.Keys.of(ns, "dead"), [(SOME_ID, "")], realtime=True),
+        p.purge(ns, "q"),
     ]
 
 

@@ -281,3 +281,90 @@ def test_not_realtime_publishes_nothing(rsmq, r):
     m = sub.get_message(timeout=5)
     sub.close()
     assert (m["type"], m["data"]) == ("message", "marker")
+
+
+def test_fenced_delete_and_visibility(rsmq):
+    rsmq.create_queue("q", vt=0)
+    mid = rsmq.send_message("q", "x")
+    first = rsmq.receive_message("q")
+    second = rsmq.receive_message("q")  # vt=0: someone else has it now
+    assert (first.rc, second.rc) == (1, 2)
+    assert rsmq.change_message_visibility("q", mid, 60, rc=first.rc) is False
+    assert rsmq.delete_message("q", mid, rc=first.rc) is False
+    assert rsmq.get_queue_attributes("q").msgs == 1
+    assert rsmq.change_message_visibility("q", mid, 60, rc=second.rc) is True
+    assert rsmq.receive_message("q") is None
+    assert rsmq.delete_message("q", mid, rc=second.rc) is True
+    assert rsmq.get_queue_attributes("q").msgs == 0
+
+
+def test_next_visible_in(rsmq):
+    rsmq.create_queue("q", vt=100)
+    assert rsmq.next_visible_in("q") is None
+    rsmq.send_message("q", "later", delay=50)
+    assert 49 < rsmq.next_visible_in("q") <= 50
+    rsmq.send_message("q", "now")
+    assert rsmq.next_visible_in("q") == 0
+    rsmq.receive_message("q")  # hidden for 100 s; "later" is due first
+    assert 49 < rsmq.next_visible_in("q") <= 50
+
+
+def test_move_message_to_a_dead_letter_queue(rsmq, r):
+    rsmq.create_queue("q", vt=0)
+    rsmq.create_queue("q-dead")
+    mid = rsmq.send_message("q", "poison")
+    got = rsmq.receive_message("q")
+    rsmq.receive_message("q")  # received again: rc 2
+    assert rsmq.move_message("q", mid, "q-dead", rc=got.rc) is None  # fenced off
+    new = rsmq.move_message("q", mid, "q-dead", rc=2)
+    assert new and new != mid and new[-22:] == mid[-22:]
+    assert r.zcard(f"{rsmq.ns}:q") == 0
+    assert not [k for k in r.hkeys(f"{rsmq.ns}:q:Q") if k.startswith(mid)]
+    dead = rsmq.receive_message("q-dead")
+    assert (dead.id, dead.message, dead.rc) == (new, "poison", 1)
+    assert rsmq.get_queue_attributes("q-dead").totalsent == 1
+    assert rsmq.move_message("q", mid, "q-dead") is None  # gone already
+
+
+def test_move_keeps_a_message_longer_than_the_target_allows(rsmq):
+    rsmq.create_queue("q", maxsize=-1)
+    rsmq.create_queue("small", maxsize=1024)
+    mid = rsmq.send_message("q", "x" * 5000)
+    assert rsmq.move_message("q", mid, "small")
+    assert rsmq.pop_message("small").message == "x" * 5000
+
+
+def test_move_to_or_from_a_missing_queue(rsmq):
+    rsmq.create_queue("q")
+    mid = rsmq.send_message("q", "x")
+    with pytest.raises(QueueNotFound, match="Queue not found: nope"):
+        rsmq.move_message("q", mid, "nope")
+    with pytest.raises(QueueNotFound, match="Queue not found: nope"):
+        rsmq.move_message("nope", mid, "q")
+    assert rsmq.get_queue_attributes("q").msgs == 1
+
+
+def test_redrive_moves_oldest_first(rsmq):
+    rsmq.create_queue("q")
+    rsmq.create_queue("dead")
+    rsmq.send_messages("dead", [str(i) for i in range(5)])
+    assert rsmq.redrive_messages("dead", "q", count=2) == 2
+    assert rsmq.redrive_messages("dead", "q") == 3
+    assert rsmq.redrive_messages("dead", "q") == 0
+    assert [rsmq.pop_message("q").message for _ in range(5)] == ["0", "1", "2", "3", "4"]
+
+
+def test_purge_queue(rsmq, r):
+    rsmq.create_queue("q", vt=100)
+    rsmq.send_messages("q", [str(i) for i in range(5)])
+    rsmq.send_message("q", "delayed", delay=100)
+    rsmq.receive_message("q")
+    assert rsmq.purge_queue("q") == 6
+    a = rsmq.get_queue_attributes("q")
+    assert (a.msgs, a.totalsent, a.totalrecv, a.vt) == (0, 6, 1, 100)
+    assert set(r.hkeys(f"{rsmq.ns}:q:Q")) == {
+        "vt", "delay", "maxsize", "created", "modified", "totalsent", "totalrecv",
+    }  # fmt: skip
+    assert rsmq.purge_queue("q") == 0
+    with pytest.raises(QueueNotFound):
+        rsmq.purge_queue("nope")

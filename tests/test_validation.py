@@ -225,3 +225,24 @@ def test_every_error_is_an_rsmq_error_with_rsmq_name():
         "queueNotFound", "queueExists", "invalidFormat", "invalidValue", "missingParameter",
         "messageTooLong", "messageNotString", "noAttributeSupplied",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("rc", [0, -1, 1.5, "1", True])
+def test_fence_refused(rsmq, rc):
+    rsmq.create_queue("q")
+    mid = rsmq.send_message("q", "x")
+    for call in (
+        lambda: rsmq.delete_message("q", mid, rc=rc),
+        lambda: rsmq.change_message_visibility("q", mid, 1, rc=rc),
+        lambda: rsmq.move_message("q", mid, "q", rc=rc),
+    ):
+        with pytest.raises(InvalidValue, match=r"^rc must be a receive count of 1 or more"):
+            call()
+    assert rsmq.get_queue_attributes("q").msgs == 1
+
+
+@pytest.mark.parametrize("count", [0, 1001, 1.5])
+def test_redrive_count_refused(rsmq, count):
+    rsmq.create_queue("q")
+    with pytest.raises(InvalidValue, match=r"^count must be between 1 and 1000"):
+        rsmq.redrive_messages("q", "q", count=count)

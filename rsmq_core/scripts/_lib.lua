@@ -19,3 +19,15 @@ local function attributes(hash, zset, s)
   out[10] = redis.call("ZCOUNT", zset, s .. "000", "+inf")
   return out
 end
+
+-- RSMQ's id starts with the send time in microseconds, base 36.
+local DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+local function base36(x)
+  local out = ""
+  repeat
+    local d = x % 36
+    out = string.sub(DIGITS, d + 1, d + 1) .. out
+    x = (x - d) / 36
+  until x == 0
+  return out
+end

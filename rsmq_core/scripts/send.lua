@@ -20,16 +20,6 @@ local s, us, ms = now()
 -- RSMQ's id starts with the send time in microseconds, base 36. Within one call each message
 -- takes the next microsecond, so a batch keeps its order in the queue.
 local stamp = s * 1000000 + us
-local digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-local function base36(x)
-  local out = ""
-  repeat
-    local d = x % 36
-    out = string.sub(digits, d + 1, d + 1) .. out
-    x = (x - d) / 36
-  until x == 0
-  return out
-end
 
 local out, sent = {"ok"}, 0
 for i = 1, n do
