@@ -1,1 +1,18 @@
-"""Placeholder: see the open issues."""
+"""realtime: pub/sub wake-ups, status events and the live-worker registry."""
+
+from .events import STATUSES, EventLog, Status, StatusEvent
+from .registry import WorkerInfo, live_workers
+from .subscriber import RESYNC, Listener, Subscriber, Wakeup
+
+__all__ = [
+    "RESYNC",
+    "STATUSES",
+    "EventLog",
+    "Listener",
+    "Status",
+    "StatusEvent",
+    "Subscriber",
+    "Wakeup",
+    "WorkerInfo",
+    "live_workers",
+]

@@ -1,1 +1,7 @@
-"""Placeholder: see the open issues."""
+"""worker: the queue's worker process (``python -m worker``)."""
+
+from .job import Job
+from .settings import SettingError, Settings
+from .worker import Handler, Worker
+
+__all__ = ["Handler", "Job", "SettingError", "Settings", "Worker"]

@@ -1,0 +1,138 @@
+"""Status events: every step of a message's life, for anyone watching.
+
+Each event goes, in one script call, to three places (keys beside the queue's own, which
+RSMQ never uses and no queue name can reach, as queue names have no ``:``):
+
+- ``{ns}:{qname}:events``: a capped stream, the durable log a reconnecting reader replays;
+- ``{ns}:{qname}:status:{id}``: the message's last status, readable for ``ttl`` seconds
+  after the message itself is gone;
+- ``{ns}:rt:{qname}:events``: a channel, so live readers hear of it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from importlib import resources
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+
+from rsmq_core._batch import Batcher
+
+log = logging.getLogger(__name__)
+
+Status = Literal["queued", "received", "processing", "done", "failed", "retrying", "dead"]
+STATUSES: tuple[Status, ...] = (
+    "queued", "received", "processing", "done", "failed", "retrying", "dead",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    """One step of a message's life. ``ts`` (epoch ms) is Redis's clock when it was recorded."""
+
+    status: Status
+    queue: str
+    id: str
+    rc: int = 0
+    worker: str | None = None
+    progress: float | None = None
+    error: str | None = None
+    retry_in: float | None = None
+    dead_letter_id: str | None = None
+    ts: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> StatusEvent:
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def stream_key(ns: str, qname: str) -> str:
+    return f"{ns}:{qname}:events"
+
+
+def status_key(ns: str, qname: str, id: str) -> str:
+    return f"{ns}:{qname}:status:{id}"
+
+
+def events_channel(ns: str, qname: str) -> str:
+    return f"{ns}:rt:{qname}:events"
+
+
+def parse_published(data: bytes) -> tuple[str, StatusEvent]:
+    """A published event: its stream id and the event."""
+    eid, _, body = data.partition(b" ")
+    return eid.decode(), StatusEvent.from_json(body)
+
+
+_SCRIPT = resources.files(__package__).joinpath("scripts", "emit.lua").read_text("utf-8")
+
+
+class EventLog:
+    """Writes status events, coalescing concurrent ones into one round trip per queue."""
+
+    def __init__(
+        self, redis: aioredis.Redis, ns: str, *, maxlen: int = 10_000, ttl: int = 86_400
+    ) -> None:
+        self._redis = redis
+        self._ns = ns
+        self._maxlen = maxlen
+        self._ttl = ttl
+        self._script = redis.register_script(_SCRIPT)
+        self._batcher: Batcher[str, StatusEvent, str] = Batcher(self._write, 500)
+        self._background: set[asyncio.Task[str]] = set()
+        self.failures = 0
+
+    async def record(self, event: StatusEvent) -> str:
+        """Record an event and return its stream id."""
+        return await self._batcher.submit(event.queue, event)
+
+    def emit(self, event: StatusEvent) -> None:
+        """Record an event without waiting: the work it describes never waits on the log."""
+        task = asyncio.ensure_future(self.record(event))
+        self._background.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[str]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.failures += 1
+            log.warning("could not record a status event: %s", exc)
+
+    async def flush(self) -> None:
+        """Wait until every emitted event is written (or has failed)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _write(self, qname: str, events: list[StatusEvent]) -> Sequence[str]:
+        keys = [stream_key(self._ns, qname)]
+        keys += [status_key(self._ns, qname, e.id) for e in events]
+        args: list[Any] = [events_channel(self._ns, qname), self._maxlen, self._ttl]
+        args += [e.to_json() for e in events]
+        reply = await self._script(keys=keys, args=args)
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in reply]
+
+    async def last_status(self, qname: str, id: str) -> StatusEvent | None:
+        """The message's last recorded status, while it is kept (``ttl``)."""
+        data = await self._redis.get(status_key(self._ns, qname, id))
+        return None if data is None else StatusEvent.from_json(data)
+
+    async def history(
+        self, qname: str, *, after: str = "-", count: int = 1000
+    ) -> list[tuple[str, StatusEvent]]:
+        """Events of a queue after stream id ``after`` (exclusive), oldest first."""
+        start = after if after == "-" else f"({after}"
+        rows: Any = await self._redis.xrange(stream_key(self._ns, qname), start, "+", count=count)
+        return [(_text(eid), StatusEvent.from_json(fields[b"e"])) for eid, fields in rows]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

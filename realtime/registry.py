@@ -1,0 +1,66 @@
+"""Live workers: each registers itself and refreshes the entry while it runs.
+
+Keys sit under ``{ns}:@workers``: ``@`` cannot appear in a queue name, so no queue's keys
+(RSMQ's or ours) can ever be one of them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+
+@dataclass(slots=True)
+class WorkerInfo:
+    """What the dashboard shows of a worker."""
+
+    id: str
+    host: str
+    pid: int
+    mode: str  # "realtime" or "polling"
+    queues: list[str]
+    concurrency: int
+    started: int  # epoch ms
+    last_seen: int = 0  # epoch ms
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+def index_key(ns: str) -> str:
+    return f"{ns}:@workers"
+
+
+def info_key(ns: str, worker_id: str) -> str:
+    return f"{ns}:@workers:{worker_id}"
+
+
+async def heartbeat(redis: aioredis.Redis, ns: str, info: WorkerInfo, *, ttl: float) -> None:
+    """Register or refresh a worker; its entry lapses ``ttl`` seconds after the last one."""
+    info.last_seen = int(time.time() * 1000)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(info_key(ns, info.id), json.dumps(asdict(info)), px=int(ttl * 1000))
+        pipe.zadd(index_key(ns), {info.id: info.last_seen})
+        pipe.zremrangebyscore(index_key(ns), "-inf", info.last_seen - 10 * ttl * 1000)
+        await pipe.execute()
+
+
+async def unregister(redis: aioredis.Redis, ns: str, worker_id: str) -> None:
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(info_key(ns, worker_id))
+        pipe.zrem(index_key(ns), worker_id)
+        await pipe.execute()
+
+
+async def live_workers(redis: aioredis.Redis, ns: str) -> list[WorkerInfo]:
+    """Every worker whose entry has not lapsed, oldest first."""
+    ids: Any = await redis.zrange(index_key(ns), 0, -1)
+    if not ids:
+        return []
+    rows: Any = await redis.mget([info_key(ns, i.decode()) for i in ids])
+    return sorted(
+        (WorkerInfo(**json.loads(row)) for row in rows if row is not None),
+        key=lambda w: (w.started, w.id),
+    )

@@ -1,0 +1,236 @@
+"""One pub/sub connection per process, fanned out to in-process listeners.
+
+Redis pub/sub is fire-and-forget: a message published while the connection is down is gone.
+So the subscriber never lets a listener rely on having heard everything. After every
+(re)subscribe each :class:`Wakeup` is set (a catch-up wake: "look again, you may have missed
+something") and each :class:`Listener` receives :data:`RESYNC` so it can replay from a
+durable log. Listener buffers are bounded: a slow listener loses its oldest messages and is
+told so (a RESYNC in their place), it never grows memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError, TimeoutError
+
+log = logging.getLogger(__name__)
+
+RESYNC: Final = None
+"""Put in a listener's buffer when messages may have been missed: replay from the log."""
+
+
+class Wakeup:
+    """A coalescing signal: any number of notifications before the next wait count as one."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.notifications = 0
+
+    def set(self) -> None:
+        self.notifications += 1
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait until set or ``timeout`` seconds pass; True if it was set."""
+        if timeout is not None and timeout <= 0:
+            return self._event.is_set()
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+class Listener:
+    """A bounded buffer of one channel's messages (``bytes``), or RESYNC after a gap."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: deque[bytes | None] = deque()
+        self._maxsize = maxsize
+        self._ready = asyncio.Event()
+        self.dropped = 0
+
+    def _put(self, item: bytes | None) -> None:
+        if len(self._items) >= self._maxsize:
+            # Drop the oldest and say so: the reader resyncs from the durable log instead.
+            self._items.popleft()
+            self.dropped += 1
+            if self._items and self._items[0] is not RESYNC:
+                self._items[0] = RESYNC
+        self._items.append(item)
+        self._ready.set()
+
+    async def get(self) -> bytes | None:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Subscriber:
+    """Owns the process's pub/sub connection; reconnects with capped backoff.
+
+    Build it on the process's ``redis.asyncio.Redis``; ``async with`` starts and stops it.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        keepalive: float = 30.0,
+        backoff: tuple[float, float] = (0.05, 2.0),
+    ) -> None:
+        self._redis = redis
+        self._keepalive = keepalive
+        self._backoff = backoff
+        self._wakeups: dict[str, list[Wakeup]] = {}
+        self._listeners: dict[str, list[Listener]] = {}
+        self._pubsub: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._calls: set[asyncio.Future[None]] = set()
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<Subscriber channels={len(self._channels())} connected={self.connected.is_set()}"
+            f" reconnects={self.reconnects}>"
+        )
+
+    async def __aenter__(self) -> Subscriber:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="realtime-subscriber")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def wakeup(self, channel: str) -> Wakeup:
+        """A Wakeup set by every message on ``channel`` and after every (re)subscribe."""
+        wake = Wakeup()
+        wake.set()  # nothing was heard before it existed: look once
+        self._wakeups.setdefault(channel, []).append(wake)
+        self._subscribe_later(channel)
+        return wake
+
+    def listen(self, channel: str, maxsize: int = 1000) -> Listener:
+        """A Listener receiving every message on ``channel`` (RESYNC after any gap)."""
+        listener = Listener(maxsize)
+        self._listeners.setdefault(channel, []).append(listener)
+        self._subscribe_later(channel)
+        return listener
+
+    def unlisten(self, channel: str, listener: Listener) -> None:
+        listeners = self._listeners.get(channel, [])
+        if listener in listeners:
+            listeners.remove(listener)
+        if not listeners and not self._wakeups.get(channel):
+            self._listeners.pop(channel, None)
+            if self._pubsub is not None and self.connected.is_set():
+                self._in_background(self._pubsub.unsubscribe(channel))
+
+    def _channels(self) -> set[str]:
+        return {c for c, w in self._wakeups.items() if w} | {
+            c for c, ls in self._listeners.items() if ls
+        }
+
+    def _subscribe_later(self, channel: str) -> None:
+        # Not connected: the run loop subscribes to every channel when it connects.
+        if self._pubsub is not None and self.connected.is_set():
+            self._in_background(self._pubsub.subscribe(channel))
+
+    def _in_background(self, call: Any) -> None:
+        task = asyncio.ensure_future(self._quietly(call))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    @staticmethod
+    async def _quietly(call: Any) -> None:
+        # A failure here is a dropped connection: the run loop resubscribes everything.
+        with contextlib.suppress(ConnectionError, TimeoutError, OSError):
+            await call
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.ping()  # connects
+                # From here on a new channel is subscribed to as it is added; the ones
+                # added before are subscribed to now.
+                self._pubsub = pubsub
+                self.connected.set()
+                if channels := self._channels():
+                    await pubsub.subscribe(*channels)
+                if failures:
+                    self.reconnects += 1
+                    log.info("pub/sub reconnected after %d failed attempt(s)", failures)
+                failures = 0
+                self._catch_up()
+                await self._read(pubsub)
+            except (ConnectionError, TimeoutError, OSError) as exc:
+                self.connected.clear()
+                self._pubsub = None
+                failures += 1
+                delay = min(self._backoff[1], self._backoff[0] * 2 ** (failures - 1))
+                log.warning("pub/sub connection lost (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+            finally:
+                self.connected.clear()
+                self._pubsub = None
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _catch_up(self) -> None:
+        for wakes in self._wakeups.values():
+            for wake in wakes:
+                wake.set()
+        for listeners in self._listeners.values():
+            for listener in listeners:
+                listener._put(RESYNC)
+
+    async def _read(self, pubsub: Any) -> None:
+        while True:
+            message = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=self._keepalive
+            )
+            if message is None:
+                # Quiet for a while: a PING proves the connection still carries messages
+                # (a dead one raises here, and the loop reconnects).
+                await pubsub.ping()
+                continue
+            if message["type"] != "message":
+                continue
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else channel
+            for wake in self._wakeups.get(channel, ()):
+                wake.set()
+            data = message["data"]
+            data = data.encode() if isinstance(data, str) else data
+            for listener in self._listeners.get(channel, ()):
+                listener._put(data)

@@ -1,0 +1,63 @@
+"""Handlers for worker processes under test (HANDLER=tests.handlers:record).
+
+Each handled message is recorded in Redis, under the worker's namespace, as JSON with the
+time the handler started; the message body (JSON) says how the handler behaves:
+``{"sleep": s}`` takes s seconds, ``{"fail": true}`` always raises, ``{"fail_below": n}``
+raises while the receive count is below n, ``{"hang_first": true}`` blocks the first receive
+for an hour (to be killed mid-handler).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+import redis
+
+from worker import Job
+
+_client: redis.Redis | None = None
+
+
+def started_key(ns: str) -> str:
+    return f"{ns}:test:started"
+
+
+def done_key(ns: str) -> str:
+    return f"{ns}:test:done"
+
+
+def _redis() -> redis.Redis:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    return _client
+
+
+async def record(job: Job) -> None:
+    ns = os.environ.get("RSMQ_NS", "rsmq")
+    started = time.time() * 1000
+    r = _redis()
+    entry = {"id": job.id, "rc": job.rc, "t": started, "pid": os.getpid(), "body": job.body}
+    r.rpush(started_key(ns), json.dumps(entry))
+    try:
+        spec = json.loads(job.body)
+    except ValueError:
+        spec = {}
+    if not isinstance(spec, dict):
+        spec = {}
+    if spec.get("hang_first") and job.rc == 1:
+        await asyncio.sleep(3600)
+    if spec.get("sleep"):
+        job.progress(0.5)
+        await asyncio.sleep(float(spec["sleep"]))
+    if spec.get("fail") or job.rc < int(spec.get("fail_below", 0)):
+        raise RuntimeError(f"failing as asked (rc={job.rc})")
+    r.rpush(done_key(ns), json.dumps(entry))
+
+
+def record_sync(job: Job) -> None:
+    """The same, as a plain function: the worker runs it in a thread."""
+    asyncio.run(record(job))

@@ -1,0 +1,142 @@
+"""The worker's settings, read from the environment once, at start.
+
+A bad value stops the worker before it touches Redis, with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from rsmq_core import _protocol
+
+DEFAULT_HANDLER = "worker.example:handle"
+
+
+class SettingError(ValueError):
+    """A setting from the environment that the worker cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str = "redis://localhost:6379/0"
+    ns: str = "rsmq"
+    queues: tuple[str, ...] = ("jobs",)
+    handler: str = DEFAULT_HANDLER
+    realtime: bool = True
+    poll_interval: float = 1.0
+    concurrency: int = 8
+    vt: int = 30
+    max_receives: int = 5
+    shutdown_grace: float = 25.0
+    retry_backoff: float = 1.0
+    retry_backoff_max: int = 3600
+    dead_letter_suffix: str = "-dead"
+    event_ttl: int = 86_400
+    heartbeat: float = 5.0
+
+    def dead_letter_queue(self, qname: str) -> str:
+        return qname + self.dead_letter_suffix
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        d = cls()  # the defaults
+        settings = cls(
+            redis_url=reader.text("REDIS_URL", d.redis_url),
+            ns=reader.text("RSMQ_NS", d.ns),
+            queues=reader.queues("QUEUES", d.queues),
+            handler=reader.handler("HANDLER", d.handler),
+            realtime=reader.boolean("REALTIME", d.realtime),
+            poll_interval=reader.number("POLL_INTERVAL", d.poll_interval, low=0.001),
+            concurrency=reader.integer("CONCURRENCY", d.concurrency, low=1, high=10_000),
+            vt=reader.integer("VT", d.vt, low=1, high=_protocol.MAX_SECONDS),
+            max_receives=reader.integer("MAX_RECEIVES", d.max_receives, low=1),
+            shutdown_grace=reader.number("SHUTDOWN_GRACE", d.shutdown_grace, low=0),
+            retry_backoff=reader.number("RETRY_BACKOFF", d.retry_backoff, low=0),
+            retry_backoff_max=reader.integer(
+                "RETRY_BACKOFF_MAX", d.retry_backoff_max, low=0, high=_protocol.MAX_SECONDS
+            ),
+            dead_letter_suffix=reader.text("DEAD_LETTER_SUFFIX", d.dead_letter_suffix),
+            event_ttl=reader.integer("EVENT_TTL", d.event_ttl, low=1),
+            heartbeat=reader.number("HEARTBEAT", d.heartbeat, low=0.1),
+        )
+        for qname in settings.queues:
+            dead = settings.dead_letter_queue(qname)
+            if not _protocol.QNAME_RE.fullmatch(dead):
+                raise SettingError(
+                    f"DEAD_LETTER_SUFFIX={settings.dead_letter_suffix!r} makes the dead-letter "
+                    f"queue name {dead!r}, which is not a valid queue name "
+                    "(letters, digits, _ and -, at most 160 characters)"
+                )
+        return settings
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def _raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def text(self, name: str, default: str) -> str:
+        return self._raw(name) or default
+
+    def integer(self, name: str, default: int, *, low: int, high: int | None = None) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingError(f"{name}={raw!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            span = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise SettingError(f"{name}={raw!r} must be {span}")
+        return value
+
+    def number(self, name: str, default: float, *, low: float) -> float:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingError(f"{name}={raw!r} is not a number of seconds") from None
+        if not value >= low or value == float("inf"):
+            raise SettingError(f"{name}={raw!r} must be a finite number, at least {low}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise SettingError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+    def queues(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        names = tuple(dict.fromkeys(q.strip() for q in raw.split(",") if q.strip()))
+        bad = [q for q in names if not _protocol.QNAME_RE.fullmatch(q)]
+        if not names or bad:
+            raise SettingError(
+                f"{name}={raw!r}: give comma-separated queue names of letters, digits, _ and -"
+                + (f" ({', '.join(map(repr, bad))} is not one)" if bad else "")
+            )
+        return names
+
+    def handler(self, name: str, default: str) -> str:
+        raw = self._raw(name) or default
+        if not re.fullmatch(r"[\w.]+:[\w.]+", raw):
+            raise SettingError(f"{name}={raw!r} must look like 'package.module:function'")
+        return raw
