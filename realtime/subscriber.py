@@ -17,9 +17,12 @@ from collections import deque
 from typing import Any, Final
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError, TimeoutError
+from redis import exceptions as redis_errors
 
 log = logging.getLogger(__name__)
+
+# What a dropped or refused connection raises (redis-py wraps socket errors in these).
+CONNECTION_LOST = (redis_errors.ConnectionError, redis_errors.TimeoutError)
 
 RESYNC: Final = None
 """Put in a listener's buffer when messages may have been missed: replay from the log."""
@@ -172,7 +175,7 @@ class Subscriber:
     @staticmethod
     async def _quietly(call: Any) -> None:
         # A failure here is a dropped connection: the run loop resubscribes everything.
-        with contextlib.suppress(ConnectionError, TimeoutError, OSError):
+        with contextlib.suppress(*CONNECTION_LOST):
             await call
 
     async def _run(self) -> None:
@@ -193,7 +196,7 @@ class Subscriber:
                 failures = 0
                 self._catch_up()
                 await self._read(pubsub)
-            except (ConnectionError, TimeoutError, OSError) as exc:
+            except CONNECTION_LOST as exc:
                 self.connected.clear()
                 self._pubsub = None
                 failures += 1

@@ -3,7 +3,8 @@
 Each handled message is recorded in Redis, under the worker's namespace, as JSON with the
 time the handler started; the message body (JSON) says how the handler behaves:
 ``{"sleep": s}`` takes s seconds, ``{"fail": true}`` always raises, ``{"fail_below": n}``
-raises while the receive count is below n, ``{"hang_first": true}`` blocks the first receive
+raises while the receive count is below n, ``{"fail_while": key}`` raises while that
+Redis key exists, ``{"hang_first": true}`` blocks the first receive
 for an hour (to be killed mid-handler).
 """
 
@@ -53,7 +54,8 @@ async def record(job: Job) -> None:
     if spec.get("sleep"):
         job.progress(0.5)
         await asyncio.sleep(float(spec["sleep"]))
-    if spec.get("fail") or job.rc < int(spec.get("fail_below", 0)):
+    failing = spec.get("fail_while") and r.exists(str(spec["fail_while"]))
+    if spec.get("fail") or failing or job.rc < int(spec.get("fail_below", 0)):
         raise RuntimeError(f"failing as asked (rc={job.rc})")
     r.rpush(done_key(ns), json.dumps(entry))
 

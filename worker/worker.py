@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError, TimeoutError
 
 from realtime import EventLog, StatusEvent, Subscriber, Wakeup
 from realtime.events import Status
 from realtime.registry import WorkerInfo, heartbeat, unregister
+from realtime.subscriber import CONNECTION_LOST
 from rsmq_core import AsyncRSMQ, Message
 
 from .job import Job
@@ -36,7 +36,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Job], Awaitable[Any] | Any]
-REDIS_DOWN = (ConnectionError, TimeoutError, OSError)
+REDIS_DOWN = CONNECTION_LOST
 
 
 class Worker:

@@ -1,0 +1,265 @@
+"""The worker as a real process: realtime and polling, crashes, signals, failures."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from rsmq_core import RSMQ
+from tests.redis_server import RedisServer
+from tests.workers import WorkerProcess, done, started, wait_for
+
+MODES = ["realtime", "polling"]
+
+
+@pytest.fixture
+def spawn(redis_url: str, ns: str) -> Iterator[Callable[..., WorkerProcess]]:
+    procs: list[WorkerProcess] = []
+
+    def make(mode: str = "realtime", *, url: str | None = None, ready: bool = True, **settings):
+        settings.setdefault("poll_interval", 0.1)
+        w = WorkerProcess(url or redis_url, ns, realtime=str(mode == "realtime").lower(),
+                          **settings)  # fmt: skip
+        procs.append(w)
+        return w.start(ready=ready)
+
+    yield make
+    for w in procs:
+        w.cleanup()
+
+
+@pytest.fixture
+def q(redis_url: str, ns: str) -> Iterator[RSMQ]:
+    with RSMQ.from_url(redis_url, ns=ns, realtime=True) as client:
+        client.create_queue("jobs")
+        yield client
+
+
+def server_time_ms(r: redis.Redis) -> float:
+    s, us = r.time()
+    return s * 1000 + us / 1000
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_messages_are_handled_and_deleted(spawn, q, r, ns, mode):
+    spawn(mode)
+    ids = q.send_messages("jobs", [json.dumps({"n": i}) for i in range(20)])
+    wait_for(lambda: len(done(r, ns)) == 20, what="20 messages done")
+    assert sorted(d["id"] for d in done(r, ns)) == sorted(ids)
+    wait_for(lambda: q.get_queue_attributes("jobs").msgs == 0, what="the queue to empty")
+
+
+def test_sync_handler_runs_in_a_thread(spawn, q, r, ns):
+    spawn(handler="tests.handlers:record_sync")
+    mid = q.send_message("jobs", "{}")
+    wait_for(lambda: [d["id"] for d in done(r, ns)] == [mid])
+
+
+def test_idle_realtime_worker_sends_no_receives_while_polling_does():
+    """Over 5 s idle (the observation window the requirement names), Redis's own command
+    counters show no script call from a realtime worker; a polling worker's show receives."""
+    servers = {mode: RedisServer() for mode in MODES}
+    workers = []
+    try:
+        for mode, server in servers.items():
+            server.start()
+            with RSMQ.from_url(server.url, ns="idle") as client:
+                client.create_queue("jobs")
+            workers.append(
+                WorkerProcess(
+                    server.url, "idle", realtime=str(mode == "realtime").lower(), poll_interval=0.5
+                ).start()  # fmt: skip
+            )
+        clients = {mode: redis.Redis.from_url(s.url) for mode, s in servers.items()}
+        for c in clients.values():
+            c.config_resetstat()
+        time.sleep(5)
+        calls = {
+            mode: c.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+            for mode, c in clients.items()
+        }
+        assert calls["realtime"] == 0, calls
+        assert calls["polling"] >= 5, calls
+    finally:
+        for w in workers:
+            w.cleanup()
+        for s in servers.values():
+            s.cleanup()
+
+
+def test_delayed_message_is_handled_on_time(spawn, q, r, ns):
+    spawn("realtime")
+    mid = q.send_message("jobs", "{}", delay=1)
+    due = int(mid[:10], 36) / 1000 + 1000
+    (entry,) = wait_for(lambda: started(r, ns), timeout=5)
+    assert entry["id"] == mid
+    assert 0 <= entry["t"] - due < 100, f"started {entry['t'] - due:.1f} ms after due"
+
+
+def test_polling_takes_delayed_messages_too(spawn, q, r, ns):
+    spawn("polling")
+    mid = q.send_message("jobs", "{}", delay=1)
+    wait_for(lambda: [d["id"] for d in done(r, ns)] == [mid], timeout=5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_killed_mid_handler_is_delivered_again_after_vt(spawn, q, r, ns, mode):
+    workers = [spawn(mode, vt=1), spawn(mode, vt=1)]
+    mid = q.send_message("jobs", json.dumps({"hang_first": True}))
+    (first,) = wait_for(lambda: started(r, ns), what="the handler to start")
+    holder = next(w for w in workers if w.pid == first["pid"])
+    holder.kill()
+    (again,) = wait_for(lambda: done(r, ns), timeout=10, what="redelivery")
+    assert (again["id"], again["rc"]) == (mid, 2)
+    assert again["pid"] != holder.pid
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_four_workers_two_thousand_messages_with_a_kill(spawn, q, r, ns, mode):
+    workers = [spawn(mode, vt=2, concurrency=8) for _ in range(4)]
+    bodies = [json.dumps({"n": i, "sleep": 0.002}) for i in range(2000)]
+    ids = []
+    for i in range(0, 2000, 500):
+        ids += q.send_messages("jobs", bodies[i : i + 500])
+    victim = workers[0]
+    wait_for(lambda: sum(e["pid"] == victim.pid for e in started(r, ns)) >= 20)
+    victim.kill()
+    wait_for(lambda: len({d["id"] for d in done(r, ns)}) == 2000, timeout=60,
+             what="every message done")  # fmt: skip
+    counts = Counter(d["id"] for d in done(r, ns))
+    assert set(counts) == set(ids)
+    held_by_victim = {e["id"] for e in started(r, ns) if e["pid"] == victim.pid}
+    duplicated = {i for i, n in counts.items() if n > 1}
+    assert duplicated <= held_by_victim
+    wait_for(lambda: q.get_queue_attributes("jobs").msgs == 0, what="the queue to empty")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sigterm_finishes_short_handlers_and_releases_long_ones(spawn, q, r, ns, mode):
+    w = spawn(mode, shutdown_grace=1, vt=60)
+    short = q.send_message("jobs", json.dumps({"sleep": 0.3}))
+    long = q.send_messages("jobs", [json.dumps({"sleep": 60})] * 3)
+    wait_for(lambda: len(started(r, ns)) == 4, what="four handlers started")
+    began = time.monotonic()
+    w.signal(signal.SIGTERM)
+    assert w.stop(timeout=10) == 0, w.output()
+    assert time.monotonic() - began < 1 + 2  # the grace, and a little to release
+    assert [d["id"] for d in done(r, ns)] == [short]
+    now = server_time_ms(r)
+    assert r.zcount(f"{ns}:jobs", now + 1, "+inf") == 0  # nothing left hidden
+    assert sorted(r.zrange(f"{ns}:jobs", 0, -1)) == sorted(long)
+
+
+def test_subscriber_connection_killed_loses_nothing(spawn, q, r, ns):
+    w = spawn("realtime")
+    for round_ in range(3):
+        assert r.client_kill_filter(_type="pubsub") >= 1
+        ids = q.send_messages("jobs", [json.dumps({"round": round_})] * 5)
+        wait_for(lambda ids=ids: set(ids) <= {d["id"] for d in done(r, ns)}, timeout=10,
+                 what="messages sent around the kill")  # fmt: skip
+    assert "pub/sub connection lost" in w.output() or "reconnected" in w.output()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_failures_back_off_then_dead_letter_then_redrive(spawn, q, r, ns, mode):
+    spawn(mode, max_receives=3, retry_backoff=0)
+    flag = f"{ns}:test:failing"
+    r.set(flag, 1)
+    mid = q.send_message("jobs", json.dumps({"fail_while": flag}))
+    wait_for(lambda: q.get_queue_attributes("jobs-dead").msgs == 1
+             if "jobs-dead" in q.list_queues() else False, what="dead-lettering")  # fmt: skip
+    assert [e["rc"] for e in started(r, ns)] == [1, 2, 3]
+    assert q.get_queue_attributes("jobs").msgs == 0
+    statuses = [json.loads(f["e"])["status"] for _, f in r.xrange(f"{ns}:jobs:events")]
+    assert Counter(statuses)["failed"] == 3
+    assert Counter(statuses)["retrying"] == 2
+    assert statuses[-1] == "dead"
+    last = json.loads(r.get(f"{ns}:jobs:status:{mid}"))
+    assert last["status"] == "dead" and last["dead_letter_id"]
+
+    r.delete(flag)
+    assert q.redrive_messages("jobs-dead", "jobs") == 1
+    wait_for(lambda: len(done(r, ns)) == 1, what="the redriven message to be handled")
+    assert done(r, ns)[0]["body"] == json.dumps({"fail_while": flag})
+
+
+def test_retry_backoff_grows_exponentially(spawn, q, r, ns):
+    spawn("realtime", max_receives=3, retry_backoff=1)
+    q.send_message("jobs", json.dumps({"fail": True}))
+    wait_for(lambda: len(started(r, ns)) == 3, timeout=10, what="three attempts")
+    t = [e["t"] for e in started(r, ns)]
+    assert 1000 <= t[1] - t[0] < 1200
+    assert 2000 <= t[2] - t[1] < 2200
+    retry_in = [
+        json.loads(f["e"]).get("retry_in")
+        for _, f in r.xrange(f"{ns}:jobs:events")
+        if json.loads(f["e"])["status"] == "retrying"
+    ]
+    assert retry_in == [1, 2]
+
+
+def test_long_handler_keeps_its_message_hidden(spawn, q, r, ns):
+    spawn("realtime", vt=1)
+    mid = q.send_message("jobs", json.dumps({"sleep": 2.5}))
+    wait_for(lambda: done(r, ns), timeout=10)
+    assert [(e["id"], e["rc"]) for e in started(r, ns)] == [(mid, 1)]
+
+
+def test_events_and_last_status(spawn, q, r, ns):
+    spawn("realtime", event_ttl=120)
+    mid = q.send_message("jobs", json.dumps({"sleep": 0.01}))
+    wait_for(lambda: r.get(f"{ns}:jobs:status:{mid}")
+             and json.loads(r.get(f"{ns}:jobs:status:{mid}"))["status"] == "done")  # fmt: skip
+    events = [json.loads(f["e"]) for _, f in r.xrange(f"{ns}:jobs:events")]
+    assert [(e["status"], e.get("progress")) for e in events] == [
+        ("received", None), ("processing", 0), ("processing", 0.5), ("done", None),
+    ]  # fmt: skip
+    assert all(e["id"] == mid and e["rc"] == 1 and e["queue"] == "jobs" for e in events)
+    assert len({e["worker"] for e in events}) == 1
+    assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)
+    assert 0 < r.ttl(f"{ns}:jobs:status:{mid}") <= 120
+    assert q.get_queue_attributes("jobs").msgs == 0  # the message is gone, its status stays
+
+
+def test_registration_lists_live_workers(spawn, r, ns, q):
+    a = spawn("realtime", concurrency=3)
+    b = spawn("polling")
+    entries = {json.loads(v)["pid"]: json.loads(v) for v in r.mget(r.keys(f"{ns}:@workers:*"))}
+    assert entries[a.pid]["mode"] == "realtime" and entries[a.pid]["concurrency"] == 3
+    assert entries[b.pid]["mode"] == "polling" and entries[b.pid]["queues"] == ["jobs"]
+    assert a.stop() == 0
+    assert not any(json.loads(v)["pid"] == a.pid for v in r.mget(r.keys(f"{ns}:@workers:*")) if v)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "named"),
+    [
+        ("CONCURRENCY", "abc", "CONCURRENCY='abc' is not a whole number"),
+        ("CONCURRENCY", "0", "CONCURRENCY='0' must be between 1"),
+        ("REALTIME", "maybe", "REALTIME='maybe' is not a boolean"),
+        ("QUEUES", "a b", "QUEUES='a b'"),
+        ("HANDLER", "nope", "HANDLER='nope' must look like"),
+        ("HANDLER", "no_such_module:f", "cannot import 'no_such_module'"),
+        ("HANDLER", "tests.handlers:missing", "has no 'missing'"),
+        ("VT", "0", "VT='0' must be between 1"),
+        ("POLL_INTERVAL", "-1", "POLL_INTERVAL='-1' must be"),
+        ("SHUTDOWN_GRACE", "soon", "SHUTDOWN_GRACE='soon' is not a number"),
+        ("MAX_RECEIVES", "1.5", "MAX_RECEIVES='1.5' is not a whole number"),
+        ("DEAD_LETTER_SUFFIX", ":dead", "not a valid queue name"),
+    ],
+)
+def test_bad_setting_stops_the_worker_at_start(redis_url, ns, setting, value, named):
+    w = WorkerProcess(redis_url, ns, **{setting: value})
+    try:
+        w.start(ready=False)
+        assert w.proc.wait(30) == 2
+        assert named in w.output()
+        assert "bad setting" in w.output()
+    finally:
+        w.cleanup()

@@ -1,0 +1,126 @@
+"""Worker processes under test: `python -m worker` with the test handler, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+
+from tests.handlers import done_key, started_key
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
+    """Poll a condition until it holds; fail after the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+class WorkerProcess:
+    def __init__(self, redis_url: str, ns: str, **settings: Any) -> None:
+        self.redis_url = redis_url
+        self.ns = ns
+        self.env = {k: v for k, v in os.environ.items() if k not in ("REALTIME", "QUEUES")}
+        self.env.update(
+            REDIS_URL=redis_url,
+            RSMQ_NS=ns,
+            QUEUES="jobs",
+            HANDLER="tests.handlers:record",
+            PYTHONPATH=str(ROOT),
+            HEARTBEAT="0.5",
+        )
+        self.env.update({k.upper(): str(v) for k, v in settings.items()})
+        self.log = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".log", delete=False)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, ready: bool = True) -> WorkerProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "worker"], env=self.env, cwd=ROOT,
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        if ready:
+            self.wait_ready()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 15) -> None:
+        """Registered, and in realtime mode subscribed to every queue's channel."""
+        r = redis.Redis.from_url(self.redis_url)
+        queues = self.env["QUEUES"].split(",")
+        realtime = self.env.get("REALTIME", "true").lower() in ("1", "true", "yes", "on")
+
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.output()}")
+            entries = [json.loads(v) for v in r.mget(r.keys(f"{self.ns}:@workers:*")) if v]
+            if not any(e["pid"] == self.pid for e in entries):
+                return False
+            if realtime:
+                channels = [f"{self.ns}:rt:{q}" for q in queues]
+                return all(n >= 1 for _, n in r.pubsub_numsub(*channels))
+            return True
+
+        wait_for(ready, timeout, "the worker to be ready")
+        r.close()
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        assert self.proc is not None
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        os.unlink(self.log.name)
+
+
+def records(r: redis.Redis, key: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in r.lrange(key, 0, -1)]
+
+
+def started(r: redis.Redis, ns: str) -> list[dict[str, Any]]:
+    return records(r, started_key(ns))
+
+
+def done(r: redis.Redis, ns: str) -> list[dict[str, Any]]:
+    return records(r, done_key(ns))
