@@ -161,7 +161,8 @@ def test_subscriber_connection_killed_loses_nothing(spawn, q, r, ns):
     for round_ in range(3):
         assert r.client_kill_filter(_type="pubsub") >= 1
         ids = q.send_messages("jobs", [json.dumps({"round": round_})] * 5)
-        wait_for(lambda ids=ids: set(ids) <= {d["id"] for d in done(r, ns)}, timeout=10,
+        sent = set(ids)
+        wait_for(lambda: sent <= {d["id"] for d in done(r, ns)}, timeout=10,
                  what="messages sent around the kill")  # fmt: skip
     assert "pub/sub connection lost" in w.output() or "reconnected" in w.output()
 
