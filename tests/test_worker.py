@@ -71,11 +71,9 @@ def test_idle_realtime_worker_sends_no_receives_while_polling_does():
             server.start()
             with RSMQ.from_url(server.url, ns="idle") as client:
                 client.create_queue("jobs")
-            workers.append(
-                WorkerProcess(
-                    server.url, "idle", realtime=str(mode == "realtime").lower(), poll_interval=0.5
-                ).start()  # fmt: skip
-            )
+            realtime = str(mode == "realtime").lower()
+            w = WorkerProcess(server.url, "idle", realtime=realtime, poll_interval=0.5)
+            workers.append(w.start())
         clients = {mode: redis.Redis.from_url(s.url) for mode, s in servers.items()}
         for c in clients.values():
             c.config_resetstat()
@@ -157,13 +155,14 @@ def test_sigterm_finishes_short_handlers_and_releases_long_ones(spawn, q, r, ns,
 
 
 def test_subscriber_connection_killed_loses_nothing(spawn, q, r, ns):
+    def all_done(ids: set[str]) -> Callable[[], bool]:
+        return lambda: ids <= {d["id"] for d in done(r, ns)}
+
     w = spawn("realtime")
     for round_ in range(3):
         assert r.client_kill_filter(_type="pubsub") >= 1
         ids = q.send_messages("jobs", [json.dumps({"round": round_})] * 5)
-        sent = set(ids)
-        wait_for(lambda: sent <= {d["id"] for d in done(r, ns)}, timeout=10,
-                 what="messages sent around the kill")  # fmt: skip
+        wait_for(all_done(set(ids)), timeout=10, what="messages sent around the kill")
     assert "pub/sub connection lost" in w.output() or "reconnected" in w.output()
 
 
