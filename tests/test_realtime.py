@@ -1,0 +1,165 @@
+"""realtime/ in-process: the subscriber's fan-out, bounds, reconnects; the event log."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+from realtime import RESYNC, EventLog, Listener, StatusEvent, Subscriber, Wakeup, live_workers
+from realtime.events import events_channel, parse_published
+from realtime.registry import WorkerInfo, heartbeat, unregister
+
+
+@pytest.fixture
+async def ar(redis_url):
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def until(predicate, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+async def test_wakeup_coalesces_notifications():
+    wake = Wakeup()
+    for _ in range(5):
+        wake.set()
+    assert await wake.wait(0) is True
+    wake.clear()
+    assert await wake.wait(0.01) is False
+    assert wake.notifications == 5
+
+
+async def test_listener_is_bounded_and_marks_the_gap():
+    listener = Listener(maxsize=3)
+    for i in range(10):
+        listener._put(str(i).encode())
+    assert len(listener) == 3
+    assert listener.dropped == 7
+    assert [await listener.get() for _ in range(3)] == [RESYNC, b"8", b"9"]
+
+
+async def test_one_connection_fans_out_to_every_listener(ar, ns):
+    async with Subscriber(ar) as sub:
+        wakes = [sub.wakeup(f"{ns}:a"), sub.wakeup(f"{ns}:a")]
+        listeners = [sub.listen(f"{ns}:a"), sub.listen(f"{ns}:b")]
+        await until(lambda: sub.connected.is_set())
+        await until_subscribed(ar, [f"{ns}:a", f"{ns}:b"])
+        for w in wakes:
+            w.clear()
+        assert await listeners[0].get() is RESYNC  # the catch-up after subscribing
+        assert await listeners[1].get() is RESYNC
+        await ar.publish(f"{ns}:a", "1")
+        await ar.publish(f"{ns}:b", "2")
+        assert await listeners[0].get() == b"1"
+        assert await listeners[1].get() == b"2"
+        assert all(await asyncio.gather(*(w.wait(5) for w in wakes)))
+        clients = await ar.client_list(_type="pubsub")
+        assert len(clients) == 1  # one pub/sub connection for the whole process
+
+
+async def until_subscribed(ar, channels) -> None:
+    async def all_there() -> bool:
+        return all(n >= 1 for _, n in await ar.pubsub_numsub(*channels))
+
+    async with asyncio.timeout(5):
+        while not await all_there():
+            await asyncio.sleep(0.005)
+
+
+async def test_reconnects_and_wakes_everyone_after_a_kill(ar, ns):
+    async with Subscriber(ar, backoff=(0.01, 0.1)) as sub:
+        wake = sub.wakeup(f"{ns}:a")
+        listener = sub.listen(f"{ns}:a")
+        await until_subscribed(ar, [f"{ns}:a"])
+        assert await listener.get() is RESYNC
+        wake.clear()
+        killed = await ar.client_kill_filter(_type="pubsub")
+        assert killed >= 1
+        # Whatever was published while it was down is gone; the catch-up wake says so.
+        assert await wake.wait(5)
+        assert await asyncio.wait_for(listener.get(), 5) is RESYNC
+        await until_subscribed(ar, [f"{ns}:a"])
+        await ar.publish(f"{ns}:a", "after")
+        assert await asyncio.wait_for(listener.get(), 5) == b"after"
+        assert sub.reconnects >= 1
+
+
+async def test_subscriber_survives_redis_being_down(ns):
+    from tests.redis_server import RedisServer
+
+    server = RedisServer()
+    server.start()
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        async with Subscriber(client, backoff=(0.01, 0.05)) as sub:
+            wake = sub.wakeup("ch")
+            await until_subscribed(client, ["ch"])
+            server.stop()
+            await until(lambda: not sub.connected.is_set())
+            wake.clear()
+            server.start()
+            assert await wake.wait(10)
+            async with aioredis.Redis.from_url(server.url) as fresh:
+                await until_subscribed(fresh, ["ch"])
+    finally:
+        await client.aclose()
+        server.cleanup()
+
+
+async def test_unlisten_unsubscribes_when_nobody_listens(ar, ns):
+    async with Subscriber(ar) as sub:
+        listener = sub.listen(f"{ns}:x")
+        await until_subscribed(ar, [f"{ns}:x"])
+        sub.unlisten(f"{ns}:x", listener)
+
+        async def gone() -> bool:
+            return bool((await ar.pubsub_numsub(f"{ns}:x"))[0][1] == 0)
+
+        async with asyncio.timeout(5):
+            while not await gone():
+                await asyncio.sleep(0.005)
+
+
+async def test_event_log_records_streams_and_publishes(ar, ns):
+    log = EventLog(ar, ns, ttl=60)
+    async with Subscriber(ar) as sub:
+        listener = sub.listen(events_channel(ns, "q"))
+        await until_subscribed(ar, [events_channel(ns, "q")])
+        assert await listener.get() is RESYNC
+        received = StatusEvent("received", "q", "a" * 32, rc=1, worker="w")
+        finished = StatusEvent("done", "q", "a" * 32, rc=1, worker="w")
+        ids = list(await asyncio.gather(log.record(received), log.record(finished)))
+        published = [parse_published(await listener.get() or b"") for _ in range(2)]
+    assert [eid for eid, _ in published] == ids
+    assert [e.status for _, e in published] == ["received", "done"]
+    history = await log.history("q")
+    assert [eid for eid, _ in history] == ids
+    assert await log.history("q", after=ids[0]) == [history[1]]
+    last = await log.last_status("q", "a" * 32)
+    assert last is not None and last.status == "done" and last.ts
+    assert await log.last_status("q", "b" * 32) is None
+
+
+async def test_event_log_emit_never_raises_and_counts_failures(ns):
+    dead = aioredis.Redis.from_url("redis://127.0.0.1:1/0")
+    log = EventLog(dead, ns)
+    log.emit(StatusEvent("done", "q", "a" * 32))
+    await log.flush()
+    assert log.failures == 1
+    await dead.aclose()
+
+
+async def test_registry_lists_and_forgets(ar, ns):
+    info = WorkerInfo(id="w1", host="h", pid=1, mode="realtime", queues=["q"], concurrency=2,
+                      started=1)  # fmt: skip
+    await heartbeat(ar, ns, info, ttl=5)
+    (listed,) = await live_workers(ar, ns)
+    assert listed.id == "w1" and listed.last_seen > 0
+    await unregister(ar, ns, "w1")
+    assert await live_workers(ar, ns) == []

@@ -1,0 +1,69 @@
+"""worker.settings: every setting read from the environment, and every bad value named."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker import SettingError, Settings
+
+
+def test_defaults():
+    s = Settings.from_env({})
+    assert (s.redis_url, s.ns, s.queues, s.handler) == (
+        "redis://localhost:6379/0", "rsmq", ("jobs",), "worker.example:handle",
+    )  # fmt: skip
+    assert (s.realtime, s.poll_interval, s.concurrency, s.vt, s.max_receives) == (
+        True, 1.0, 8, 30, 5,
+    )  # fmt: skip
+    assert s.shutdown_grace == 25.0  # Heroku kills 30 s after SIGTERM
+    assert s.dead_letter_queue("jobs") == "jobs-dead"
+
+
+def test_every_setting_is_read():
+    s = Settings.from_env({
+        "REDIS_URL": "redis://h:1/2", "RSMQ_NS": "x", "QUEUES": " a, b ,a,", "HANDLER": "m.n:f",
+        "REALTIME": "off", "POLL_INTERVAL": "0.25", "CONCURRENCY": "3", "VT": "9",
+        "MAX_RECEIVES": "2", "SHUTDOWN_GRACE": "0", "RETRY_BACKOFF": "0.5",
+        "RETRY_BACKOFF_MAX": "60", "DEAD_LETTER_SUFFIX": "_dlq", "EVENT_TTL": "10",
+        "HEARTBEAT": "1.5",
+    })  # fmt: skip
+    assert s == Settings(
+        redis_url="redis://h:1/2", ns="x", queues=("a", "b"), handler="m.n:f", realtime=False,
+        poll_interval=0.25, concurrency=3, vt=9, max_receives=2, shutdown_grace=0,
+        retry_backoff=0.5, retry_backoff_max=60, dead_letter_suffix="_dlq", event_ttl=10,
+        heartbeat=1.5,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ["1", "true", "YES", "on"])
+def test_true_values(value):
+    assert Settings.from_env({"REALTIME": value}).realtime is True
+
+
+def test_blank_means_default():
+    assert Settings.from_env({"CONCURRENCY": "  ", "QUEUES": ""}).concurrency == 8
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CONCURRENCY": "x"}, "CONCURRENCY='x' is not a whole number"),
+        ({"CONCURRENCY": "10001"}, "CONCURRENCY='10001' must be between 1 and 10000"),
+        ({"VT": "10000000"}, "VT='10000000' must be between 1 and 9999999"),
+        ({"MAX_RECEIVES": "0"}, "MAX_RECEIVES='0' must be at least 1"),
+        ({"POLL_INTERVAL": "0"}, "POLL_INTERVAL='0' must be a finite number, at least 0.001"),
+        ({"POLL_INTERVAL": "nan"}, "POLL_INTERVAL='nan' must be a finite number"),
+        ({"SHUTDOWN_GRACE": "inf"}, "SHUTDOWN_GRACE='inf' must be a finite number"),
+        ({"HEARTBEAT": "fast"}, "HEARTBEAT='fast' is not a number of seconds"),
+        ({"REALTIME": "2"}, "REALTIME='2' is not a boolean"),
+        ({"QUEUES": ",,"}, "QUEUES=',,': give comma-separated queue names"),
+        ({"QUEUES": "ok,bad:name"}, "'bad:name' is not one"),
+        ({"QUEUES": "q" * 157}, "not a valid queue name"),  # its dead-letter queue is too long
+        ({"HANDLER": "module"}, "HANDLER='module' must look like 'package.module:function'"),
+        ({"EVENT_TTL": "-5"}, "EVENT_TTL='-5' must be at least 1"),
+    ],
+)
+def test_bad_values_name_the_setting(env, message):
+    with pytest.raises(SettingError) as exc:
+        Settings.from_env(env)
+    assert message in str(exc.value)
