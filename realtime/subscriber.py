@@ -27,6 +27,9 @@ CONNECTION_LOST = (redis_errors.ConnectionError, redis_errors.TimeoutError)
 RESYNC: Final = None
 """Put in a listener's buffer when messages may have been missed: replay from the log."""
 
+Delivery = tuple[str, bytes]
+"""A message as a listener gets it: the channel, and the data."""
+
 
 class Wakeup:
     """A coalescing signal: any number of notifications before the next wait count as one."""
@@ -57,15 +60,16 @@ class Wakeup:
 
 
 class Listener:
-    """A bounded buffer of one channel's messages (``bytes``), or RESYNC after a gap."""
+    """A bounded buffer of (channel, data) deliveries, in the order Redis sent them, with
+    RESYNC in place of any it had to drop (and after every reconnect)."""
 
     def __init__(self, maxsize: int) -> None:
-        self._items: deque[bytes | None] = deque()
+        self._items: deque[Delivery | None] = deque()
         self._maxsize = maxsize
         self._ready = asyncio.Event()
         self.dropped = 0
 
-    def _put(self, item: bytes | None) -> None:
+    def _put(self, item: Delivery | None) -> None:
         if len(self._items) >= self._maxsize:
             # Drop the oldest and say so: the reader resyncs from the durable log instead.
             self._items.popleft()
@@ -75,7 +79,7 @@ class Listener:
         self._items.append(item)
         self._ready.set()
 
-    async def get(self) -> bytes | None:
+    async def get(self) -> Delivery | None:
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
@@ -106,6 +110,7 @@ class Subscriber:
         self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Future[None]] = set()
+        self._closing = False
         self.connected = asyncio.Event()
         self.reconnects = 0
 
@@ -124,14 +129,28 @@ class Subscriber:
 
     def start(self) -> None:
         if self._task is None:
+            self._closing = False
             self._task = asyncio.create_task(self._run(), name="realtime-subscriber")
 
     async def aclose(self) -> None:
+        self._closing = True
+        # Calls in flight on the connection first: a pending (un)subscribe would otherwise
+        # hold the connection while the reader is being cancelled.
+        for call in list(self._calls):
+            call.cancel()
+        if self._calls:
+            await asyncio.wait(self._calls, timeout=1.0)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            task, self._task = self._task, None
+            task.cancel()
+            _, pending = await asyncio.wait({task}, timeout=0.5)
+            if pending and self._pubsub is not None:
+                # redis-py can hold on to a cancelled read after an UNSUBSCRIBE; closing the
+                # connection under it ends the read for sure.
+                await self._pubsub.aclose()
+                await asyncio.wait({task}, timeout=2.0)
+            if not task.done():
+                log.warning("the pub/sub reader did not stop")
 
     def wakeup(self, channel: str) -> Wakeup:
         """A Wakeup set by every message on ``channel`` and after every (re)subscribe."""
@@ -141,21 +160,24 @@ class Subscriber:
         self._subscribe_later(channel)
         return wake
 
-    def listen(self, channel: str, maxsize: int = 1000) -> Listener:
-        """A Listener receiving every message on ``channel`` (RESYNC after any gap)."""
+    def listen(self, *channels: str, maxsize: int = 1000) -> Listener:
+        """A Listener receiving every message on ``channels`` (RESYNC after any gap)."""
         listener = Listener(maxsize)
-        self._listeners.setdefault(channel, []).append(listener)
-        self._subscribe_later(channel)
+        for channel in channels:
+            self._listeners.setdefault(channel, []).append(listener)
+            self._subscribe_later(channel)
         return listener
 
-    def unlisten(self, channel: str, listener: Listener) -> None:
-        listeners = self._listeners.get(channel, [])
-        if listener in listeners:
+    def unlisten(self, listener: Listener) -> None:
+        """Stop a listener; a channel nobody listens to any more is unsubscribed."""
+        for channel, listeners in list(self._listeners.items()):
+            if listener not in listeners:
+                continue
             listeners.remove(listener)
-        if not listeners and not self._wakeups.get(channel):
-            self._listeners.pop(channel, None)
-            if self._pubsub is not None and self.connected.is_set():
-                self._in_background(self._pubsub.unsubscribe(channel))
+            if not listeners and not self._wakeups.get(channel):
+                del self._listeners[channel]
+                if self._pubsub is not None and self.connected.is_set():
+                    self._in_background(self._pubsub.unsubscribe(channel))
 
     def _channels(self) -> set[str]:
         return {c for c, w in self._wakeups.items() if w} | {
@@ -180,7 +202,7 @@ class Subscriber:
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while not self._closing:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.ping()  # connects
@@ -199,6 +221,8 @@ class Subscriber:
             except CONNECTION_LOST as exc:
                 self.connected.clear()
                 self._pubsub = None
+                if self._closing:
+                    return
                 failures += 1
                 delay = min(self._backoff[1], self._backoff[0] * 2 ** (failures - 1))
                 log.warning("pub/sub connection lost (%s); retrying in %.2fs", exc, delay)
@@ -213,9 +237,8 @@ class Subscriber:
         for wakes in self._wakeups.values():
             for wake in wakes:
                 wake.set()
-        for listeners in self._listeners.values():
-            for listener in listeners:
-                listener._put(RESYNC)
+        for listener in {id(x): x for ls in self._listeners.values() for x in ls}.values():
+            listener._put(RESYNC)
 
     async def _read(self, pubsub: Any) -> None:
         while True:
@@ -236,4 +259,4 @@ class Subscriber:
             data = message["data"]
             data = data.encode() if isinstance(data, str) else data
             for listener in self._listeners.get(channel, ()):
-                listener._put(data)
+                listener._put((channel, data))

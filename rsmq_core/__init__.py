@@ -12,7 +12,7 @@ from .errors import (
     QueueNotFound,
     RSMQError,
 )
-from .models import Message, QueueAttributes
+from .models import Message, QueueAttributes, Received
 from .sync import RSMQ
 
 __all__ = [
@@ -29,4 +29,5 @@ __all__ = [
     "QueueExists",
     "QueueNotFound",
     "RSMQError",
+    "Received",
 ]

@@ -23,7 +23,7 @@ from .errors import (
     QueueNotFound,
     RSMQError,
 )
-from .models import Message, QueueAttributes
+from .models import Message, QueueAttributes, Received
 
 QNAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,160}")
 ID_RE = re.compile(r"[a-zA-Z0-9:]{32}")
@@ -175,8 +175,17 @@ def parse_batch_ids(reply: Sequence[Any]) -> list[str]:
     return [_text(item) for item in check_status(reply)[1:]]
 
 
+def parse_wait(reply: Sequence[Any]) -> float | None:
+    """From a receive's reply: seconds until the next message is visible (0.0 when the
+    receive took all it asked for, so there may be more), or None if the queue is empty."""
+    wait = _text(check_status(reply)[1])
+    if wait == "":
+        return 0.0
+    return None if int(wait) < 0 else int(wait) / 1000
+
+
 def parse_messages(reply: Sequence[Any]) -> list[Message]:
-    flat = check_status(reply)[1:]
+    flat = check_status(reply)[2:]
     return [
         Message(
             id=(mid := _text(flat[i])),
@@ -187,6 +196,10 @@ def parse_messages(reply: Sequence[Any]) -> list[Message]:
         )
         for i in range(0, len(flat), 4)
     ]
+
+
+def parse_received(reply: Sequence[Any]) -> Received:
+    return Received(parse_messages(reply), parse_wait(reply))
 
 
 def parse_flags(reply: Sequence[Any]) -> list[bool]:
@@ -271,8 +284,11 @@ def vt_arg(vt: object) -> str | int:
     return "" if vt is None else check_seconds("vt", vt)
 
 
-def receive(keys: Keys, count: int, vt: str | int, *, pop: bool) -> Call:
-    return Call("receive", [keys.zset, keys.hash], [vt, count, "pop" if pop else ""])
+def receive(keys: Keys, count: int, vt: str | int, *, pop: bool, announce: object = None) -> Call:
+    if announce is not None and (not isinstance(announce, str) or not announce):
+        raise InvalidValue(f"announce must be a channel name (got {announce!r})")
+    args: list[str | int | bytes] = [vt, count, "pop" if pop else "", announce or ""]
+    return Call("receive", [keys.zset, keys.hash], args)
 
 
 Fenced = tuple[str, str | int]  # a message id and the receive count it must have, or ""

@@ -14,7 +14,7 @@ from . import _protocol as p
 from ._batch import Batcher
 from ._scripts import NAMES, source
 from .errors import RSMQError
-from .models import Message, QueueAttributes
+from .models import Message, QueueAttributes, Received
 
 DEFAULT_URL = "redis://localhost:6379/0"
 # A dropped connection (Redis restarted, a proxy's idle cut) is retried on a new one: three
@@ -140,6 +140,21 @@ class AsyncRSMQ:
         """Receive up to ``count`` (1..1000) visible messages in one round trip."""
         call = p.receive(p.Keys.of(self.ns, qname), p.check_count(count), p.vt_arg(vt), pop=False)
         return p.parse_messages(await self._call(call))
+
+    async def receive_batch(
+        self, qname: str, count: int, *, vt: int | None = None, announce: str | None = None
+    ) -> Received:
+        """Receive up to ``count`` messages and learn when to look again, in one round trip.
+
+        For workers that wait rather than poll: when fewer than ``count`` were visible, the
+        result says how long until the next message becomes visible. With ``announce``, the
+        same step PUBLISHes "1" (took ``count``: there may be more) or "0 <ms>" (took fewer;
+        <ms> until the next message is visible, -1 for none) on that channel, so peers
+        waiting to help know whether to stand down, and when to look again.
+        """
+        keys = p.Keys.of(self.ns, qname)
+        call = p.receive(keys, p.check_count(count), p.vt_arg(vt), pop=False, announce=announce)
+        return p.parse_received(await self._call(call))
 
     async def pop_message(self, qname: str) -> Message | None:
         """Receive and delete the next visible message at once; None if none is visible."""

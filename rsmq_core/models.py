@@ -38,3 +38,16 @@ class QueueAttributes:
     modified: int
     msgs: int
     hiddenmsgs: int
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What receive_batch returns: the messages, and when to look again.
+
+    ``next_visible_in`` is 0.0 when the receive took as many as it asked for (there may be
+    more), else the seconds until the next message becomes visible, or None if the queue
+    holds no message at all.
+    """
+
+    messages: list[Message]
+    next_visible_in: float | None

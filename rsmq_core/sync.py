@@ -17,7 +17,7 @@ from redis.retry import Retry
 from . import _protocol as p
 from ._scripts import NAMES, source
 from .client import BACKOFF, DEFAULT_URL, RETRIES
-from .models import Message, QueueAttributes
+from .models import Message, QueueAttributes, Received
 
 
 class RSMQ:
@@ -99,6 +99,13 @@ class RSMQ:
 
     def receive_messages(self, qname: str, count: int, *, vt: int | None = None) -> list[Message]:
         return self._receive(qname, p.check_count(count), vt, pop=False)
+
+    def receive_batch(
+        self, qname: str, count: int, *, vt: int | None = None, announce: str | None = None
+    ) -> Received:
+        keys = p.Keys.of(self.ns, qname)
+        call = p.receive(keys, p.check_count(count), p.vt_arg(vt), pop=False, announce=announce)
+        return p.parse_received(self._call(call))
 
     def pop_message(self, qname: str) -> Message | None:
         return next(iter(self._receive(qname, 1, None, pop=True)), None)

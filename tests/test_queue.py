@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from rsmq_core import Message, QueueExists, QueueNotFound
+from rsmq_core import InvalidValue, Message, QueueExists, QueueNotFound
 
 ID = re.compile(r"^[a-zA-Z0-9:]{32}$")
 
@@ -368,3 +368,38 @@ def test_purge_queue(rsmq, r):
     assert rsmq.purge_queue("q") == 0
     with pytest.raises(QueueNotFound):
         rsmq.purge_queue("nope")
+
+
+def test_receive_batch_says_when_to_look_again(rsmq):
+    rsmq.create_queue("q", vt=100)
+    empty = rsmq.receive_batch("q", 5)
+    assert (empty.messages, empty.next_visible_in) == ([], None)
+    rsmq.send_messages("q", ["a", "b", "c"])
+    full = rsmq.receive_batch("q", 2)
+    assert [m.message for m in full.messages] == ["a", "b"]
+    assert full.next_visible_in == 0.0  # took all it asked for: there may be more
+    rsmq.send_message("q", "later", delay=50)
+    short = rsmq.receive_batch("q", 5)
+    assert [m.message for m in short.messages] == ["c"]
+    assert 49 < short.next_visible_in <= 50  # "later" is due before the received ones
+
+
+def test_receive_batch_announces_in_the_same_step(rsmq, r):
+    rsmq.create_queue("q")
+    sub = r.pubsub()
+    sub.subscribe(f"{rsmq.ns}:peers")
+    assert sub.get_message(timeout=5)["type"] == "subscribe"
+    rsmq.send_messages("q", ["a", "b"])
+    rsmq.receive_batch("q", 1, announce=f"{rsmq.ns}:peers")
+    rsmq.receive_batch("q", 5, announce=f"{rsmq.ns}:peers")
+    rsmq.receive_batch("q", 1)  # no announcement asked for
+    r.publish(f"{rsmq.ns}:peers", "end")
+    got = []
+    while (m := sub.get_message(timeout=5)) and m["data"] != "end":
+        got.append(m["data"])
+    sub.close()
+    assert got[0] == "1"
+    status, wait = got[1].split()
+    assert status == "0" and 29_000 < int(wait) <= 30_000  # the received ones come back then
+    with pytest.raises(InvalidValue, match="announce must be a channel name"):
+        rsmq.receive_batch("q", 1, announce="")

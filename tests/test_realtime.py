@@ -38,10 +38,21 @@ async def test_wakeup_coalesces_notifications():
 async def test_listener_is_bounded_and_marks_the_gap():
     listener = Listener(maxsize=3)
     for i in range(10):
-        listener._put(str(i).encode())
+        listener._put(("ch", str(i).encode()))
     assert len(listener) == 3
     assert listener.dropped == 7
-    assert [await listener.get() for _ in range(3)] == [RESYNC, b"8", b"9"]
+    assert [await listener.get() for _ in range(3)] == [RESYNC, ("ch", b"8"), ("ch", b"9")]
+
+
+async def test_one_listener_hears_several_channels_in_order(ar, ns):
+    async with Subscriber(ar) as sub:
+        listener = sub.listen(f"{ns}:a", f"{ns}:b")
+        await until_subscribed(ar, [f"{ns}:a", f"{ns}:b"])
+        assert await listener.get() is RESYNC
+        for channel, data in [("a", "1"), ("b", "2"), ("a", "3")]:
+            await ar.publish(f"{ns}:{channel}", data)
+        got = [await listener.get() for _ in range(3)]
+    assert got == [(f"{ns}:a", b"1"), (f"{ns}:b", b"2"), (f"{ns}:a", b"3")]
 
 
 async def test_one_connection_fans_out_to_every_listener(ar, ns):
@@ -56,8 +67,8 @@ async def test_one_connection_fans_out_to_every_listener(ar, ns):
         assert await listeners[1].get() is RESYNC
         await ar.publish(f"{ns}:a", "1")
         await ar.publish(f"{ns}:b", "2")
-        assert await listeners[0].get() == b"1"
-        assert await listeners[1].get() == b"2"
+        assert await listeners[0].get() == (f"{ns}:a", b"1")
+        assert await listeners[1].get() == (f"{ns}:b", b"2")
         assert all(await asyncio.gather(*(w.wait(5) for w in wakes)))
         clients = await ar.client_list(_type="pubsub")
         assert len(clients) == 1  # one pub/sub connection for the whole process
@@ -86,7 +97,7 @@ async def test_reconnects_and_wakes_everyone_after_a_kill(ar, ns):
         assert await asyncio.wait_for(listener.get(), 5) is RESYNC
         await until_subscribed(ar, [f"{ns}:a"])
         await ar.publish(f"{ns}:a", "after")
-        assert await asyncio.wait_for(listener.get(), 5) == b"after"
+        assert await asyncio.wait_for(listener.get(), 5) == (f"{ns}:a", b"after")
         assert sub.reconnects >= 1
 
 
@@ -116,7 +127,7 @@ async def test_unlisten_unsubscribes_when_nobody_listens(ar, ns):
     async with Subscriber(ar) as sub:
         listener = sub.listen(f"{ns}:x")
         await until_subscribed(ar, [f"{ns}:x"])
-        sub.unlisten(f"{ns}:x", listener)
+        sub.unlisten(listener)
 
         async def gone() -> bool:
             return bool((await ar.pubsub_numsub(f"{ns}:x"))[0][1] == 0)
@@ -135,7 +146,7 @@ async def test_event_log_records_streams_and_publishes(ar, ns):
         received = StatusEvent("received", "q", "a" * 32, rc=1, worker="w")
         finished = StatusEvent("done", "q", "a" * 32, rc=1, worker="w")
         ids = list(await asyncio.gather(log.record(received), log.record(finished)))
-        published = [parse_published(await listener.get() or b"") for _ in range(2)]
+        published = [parse_published((await listener.get() or ("", b""))[1]) for _ in range(2)]
     assert [eid for eid, _ in published] == ids
     assert [e.status for _, e in published] == ["received", "done"]
     history = await log.history("q")

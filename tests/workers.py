@@ -111,6 +111,7 @@ class WorkerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        self.log.close()
         os.unlink(self.log.name)
 
 

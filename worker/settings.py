@@ -36,6 +36,7 @@ class Settings:
     dead_letter_suffix: str = "-dead"
     event_ttl: int = 86_400
     heartbeat: float = 5.0
+    stagger: float = 0.004
 
     def dead_letter_queue(self, qname: str) -> str:
         return qname + self.dead_letter_suffix
@@ -63,6 +64,7 @@ class Settings:
             dead_letter_suffix=reader.text("DEAD_LETTER_SUFFIX", d.dead_letter_suffix),
             event_ttl=reader.integer("EVENT_TTL", d.event_ttl, low=1),
             heartbeat=reader.number("HEARTBEAT", d.heartbeat, low=0.1),
+            stagger=reader.number("STAGGER", d.stagger, low=0),
         )
         for qname in settings.queues:
             dead = settings.dead_letter_queue(qname)

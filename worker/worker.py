@@ -18,6 +18,7 @@ import os
 import secrets
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,7 +27,7 @@ import redis.asyncio as aioredis
 
 from realtime import EventLog, StatusEvent, Subscriber, Wakeup
 from realtime.events import Status
-from realtime.registry import WorkerInfo, heartbeat, unregister
+from realtime.registry import WorkerInfo, heartbeat, live_workers, unregister
 from realtime.subscriber import CONNECTION_LOST
 from rsmq_core import AsyncRSMQ, Message
 
@@ -37,6 +38,32 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Job], Awaitable[Any] | Any]
 REDIS_DOWN = CONNECTION_LOST
+
+
+class _QueueState:
+    """What one queue's consumer loop knows between receives."""
+
+    def __init__(self) -> None:
+        self.wake = Wakeup()
+        self.wake.set()  # look once at start
+        self.maybe_more = False
+        self.due_at: float | None = None  # loop time the next message becomes visible
+        self.stagger: asyncio.TimerHandle | None = None
+
+    def set_due(self, wait: float | None, *, keep_earlier: bool = False) -> None:
+        due = None if wait is None else asyncio.get_running_loop().time() + wait
+        if keep_earlier and self.due_at is not None:
+            due = self.due_at if due is None else min(due, self.due_at)
+        self.due_at = due
+
+    def fire_stagger(self) -> None:
+        self.stagger = None
+        self.wake.set()
+
+    def cancel_stagger(self) -> None:
+        if self.stagger is not None:
+            self.stagger.cancel()
+            self.stagger = None
 
 
 class Worker:
@@ -55,6 +82,8 @@ class Worker:
         self.events = EventLog(self._redis, settings.ns, ttl=settings.event_ttl)
         self._subscriber = Subscriber(self._redis) if settings.realtime else None
         self._wakeups: list[Wakeup] = []
+        self._peers: dict[str, tuple[str, ...]] = {}
+        self._states: dict[str, _QueueState] = {}
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._inflight: dict[asyncio.Task[None], tuple[str, Message]] = {}
@@ -119,9 +148,18 @@ class Worker:
                 await heartbeat(
                     self._redis, self.settings.ns, info, ttl=3 * self.settings.heartbeat
                 )
+                if self._subscriber is not None:
+                    await self._refresh_peers()
             except REDIS_DOWN as exc:
                 log.warning("heartbeat failed: %s", exc)
             await asyncio.sleep(self.settings.heartbeat)
+
+    async def _refresh_peers(self) -> None:
+        workers = await live_workers(self._redis, self.settings.ns)
+        self._peers = {
+            q: tuple(sorted(w.id for w in workers if w.mode == "realtime" and q in w.queues))
+            for q in self.settings.queues
+        }
 
     async def _drain(self) -> None:
         """Give in-flight handlers the grace period, then make the rest visible at once."""
@@ -137,11 +175,17 @@ class Worker:
             task.cancel()
         await asyncio.wait(late, timeout=1.0)
         log.warning("releasing %d message(s) whose handlers did not finish in time", len(held))
+        released: Counter[str] = Counter()
         for qname, msg in held:
             with contextlib.suppress(*REDIS_DOWN):
                 if await self.rsmq.change_message_visibility(qname, msg.id, 0, rc=msg.rc):
-                    self.counters["released"] += 1
+                    released[qname] += 1
                     self._emit("retrying", qname, msg, error="worker shut down", retry_in=0)
+        self.counters["released"] += released.total()
+        for qname, n in released.items():
+            # Tell the other workers, as a send would: they are asleep until they hear.
+            with contextlib.suppress(*REDIS_DOWN):
+                await self._redis.publish(f"{self.settings.ns}:rt:{qname}", n)
 
     # Receiving ---------------------------------------------------------------------------------
 
@@ -149,41 +193,110 @@ class Worker:
         return self.settings.concurrency - len(self._inflight)
 
     async def _consume(self, qname: str) -> None:
-        wake = None
+        state = self._states[qname] = _QueueState()
+        self._wakeups.append(state.wake)
+        dispatch = None
         if self._subscriber is not None:
-            wake = self._subscriber.wakeup(f"{self.settings.ns}:rt:{qname}")
-            self._wakeups.append(wake)
+            dispatch = asyncio.create_task(self._dispatch(qname, state))
         failures = 0
-        while not self._stopping.is_set():
-            if self._free_slots() <= 0:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-                continue
-            if wake is not None:
-                wake.clear()  # notifications from here on mean "look again"
-            try:
-                got = await self.rsmq.receive_messages(
-                    qname, min(self._free_slots(), 1000), vt=self.settings.vt
-                )
-                self.counters["receives"] += 1
-                failures = 0
-                if got:
-                    for msg in got:
-                        self._start(qname, msg)
+        try:
+            while not self._stopping.is_set():
+                if self._free_slots() <= 0:
+                    self._slot_freed.clear()
+                    await self._slot_freed.wait()
                     continue
-                self.counters["empty_receives"] += 1
-                if wake is not None:
-                    await wake.wait(await self.rsmq.next_visible_in(qname))
-                else:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), self.settings.poll_interval)
-            except REDIS_DOWN as exc:
-                failures += 1
-                delay = min(2.0, 0.05 * 2**failures)
-                log.warning("queue %s: Redis unavailable (%s); retrying in %.2fs", qname, exc,
-                            delay)  # fmt: skip
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
+                if not state.maybe_more and not await self._wait_for_work(state):
+                    continue
+                state.wake.clear()  # notifications from here on mean "look again"
+                try:
+                    await self._receive(qname, state)
+                    failures = 0
+                except REDIS_DOWN as exc:
+                    failures += 1
+                    delay = min(2.0, 0.05 * 2**failures)
+                    log.warning("queue %s: Redis unavailable (%s); retrying in %.2fs", qname,
+                                exc, delay)  # fmt: skip
+                    state.due_at = asyncio.get_running_loop().time() + delay
+        finally:
+            if dispatch is not None:
+                dispatch.cancel()
+
+    async def _wait_for_work(self, state: _QueueState) -> bool:
+        """Sleep until work may be there: a wake-up, the next message's due time, or (polling)
+        the next poll. False if woken to stop."""
+        loop = asyncio.get_running_loop()
+        if self._subscriber is None:
+            timeout: float | None = self.settings.poll_interval
+        else:
+            timeout = None if state.due_at is None else max(0.0, state.due_at - loop.time())
+        await state.wake.wait(timeout)
+        return not self._stopping.is_set()
+
+    async def _receive(self, qname: str, state: _QueueState) -> None:
+        asked = min(self._free_slots(), 1000)
+        # Announce only where peers may be waiting to help (see _dispatch).
+        peers = self._peers.get(qname, ())
+        announce = self._peers_channel(qname) if len(peers) > 1 else None
+        got = await self.rsmq.receive_batch(qname, asked, vt=self.settings.vt, announce=announce)
+        self.counters["receives"] += 1
+        if not got.messages:
+            self.counters["empty_receives"] += 1
+        state.maybe_more = len(got.messages) == asked
+        state.set_due(got.next_visible_in)
+        for msg in got.messages:
+            self._start(qname, msg)
+
+    def _peers_channel(self, qname: str) -> str:
+        return f"{self.settings.ns}:rt:{qname}:receives"
+
+    async def _dispatch(self, qname: str, state: _QueueState) -> None:
+        """Turn notifications into wake-ups, without waking every process for every message.
+
+        Every realtime worker of a queue hears each of RSMQ's notifications, in the same order.
+        They rank themselves for it the same way (by the notification's payload over the
+        sorted live worker ids): rank 0 receives at once, rank k only after k * STAGGER, and
+        stands down if a receive announces meanwhile that it emptied the queue. Receives
+        announce in the same script step as they run, so a send that follows a receive is
+        always announced after it. A process with no free slot takes no part; the next rank
+        covers for it, as for a crashed process still in the registry.
+        """
+        assert self._subscriber is not None
+        rt = f"{self.settings.ns}:rt:{qname}"
+        listener = self._subscriber.listen(rt, self._peers_channel(qname), maxsize=100)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                item = await listener.get()
+                if item is None:  # (re)subscribed: something may have been missed
+                    state.cancel_stagger()
+                    state.wake.set()
+                    continue
+                channel, data = item
+                if channel == rt:
+                    rank = self._rank(qname, data)
+                    if rank == 0:
+                        state.cancel_stagger()
+                        state.wake.set()
+                    elif state.stagger is None:
+                        state.stagger = loop.call_later(
+                            rank * self.settings.stagger, state.fire_stagger
+                        )
+                elif data.startswith(b"0"):
+                    # A peer emptied the queue: stand down, but remember when the next message
+                    # is due (it may be the one that peer now holds, should the peer die).
+                    state.cancel_stagger()
+                    wait = int(data[2:] or -1)
+                    if wait >= 0:
+                        state.set_due(wait / 1000, keep_earlier=True)
+        finally:
+            self._subscriber.unlisten(listener)
+
+    def _rank(self, qname: str, payload: bytes) -> int:
+        peers = self._peers.get(qname) or (self.id,)
+        if self.id not in peers:
+            peers = tuple(sorted((*peers, self.id)))
+        turn = int(payload) if payload.isdigit() else 0
+        return (peers.index(self.id) - turn) % len(peers)
 
     def _start(self, qname: str, msg: Message) -> None:
         task = asyncio.create_task(self._handle(qname, msg))
@@ -265,6 +378,9 @@ class Worker:
         if await self.rsmq.change_message_visibility(qname, msg.id, delay, rc=msg.rc):
             self.counters["retried"] += 1
             self._emit("retrying", qname, msg, error=error, retry_in=delay)
+            # Nothing announces a message coming back, so this worker looks again now: the
+            # receive finds when the earliest message is due (this one, or an earlier one).
+            self._states[qname].wake.set()
 
     async def _dead_letter(self, qname: str, msg: Message, why: str) -> None:
         dead = self.settings.dead_letter_queue(qname)

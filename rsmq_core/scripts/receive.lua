@@ -3,15 +3,19 @@
 -- ARGV[1] visibility timeout in seconds, or "" for the queue's
 -- ARGV[2] count
 -- ARGV[3] "pop" to remove the messages instead of hiding them, else ""
--- Returns {"ok", id, body, rc, fr, ...} (nothing after "ok" when no message is visible)
+-- ARGV[4] a channel to announce on, or "": "1" if `count` were taken (there may be more),
+--         "0 <wait>" if fewer (none is visible now; <wait> as below). In the same step as
+--         the receive, so a send that follows it is announced after it, never before.
+-- Returns {"ok", wait, id, body, rc, fr, ...}: `wait` is "" when `count` were taken, else the
+-- milliseconds until the next message becomes visible, or -1 if the queue holds none;
 -- or {"queueNotFound"}.
 local vt = redis.call("HGET", KEYS[2], "vt")
 if not vt then return {"queueNotFound"} end
 if ARGV[1] ~= "" then vt = ARGV[1] end
-local pop = ARGV[3] == "pop"
+local count, pop = tonumber(ARGV[2]), ARGV[3] == "pop"
 local _, _, ms = now()
-local ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ms, "LIMIT", 0, tonumber(ARGV[2]))
-local out, got = {"ok"}, 0
+local ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ms, "LIMIT", 0, count)
+local out, got = {"ok", ""}, 0
 for _, id in ipairs(ids) do
   local body = redis.call("HGET", KEYS[2], id)
   if not body then
@@ -37,4 +41,11 @@ for _, id in ipairs(ids) do
   end
 end
 if got > 0 then redis.call("HINCRBY", KEYS[2], "totalrecv", got) end
+if got < count then
+  local first = redis.call("ZRANGE", KEYS[1], 0, 0, "WITHSCORES")
+  out[2] = #first == 0 and -1 or math.max(0, tonumber(first[2]) - ms)
+end
+if ARGV[4] ~= "" then
+  redis.call("PUBLISH", ARGV[4], got < count and ("0 " .. out[2]) or "1")
+end
 return out
