@@ -7,6 +7,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -263,3 +264,28 @@ def test_bad_setting_stops_the_worker_at_start(redis_url, ns, setting, value, na
         assert "bad setting" in w.output()
     finally:
         w.cleanup()
+
+
+def test_one_notification_does_not_wake_every_process(spawn, q, r, ns):
+    for _ in range(4):
+        spawn("realtime")
+
+    def entries() -> list[dict[str, Any]]:
+        return [json.loads(v) for v in r.mget(r.keys(f"{ns}:@workers:*")) if v]
+
+    def handled(mid: str) -> Callable[[], bool]:
+        return lambda: mid in {d["id"] for d in done(r, ns)}
+
+    def heartbeat_after(ms: float) -> Callable[[], bool]:
+        return lambda: len(entries()) == 4 and all(e["last_seen"] > ms for e in entries())
+
+    # A heartbeat after all four registered: each has read the registry and knows its peers.
+    wait_for(lambda: len(entries()) == 4)
+    wait_for(heartbeat_after(time.time() * 1000))
+    before = sum(e["counters"]["receives"] for e in entries())
+    for i in range(20):
+        wait_for(handled(q.send_message("jobs", json.dumps({"n": i}))))
+    wait_for(heartbeat_after(time.time() * 1000))  # the counters reach the registry
+    receives = sum(e["counters"]["receives"] for e in entries()) - before
+    # Waking all four for each message would take 80 receives.
+    assert 20 <= receives <= 30, receives
