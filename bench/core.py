@@ -66,6 +66,7 @@ TARGETS = [
     ("async-conc", "recv_del", 1.0),
     ("async-batch", "send", 3.0),
     ("async-batch", "recv_del", 3.0),
+    ("async-batch", "pop", 3.0),
 ]
 
 
@@ -154,7 +155,11 @@ def sync_batch_step(client: RSMQ, op: str, qname: str) -> Callable[[int], None]:
             raise QueueRanDry(qname)
         client.delete_messages(qname, [m.id for m in msgs])
 
-    return {"send": send, "recv_del": recv_del}[op]
+    def pop(count: int) -> None:
+        if len(client.pop_messages(qname, count)) < count:
+            raise QueueRanDry(qname)
+
+    return {"send": send, "recv_del": recv_del, "pop": pop}[op]
 
 
 def run_batches(n: int, step: Callable[[int], None]) -> None:
@@ -200,8 +205,6 @@ class SyncRunner(PyRunner):
     def __init__(self, url: str, mode: str) -> None:
         self.url = url
         self.mode = mode
-        if mode == "batch":
-            self.ops = ("send", "recv_del")
 
     def open(self) -> None:
         self.client = RSMQ.from_url(self.url, ns=NS, socket_timeout=REDIS_TIMEOUT)
@@ -252,7 +255,11 @@ def async_batch_step(client: AsyncRSMQ, op: str, qname: str) -> Callable[[int], 
             raise QueueRanDry(qname)
         await client.delete_messages(qname, [m.id for m in msgs])
 
-    return {"send": send, "recv_del": recv_del}[op]
+    async def pop(count: int) -> None:
+        if len(await client.pop_messages(qname, count)) < count:
+            raise QueueRanDry(qname)
+
+    return {"send": send, "recv_del": recv_del, "pop": pop}[op]
 
 
 async def run_coroutines(n: int, concurrency: int, step: Callable[[], Awaitable[None]]) -> None:
@@ -276,8 +283,6 @@ class AsyncRunner(PyRunner):
     def __init__(self, url: str, mode: str) -> None:
         self.url = url
         self.mode = mode
-        if mode == "batch":
-            self.ops = ("send", "recv_del")
 
     def open(self) -> None:
         self.loop = asyncio.Runner()

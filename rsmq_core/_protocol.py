@@ -6,11 +6,12 @@ the async core and the sync facade cannot drift apart.
 
 from __future__ import annotations
 
-import random
+import os
 import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from .errors import (
@@ -47,8 +48,17 @@ class Keys:
 
     @classmethod
     def of(cls, ns: str, qname: object) -> Keys:
-        name = check_qname(qname)
-        return cls(f"{ns}:{name}", f"{ns}:{name}:Q", f"{ns}:QUEUES", f"{ns}:rt:{name}")
+        if type(qname) is str:
+            return _keys(ns, qname)
+        check_qname(qname)  # raises
+        raise AssertionError("unreachable")
+
+
+@lru_cache(maxsize=4096)
+def _keys(ns: str, qname: str) -> Keys:
+    # Cached: checking the name and building four strings would otherwise cost every call.
+    name = check_qname(qname)
+    return Keys(f"{ns}:{name}", f"{ns}:{name}:Q", f"{ns}:QUEUES", f"{ns}:rt:{name}")
 
 
 def check_ns(ns: object) -> str:
@@ -113,13 +123,22 @@ def encode_message(message: object) -> bytes:
         ) from None
 
 
-def new_id_suffix() -> str:
-    """The random 22 characters of a message id; the script prepends the time part.
+# Random bytes below 248 map onto the 62 id characters evenly (248 = 4 * 62); the rest
+# are dropped, so every character is equally likely.
+_TO_ID_CHAR = bytes(_ID_ALPHABET.encode()[b % 62] for b in range(248)) + bytes(8)
+_DROP = bytes(range(248, 256))
 
-    The module-level generator is reseeded by Python after fork, so forked workers never
-    repeat each other's suffixes.
+
+def new_id_suffixes(n: int) -> str:
+    """The random 22 characters of ``n`` message ids, joined; the script prepends the time.
+
+    From os.urandom, which is safe across fork: forked workers never repeat each other.
     """
-    return "".join(random.choices(_ID_ALPHABET, k=22))
+    need = 22 * n
+    out = b""
+    while len(out) < need:
+        out += os.urandom(need - len(out) + need // 16 + 8).translate(_TO_ID_CHAR, _DROP)
+    return out[:need].decode()
 
 
 def sent_ms(id: str) -> float:
@@ -229,12 +248,8 @@ class Call:
     args: list[str | int | bytes]
 
 
-SendItem = tuple[str | int, str, bytes]
-
-
-def send_item(message: object, delay: object) -> SendItem:
-    d: str | int = "" if delay is None else check_seconds("delay", delay)
-    return (d, new_id_suffix(), encode_message(message))
+def delay_arg(delay: object) -> str | int:
+    return "" if delay is None else check_seconds("delay", delay)
 
 
 def create_queue(ns: str, qname: object, vt: object, delay: object, maxsize: object) -> Call:
@@ -270,13 +285,16 @@ def set_attributes(ns: str, qname: object, vt: object, delay: object, maxsize: o
     return Call("set_attributes", [k.hash, k.zset], args)
 
 
-def send(keys: Keys, items: Sequence[SendItem], *, all_or_none: bool, realtime: bool) -> Call:
+def send(
+    keys: Keys, bodies: Sequence[bytes], delay: str | int, *, all_or_none: bool, realtime: bool
+) -> Call:
     args: list[str | int | bytes] = [
         keys.channel if realtime else "",
         "all" if all_or_none else "each",
+        delay,
+        new_id_suffixes(len(bodies)),
+        *bodies,
     ]
-    for item in items:
-        args.extend(item)
     return Call("send", [keys.zset, keys.hash], args)
 
 

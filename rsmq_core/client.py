@@ -22,7 +22,8 @@ DEFAULT_URL = "redis://localhost:6379/0"
 RETRIES = 3
 BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=0.5)
 
-_ReceiveKey = tuple[p.Keys, str | int, bool]
+_SendKey = tuple[p.Keys, str | int]  # the queue, and the delay
+_ReceiveKey = tuple[p.Keys, str | int, bool]  # the queue, the vt, and whether to pop
 
 
 class AsyncRSMQ:
@@ -50,7 +51,7 @@ class AsyncRSMQ:
         self.realtime = realtime
         self._owns_redis = _owns_redis
         self._scripts = {name: redis.register_script(source(name)) for name in NAMES}
-        self._sends: Batcher[p.Keys, p.SendItem, str] = Batcher(self._send_each, p.MAX_BATCH)
+        self._sends: Batcher[_SendKey, bytes, str] = Batcher(self._send_each, p.MAX_BATCH)
         self._receives: Batcher[_ReceiveKey, None, Message | None] = Batcher(
             self._receive_each, p.MAX_BATCH
         )
@@ -118,15 +119,16 @@ class AsyncRSMQ:
     async def send_message(self, qname: str, message: str, *, delay: int | None = None) -> str:
         """Put a message on the queue (visible after ``delay`` seconds); returns its id."""
         keys = p.Keys.of(self.ns, qname)
-        return await self._sends.submit(keys, p.send_item(message, delay))
+        body = p.encode_message(message)
+        return await self._sends.submit((keys, p.delay_arg(delay)), body)
 
     async def send_messages(
         self, qname: str, messages: Sequence[str], *, delay: int | None = None
     ) -> list[str]:
         """Send up to 1000 messages in one round trip, all or none; returns their ids in order."""
         keys = p.Keys.of(self.ns, qname)
-        items = [p.send_item(m, delay) for m in p.check_messages(messages)]
-        call = p.send(keys, items, all_or_none=True, realtime=self.realtime)
+        bodies = [p.encode_message(m) for m in p.check_messages(messages)]
+        call = p.send(keys, bodies, p.delay_arg(delay), all_or_none=True, realtime=self.realtime)
         return p.parse_batch_ids(await self._call(call))
 
     async def receive_message(self, qname: str, *, vt: int | None = None) -> Message | None:
@@ -160,6 +162,11 @@ class AsyncRSMQ:
         """Receive and delete the next visible message at once; None if none is visible."""
         key = (p.Keys.of(self.ns, qname), "", True)
         return await self._receives.submit(key, None)
+
+    async def pop_messages(self, qname: str, count: int) -> list[Message]:
+        """Receive and delete up to ``count`` (1..1000) visible messages in one round trip."""
+        call = p.receive(p.Keys.of(self.ns, qname), p.check_count(count), "", pop=True)
+        return p.parse_messages(await self._call(call))
 
     async def delete_message(self, qname: str, id: str, *, rc: int | None = None) -> bool:
         """Delete a message; False if there was no such message.
@@ -231,8 +238,9 @@ class AsyncRSMQ:
 
     # Batched runners behind the coalesced calls --------------------------------------------------
 
-    async def _send_each(self, keys: p.Keys, items: list[p.SendItem]) -> list[str | RSMQError]:
-        call = p.send(keys, items, all_or_none=False, realtime=self.realtime)
+    async def _send_each(self, key: _SendKey, bodies: list[bytes]) -> list[str | RSMQError]:
+        keys, delay = key
+        call = p.send(keys, bodies, delay, all_or_none=False, realtime=self.realtime)
         return p.parse_ids(await self._call(call))
 
     async def _receive_each(self, key: _ReceiveKey, items: list[None]) -> list[Message | None]:

@@ -81,17 +81,19 @@ class RSMQ:
 
     def send_message(self, qname: str, message: str, *, delay: int | None = None) -> str:
         keys = p.Keys.of(self.ns, qname)
-        item = p.send_item(message, delay)
-        call = p.send(keys, [item], all_or_none=False, realtime=self.realtime)
+        body = p.encode_message(message)
+        call = p.send(keys, [body], p.delay_arg(delay), all_or_none=False, realtime=self.realtime)
         return p.first_id(self._call(call))
 
     def send_messages(
         self, qname: str, messages: Sequence[str], *, delay: int | None = None
     ) -> list[str]:
         keys = p.Keys.of(self.ns, qname)
-        items = [p.send_item(m, delay) for m in p.check_messages(messages)]
+        bodies = [p.encode_message(m) for m in p.check_messages(messages)]
         return p.parse_batch_ids(
-            self._call(p.send(keys, items, all_or_none=True, realtime=self.realtime))
+            self._call(
+                p.send(keys, bodies, p.delay_arg(delay), all_or_none=True, realtime=self.realtime)
+            )
         )
 
     def receive_message(self, qname: str, *, vt: int | None = None) -> Message | None:
@@ -109,6 +111,9 @@ class RSMQ:
 
     def pop_message(self, qname: str) -> Message | None:
         return next(iter(self._receive(qname, 1, None, pop=True)), None)
+
+    def pop_messages(self, qname: str, count: int) -> list[Message]:
+        return self._receive(qname, p.check_count(count), None, pop=True)
 
     def delete_message(self, qname: str, id: str, *, rc: int | None = None) -> bool:
         keys = p.Keys.of(self.ns, qname)

@@ -403,3 +403,24 @@ def test_receive_batch_announces_in_the_same_step(rsmq, r):
     assert status == "0" and 29_000 < int(wait) <= 30_000  # the received ones come back then
     with pytest.raises(InvalidValue, match="announce must be a channel name"):
         rsmq.receive_batch("q", 1, announce="")
+
+
+def test_large_batches_take_consecutive_microseconds(rsmq):
+    rsmq.create_queue("q")
+    for _ in range(3):  # 1000 microseconds cross a 1296 boundary in most batches
+        ids = rsmq.send_messages("q", ["x"] * 1000)
+        stamps = [int(i[:10], 36) for i in ids]
+        assert stamps == list(range(stamps[0], stamps[0] + 1000))
+        assert ids == sorted(ids)
+        assert all(ID.match(i) for i in ids)
+    assert rsmq.get_queue_attributes("q").msgs == 3000
+
+
+def test_pop_messages_batch(rsmq, r):
+    rsmq.create_queue("q")
+    ids = rsmq.send_messages("q", [str(i) for i in range(5)])
+    assert [m.id for m in rsmq.pop_messages("q", 3)] == ids[:3]
+    assert [m.message for m in rsmq.pop_messages("q", 10)] == ["3", "4"]
+    assert rsmq.pop_messages("q", 1) == []
+    assert r.zcard(f"{rsmq.ns}:q") == 0
+    assert rsmq.get_queue_attributes("q").totalrecv == 5

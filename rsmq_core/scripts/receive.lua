@@ -16,29 +16,40 @@ local count, pop = tonumber(ARGV[2]), ARGV[3] == "pop"
 local _, _, ms = now()
 local ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ms, "LIMIT", 0, count)
 local out, got = {"ok", ""}, 0
-for _, id in ipairs(ids) do
-  local body = redis.call("HGET", KEYS[2], id)
-  if not body then
-    -- A member without a body can only come from outside tampering; receiving it would
-    -- hand out an empty message forever, so drop it.
-    redis.call("ZREM", KEYS[1], id)
-  else
-    local rc = redis.call("HINCRBY", KEYS[2], id .. ":rc", 1)
-    local fr = ms
-    if rc > 1 then fr = tonumber(redis.call("HGET", KEYS[2], id .. ":fr")) or ms end
-    if pop then
-      redis.call("ZREM", KEYS[1], id)
-      redis.call("HDEL", KEYS[2], id, id .. ":rc", id .. ":fr")
-    else
-      redis.call("ZADD", KEYS[1], ms + tonumber(vt) * 1000, id)
-      if rc == 1 then redis.call("HSET", KEYS[2], id .. ":fr", ms) end
-    end
-    got = got + 1
-    out[#out + 1] = id
-    out[#out + 1] = body
-    out[#out + 1] = rc
-    out[#out + 1] = fr
+if #ids > 0 then
+  -- One read and one write per kind for the whole batch: far cheaper than per-message calls.
+  local fields = {}
+  for i, id in ipairs(ids) do
+    fields[3 * i - 2], fields[3 * i - 1], fields[3 * i] = id, id .. ":rc", id .. ":fr"
   end
+  local values = redis.call("HMGET", KEYS[2], unpack(fields))
+  local hide, counts, drop, orphans = {}, {}, {}, {}
+  local until_ms = ms + tonumber(vt) * 1000
+  for i, id in ipairs(ids) do
+    local body = values[3 * i - 2]
+    if not body then
+      -- A member without a body can only come from outside tampering; receiving it would
+      -- hand out an empty message forever, so drop it.
+      orphans[#orphans + 1] = id
+    else
+      local rc = (tonumber(values[3 * i - 1]) or 0) + 1
+      local fr = rc > 1 and tonumber(values[3 * i]) or ms
+      if pop then
+        drop[#drop + 1], drop[#drop + 2], drop[#drop + 3] = id, id .. ":rc", id .. ":fr"
+        orphans[#orphans + 1] = id
+      else
+        hide[#hide + 1], hide[#hide + 2] = until_ms, id
+        counts[#counts + 1], counts[#counts + 2] = id .. ":rc", rc
+        if rc == 1 then counts[#counts + 1], counts[#counts + 2] = id .. ":fr", ms end
+      end
+      got = got + 1
+      out[#out + 1], out[#out + 2], out[#out + 3], out[#out + 4] = id, body, rc, fr
+    end
+  end
+  if #hide > 0 then redis.call("ZADD", KEYS[1], unpack(hide)) end
+  if #counts > 0 then redis.call("HSET", KEYS[2], unpack(counts)) end
+  if #orphans > 0 then redis.call("ZREM", KEYS[1], unpack(orphans)) end
+  if #drop > 0 then redis.call("HDEL", KEYS[2], unpack(drop)) end
 end
 if got > 0 then redis.call("HINCRBY", KEYS[2], "totalrecv", got) end
 if got < count then
