@@ -87,7 +87,8 @@ class EventLog:
         self._maxlen = maxlen
         self._ttl = ttl
         self._script = redis.register_script(_SCRIPT)
-        self._batcher: Batcher[str, StatusEvent, str] = Batcher(self._write, 500)
+        # One batch at a time per queue: events must reach the stream in the order they happened.
+        self._batcher: Batcher[str, StatusEvent, str] = Batcher(self._write, 500, in_flight=1)
         self._background: set[asyncio.Task[str]] = set()
         self.failures = 0
 

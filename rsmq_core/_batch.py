@@ -21,15 +21,16 @@ R = TypeVar("R")
 Runner = Callable[[K, list[I]], Awaitable[Sequence[R | BaseException]]]
 Waiting = list[tuple[I, "asyncio.Future[R]"]]
 
-IN_FLIGHT = 2
-
 
 class Batcher(Generic[K, I, R]):
     """Runs ``run(key, items)`` for items submitted under one key, a few batches at a time."""
 
-    def __init__(self, run: Runner[K, I, R], max_batch: int) -> None:
+    def __init__(self, run: Runner[K, I, R], max_batch: int, *, in_flight: int = 2) -> None:
+        """``in_flight=1`` keeps the order of calls: a batch leaves after the one before it
+        has landed."""
         self._run = run
         self._max = max_batch
+        self._in_flight = in_flight
         self._pending: dict[K, Waiting[I, R]] = {}
         self._flying: dict[K, int] = {}
         self._scheduled: set[K] = set()
@@ -41,7 +42,7 @@ class Batcher(Generic[K, I, R]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._pending.setdefault(key, []).append((item, future))
-        if key not in self._scheduled and self._flying.get(key, 0) < IN_FLIGHT:
+        if key not in self._scheduled and self._flying.get(key, 0) < self._in_flight:
             # Launch at the end of this loop iteration: calls made in it go together.
             self._scheduled.add(key)
             loop.call_soon(self._launch, key)
@@ -72,9 +73,9 @@ class Batcher(Generic[K, I, R]):
         pending = self._pending.get(key, [])
         # A caller cancelled before its batch left has nothing sent for it.
         pending[:] = [(item, fut) for item, fut in pending if not fut.done()]
-        while pending and (flying := self._flying.get(key, 0)) < IN_FLIGHT:
+        while pending and (flying := self._flying.get(key, 0)) < self._in_flight:
             # Split what waits among the free slots, so both batches leave now.
-            size = min(self._max, -(-len(pending) // (IN_FLIGHT - flying)))
+            size = min(self._max, -(-len(pending) // (self._in_flight - flying)))
             batch, pending[:] = pending[:size], pending[size:]
             self._flying[key] = flying + 1
             task = asyncio.ensure_future(self._send(key, batch))

@@ -1,38 +1,62 @@
-"""The run command's body: Redis (embedded unless REDIS_URL is set) and the queue at work.
+"""The run command's body: Redis (embedded unless REDIS_URL is set), a worker, and a demo.
 
-For now the "app" is a demo of the queue and its CLI; the web app and worker join it as
-they land.
+It starts a worker process (``python -m worker``, the Procfile's ``worker:``), sends a few
+"applications" to the ``jobs`` queue and prints each status event as it happens, then keeps
+everything running until Ctrl-C. The web app joins it when it lands.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import signal
+import subprocess
 import sys
-import threading
+from pathlib import Path
 
-from rsmq_core import RSMQ, QueueExists
+import redis.asyncio as aioredis
+
+from realtime import Subscriber
+from realtime.events import events_channel, parse_published
+from rsmq_core import AsyncRSMQ, QueueExists
 from rsmq_core.embedded import EmbeddedRedis
 
+ROOT = Path(__file__).resolve().parent.parent
+NS, QUEUE = "rsmq", "jobs"
+DEMO = [{"applicant": "Ada"}, {"applicant": "Grace"}, {"applicant": "Mallory", "fail": True}]
 
-def demo(url: str) -> None:
-    with RSMQ.from_url(url, realtime=True) as q:
+
+async def demo(url: str, *, once: bool) -> None:
+    client = aioredis.Redis.from_url(url)
+    rsmq = AsyncRSMQ(client, ns=NS, realtime=True)
+    async with Subscriber(client) as sub:
+        events = sub.listen(events_channel(NS, QUEUE))
         try:
-            q.create_queue("demo", vt=30)
+            await rsmq.create_queue(QUEUE, vt=30)
         except QueueExists:
             pass
-        ids = q.send_messages("demo", ["hello", "from", "rsmq-realtime"])
-        print(f"sent {len(ids)} messages to 'demo': {ids}")
-        while (msg := q.receive_message("demo")) is not None:
-            print(f"received {msg.id} rc={msg.rc}: {msg.message!r}")
-            q.delete_message("demo", msg.id)
-        print(q.get_queue_attributes("demo"))
+        ids = {await rsmq.send_message(QUEUE, json.dumps(body)): body for body in DEMO}
+        for mid, body in ids.items():
+            print(f"sent {mid}: {json.dumps(body)}")
+        finished: set[str] = set()
+        while not once or len(finished) < len(ids):
+            item = await events.get()
+            if item is None:
+                continue
+            _, event = parse_published(item[1])
+            extra = f" progress={event.progress:.0%}" if event.progress is not None else ""
+            extra += f" error={event.error!r}" if event.error else ""
+            print(f"  {event.id} rc={event.rc} {event.status}{extra}")
+            if event.status in ("done", "dead") and event.id in ids:
+                finished.add(event.id)
+    await client.aclose()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--once", action="store_true", help="run the demo and exit")
+    parser.add_argument("--once", action="store_true", help="exit when the demo is done")
     args = parser.parse_args()
 
     server = None
@@ -42,21 +66,21 @@ def main() -> int:
         server.start()
         url = server.url
         print(f"started an embedded Redis at {url} (set REDIS_URL to use your own)")
+    env = dict(os.environ, REDIS_URL=url, RSMQ_NS=NS, QUEUES=QUEUE, MAX_RECEIVES="2",
+               RETRY_BACKOFF="0.5", PYTHONPATH=str(ROOT))  # fmt: skip
+    worker = subprocess.Popen([sys.executable, "-m", "worker"], env=env, cwd=ROOT)
     try:
-        demo(url)
-        if args.once:
-            return 0
-        print(f"\nTry the CLI against it:\n  .venv/bin/rsmq --url {url} list")
-        print(f"  .venv/bin/rsmq --url {url} send demo 'a message'")
-        print(f"  .venv/bin/rsmq --url {url} receive demo\nCtrl-C stops.")
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
-            stop.wait()
-        except KeyboardInterrupt:
-            pass
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        if not args.once:
+            print(f"\nTry the CLI meanwhile: .venv/bin/rsmq --url {url} send jobs hello")
+            print("Ctrl-C stops everything.\n")
+        asyncio.run(demo(url, once=args.once))
+        return 0
+    except KeyboardInterrupt:
         return 0
     finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
         if server is not None:
             server.cleanup()
 

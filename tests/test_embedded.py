@@ -45,7 +45,7 @@ def run_launcher(env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | env_extra
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "launch.py"), "--once"],
-        capture_output=True, text=True, timeout=60, env=env, check=False,
+        capture_output=True, text=True, timeout=120, env=env, check=False,
     )  # fmt: skip
 
 
@@ -53,13 +53,18 @@ def test_run_command_starts_an_embedded_redis_when_none_is_configured():
     done = run_launcher({})
     assert done.returncode == 0, done.stderr
     assert "started an embedded Redis" in done.stdout
-    assert done.stdout.count("received ") == 3
+    # The demo's worker takes every application to the end: two done, one dead-lettered.
+    assert done.stdout.count(" done\n") == 2
+    assert done.stdout.count(" dead error=") == 1
+    assert "worker" in done.stdout and "stopped" in done.stdout
 
 
 def test_run_command_uses_redis_url_when_set(redis_url, r):
     done = run_launcher({"REDIS_URL": redis_url})
     assert done.returncode == 0, done.stderr
     assert "embedded" not in done.stdout
-    assert r.hget("rsmq:demo:Q", "totalsent") == "3"
-    r.delete("rsmq:demo:Q", "rsmq:demo")
-    r.srem("rsmq:QUEUES", "demo")
+    assert r.hget("rsmq:jobs:Q", "totalsent") == "3"
+    assert r.hget("rsmq:jobs-dead:Q", "totalsent") == "1"
+    for q in ("jobs", "jobs-dead"):
+        r.delete(f"rsmq:{q}:Q", f"rsmq:{q}", f"rsmq:{q}:events")
+        r.srem("rsmq:QUEUES", q)

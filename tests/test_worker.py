@@ -289,3 +289,15 @@ def test_one_notification_does_not_wake_every_process(spawn, q, r, ns):
     receives = sum(e["counters"]["receives"] for e in entries()) - before
     # Waking all four for each message would take 80 receives.
     assert 20 <= receives <= 30, receives
+
+
+def test_events_of_a_failure_come_in_order(spawn, q, r, ns):
+    spawn("realtime", max_receives=1)
+    mid = q.send_message("jobs", json.dumps({"sleep": 0.01, "fail": True}))
+    wait_for(lambda: r.get(f"{ns}:jobs:status:{mid}")
+             and json.loads(r.get(f"{ns}:jobs:status:{mid}"))["status"] == "dead")  # fmt: skip
+    events = [json.loads(f["e"]) for _, f in r.xrange(f"{ns}:jobs:events")]
+    assert [(e["status"], e.get("progress")) for e in events] == [
+        ("received", None), ("processing", 0), ("processing", 0.5), ("failed", None),
+        ("dead", None),
+    ]  # fmt: skip

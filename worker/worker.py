@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -351,10 +352,17 @@ class Worker:
     async def _run_handler(self, qname: str, msg: Message) -> None:
         loop = asyncio.get_running_loop()
 
+        loop_thread = threading.get_ident()
+
         def report(fraction: float) -> None:
-            loop.call_soon_threadsafe(
-                lambda: self._emit("processing", qname, msg, progress=fraction)
-            )
+            # In order with the handler's other events: directly from the loop's own thread,
+            # through the loop from a sync handler's thread.
+            if threading.get_ident() == loop_thread:
+                self._emit("processing", qname, msg, progress=fraction)
+            else:
+                loop.call_soon_threadsafe(
+                    lambda: self._emit("processing", qname, msg, progress=fraction)
+                )
 
         job = Job(queue=qname, message=msg, worker=self.id, _report=report)
         if inspect.iscoroutinefunction(self.handler):
