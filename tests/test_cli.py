@@ -100,7 +100,9 @@ def test_attributes_and_alias(run, client):
     client.send_messages("q", ["x", "y"])
     client.receive_message("q")
     attrs = ok(run("attributes", "q"))
-    assert ok(run("attrs", "q")) == attrs
+    again = ok(run("attrs", "q"))
+    # hiddenmsgs may change between the two if a second boundary passes (see below).
+    assert {**again, "hiddenmsgs": 0} == {**attrs, "hiddenmsgs": 0}
     assert list(attrs) == [
         "vt", "delay", "maxsize", "totalrecv", "totalsent", "created", "modified",
         "msgs", "hiddenmsgs",
