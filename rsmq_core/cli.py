@@ -181,9 +181,10 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument("--ns", default=default("rsmq"), help="key namespace (default: rsmq)")
     parser.add_argument(
         "--realtime",
-        action="store_true",
-        default=default(False),
-        help="sends also PUBLISH the queue's new size on {ns}:rt:{qname}, as RSMQ does",
+        action=argparse.BooleanOptionalAction,
+        default=default(True),
+        help="sends and redrives PUBLISH the queue's new size on {ns}:rt:{qname}, as RSMQ's "
+        "realtime mode does, so waiting workers hear of them (default: on)",
     )
     parser.add_argument(
         "--pretty", action="store_true", default=default(False), help="indent the JSON"

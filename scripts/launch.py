@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -54,33 +53,49 @@ async def demo(url: str, *, once: bool) -> None:
     await client.aclose()
 
 
+async def run(url: str, *, once: bool) -> int:
+    env = dict(os.environ, REDIS_URL=url, RSMQ_NS=NS, QUEUES=QUEUE, MAX_RECEIVES="2",
+               RETRY_BACKOFF="0.5", PYTHONPATH=str(ROOT))  # fmt: skip
+    worker = await asyncio.create_subprocess_exec(sys.executable, "-m", "worker", env=env, cwd=ROOT)
+    showing = asyncio.create_task(demo(url, once=once))
+    exited = asyncio.create_task(worker.wait())
+    try:
+        await asyncio.wait({showing, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if exited.done():
+            print(f"the worker exited ({worker.returncode}); stopping", file=sys.stderr)
+            return 1
+        showing.result()
+        return 0
+    finally:
+        showing.cancel()
+        if worker.returncode is None:
+            worker.send_signal(signal.SIGTERM)
+            await worker.wait()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--once", action="store_true", help="exit when the demo is done")
     args = parser.parse_args()
+    # Explicitly: a shell that starts us in the background would have SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
     server = None
     url = os.environ.get("REDIS_URL")
-    if not url:
-        server = EmbeddedRedis()
-        server.start()
-        url = server.url
-        print(f"started an embedded Redis at {url} (set REDIS_URL to use your own)")
-    env = dict(os.environ, REDIS_URL=url, RSMQ_NS=NS, QUEUES=QUEUE, MAX_RECEIVES="2",
-               RETRY_BACKOFF="0.5", PYTHONPATH=str(ROOT))  # fmt: skip
-    worker = subprocess.Popen([sys.executable, "-m", "worker"], env=env, cwd=ROOT)
     try:
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        if not url:
+            server = EmbeddedRedis()
+            server.start()
+            url = server.url
+            print(f"started an embedded Redis at {url} (set REDIS_URL to use your own)")
         if not args.once:
             print(f"\nTry the CLI meanwhile: .venv/bin/rsmq --url {url} send jobs hello")
             print("Ctrl-C stops everything.\n")
-        asyncio.run(demo(url, once=args.once))
-        return 0
-    except KeyboardInterrupt:
+        return asyncio.run(run(url, once=args.once))
+    except (KeyboardInterrupt, SystemExit):
         return 0
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(30)
         if server is not None:
             server.cleanup()
 

@@ -172,9 +172,12 @@ def test_realtime_send_publishes_the_queue_size(run, r, ns):
     with r.pubsub(ignore_subscribe_messages=True) as sub:
         sub.subscribe(f"{ns}:rt:q")
         assert sub.get_message(timeout=5) is None  # consumes the subscribe confirmation
-        ok(run("--realtime", "send", "q", "a"))
-        message = sub.get_message(timeout=5)
-    assert message is not None and message["data"] == "1"
+        ok(run("send", "q", "a"))  # realtime by default: workers waiting hear of it
+        ok(run("--realtime", "send", "q", "b"))
+        ok(run("send", "q", "c", "--no-realtime"))
+        r.publish(f"{ns}:rt:q", "marker")  # anything published before it arrives first
+        got = [sub.get_message(timeout=5) for _ in range(3)]
+    assert [m["data"] for m in got if m] == ["1", "2", "marker"]
 
 
 def test_send_too_long_sends_nothing(run, r, ns):

@@ -301,3 +301,23 @@ def test_events_of_a_failure_come_in_order(spawn, q, r, ns):
         ("received", None), ("processing", 0), ("processing", 0.5), ("failed", None),
         ("dead", None),
     ]  # fmt: skip
+
+
+def test_message_from_a_sender_not_in_realtime_mode_is_found_at_a_heartbeat(
+    spawn, q, r, ns, redis_url
+):
+    spawn("realtime")  # HEARTBEAT=0.5 in these tests
+    with RSMQ.from_url(redis_url, ns=ns, realtime=False) as quiet:
+        mid = quiet.send_message("jobs", "{}")
+    wait_for(lambda: [d["id"] for d in done(r, ns)] == [mid], timeout=5)
+
+
+def test_missing_queues_are_created_at_start(redis_url, ns, r):
+    w = WorkerProcess(redis_url, ns, queues="fresh,other", vt=7)
+    try:
+        w.start()
+        assert r.hget(f"{ns}:fresh:Q", "vt") == "7"
+        assert {"fresh", "other"} <= r.smembers(f"{ns}:QUEUES")
+        assert "created queue fresh" in w.output()
+    finally:
+        w.cleanup()

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import os
 import secrets
 import socket
@@ -30,7 +31,7 @@ from realtime import EventLog, StatusEvent, Subscriber, Wakeup
 from realtime.events import Status
 from realtime.registry import WorkerInfo, heartbeat, live_workers, unregister
 from realtime.subscriber import CONNECTION_LOST
-from rsmq_core import AsyncRSMQ, Message
+from rsmq_core import AsyncRSMQ, Message, QueueExists, QueueNotFound
 
 from .job import Job
 from .settings import Settings
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Job], Awaitable[Any] | Any]
 REDIS_DOWN = CONNECTION_LOST
+MISSING_QUEUE_RETRY = 5  # seconds
 
 
 class _QueueState:
@@ -123,6 +125,7 @@ class Worker:
         )  # fmt: skip
         if self._subscriber is not None:
             self._subscriber.start()
+        await self._create_missing_queues()
         beat = asyncio.create_task(self._heartbeat(info))
         consumers = [asyncio.create_task(self._consume(q)) for q in self.settings.queues]
         try:
@@ -151,9 +154,44 @@ class Worker:
                 )
                 if self._subscriber is not None:
                     await self._refresh_peers()
+                    await self._look_for_unannounced()
             except REDIS_DOWN as exc:
                 log.warning("heartbeat failed: %s", exc)
             await asyncio.sleep(self.settings.heartbeat)
+
+    async def _create_missing_queues(self) -> None:
+        """A worker's queues exist from its start (with VT as their visibility timeout), so a
+        typo in QUEUES shows up as a new queue in the logs, not as a worker waiting forever."""
+        for qname in self.settings.queues:
+            try:
+                await self.rsmq.create_queue(qname, vt=self.settings.vt)
+                log.info("created queue %s (vt %ds)", qname, self.settings.vt)
+            except QueueExists:
+                pass
+            except REDIS_DOWN as exc:
+                log.warning("could not check queue %s yet: %s", qname, exc)
+
+    async def _look_for_unannounced(self) -> None:
+        """Catch messages nobody announced: a sender not in realtime mode publishes nothing.
+
+        Plain reads, no receive: with the heartbeat, so such a message waits at most one
+        HEARTBEAT, and an idle worker still sends no receive.
+        """
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            for qname in self.settings.queues:
+                pipe.zrange(f"{self.settings.ns}:{qname}", 0, 0, withscores=True)
+            (seconds, micros), *firsts = await pipe.execute()
+        now_ms = seconds * 1000 + micros // 1000
+        loop_now = asyncio.get_running_loop().time()
+        for qname, first in zip(self.settings.queues, firsts, strict=True):
+            state = self._states.get(qname)
+            if state is None or not first:
+                continue
+            wait = max(0.0, (first[0][1] - now_ms) / 1000)
+            if state.due_at is None or loop_now + wait < state.due_at - 0.001:
+                # Due before this worker thought: receive now (which also says when to look).
+                state.wake.set()
 
     async def _refresh_peers(self) -> None:
         workers = await live_workers(self._redis, self.settings.ns)
@@ -212,6 +250,11 @@ class Worker:
                 try:
                     await self._receive(qname, state)
                     failures = 0
+                except QueueNotFound:
+                    log.error("queue %s does not exist (deleted?); looking again in %ds", qname,
+                              MISSING_QUEUE_RETRY)  # fmt: skip
+                    state.due_at = asyncio.get_running_loop().time() + MISSING_QUEUE_RETRY
+                    state.maybe_more = False
                 except REDIS_DOWN as exc:
                     failures += 1
                     delay = min(2.0, 0.05 * 2**failures)
@@ -381,7 +424,7 @@ class Worker:
             return
         backoff = min(self.settings.retry_backoff * 2 ** (msg.rc - 1),
                       self.settings.retry_backoff_max)  # fmt: skip
-        delay = round(backoff)
+        delay = math.ceil(backoff)  # RSMQ's visibility timeouts are whole seconds
         log.warning("failed %s/%s rc=%d (%s); retry in %ds", qname, msg.id, msg.rc, error, delay)
         if await self.rsmq.change_message_visibility(qname, msg.id, delay, rc=msg.rc):
             self.counters["retried"] += 1
