@@ -37,9 +37,13 @@ MAX_BATCH = 1000
 _ID_ALPHABET = string.ascii_letters + string.digits
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Keys:
-    """The Redis names RSMQ uses for one queue in one namespace."""
+    """The Redis names RSMQ uses for one queue in one namespace.
+
+    Compared and hashed by identity: there is one per queue (Keys.of caches them), and the
+    batchers hash them on every call.
+    """
 
     zset: str
     hash: str
@@ -293,7 +297,8 @@ def send(
         "all" if all_or_none else "each",
         delay,
         new_id_suffixes(len(bodies)),
-        *bodies,
+        ",".join(str(len(b)) for b in bodies),
+        b"".join(bodies),
     ]
     return Call("send", [keys.zset, keys.hash], args)
 
@@ -321,7 +326,9 @@ def fenced(id: object, rc: object) -> Fenced:
 
 
 def delete(keys: Keys, items: Sequence[Fenced]) -> Call:
-    return Call("delete", [keys.zset, keys.hash], [x for item in items for x in item])
+    ids = "".join(id for id, _ in items)  # every id is 32 characters
+    fences = ",".join(str(rc) for _, rc in items)
+    return Call("delete", [keys.zset, keys.hash], [ids, fences])
 
 
 def change_visibility(ns: str, qname: object, id: object, vt: object, rc: object) -> Call:

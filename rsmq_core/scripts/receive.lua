@@ -18,9 +18,10 @@ local ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ms, "LIMIT", 0, count)
 local out, got = {"ok", ""}, 0
 if #ids > 0 then
   -- One read and one write per kind for the whole batch: far cheaper than per-message calls.
-  local fields = {}
+  local fields, rcs, frs = {}, {}, {}
   for i, id in ipairs(ids) do
-    fields[3 * i - 2], fields[3 * i - 1], fields[3 * i] = id, id .. ":rc", id .. ":fr"
+    rcs[i], frs[i] = id .. ":rc", id .. ":fr"
+    fields[3 * i - 2], fields[3 * i - 1], fields[3 * i] = id, rcs[i], frs[i]
   end
   local values = redis.call("HMGET", KEYS[2], unpack(fields))
   local hide, counts, drop, orphans = {}, {}, {}, {}
@@ -35,12 +36,12 @@ if #ids > 0 then
       local rc = (tonumber(values[3 * i - 1]) or 0) + 1
       local fr = rc > 1 and tonumber(values[3 * i]) or ms
       if pop then
-        drop[#drop + 1], drop[#drop + 2], drop[#drop + 3] = id, id .. ":rc", id .. ":fr"
+        drop[#drop + 1], drop[#drop + 2], drop[#drop + 3] = id, rcs[i], frs[i]
         orphans[#orphans + 1] = id
       else
         hide[#hide + 1], hide[#hide + 2] = until_ms, id
-        counts[#counts + 1], counts[#counts + 2] = id .. ":rc", rc
-        if rc == 1 then counts[#counts + 1], counts[#counts + 2] = id .. ":fr", ms end
+        counts[#counts + 1], counts[#counts + 2] = rcs[i], rc
+        if rc == 1 then counts[#counts + 1], counts[#counts + 2] = frs[i], ms end
       end
       got = got + 1
       out[#out + 1], out[#out + 2], out[#out + 3], out[#out + 4] = id, body, rc, fr
