@@ -92,6 +92,10 @@ class EventLog:
         self._background: set[asyncio.Task[str]] = set()
         self.failures = 0
 
+    @property
+    def ns(self) -> str:
+        return self._ns
+
     async def record(self, event: StatusEvent) -> str:
         """Record an event and return its stream id."""
         return await self._batcher.submit(event.queue, event)

@@ -1,0 +1,260 @@
+"""The web app in-process (Starlette's TestClient): pages, REST API, websocket."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from web.app import create_app
+from web.settings import Settings
+
+ID = "a" * 32
+
+
+@pytest.fixture
+def make_client(redis_url: str, ns: str) -> Iterator[Callable[..., TestClient]]:
+    clients: list[TestClient] = []
+
+    def make(**settings: Any) -> TestClient:
+        settings = {"redis_url": redis_url, "ns": ns, **settings}
+        client = TestClient(create_app(Settings(**settings)))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+def refused(response: Any, status: int, error: str, text: str = "") -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == error
+    assert text in body["message"]
+
+
+def test_index_page_sets_csrf_and_security_headers(client):
+    page = client.get("/")
+    assert page.status_code == 200
+    token = page.cookies.get("csrftoken")
+    assert token and f'content="{token}"' in page.text
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp
+    assert "cdn" not in page.text.lower()
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_submit_needs_the_csrf_token(client, r, ns):
+    client.get("/")
+    token = client.cookies.get("csrftoken")
+    refused(client.post("/submit", json={"message": "x"}), 403, "csrf")
+    refused(client.post("/submit", json={"message": "x"}, headers={"x-csrf-token": "bad"}),
+            403, "csrf")  # fmt: skip
+    sent = client.post("/submit", json={"message": "hello"}, headers={"x-csrf-token": token})
+    assert sent.status_code == 202
+    mid = sent.json()["id"]
+    assert r.hget(f"{ns}:jobs:Q", mid) == "hello"
+
+
+def test_queue_endpoints(client, r, ns):
+    created = client.post("/api/queues", json={"qname": "q", "vt": 5})
+    assert created.status_code == 201
+    assert created.json()["vt"] == 5
+    refused(client.post("/api/queues", json={"qname": "q"}), 409, "queueExists", "Queue exists")
+    assert "q" in client.get("/api/queues").json()["queues"]
+    assert client.get("/api/queues/q").json()["vt"] == 5
+    assert client.patch("/api/queues/q", json={"delay": 2}).json()["delay"] == 2
+    refused(client.patch("/api/queues/q", json={}), 400, "noAttributeSupplied")
+    assert client.delete("/api/queues/q").status_code == 204
+    refused(client.get("/api/queues/q"), 404, "queueNotFound", "Queue not found")
+
+
+def test_message_endpoints(client, r, ns):
+    client.post("/api/queues", json={"qname": "q", "vt": 60})
+    one = client.post("/api/queues/q/messages", json={"message": "a"})
+    assert one.status_code == 202
+    batch = client.post("/api/queues/q/messages", json={"messages": ["b", "c"]})
+    assert len(batch.json()["ids"]) == 2
+    got = client.post("/api/queues/q/receive", json={}).json()["message"]
+    assert got["message"] == "a" and got["rc"] == 1
+    more = client.post("/api/queues/q/receive", json={"count": 5, "vt": 0}).json()["messages"]
+    assert [m["message"] for m in more] == ["b", "c"]
+    popped = client.post("/api/queues/q/pop").json()["message"]
+    assert popped["message"] == "b"
+    assert client.post("/api/queues/q/pop").json()["message"]["message"] == "c"
+    assert client.post("/api/queues/q/pop").json()["message"] is None
+    mid = got["id"]
+    vis = client.post(f"/api/queues/q/messages/{mid}/visibility", json={"vt": 0})
+    assert vis.json() == {"changed": True}
+    fenced = client.request("DELETE", f"/api/queues/q/messages/{mid}", json={"rc": 7})
+    assert fenced.json() == {"deleted": False}
+    assert client.delete(f"/api/queues/q/messages/{mid}").json() == {"deleted": True}
+    assert r.zcard(f"{ns}:q") == 0
+
+
+def test_redrive_and_status(client, r, ns):
+    client.post("/api/queues", json={"qname": "q"})
+    client.post("/api/queues", json={"qname": "q-dead"})
+    mid = client.post("/api/queues/q-dead/messages", json={"message": "x"}).json()["id"]
+    assert client.post("/api/queues/q-dead/redrive", json={"to": "q"}).json() == {"moved": 1}
+    refused(client.post("/api/queues/q-dead/redrive", json={}), 400, "missingParameter")
+    # The send recorded "queued" for the message: its status is readable.
+    status = client.get(f"/api/queues/q-dead/messages/{mid}/status")
+    assert status.json()["status"] == "queued"
+    refused(client.get(f"/api/queues/q/messages/{ID}/status"), 404, "statusNotFound")
+    refused(client.get(f"/api/queues/nope/messages/{ID}/status"), 404, "queueNotFound")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "error"),
+    [
+        ("post", "/api/queues", {"qname": "a b"}, 400, "invalidFormat"),
+        ("post", "/api/queues", {}, 400, "missingParameter"),
+        ("post", "/api/queues", {"qname": "q", "vt": "3"}, 400, "invalidValue"),
+        ("post", "/api/queues", {"qname": "q", "colour": 1}, 400, "unknownField"),
+        ("post", "/api/queues/jobs/messages", {"message": 5}, 400, "messageNotString"),
+        ("post", "/api/queues/jobs/messages", {}, 400, "missingParameter"),
+        ("post", "/api/queues/jobs/messages", {"message": "x", "messages": []}, 400,
+         "missingParameter"),
+        ("post", "/api/queues/jobs/messages", {"message": "x" * 70000}, 413, "messageTooLong"),
+        ("post", "/api/queues/jobs/messages", {"message": "x", "delay": -1}, 400,
+         "invalidValue"),
+        ("post", "/api/queues/nope/messages", {"message": "x"}, 404, "queueNotFound"),
+        ("post", "/api/queues/jobs/receive", {"count": 0}, 400, "invalidValue"),
+        ("post", "/api/queues/jobs/receive", {"vt": []}, 400, "invalidValue"),
+        ("post", f"/api/queues/jobs/messages/{ID}/visibility", {}, 400, "missingParameter"),
+        ("post", "/api/queues/jobs/messages/short/visibility", {"vt": 1}, 400, "invalidFormat"),
+        ("delete", "/api/queues/jobs/messages/short", None, 400, "invalidFormat"),
+        ("patch", "/api/queues/jobs", {"maxsize": 5}, 400, "invalidValue"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_a_clear_json_error(client, method, path, body, status, error):
+    response = client.request(method.upper(), path, json=body)
+    refused(response, status, error)
+
+
+def test_bad_bodies(client):
+    raw = {"headers": {"content-type": "application/json"}}
+    refused(client.post("/api/queues", content=b"{nope", **raw), 400, "invalidJson")
+    refused(client.post("/api/queues", content=b"[1, 2]", **raw), 400, "invalidJson")
+    big = b'{"qname": "' + b"x" * 300_000 + b'"}'
+    refused(client.post("/api/queues", content=big, **raw), 413, "bodyTooLarge")
+
+
+def test_api_token_guards_writes_only(make_client):
+    client = make_client(api_token="s3cret")
+    refused(client.post("/api/queues", json={"qname": "q"}), 401, "unauthorized")
+    wrong = {"authorization": "Bearer nope"}
+    refused(client.post("/api/queues", json={"qname": "q"}, headers=wrong), 401, "unauthorized")
+    good = {"authorization": "Bearer s3cret"}
+    assert client.post("/api/queues", json={"qname": "q"}, headers=good).status_code == 201
+    assert client.get("/api/queues/q").status_code == 200
+
+
+def test_health_exercises_redis(client, make_client):
+    assert client.get("/api/health").json()["ok"] is True
+    down = make_client(redis_url="redis://127.0.0.1:1/0")
+    refused(down.get("/api/health"), 503, "unhealthy", "ConnectionError")
+
+
+def test_openapi_document(client):
+    doc = client.get("/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    assert "/api/queues/{qname}/messages" in doc["paths"]
+
+
+# Websocket -----------------------------------------------------------------------------------
+
+ORIGIN = {"origin": "http://testserver"}
+
+
+def next_frame(ws: Any, kind: str) -> dict[str, Any]:
+    """The next frame of a kind, skipping keep-alive pings."""
+    while True:
+        frame: dict[str, Any] = ws.receive_json()
+        if frame["type"] == kind:
+            return frame
+        assert frame["type"] == "ping", frame
+
+
+def test_websocket_refuses_a_foreign_origin(client):
+    with pytest.raises(WebSocketDisconnect) as exc:
+        with client.websocket_connect("/ws", headers={"origin": "http://evil.example"}) as ws:
+            ws.receive_json()
+    assert exc.value.code == 1008
+
+
+def test_websocket_pushes_events_of_a_queue_and_resumes(client):
+    first = client.post("/api/queues/jobs/messages", json={"message": "1"}).json()["id"]
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws:
+        ws.send_json({"type": "subscribe", "queue": "jobs"})
+        assert next_frame(ws, "subscribed")["queue"] == "jobs"
+        second = client.post("/api/queues/jobs/messages", json={"message": "2"}).json()["id"]
+        event = next_frame(ws, "event")
+        assert (event["event"]["id"], event["event"]["status"]) == (second, "queued")
+        mark = event["eid"]
+    # Offline meanwhile; the reconnecting client names the last event it saw.
+    third = client.post("/api/queues/jobs/messages", json={"message": "3"}).json()["id"]
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws:
+        ws.send_json({"type": "subscribe", "queue": "jobs", "after": mark})
+        next_frame(ws, "subscribed")
+        replayed = next_frame(ws, "event")
+        assert replayed["event"]["id"] == third
+    assert first != second
+
+
+def test_websocket_ids_get_their_last_status(client):
+    mid = client.post("/api/queues/jobs/messages", json={"message": "x"}).json()["id"]
+    other = client.post("/api/queues/jobs/messages", json={"message": "y"}).json()["id"]
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws:
+        ws.send_json({"type": "subscribe", "queue": "jobs", "ids": [mid]})
+        next_frame(ws, "subscribed")
+        assert next_frame(ws, "event")["event"]["id"] == mid
+        client.post("/api/queues/jobs/messages", json={"message": "z"})  # not asked for
+        ws.send_json({"type": "ping"})
+        assert next_frame(ws, "pong") == {"type": "pong"}
+    assert other != mid
+
+
+@pytest.mark.parametrize(
+    ("frame", "error"),
+    [
+        ("not json", "invalidJson"),
+        ("[1]", "invalidJson"),
+        (json.dumps({"type": "dance"}), "unknownType"),
+        (json.dumps({"type": "subscribe", "queue": "a b"}), "invalidFormat"),
+        (json.dumps({"type": "subscribe", "queue": "jobs", "ids": "x"}), "invalidFormat"),
+        (json.dumps({"type": "subscribe", "queue": "jobs", "after": "later"}), "invalidFormat"),
+        ("x" * 70_000, "frameTooLarge"),
+    ],
+)
+def test_websocket_bad_frames_get_an_error_and_the_connection_stays(client, frame, error):
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws:
+        ws.send_text(frame)
+        assert next_frame(ws, "error")["error"] == error
+        ws.send_bytes(b"\x00\x01")
+        assert next_frame(ws, "error")["error"] == "badFrame"
+        ws.send_json({"type": "ping"})
+        assert next_frame(ws, "pong")
+
+
+def test_a_slow_websocket_is_closed_not_buffered(make_client):
+    client = make_client(ws_buffer=5)
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws:
+        ws.send_json({"type": "subscribe", "queue": "jobs"})
+        client.post("/api/queues/jobs/messages", json={"messages": ["m"] * 200})
+        with pytest.raises(WebSocketDisconnect) as exc:
+            while True:
+                ws.receive_json()
+    assert exc.value.code == 1013

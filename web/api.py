@@ -1,0 +1,256 @@
+"""The REST API: queues and messages as JSON, with RSMQ's errors.
+
+Errors are ``{"error": <RSMQ error name or our own>, "message": ...}`` with 400 (bad input),
+401 (token), 404 (no such queue or status), 409 (queue exists), 413 (too large) — never a 500
+for bad input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from realtime import EventLog, StatusEvent
+from rsmq_core import AsyncRSMQ, Message, RSMQError
+
+STATUS_BY_ERROR = {"queueNotFound": 404, "queueExists": 409, "messageTooLong": 413}
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class ApiError(Exception):
+    """A refusal of ours (not RSMQ's), with its HTTP status."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+
+
+def error_response(status: int, error: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": error, "message": message}, status_code=status)
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request's JSON object body, at most MAX_BODY bytes, {} when there is none."""
+    limit: int = request.app.state.settings.max_body
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "bodyTooLarge", f"the request body may have at most {limit} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, "bodyTooLarge", f"the request body may have at most {limit} bytes")
+    if not body.strip():
+        return {}
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise ApiError(400, "invalidJson", "the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalidJson", "the request body must be a JSON object")
+    return data
+
+
+def message_json(m: Message | None) -> dict[str, Any] | None:
+    return None if m is None else dataclasses.asdict(m)
+
+
+def endpoint(*, write: bool) -> Callable[[Endpoint], Endpoint]:
+    """RSMQ and API errors as JSON; with ``write``, the API token when one is set."""
+
+    def wrap(handler: Endpoint) -> Endpoint:
+        async def run(request: Request) -> Response:
+            token = request.app.state.settings.api_token
+            if write and token is not None:
+                given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+                if not hmac.compare_digest(given.encode(), token.encode()):
+                    return error_response(401, "unauthorized", "a valid API token is required")
+            try:
+                return await handler(request)
+            except RSMQError as exc:
+                return error_response(STATUS_BY_ERROR.get(exc.name, 400), exc.name, exc.message)
+            except ApiError as exc:
+                return error_response(exc.status, exc.error, exc.message)
+
+        run.__name__ = handler.__name__
+        run.__doc__ = handler.__doc__
+        return run
+
+    return wrap
+
+
+def rsmq_of(request: Request) -> AsyncRSMQ:
+    rsmq: AsyncRSMQ = request.app.state.rsmq
+    return rsmq
+
+
+def events_of(request: Request) -> EventLog:
+    events: EventLog = request.app.state.events
+    return events
+
+
+def qname(request: Request) -> str:
+    value: str = request.path_params["qname"]
+    return value
+
+
+def options(data: dict[str, Any], *names: str) -> dict[str, Any]:
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ApiError(400, "unknownField", f"unknown field(s): {', '.join(unknown)}")
+    return {n: data[n] for n in names if n in data}
+
+
+@endpoint(write=False)
+async def list_queues(request: Request) -> Response:
+    return JSONResponse({"queues": await rsmq_of(request).list_queues()})
+
+
+@endpoint(write=True)
+async def create_queue(request: Request) -> Response:
+    data = await read_json(request)
+    settings = options(data, "qname", "vt", "delay", "maxsize")
+    name = settings.pop("qname", None)
+    await rsmq_of(request).create_queue(name, **settings)
+    attrs = await rsmq_of(request).get_queue_attributes(name)
+    return JSONResponse({"qname": name, **dataclasses.asdict(attrs)}, status_code=201)
+
+
+@endpoint(write=False)
+async def get_queue(request: Request) -> Response:
+    attrs = await rsmq_of(request).get_queue_attributes(qname(request))
+    return JSONResponse({"qname": qname(request), **dataclasses.asdict(attrs)})
+
+
+@endpoint(write=True)
+async def set_queue(request: Request) -> Response:
+    settings = options(await read_json(request), "vt", "delay", "maxsize")
+    attrs = await rsmq_of(request).set_queue_attributes(qname(request), **settings)
+    return JSONResponse({"qname": qname(request), **dataclasses.asdict(attrs)})
+
+
+@endpoint(write=True)
+async def delete_queue(request: Request) -> Response:
+    await rsmq_of(request).delete_queue(qname(request))
+    return Response(status_code=204)
+
+
+async def send(request: Request, data: dict[str, Any]) -> Response:
+    """Send one message ({"message"}) or a batch ({"messages"}); record "queued"."""
+    rsmq, events, name = rsmq_of(request), events_of(request), qname(request)
+    fields = options(data, "message", "messages", "delay")
+    delay = fields.get("delay")
+    if ("message" in fields) == ("messages" in fields):
+        raise ApiError(400, "missingParameter", "give either message or messages")
+    if "messages" in fields:
+        ids = await rsmq.send_messages(name, fields["messages"], delay=delay)
+    else:
+        ids = [await rsmq.send_message(name, fields["message"], delay=delay)]
+    for mid in ids:
+        events.emit(StatusEvent("queued", name, mid))
+    body = {"ids": ids} if "messages" in fields else {"id": ids[0]}
+    return JSONResponse(body, status_code=202)
+
+
+@endpoint(write=True)
+async def send_messages(request: Request) -> Response:
+    return await send(request, await read_json(request))
+
+
+@endpoint(write=True)
+async def receive(request: Request) -> Response:
+    fields = options(await read_json(request), "vt", "count")
+    rsmq, name = rsmq_of(request), qname(request)
+    if "count" in fields:
+        got = await rsmq.receive_messages(name, fields["count"], vt=fields.get("vt"))
+        return JSONResponse({"messages": [message_json(m) for m in got]})
+    return JSONResponse({"message": message_json(await rsmq.receive_message(name, **fields))})
+
+
+@endpoint(write=True)
+async def pop(request: Request) -> Response:
+    options(await read_json(request))
+    return JSONResponse(
+        {"message": message_json(await rsmq_of(request).pop_message(qname(request)))}
+    )
+
+
+@endpoint(write=True)
+async def delete_message(request: Request) -> Response:
+    fields = options(await read_json(request), "rc")
+    deleted = await rsmq_of(request).delete_message(
+        qname(request), request.path_params["id"], rc=fields.get("rc")
+    )
+    return JSONResponse({"deleted": deleted})
+
+
+@endpoint(write=True)
+async def change_visibility(request: Request) -> Response:
+    fields = options(await read_json(request), "vt", "rc")
+    if "vt" not in fields:
+        raise ApiError(400, "missingParameter", "vt is required")
+    changed = await rsmq_of(request).change_message_visibility(
+        qname(request), request.path_params["id"], fields["vt"], rc=fields.get("rc")
+    )
+    return JSONResponse({"changed": changed})
+
+
+@endpoint(write=True)
+async def redrive(request: Request) -> Response:
+    fields = options(await read_json(request), "to", "count")
+    if "to" not in fields:
+        raise ApiError(
+            400, "missingParameter", "to (the queue to move the messages to) is required"
+        )
+    moved = await rsmq_of(request).redrive_messages(
+        qname(request), fields["to"], count=fields.get("count", 1000)
+    )
+    return JSONResponse({"moved": moved})
+
+
+@endpoint(write=False)
+async def message_status(request: Request) -> Response:
+    name, mid = qname(request), request.path_params["id"]
+    await rsmq_of(request).get_queue_attributes(name)  # 404 for a queue that does not exist
+    last = await events_of(request).last_status(name, mid)
+    if last is None:
+        return error_response(404, "statusNotFound", "no status is known for this message")
+    return JSONResponse(json.loads(last.to_json()))
+
+
+@endpoint(write=False)
+async def health(request: Request) -> Response:
+    """Exercises Redis and the scripts: the example queue's attributes, one script call."""
+    rsmq, queue = rsmq_of(request), request.app.state.settings.queue
+    try:
+        attrs = await rsmq.get_queue_attributes(queue)
+    except RSMQError as exc:
+        return JSONResponse({"ok": True, "queue": queue, "note": exc.message})
+    except Exception as exc:  # Redis down, or anything else: unhealthy, and why
+        return error_response(503, "unhealthy", f"{type(exc).__name__}: {exc}")
+    return JSONResponse({"ok": True, "queue": queue, "msgs": attrs.msgs})
+
+
+ROUTES = [
+    Route("/api/health", health),
+    Route("/api/queues", list_queues),
+    Route("/api/queues", create_queue, methods=["POST"]),
+    Route("/api/queues/{qname}", get_queue),
+    Route("/api/queues/{qname}", set_queue, methods=["PATCH"]),
+    Route("/api/queues/{qname}", delete_queue, methods=["DELETE"]),
+    Route("/api/queues/{qname}/messages", send_messages, methods=["POST"]),
+    Route("/api/queues/{qname}/receive", receive, methods=["POST"]),
+    Route("/api/queues/{qname}/pop", pop, methods=["POST"]),
+    Route("/api/queues/{qname}/redrive", redrive, methods=["POST"]),
+    Route("/api/queues/{qname}/messages/{id}", delete_message, methods=["DELETE"]),
+    Route("/api/queues/{qname}/messages/{id}/visibility", change_visibility, methods=["POST"]),
+    Route("/api/queues/{qname}/messages/{id}/status", message_status),
+]

@@ -1,0 +1,136 @@
+"""The web process: the example app, the REST API and the websocket.
+
+``uvicorn --factory web.app:create_app`` (the Procfile's ``web:``). Everything a request needs
+lives on ``app.state``, made by the lifespan: no module globals, so two apps in one process
+(tests) never share anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.websockets import WebSocket
+
+from realtime import EventLog, Subscriber
+from rsmq_core import AsyncRSMQ, QueueExists, RSMQError
+
+from . import api
+from .live import Hub
+from .openapi import openapi
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+CSRF_COOKIE = "csrftoken"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'self'"
+)
+
+
+class SecurityHeaders(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescapes HTML
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        app.state.settings = settings
+        app.state.rsmq = AsyncRSMQ(client, ns=settings.ns, realtime=True)
+        app.state.events = EventLog(client, settings.ns)
+        subscriber = Subscriber(client)
+        subscriber.start()
+        app.state.hub = Hub(subscriber, app.state.events, keepalive=settings.ws_keepalive,
+                            buffer=settings.ws_buffer)  # fmt: skip
+        try:
+            await app.state.rsmq.create_queue(settings.queue)
+        except QueueExists:
+            pass
+        except Exception as exc:  # Redis down: serve anyway; /api/health says what is wrong
+            log.warning("could not create queue %s: %s", settings.queue, exc)
+        try:
+            yield
+        finally:
+            await app.state.hub.aclose()
+            await subscriber.aclose()
+            await app.state.events.flush()
+            await client.aclose()
+
+    async def index(request: Request) -> Response:
+        token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+        response = templates.TemplateResponse(
+            request, "index.html", {"csrf": token, "queue": settings.queue}
+        )
+        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    async def submit(request: Request) -> Response:
+        """The example app's button: put an application on the queue, answer with its id."""
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        header = request.headers.get("x-csrf-token", "")
+        if not cookie or not hmac.compare_digest(cookie.encode(), header.encode()):
+            return api.error_response(403, "csrf", "missing or wrong CSRF token; reload the page")
+        try:
+            data = await api.read_json(request)
+            text = data.get("message", "")
+            message = text if isinstance(text, str) else None
+            request.path_params["qname"] = settings.queue
+            return await api.send(request, {"message": message})
+        except api.ApiError as exc:
+            return api.error_response(exc.status, exc.error, exc.message)
+        except RSMQError as exc:
+            status = api.STATUS_BY_ERROR.get(exc.name, 400)
+            return api.error_response(status, exc.name, exc.message)
+
+    async def websocket(ws: WebSocket) -> None:
+        if not origin_allowed(ws, settings):
+            await ws.close(code=1008, reason="origin not allowed")
+            return
+        await ws.app.state.hub.serve(ws)
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(openapi())
+
+    routes = [
+        Route("/", index),
+        Route("/submit", submit, methods=["POST"]),
+        Route("/openapi.json", openapi_json),
+        WebSocketRoute("/ws", websocket),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+        *api.ROUTES,
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
+
+
+def origin_allowed(ws: WebSocket, settings: Settings) -> bool:
+    """A browser's websocket must come from this app's own pages (or an allowed origin);
+    non-browser clients send no Origin."""
+    origin = ws.headers.get("origin")
+    if origin is None or "*" in settings.allowed_origins or origin in settings.allowed_origins:
+        return True
+    return urlsplit(origin).netloc == ws.headers.get("host", "")

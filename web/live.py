@@ -1,0 +1,260 @@
+"""The websocket side: status events pushed to every browser that asked for them.
+
+Protocol (JSON text frames):
+
+- client → ``{"type": "subscribe", "queue": Q, "ids": [...]?, "after": EID?}``: events of queue
+  Q (only those of ``ids`` when given). With ``after`` (the last event id the client saw), every
+  event since is replayed first, so a reconnecting client misses nothing; without it, each of
+  ``ids`` gets its last known status. Answered by ``{"type": "subscribed", "queue": Q}``.
+- client → ``{"type": "unsubscribe", "queue": Q}``, ``{"type": "ping"}`` (→ ``pong``).
+- server → ``{"type": "event", "eid": EID, "event": {...}}`` (see realtime.StatusEvent),
+  ``{"type": "ping"}`` every WS_KEEPALIVE seconds, ``{"type": "error", "error", "message"}`` for
+  a frame it cannot take (the connection stays open).
+- A client that falls WS_BUFFER events behind is closed with code 1013 ("too slow"): it
+  reconnects with its last event id and loses nothing.
+
+Each web process listens to a queue's events once (one pub/sub connection, see
+realtime.Subscriber) and fans them out; after any reconnect it replays from the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from realtime import EventLog, StatusEvent, Subscriber
+from realtime.events import events_channel, parse_published
+from rsmq_core import _protocol
+
+log = logging.getLogger(__name__)
+
+EID_RE = re.compile(r"\d{1,20}-\d{1,20}")
+MAX_IDS = 1000
+MAX_FRAME = 64 * 1024
+
+
+def eid_key(eid: str) -> tuple[int, int]:
+    ms, _, seq = eid.partition("-")
+    return int(ms), int(seq)
+
+
+class TooSlow(Exception):
+    """The client's buffer is full."""
+
+
+@dataclass(eq=False)  # one per connection: hashed by identity
+class Client:
+    ws: WebSocket
+    buffer: int
+    outbox: asyncio.Queue[dict[str, Any]] = field(init=False)
+    # queue -> ids wanted (None: every event of the queue)
+    wants: dict[str, set[str] | None] = field(default_factory=dict)
+    last_eid: dict[str, str] = field(default_factory=dict)
+    too_slow: bool = False
+
+    def __post_init__(self) -> None:
+        self.outbox = asyncio.Queue(maxsize=self.buffer)
+
+    def wanted(self, queue: str, event: StatusEvent) -> bool:
+        if queue not in self.wants:
+            return False
+        ids = self.wants[queue]
+        return ids is None or event.id in ids
+
+    def push(self, queue: str, eid: str, event: StatusEvent) -> None:
+        last = self.last_eid.get(queue)
+        if last is not None and eid_key(eid) <= eid_key(last):
+            return  # already sent (a replay and the live feed overlap)
+        self.last_eid[queue] = eid
+        self.put({"type": "event", "eid": eid, "event": _event_json(event)})
+
+    def put(self, frame: dict[str, Any]) -> None:
+        if self.too_slow:
+            raise TooSlow()
+        try:
+            self.outbox.put_nowait(frame)
+        except asyncio.QueueFull:
+            # Never grow: drop what waits and close. The client resumes from its last eid.
+            self.too_slow = True
+            while not self.outbox.empty():
+                self.outbox.get_nowait()
+            self.outbox.put_nowait({"type": CLOSE})
+            raise TooSlow() from None
+
+
+CLOSE = "_close"
+
+
+def _event_json(event: StatusEvent) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(event.to_json())
+    return data
+
+
+class Hub:
+    """Fans the events of each queue out to the websockets that asked for them."""
+
+    def __init__(
+        self, subscriber: Subscriber, events: EventLog, *, keepalive: float, buffer: int
+    ) -> None:
+        self._subscriber = subscriber
+        self._events = events
+        self._keepalive = keepalive
+        self._buffer = buffer
+        self._clients: set[Client] = set()
+        self._readers: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    async def aclose(self) -> None:
+        for task in self._readers.values():
+            task.cancel()
+        for task in self._readers.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._readers.clear()
+
+    async def serve(self, ws: WebSocket) -> None:
+        await ws.accept()
+        client = Client(ws, self._buffer)
+        self._clients.add(client)
+        sender = asyncio.create_task(self._send(client))
+        try:
+            await self._receive(client)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            self._clients.discard(client)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+
+    async def _send(self, client: Client) -> None:
+        try:
+            while True:
+                try:
+                    frame = await asyncio.wait_for(client.outbox.get(), self._keepalive)
+                except TimeoutError:
+                    frame = {"type": "ping"}
+                if frame["type"] == CLOSE:
+                    await client.ws.close(code=1013, reason="too slow: resume from your last eid")
+                    return
+                await client.ws.send_json(frame)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return
+
+    async def _receive(self, client: Client) -> None:
+        while True:
+            message = await client.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                self._error(client, "badFrame", "frames must be JSON text")
+                continue
+            try:
+                await self._handle(client, text)
+            except TooSlow:
+                continue  # the sender closes the connection
+
+    def _error(self, client: Client, error: str, message: str) -> None:
+        with contextlib.suppress(TooSlow):
+            client.put({"type": "error", "error": error, "message": message})
+
+    async def _handle(self, client: Client, text: str) -> None:
+        if len(text) > MAX_FRAME:
+            self._error(client, "frameTooLarge", f"frames may have at most {MAX_FRAME} bytes")
+            return
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            self._error(client, "invalidJson", "a frame must be a JSON object")
+            return
+        if not isinstance(frame, dict):
+            self._error(client, "invalidJson", "a frame must be a JSON object")
+            return
+        kind = frame.get("type")
+        if kind == "ping":
+            client.put({"type": "pong"})
+        elif kind == "subscribe":
+            await self._subscribe(client, frame)
+        elif kind == "unsubscribe":
+            queue = frame.get("queue")
+            client.wants.pop(queue if isinstance(queue, str) else "", None)
+        else:
+            self._error(client, "unknownType", f"unknown frame type {kind!r}")
+
+    async def _subscribe(self, client: Client, frame: dict[str, Any]) -> None:
+        queue, ids, after = frame.get("queue"), frame.get("ids"), frame.get("after")
+        if not isinstance(queue, str) or not _protocol.QNAME_RE.fullmatch(queue):
+            self._error(client, "invalidFormat", "queue must be a queue name")
+            return
+        if ids is not None and (
+            not isinstance(ids, list)
+            or len(ids) > MAX_IDS
+            or not all(isinstance(i, str) and _protocol.ID_RE.fullmatch(i) for i in ids)
+        ):
+            self._error(client, "invalidFormat", f"ids must be a list of up to {MAX_IDS} ids")
+            return
+        if after is not None and (not isinstance(after, str) or not EID_RE.fullmatch(after)):
+            self._error(client, "invalidFormat", "after must be an event id like 1700000-0")
+            return
+        self._reader(queue)
+        # Live events from here on go to the client; the replay below fills what came before,
+        # and push() drops what both deliver.
+        client.wants[queue] = None if ids is None else set(ids)
+        client.put({"type": "subscribed", "queue": queue})
+        if after is not None:
+            await self._replay(client, queue, after)
+        elif ids:
+            for mid in ids:
+                last = await self._events.last_status(queue, mid)
+                if last is not None:
+                    client.put({"type": "event", "eid": None, "event": _event_json(last)})
+
+    async def _replay(self, client: Client, queue: str, after: str) -> None:
+        while True:
+            rows = await self._events.history(queue, after=after, count=500)
+            for eid, event in rows:
+                if client.wanted(queue, event):
+                    client.push(queue, eid, event)
+            if len(rows) < 500:
+                return
+            after = rows[-1][0]
+
+    def _reader(self, queue: str) -> None:
+        if queue not in self._readers:
+            self._readers[queue] = asyncio.create_task(self._read(queue))
+
+    async def _read(self, queue: str) -> None:
+        listener = self._subscriber.listen(events_channel(self._events.ns, queue), maxsize=10_000)
+        try:
+            while True:
+                item = await listener.get()
+                if item is None:
+                    # (Re)subscribed, or events were dropped: replay from each client's mark.
+                    for client in list(self._clients):
+                        mark = client.last_eid.get(queue)
+                        if queue in client.wants and mark is not None:
+                            await self._safely(client, self._replay(client, queue, mark))
+                    continue
+                eid, event = parse_published(item[1])
+                for client in list(self._clients):
+                    if client.wanted(queue, event):
+                        with contextlib.suppress(TooSlow):
+                            client.push(queue, eid, event)
+        finally:
+            self._subscriber.unlisten(listener)
+
+    @staticmethod
+    async def _safely(client: Client, call: Any) -> None:
+        with contextlib.suppress(TooSlow):
+            await call

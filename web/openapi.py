@@ -1,0 +1,208 @@
+"""The REST API's OpenAPI document, served at /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_QNAME = {"name": "qname", "in": "path", "required": True,
+          "schema": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,160}$"}}  # fmt: skip
+_ID = {"name": "id", "in": "path", "required": True,
+       "schema": {"type": "string", "pattern": "^[a-zA-Z0-9:]{32}$"}}  # fmt: skip
+_SECONDS = {"type": "integer", "minimum": 0, "maximum": 9999999}
+
+
+def _body(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties,
+                              "additionalProperties": False}  # fmt: skip
+    if required:
+        schema["required"] = required
+    return {"required": bool(required), "content": {"application/json": {"schema": schema}}}
+
+
+def _answers(ok: int, schema: dict[str, Any] | None, *errors: int) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        str(ok): {"description": "done"}
+        | ({"content": {"application/json": {"schema": schema}}} if schema else {})
+    }
+    for code in errors:
+        out[str(code)] = {"description": "refused",
+                          "content": {"application/json": {"schema": _ERROR}}}  # fmt: skip
+    return out
+
+
+def _op(summary: str, ok: int, schema: dict[str, Any] | None, *errors: int,
+        params: list[dict[str, Any]] | None = None,
+        body: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    op: dict[str, Any] = {"summary": summary, "responses": _answers(ok, schema, *errors)}
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = body
+    return op
+
+
+def openapi() -> dict[str, Any]:
+    obj = {"type": "object"}
+    attrs = {"$ref": "#/components/schemas/Queue"}
+    q, qi = [_QNAME], [_QNAME, _ID]
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "rsmq-realtime", "version": "0.1.0"},
+        "paths": {
+            "/api/health": {"get": _op("Redis and the scripts answer", 200, obj, 503)},
+            "/api/queues": {
+                "get": _op("List queues", 200, obj),
+                "post": _op(
+                    "Create a queue",
+                    201,
+                    attrs,
+                    400,
+                    401,
+                    409,
+                    413,
+                    body=_body(
+                        {
+                            "qname": {"type": "string"},
+                            "vt": _SECONDS,
+                            "delay": _SECONDS,
+                            "maxsize": {"type": "integer"},
+                        },
+                        ["qname"],
+                    ),
+                ),
+            },
+            "/api/queues/{qname}": {
+                "get": _op("A queue's attributes", 200, attrs, 400, 404, params=q),
+                "patch": _op(
+                    "Change vt, delay or maxsize",
+                    200,
+                    attrs,
+                    400,
+                    401,
+                    404,
+                    413,
+                    params=q,
+                    body=_body({"vt": _SECONDS, "delay": _SECONDS, "maxsize": {"type": "integer"}}),
+                ),
+                "delete": _op(
+                    "Delete a queue and its messages", 204, None, 400, 401, 404, params=q
+                ),
+            },
+            "/api/queues/{qname}/messages": {
+                "post": _op(
+                    "Send a message, or a batch",
+                    202,
+                    obj,
+                    400,
+                    401,
+                    404,
+                    413,
+                    params=q,
+                    body=_body(
+                        {
+                            "message": {"type": "string"},
+                            "messages": {"type": "array", "items": {"type": "string"}},
+                            "delay": _SECONDS,
+                        }
+                    ),
+                ),
+            },
+            "/api/queues/{qname}/receive": {
+                "post": _op(
+                    "Receive (hide for vt)",
+                    200,
+                    obj,
+                    400,
+                    401,
+                    404,
+                    413,
+                    params=q,
+                    body=_body({"vt": _SECONDS, "count": {"type": "integer"}}),
+                ),
+            },
+            "/api/queues/{qname}/pop": {
+                "post": _op("Receive and delete", 200, obj, 400, 401, 404, 413, params=q),
+            },
+            "/api/queues/{qname}/redrive": {
+                "post": _op(
+                    "Move messages to another queue",
+                    200,
+                    obj,
+                    400,
+                    401,
+                    404,
+                    413,
+                    params=q,
+                    body=_body({"to": {"type": "string"}, "count": {"type": "integer"}}, ["to"]),
+                ),
+            },
+            "/api/queues/{qname}/messages/{id}": {
+                "delete": _op(
+                    "Delete a message",
+                    200,
+                    obj,
+                    400,
+                    401,
+                    404,
+                    413,
+                    params=qi,
+                    body=_body({"rc": {"type": "integer", "minimum": 1}}),
+                ),
+            },
+            "/api/queues/{qname}/messages/{id}/visibility": {
+                "post": _op(
+                    "Hide a message for vt more seconds",
+                    200,
+                    obj,
+                    400,
+                    401,
+                    404,
+                    413,
+                    params=qi,
+                    body=_body({"vt": _SECONDS, "rc": {"type": "integer"}}, ["vt"]),
+                ),
+            },
+            "/api/queues/{qname}/messages/{id}/status": {
+                "get": _op("A message's last status", 200, obj, 400, 404, params=qi),
+            },
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "message"],
+                    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+                },
+                "Message": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "message": {"type": "string"},
+                        "rc": {"type": "integer"},
+                        "fr": {"type": "integer"},
+                        "sent": {"type": "number"},
+                    },
+                },
+                "Queue": {
+                    "type": "object",
+                    "properties": {
+                        k: {"type": "integer"}
+                        for k in (
+                            "vt",
+                            "delay",
+                            "maxsize",
+                            "totalrecv",
+                            "totalsent",
+                            "created",
+                            "modified",
+                            "msgs",
+                            "hiddenmsgs",
+                        )
+                    }
+                    | {"qname": {"type": "string"}},
+                },
+            },
+            "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+        },
+    }

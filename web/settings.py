@@ -1,0 +1,61 @@
+"""The web process's settings, read from the environment once, at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from rsmq_core import _protocol
+
+
+class SettingError(ValueError):
+    """A setting from the environment that the web app cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str = "redis://localhost:6379/0"
+    ns: str = "rsmq"
+    queue: str = "jobs"  # the example app's queue: the worker's default QUEUES
+    api_token: str | None = None  # required for write and admin endpoints when set
+    max_body: int = 256 * 1024  # bytes a request body may have
+    ws_keepalive: float = 20.0  # seconds; well under Heroku's 55 s idle cut
+    ws_buffer: int = 500  # events a slow websocket may lag behind before it is closed
+    allowed_origins: tuple[str, ...] = ()  # besides the app's own; "*" for any
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        d = cls()
+
+        def text(name: str, default: str) -> str:
+            value = env.get(name, "").strip()
+            return value or default
+
+        def number(name: str, default: float, low: float) -> float:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise SettingError(f"{name}={raw!r} is not a number") from None
+            if not low <= value < float("inf"):
+                raise SettingError(f"{name}={raw!r} must be a finite number, at least {low}")
+            return value
+
+        queue = text("QUEUE", d.queue)
+        if not _protocol.QNAME_RE.fullmatch(queue):
+            raise SettingError(f"QUEUE={queue!r} is not a valid queue name")
+        origins = tuple(o.strip() for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip())
+        return cls(
+            redis_url=text("REDIS_URL", d.redis_url),
+            ns=text("RSMQ_NS", d.ns),
+            queue=queue,
+            api_token=env.get("API_TOKEN", "").strip() or None,
+            max_body=int(number("MAX_BODY", d.max_body, 1024)),
+            ws_keepalive=number("WS_KEEPALIVE", d.ws_keepalive, 0.1),
+            ws_buffer=int(number("WS_BUFFER", d.ws_buffer, 1)),
+            allowed_origins=origins,
+        )
