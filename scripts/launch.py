@@ -1,8 +1,9 @@
-"""The run command's body: Redis (embedded unless REDIS_URL is set), a worker, and a demo.
+"""The run command's body: Redis (embedded unless REDIS_URL is set), the web app and a worker.
 
-It starts a worker process (``python -m worker``, the Procfile's ``worker:``), sends a few
-"applications" to the ``jobs`` queue and prints each status event as it happens, then keeps
-everything running until Ctrl-C. The web app joins it when it lands.
+It starts the Procfile's two processes — the web app (uvicorn, on $PORT or 8000) and a worker —
+prints the URL to open, sends a few demo "applications" and prints each status event as it
+happens in the terminal too, then keeps everything running until Ctrl-C. ``--once`` exits when
+the demo applications are done (the test suite runs it so).
 """
 
 from __future__ import annotations
@@ -90,8 +91,7 @@ def main() -> int:
             url = server.url
             print(f"started an embedded Redis at {url} (set REDIS_URL to use your own)")
         if not args.once:
-            print(f"\nTry the CLI meanwhile: .venv/bin/rsmq --url {url} send jobs hello")
-            print("Ctrl-C stops everything.\n")
+            print(f"Try the CLI meanwhile: .venv/bin/rsmq --url {url} send jobs hello")
         return asyncio.run(run(url, once=args.once))
     except (KeyboardInterrupt, SystemExit):
         return 0

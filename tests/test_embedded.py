@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from rsmq_core.embedded import EmbeddedRedis, redis_server_binary
+from rsmq_core.embedded import EmbeddedRedis, free_port, redis_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,8 @@ def test_start_reports_a_server_that_cannot_start():
 
 
 def run_launcher(env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | env_extra
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env |= {"PORT": str(free_port())} | env_extra
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "launch.py"), "--once"],
         capture_output=True, text=True, timeout=120, env=env, check=False,
@@ -53,6 +54,7 @@ def test_run_command_starts_an_embedded_redis_when_none_is_configured():
     done = run_launcher({})
     assert done.returncode == 0, done.stderr
     assert "started an embedded Redis" in done.stdout
+    assert "Open http://127.0.0.1:" in done.stdout
     # The demo's worker takes every application to the end: two done, one dead-lettered.
     assert done.stdout.count(" done\n") == 2
     assert done.stdout.count(" dead error=") == 1
