@@ -54,24 +54,55 @@ async def demo(url: str, *, once: bool) -> None:
     await client.aclose()
 
 
+async def wait_for_web(port: int) -> None:
+    """Until the web app answers its health check (it runs a script against Redis)."""
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /api/health HTTP/1.0\r\n\r\n")
+                status = await reader.readline()
+                writer.close()
+                if b" 200 " in status:
+                    return
+            except OSError:
+                pass
+            await asyncio.sleep(0.1)
+
+
 async def run(url: str, *, once: bool) -> int:
-    env = dict(os.environ, REDIS_URL=url, RSMQ_NS=NS, QUEUES=QUEUE, MAX_RECEIVES="2",
-               RETRY_BACKOFF="0.5", PYTHONPATH=str(ROOT))  # fmt: skip
-    worker = await asyncio.create_subprocess_exec(sys.executable, "-m", "worker", env=env, cwd=ROOT)
-    showing = asyncio.create_task(demo(url, once=once))
-    exited = asyncio.create_task(worker.wait())
+    port = int(os.environ.get("PORT", "8000"))
+    env = dict(os.environ, REDIS_URL=url, RSMQ_NS=NS, QUEUES=QUEUE, QUEUE=QUEUE,
+               MAX_RECEIVES="2", RETRY_BACKOFF="0.5", PYTHONPATH=str(ROOT))  # fmt: skip
+    web = ["-m", "uvicorn", "--factory", "web.app:create_app", "--host", "127.0.0.1",
+           "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    children = [
+        await asyncio.create_subprocess_exec(sys.executable, "-m", "worker", env=env, cwd=ROOT),
+        await asyncio.create_subprocess_exec(sys.executable, *web, env=env, cwd=ROOT),
+    ]
+    exits = [asyncio.create_task(child.wait()) for child in children]
     try:
-        await asyncio.wait({showing, exited}, return_when=asyncio.FIRST_COMPLETED)
-        if exited.done():
-            print(f"the worker exited ({worker.returncode}); stopping", file=sys.stderr)
+        ready = asyncio.create_task(wait_for_web(port))
+        await asyncio.wait({ready, *exits}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            print("the web app or the worker exited at start; stopping", file=sys.stderr)
+            return 1
+        ready.result()
+        print(f"\nOpen http://127.0.0.1:{port}/ — the example app (Ctrl-C stops everything)\n")
+        showing = asyncio.create_task(demo(url, once=once))
+        await asyncio.wait({showing, *exits}, return_when=asyncio.FIRST_COMPLETED)
+        if not showing.done():
+            showing.cancel()
+            print("the web app or the worker exited; stopping", file=sys.stderr)
             return 1
         showing.result()
         return 0
     finally:
-        showing.cancel()
-        if worker.returncode is None:
-            worker.send_signal(signal.SIGTERM)
-            await worker.wait()
+        for child in children:
+            if child.returncode is None:
+                child.send_signal(signal.SIGTERM)
+                await child.wait()
 
 
 def main() -> int:
