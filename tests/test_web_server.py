@@ -1,0 +1,140 @@
+"""The web app as a real server (uvicorn), with the websockets client and a real worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+
+from rsmq_core.embedded import free_port
+from tests.workers import WorkerProcess, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class WebProcess:
+    def __init__(self, redis_url: str, ns: str) -> None:
+        self.port = free_port()
+        env = dict(os.environ, REDIS_URL=redis_url, RSMQ_NS=ns, QUEUE="jobs",
+                   PYTHONPATH=str(ROOT), WS_KEEPALIVE="1")  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "web.app:create_app",
+             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            env=env, cwd=ROOT,
+        )  # fmt: skip
+        wait_for(self.healthy, timeout=20, what="the web app to answer")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def healthy(self) -> bool:
+        assert self.proc.poll() is None, "the web app exited"
+        try:
+            with urllib.request.urlopen(self.url("/api/health"), timeout=2) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(
+            self.url(path), data=json.dumps(body).encode(), method="POST",
+            headers={"content-type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            data: dict[str, Any] = json.loads(answer.read())
+            return data
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(15)
+
+
+@pytest.fixture
+def web(redis_url: str, ns: str) -> Iterator[list[WebProcess]]:
+    started: list[WebProcess] = []
+    yield started
+    for w in started:
+        w.stop()
+
+
+async def statuses(port: int, after_subscribe: Any, want: int) -> list[dict[str, Any]]:
+    """Subscribe to the jobs queue, run ``after_subscribe``, collect ``want`` events."""
+    got: list[dict[str, Any]] = []
+    async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        await ws.send(json.dumps({"type": "subscribe", "queue": "jobs"}))
+        async with asyncio.timeout(20):
+            while True:
+                frame = json.loads(await ws.recv())
+                if frame["type"] == "subscribed":
+                    await asyncio.to_thread(after_subscribe)
+                elif frame["type"] == "event":
+                    got.append(frame["event"])
+                    if len(got) >= want:
+                        return got
+
+
+def test_a_message_goes_queued_to_done_over_a_real_websocket(web, redis_url, ns):
+    web.append(WebProcess(redis_url, ns))
+    worker = WorkerProcess(redis_url, ns, handler="tests.handlers:record")
+    try:
+        worker.start()
+        sent: list[str] = []
+        body = {"message": json.dumps({"sleep": 0.05})}
+
+        def send() -> None:
+            sent.append(web[0].post("/api/queues/jobs/messages", body)["id"])
+
+        events = asyncio.run(statuses(web[0].port, send, want=5))
+    finally:
+        worker.cleanup()
+    assert [e["status"] for e in events] == [
+        "queued", "received", "processing", "processing", "done",
+    ]  # fmt: skip
+    assert {e["id"] for e in events} == set(sent)
+    assert events[-1]["worker"] and events[-1]["ts"] >= events[0]["ts"]
+
+
+def test_two_web_processes_each_deliver_every_event(web, redis_url, ns):
+    web.extend([WebProcess(redis_url, ns), WebProcess(redis_url, ns)])
+
+    subscribed = threading.Barrier(2)
+
+    def send_when_both_listen() -> None:
+        if subscribed.wait(timeout=10) == 0:  # one of the two sends, once both listen
+            for i in range(3):  # through the first process only
+                web[0].post("/api/queues/jobs/messages", {"message": str(i)})
+
+    async def both() -> list[list[dict[str, Any]]]:
+        return list(await asyncio.gather(
+            statuses(web[0].port, send_when_both_listen, want=3),
+            statuses(web[1].port, send_when_both_listen, want=3),
+        ))  # fmt: skip
+
+    first, second = asyncio.run(both())
+    assert [e["id"] for e in first] == [e["id"] for e in second]
+    assert len({e["id"] for e in first}) == 3
+
+
+def test_keepalive_pings_flow_on_an_idle_socket(web, redis_url, ns):
+    web.append(WebProcess(redis_url, ns))  # WS_KEEPALIVE=1
+
+    async def idle() -> float:
+        async with websockets.connect(f"ws://127.0.0.1:{web[0].port}/ws") as ws:
+            start = time.monotonic()
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert frame == {"type": "ping"}
+            return time.monotonic() - start
+
+    assert asyncio.run(idle()) < 3
