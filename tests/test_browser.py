@@ -1,0 +1,66 @@
+"""One real browser: headless Chromium clicks the button and watches the status reach done.
+
+Needs Debian's ``chromium`` (``.ci/run`` installs it) and the ``playwright`` package (a dev
+dependency), which drives it through ``executable_path``: no browser is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.test_web_server import WebProcess
+from tests.workers import WorkerProcess
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium not found: install Debian's chromium (.ci/run does)"
+)
+
+
+@pytest.fixture
+def app(redis_url: str, ns: str) -> Iterator[WebProcess]:
+    web = WebProcess(redis_url, ns)
+    worker = WorkerProcess(redis_url, ns, handler="tests.handlers:record").start()
+    yield web
+    worker.cleanup()
+    web.stop()
+
+
+@pytest.mark.timeout(120)
+def test_click_submit_and_watch_it_reach_done(app):
+    from playwright.sync_api import expect, sync_playwright
+
+    hostile = "<img src=x onerror=document.title='pwned'>"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )  # fmt: skip
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(app.url("/"))
+            expect(page.locator("#connection")).to_have_text("Live", timeout=10_000)
+            page.fill("#message", json.dumps({"note": hostile, "sleep": 0.2}))
+            page.click("#submit")
+            item = page.locator("#applications li").first
+            expect(item.locator(".status")).to_have_text("done", timeout=20_000)
+            assert hostile in item.locator(".body").inner_text()  # shown as text
+            assert page.locator("#applications img").count() == 0  # never as HTML
+            assert page.title() != "pwned"
+            assert "worker" in item.locator(".meta").inner_text()
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "example-app-done.png"), full_page=True)
+            assert errors == []
+        finally:
+            browser.close()
