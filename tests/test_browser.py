@@ -62,5 +62,17 @@ def test_click_submit_and_watch_it_reach_done(app):
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "example-app-done.png"), full_page=True)
             assert errors == []
+
+            board = browser.new_page()
+            board.on("pageerror", lambda e: errors.append(str(e)))
+            board.goto(app.url("/dashboard"))
+            expect(board.locator("#workers tbody tr").first).to_contain_text(
+                "realtime", timeout=10_000
+            )
+            expect(board.locator("#queues tbody")).to_contain_text("jobs", timeout=10_000)
+            app.post("/api/queues/jobs/messages", {"message": "{}"})  # done while watched
+            expect(board.locator("#latency-summary")).to_contain_text("p50", timeout=20_000)
+            board.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+            assert errors == []
         finally:
             browser.close()

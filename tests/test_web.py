@@ -258,3 +258,22 @@ def test_a_slow_websocket_is_closed_not_buffered(make_client):
             while True:
                 ws.receive_json()
     assert exc.value.code == 1013
+
+
+def test_dashboard_page_and_stats_over_the_websocket(client):
+    page = client.get("/dashboard")
+    assert page.status_code == 200 and "Live workers" in page.text
+    client.post("/api/queues", json={"qname": "jobs-dead"})
+    client.post("/api/queues/jobs/messages", json={"messages": ["a", "b"]})
+    client.post("/api/queues/jobs-dead/messages", json={"message": "x"})
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws:
+        ws.send_json({"type": "watch"})
+        first = next_frame(ws, "stats")
+        jobs = first["queues"]["jobs"]
+        assert (jobs["msgs"], jobs["totalsent"], jobs["dead"]) == (2, 2, 1)
+        assert jobs["send_rate"] is None  # no snapshot before the first
+        client.post("/api/queues/jobs/messages", json={"message": "c"})
+        second = next_frame(ws, "stats")
+        assert second["queues"]["jobs"]["totalsent"] == 3
+        assert second["queues"]["jobs"]["send_rate"] > 0
+        assert second["workers"] == []

@@ -30,6 +30,7 @@ from realtime import EventLog, Subscriber
 from rsmq_core import AsyncRSMQ, QueueExists, RSMQError
 
 from . import api
+from .dashboard import Stats
 from .live import Hub
 from .openapi import openapi
 from .settings import Settings
@@ -65,8 +66,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.events = EventLog(client, settings.ns)
         subscriber = Subscriber(client)
         subscriber.start()
+        app.state.stats = Stats(app.state.rsmq)
         app.state.hub = Hub(subscriber, app.state.events, keepalive=settings.ws_keepalive,
-                            buffer=settings.ws_buffer)  # fmt: skip
+                            buffer=settings.ws_buffer, stats=app.state.stats)  # fmt: skip
         try:
             await app.state.rsmq.create_queue(settings.queue)
         except QueueExists:
@@ -77,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             await app.state.hub.aclose()
+            await app.state.stats.aclose()
             await subscriber.aclose()
             await app.state.events.flush()
             await client.aclose()
@@ -88,6 +91,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
         return response
+
+    async def dashboard(request: Request) -> Response:
+        return templates.TemplateResponse(request, "dashboard.html", {})
 
     async def submit(request: Request) -> Response:
         """The example app's button: put an application on the queue, answer with its id."""
@@ -118,6 +124,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes = [
         Route("/", index),
+        Route("/dashboard", dashboard),
         Route("/submit", submit, methods=["POST"]),
         Route("/openapi.json", openapi_json),
         WebSocketRoute("/ws", websocket),

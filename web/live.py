@@ -7,6 +7,8 @@ Protocol (JSON text frames):
   event since is replayed first, so a reconnecting client misses nothing; without it, each of
   ``ids`` gets its last known status. Answered by ``{"type": "subscribed", "queue": Q}``.
 - client → ``{"type": "unsubscribe", "queue": Q}``, ``{"type": "ping"}`` (→ ``pong``).
+- client → ``{"type": "watch"}``: a ``{"type": "stats", "queues": {...}, "workers": [...]}``
+  snapshot every second (the dashboard).
 - server → ``{"type": "event", "eid": EID, "event": {...}}`` (see realtime.StatusEvent),
   ``{"type": "ping"}`` every WS_KEEPALIVE seconds, ``{"type": "error", "error", "message"}`` for
   a frame it cannot take (the connection stays open).
@@ -32,6 +34,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from realtime import EventLog, StatusEvent, Subscriber
 from realtime.events import events_channel, parse_published
 from rsmq_core import _protocol
+
+from .dashboard import Stats
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,10 @@ class Client:
         self.last_eid[queue] = eid
         self.put({"type": "event", "eid": eid, "event": _event_json(event)})
 
+    def stats(self, frame: dict[str, Any]) -> None:
+        with contextlib.suppress(TooSlow):
+            self.put(frame)
+
     def put(self, frame: dict[str, Any]) -> None:
         if self.too_slow:
             raise TooSlow()
@@ -101,8 +109,15 @@ class Hub:
     """Fans the events of each queue out to the websockets that asked for them."""
 
     def __init__(
-        self, subscriber: Subscriber, events: EventLog, *, keepalive: float, buffer: int
+        self,
+        subscriber: Subscriber,
+        events: EventLog,
+        *,
+        keepalive: float,
+        buffer: int,
+        stats: Stats | None = None,
     ) -> None:
+        self._stats = stats
         self._subscriber = subscriber
         self._events = events
         self._keepalive = keepalive
@@ -133,6 +148,8 @@ class Hub:
             pass
         finally:
             self._clients.discard(client)
+            if self._stats is not None:
+                self._stats.unwatch(client.stats)
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
@@ -186,6 +203,8 @@ class Hub:
             client.put({"type": "pong"})
         elif kind == "subscribe":
             await self._subscribe(client, frame)
+        elif kind == "watch" and self._stats is not None:
+            self._stats.watch(client.stats)
         elif kind == "unsubscribe":
             queue = frame.get("queue")
             client.wants.pop(queue if isinstance(queue, str) else "", None)
