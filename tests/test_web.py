@@ -164,8 +164,10 @@ def test_api_token_guards_writes_only(make_client):
 
 def test_health_exercises_redis(client, make_client):
     assert client.get("/api/health").json()["ok"] is True
-    down = make_client(redis_url="redis://127.0.0.1:1/0")
-    refused(down.get("/api/health"), 503, "unhealthy", "ConnectionError")
+    down = make_client(redis_url="redis://:hunter2secret@127.0.0.1:1/0")
+    answer = down.get("/api/health")
+    refused(answer, 503, "unhealthy", "ConnectionError")
+    assert "hunter2secret" not in answer.text
 
 
 def test_openapi_document(client):

@@ -321,3 +321,16 @@ def test_missing_queues_are_created_at_start(redis_url, ns, r):
         assert "created queue fresh" in w.output()
     finally:
         w.cleanup()
+
+
+def test_the_redis_password_is_never_logged(ns):
+    url = "redis://:hunter2secret@127.0.0.1:1/0"  # nothing listens there
+    w = WorkerProcess(url, ns)
+    try:
+        w.start(ready=False)
+        wait_for(lambda: "Redis unavailable" in w.output() or "could not" in w.output(),
+                 timeout=15, what="the worker to report Redis unavailable")  # fmt: skip
+        assert w.stop() == 0
+        assert "hunter2secret" not in w.output()
+    finally:
+        w.cleanup()
