@@ -130,6 +130,11 @@ class EventLog:
         data = await self._redis.get(status_key(self._ns, qname, id))
         return None if data is None else StatusEvent.from_json(data)
 
+    async def last_id(self, qname: str) -> str:
+        """The stream id of the queue's newest event ("0-0" when there is none)."""
+        rows: Any = await self._redis.xrevrange(stream_key(self._ns, qname), count=1)
+        return _text(rows[0][0]) if rows else "0-0"
+
     async def history(
         self, qname: str, *, after: str = "-", count: int = 1000
     ) -> list[tuple[str, StatusEvent]]:

@@ -279,3 +279,23 @@ def test_dashboard_page_and_stats_over_the_websocket(client):
         assert second["queues"]["jobs"]["totalsent"] == 3
         assert second["queues"]["jobs"]["send_rate"] > 0
         assert second["workers"] == []
+
+
+def test_live_events_during_a_replay_are_held_then_deduplicated():
+    from realtime import StatusEvent
+    from web.live import Client
+
+    client = Client(ws=None, buffer=100)  # type: ignore[arg-type]
+    client.wants["q"] = None
+    ev = {i: StatusEvent("queued", "q", str(i) * 32) for i in range(1, 6)}
+    client.replaying["q"] = []
+    client.offer("q", "5-0", ev[5])  # live, while history is still being read
+    for eid in ("2-0", "3-0", "4-0"):
+        client.push("q", eid, ev[int(eid[0])])  # the replay
+    for eid, event in client.replaying.pop("q"):
+        client.push("q", eid, event)
+    client.offer("q", "4-0", ev[4])  # a late duplicate
+    sent = []
+    while not client.outbox.empty():
+        sent.append(client.outbox.get_nowait()["eid"])
+    assert sent == ["2-0", "3-0", "4-0", "5-0"]

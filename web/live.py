@@ -61,6 +61,8 @@ class Client:
     # queue -> ids wanted (None: every event of the queue)
     wants: dict[str, set[str] | None] = field(default_factory=dict)
     last_eid: dict[str, str] = field(default_factory=dict)
+    # queue -> live events held back while that queue's history is being replayed
+    replaying: dict[str, list[tuple[str, StatusEvent]]] = field(default_factory=dict)
     too_slow: bool = False
 
     def __post_init__(self) -> None:
@@ -71,6 +73,14 @@ class Client:
             return False
         ids = self.wants[queue]
         return ids is None or event.id in ids
+
+    def offer(self, queue: str, eid: str, event: StatusEvent) -> None:
+        """A live event: held back while a replay of the queue runs, else sent."""
+        held = self.replaying.get(queue)
+        if held is not None:
+            held.append((eid, event))
+        else:
+            self.push(queue, eid, event)
 
     def push(self, queue: str, eid: str, event: StatusEvent) -> None:
         last = self.last_eid.get(queue)
@@ -227,27 +237,37 @@ class Hub:
             self._error(client, "invalidFormat", "after must be an event id like 1700000-0")
             return
         self._reader(queue)
-        # Live events from here on go to the client; the replay below fills what came before,
-        # and push() drops what both deliver.
+        # Live events from here on reach the client (held back during a replay, which fills
+        # in what came before; push() drops what both deliver).
         client.wants[queue] = None if ids is None else set(ids)
         client.put({"type": "subscribed", "queue": queue})
         if after is not None:
             await self._replay(client, queue, after)
-        elif ids:
-            for mid in ids:
-                last = await self._events.last_status(queue, mid)
-                if last is not None:
-                    client.put({"type": "event", "eid": None, "event": _event_json(last)})
+            return
+        # A mark to replay from should this process's pub/sub connection drop later.
+        client.last_eid.setdefault(queue, await self._events.last_id(queue))
+        for mid in ids or ():
+            last = await self._events.last_status(queue, mid)
+            if last is not None:
+                client.put({"type": "event", "eid": None, "event": _event_json(last)})
 
     async def _replay(self, client: Client, queue: str, after: str) -> None:
-        while True:
-            rows = await self._events.history(queue, after=after, count=500)
-            for eid, event in rows:
-                if client.wanted(queue, event):
-                    client.push(queue, eid, event)
-            if len(rows) < 500:
-                return
-            after = rows[-1][0]
+        if queue in client.replaying:
+            return  # one replay at a time; the one running reaches the end of the stream
+        client.replaying[queue] = []
+        try:
+            while True:
+                rows = await self._events.history(queue, after=after, count=500)
+                for eid, event in rows:
+                    if client.wanted(queue, event):
+                        client.push(queue, eid, event)
+                if len(rows) < 500:
+                    break
+                after = rows[-1][0]
+        finally:
+            held = client.replaying.pop(queue)
+        for eid, event in held:
+            client.push(queue, eid, event)
 
     def _reader(self, queue: str) -> None:
         if queue not in self._readers:
@@ -269,7 +289,7 @@ class Hub:
                 for client in list(self._clients):
                     if client.wanted(queue, event):
                         with contextlib.suppress(TooSlow):
-                            client.push(queue, eid, event)
+                            client.offer(queue, eid, event)
         finally:
             self._subscriber.unlisten(listener)
 
