@@ -148,6 +148,8 @@ def test_bad_bodies(client):
     raw = {"headers": {"content-type": "application/json"}}
     refused(client.post("/api/queues", content=b"{nope", **raw), 400, "invalidJson")
     refused(client.post("/api/queues", content=b"[1, 2]", **raw), 400, "invalidJson")
+    deep = b"[" * 100_000 + b"]" * 100_000
+    refused(client.post("/api/queues", content=deep, **raw), 400, "invalidJson")
     big = b'{"qname": "' + b"x" * 300_000 + b'"}'
     refused(client.post("/api/queues", content=big, **raw), 413, "bodyTooLarge")
 

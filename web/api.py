@@ -52,7 +52,7 @@ async def read_json(request: Request) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python goes
         raise ApiError(400, "invalidJson", "the request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalidJson", "the request body must be a JSON object")
