@@ -241,6 +241,7 @@ def test_websocket_ids_get_their_last_status(client):
         (json.dumps({"type": "subscribe", "queue": "jobs", "ids": "x"}), "invalidFormat"),
         (json.dumps({"type": "subscribe", "queue": "jobs", "after": "later"}), "invalidFormat"),
         ("x" * 70_000, "frameTooLarge"),
+        ("[" * 30_000 + "]" * 30_000, "invalidJson"),
     ],
 )
 def test_websocket_bad_frames_get_an_error_and_the_connection_stays(client, frame, error):

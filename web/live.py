@@ -202,7 +202,7 @@ class Hub:
             return
         try:
             frame = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             self._error(client, "invalidJson", "a frame must be a JSON object")
             return
         if not isinstance(frame, dict):
