@@ -73,6 +73,19 @@ def test_click_submit_and_watch_it_reach_done(app):
             app.post("/api/queues/jobs/messages", {"message": "{}"})  # done while watched
             expect(board.locator("#latency-summary")).to_contain_text("p50", timeout=20_000)
             board.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+            phone = browser.new_page(viewport={"width": 390, "height": 844})
+            for path, name in (
+                ("/", "example-app-phone.png"),
+                ("/dashboard", "dashboard-phone.png"),
+            ):
+                phone.goto(app.url(path))
+                expect(phone.locator("#connection")).to_have_text("Live", timeout=10_000)
+                # Nothing wider than the phone: tables scroll inside their own box.
+                assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+                phone.screenshot(path=str(ARTIFACTS / name), full_page=True)
+            phone.keyboard.press("Tab")  # the first stop is the link back to the example app
+            assert phone.evaluate("document.activeElement.tagName") == "A"
             assert errors == []
         finally:
             browser.close()
