@@ -286,19 +286,29 @@ def test_dashboard_page_and_stats_over_the_websocket(client):
 
 def test_live_events_during_a_replay_are_held_then_deduplicated():
     from realtime import StatusEvent
-    from web.live import Client
+    from web.live import Client, event_frame
 
     client = Client(ws=None, buffer=100)  # type: ignore[arg-type]
     client.wants["q"] = None
     ev = {i: StatusEvent("queued", "q", str(i) * 32) for i in range(1, 6)}
     client.replaying["q"] = []
-    client.offer("q", "5-0", ev[5])  # live, while history is still being read
+    client.offer("q", "5-0", ev[5], event_frame("5-0", ev[5]))  # live, during the replay
     for eid in ("2-0", "3-0", "4-0"):
         client.push("q", eid, ev[int(eid[0])])  # the replay
-    for eid, event in client.replaying.pop("q"):
+    for eid, event, _ in client.replaying.pop("q"):
         client.push("q", eid, event)
-    client.offer("q", "4-0", ev[4])  # a late duplicate
+    client.offer("q", "4-0", ev[4], event_frame("4-0", ev[4]))  # a late duplicate
     sent = []
     while not client.outbox.empty():
-        sent.append(client.outbox.get_nowait()["eid"])
+        sent.append(json.loads(client.outbox.get_nowait())["eid"])
     assert sent == ["2-0", "3-0", "4-0", "5-0"]
+
+
+def test_a_replay_longer_than_the_buffer_gets_through(make_client):
+    client = make_client(ws_buffer=50)
+    ids = client.post("/api/queues/jobs/messages", json={"messages": ["m"] * 300}).json()["ids"]
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws:
+        ws.send_json({"type": "subscribe", "queue": "jobs", "after": "0-0"})
+        next_frame(ws, "subscribed")
+        got = [next_frame(ws, "event")["event"]["id"] for _ in range(300)]
+    assert got == ids  # 300 queued events through a 50-frame buffer, in order

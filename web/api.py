@@ -7,6 +7,7 @@ for bad input.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hmac
 import json
@@ -154,8 +155,8 @@ async def send(request: Request, data: dict[str, Any]) -> Response:
         ids = await rsmq.send_messages(name, fields["messages"], delay=delay)
     else:
         ids = [await rsmq.send_message(name, fields["message"], delay=delay)]
-    for mid in ids:
-        events.emit(StatusEvent("queued", name, mid))
+    # Recorded before the answer: the page subscribes to the id as soon as it has it.
+    await asyncio.gather(*(events.record(StatusEvent("queued", name, mid)) for mid in ids))
     body = {"ids": ids} if "messages" in fields else {"id": ids[0]}
     return JSONResponse(body, status_code=202)
 

@@ -38,6 +38,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 CSRF_COOKIE = "csrftoken"
+REDIS_CONNECTIONS = 50
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
@@ -60,7 +61,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        # A blocking pool: a burst of requests waits for a free connection instead of failing
+        # with "Too many connections" (redis-py's default pool raises at its limit).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=10
+        )
+        client = aioredis.Redis(connection_pool=pool)
         app.state.settings = settings
         app.state.rsmq = AsyncRSMQ(client, ns=settings.ns, realtime=True)
         app.state.events = EventLog(client, settings.ns)
@@ -83,6 +89,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await subscriber.aclose()
             await app.state.events.flush()
             await client.aclose()
+            await pool.aclose()
 
     async def index(request: Request) -> Response:
         token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)

@@ -33,6 +33,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from realtime import EventLog, StatusEvent, Subscriber
 from realtime.events import events_channel, parse_published
+from realtime.subscriber import CONNECTION_LOST
 from rsmq_core import _protocol
 
 from .dashboard import Stats
@@ -57,12 +58,13 @@ class TooSlow(Exception):
 class Client:
     ws: WebSocket
     buffer: int
-    outbox: asyncio.Queue[dict[str, Any]] = field(init=False)
+    # frames serialized once for every client (an event goes to many); CLOSE closes
+    outbox: asyncio.Queue[str] = field(init=False)
     # queue -> ids wanted (None: every event of the queue)
     wants: dict[str, set[str] | None] = field(default_factory=dict)
     last_eid: dict[str, str] = field(default_factory=dict)
     # queue -> live events held back while that queue's history is being replayed
-    replaying: dict[str, list[tuple[str, StatusEvent]]] = field(default_factory=dict)
+    replaying: dict[str, list[tuple[str, StatusEvent, str]]] = field(default_factory=dict)
     too_slow: bool = False
 
     def __post_init__(self) -> None:
@@ -74,45 +76,64 @@ class Client:
         ids = self.wants[queue]
         return ids is None or event.id in ids
 
-    def offer(self, queue: str, eid: str, event: StatusEvent) -> None:
+    def offer(self, queue: str, eid: str, event: StatusEvent, text: str) -> None:
         """A live event: held back while a replay of the queue runs, else sent."""
         held = self.replaying.get(queue)
         if held is not None:
-            held.append((eid, event))
-        else:
-            self.push(queue, eid, event)
+            held.append((eid, event, text))
+        elif self._new(queue, eid):
+            self.put(text)
 
-    def push(self, queue: str, eid: str, event: StatusEvent) -> None:
-        last = self.last_eid.get(queue)
-        if last is not None and eid_key(eid) <= eid_key(last):
-            return  # already sent (a replay and the live feed overlap)
-        self.last_eid[queue] = eid
-        self.put({"type": "event", "eid": eid, "event": _event_json(event)})
-
-    def stats(self, frame: dict[str, Any]) -> None:
-        with contextlib.suppress(TooSlow):
-            self.put(frame)
-
-    def put(self, frame: dict[str, Any]) -> None:
+    async def deliver(self, queue: str, eid: str, text: str) -> None:
+        """A replayed event: waits for room (the sender drains meanwhile), so a replay of any
+        length fits a bounded outbox; only a client that reads nothing for REPLAY_WAIT
+        seconds is cut."""
+        if not self._new(queue, eid):
+            return
         if self.too_slow:
             raise TooSlow()
         try:
-            self.outbox.put_nowait(frame)
+            await asyncio.wait_for(self.outbox.put(text), REPLAY_WAIT)
+        except TimeoutError:
+            self.put(text)  # full: cut, as for a live event
+
+    def _new(self, queue: str, eid: str) -> bool:
+        last = self.last_eid.get(queue)
+        if last is not None and eid_key(eid) <= eid_key(last):
+            return False  # already sent (a replay and the live feed overlap)
+        self.last_eid[queue] = eid
+        return True
+
+    def push(self, queue: str, eid: str, event: StatusEvent) -> None:
+        if self._new(queue, eid):
+            self.put(event_frame(eid, event))
+
+    def stats(self, frame: dict[str, Any]) -> None:
+        with contextlib.suppress(TooSlow):
+            self.put(json.dumps(frame))
+
+    def put(self, frame: str | dict[str, Any]) -> None:
+        if self.too_slow:
+            raise TooSlow()
+        text = frame if isinstance(frame, str) else json.dumps(frame)
+        try:
+            self.outbox.put_nowait(text)
         except asyncio.QueueFull:
             # Never grow: drop what waits and close. The client resumes from its last eid.
             self.too_slow = True
             while not self.outbox.empty():
                 self.outbox.get_nowait()
-            self.outbox.put_nowait({"type": CLOSE})
+            self.outbox.put_nowait(CLOSE)
             raise TooSlow() from None
 
 
 CLOSE = "_close"
+PING = json.dumps({"type": "ping"})
+REPLAY_WAIT = 10.0  # seconds a replay waits for room in a client's outbox
 
 
-def _event_json(event: StatusEvent) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(event.to_json())
-    return data
+def event_frame(eid: str | None, event: StatusEvent) -> str:
+    return f'{{"type": "event", "eid": {json.dumps(eid)}, "event": {event.to_json()}}}'
 
 
 class Hub:
@@ -134,6 +155,7 @@ class Hub:
         self._buffer = buffer
         self._clients: set[Client] = set()
         self._readers: dict[str, asyncio.Task[None]] = {}
+        self._replays: set[asyncio.Task[None]] = set()
 
     @property
     def clients(self) -> int:
@@ -167,14 +189,17 @@ class Hub:
     async def _send(self, client: Client) -> None:
         try:
             while True:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+                # cancellation that ends this task, leaving a sender that pings forever.
                 try:
-                    frame = await asyncio.wait_for(client.outbox.get(), self._keepalive)
+                    async with asyncio.timeout(self._keepalive):
+                        text = await client.outbox.get()
                 except TimeoutError:
-                    frame = {"type": "ping"}
-                if frame["type"] == CLOSE:
+                    text = PING
+                if text == CLOSE:
                     await client.ws.close(code=1013, reason="too slow: resume from your last eid")
                     return
-                await client.ws.send_json(frame)
+                await client.ws.send_text(text)
         except (WebSocketDisconnect, RuntimeError, OSError):
             return
 
@@ -191,6 +216,8 @@ class Hub:
                 await self._handle(client, text)
             except TooSlow:
                 continue  # the sender closes the connection
+            except CONNECTION_LOST as exc:
+                self._error(client, "unavailable", f"Redis is unavailable: {exc}; try again")
 
     def _error(self, client: Client, error: str, message: str) -> None:
         with contextlib.suppress(TooSlow):
@@ -249,7 +276,7 @@ class Hub:
         for mid in ids or ():
             last = await self._events.last_status(queue, mid)
             if last is not None:
-                client.put({"type": "event", "eid": None, "event": _event_json(last)})
+                client.put(event_frame(None, last))
 
     async def _replay(self, client: Client, queue: str, after: str) -> None:
         if queue in client.replaying:
@@ -260,14 +287,14 @@ class Hub:
                 rows = await self._events.history(queue, after=after, count=500)
                 for eid, event in rows:
                     if client.wanted(queue, event):
-                        client.push(queue, eid, event)
+                        await client.deliver(queue, eid, event_frame(eid, event))
                 if len(rows) < 500:
                     break
                 after = rows[-1][0]
         finally:
             held = client.replaying.pop(queue)
-        for eid, event in held:
-            client.push(queue, eid, event)
+        for eid, _, text in held:
+            await client.deliver(queue, eid, text)
 
     def _reader(self, queue: str) -> None:
         if queue not in self._readers:
@@ -283,17 +310,24 @@ class Hub:
                     for client in list(self._clients):
                         mark = client.last_eid.get(queue)
                         if queue in client.wants and mark is not None:
-                            await self._safely(client, self._replay(client, queue, mark))
+                            # Each in a task of its own: one slow client's replay must not
+                            # hold up the live events of all the others.
+                            task = asyncio.create_task(
+                                self._safely(client, self._replay(client, queue, mark))
+                            )
+                            self._replays.add(task)
+                            task.add_done_callback(self._replays.discard)
                     continue
                 eid, event = parse_published(item[1])
+                text = event_frame(eid, event)  # once, for every client
                 for client in list(self._clients):
                     if client.wanted(queue, event):
                         with contextlib.suppress(TooSlow):
-                            client.offer(queue, eid, event)
+                            client.offer(queue, eid, event, text)
         finally:
             self._subscriber.unlisten(listener)
 
     @staticmethod
     async def _safely(client: Client, call: Any) -> None:
-        with contextlib.suppress(TooSlow):
+        with contextlib.suppress(TooSlow, *CONNECTION_LOST):
             await call

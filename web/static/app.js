@@ -15,9 +15,25 @@ function setConnection(text, state) {
   connection.className = state;
 }
 
+// Events of one message can arrive out of order (the web app records "queued" while a
+// worker may already have it): a later receive count, or a later step of the same receive,
+// wins; nothing goes back.
+const STEPS = ["queued", "received", "processing", "failed", "retrying", "done", "dead"];
+const seen = new Map(); // id -> [rc, step, progress]
+
+function isNewer(event) {
+  const [rc, step, progress] = seen.get(event.id) || [-1, -1, -1];
+  const s = STEPS.indexOf(event.status);
+  const p = event.progress === undefined ? -1 : event.progress;
+  if (event.rc !== rc) return event.rc > rc;
+  return s > step || (s === step && p >= progress);
+}
+
 function show(event) {
   const item = mine.get(event.id);
-  if (!item) return;
+  if (!item || !isNewer(event)) return;
+  seen.set(event.id, [event.rc, STEPS.indexOf(event.status),
+                      event.progress === undefined ? -1 : event.progress]);
   const status = item.querySelector(".status");
   status.textContent = event.status +
     (event.progress !== undefined && event.status === "processing"
