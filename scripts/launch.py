@@ -75,7 +75,8 @@ async def run(url: str, *, once: bool) -> int:
     env = dict(os.environ, REDIS_URL=url, RSMQ_NS=NS, QUEUES=QUEUE, QUEUE=QUEUE,
                MAX_RECEIVES="2", RETRY_BACKOFF="0.5", PYTHONPATH=str(ROOT))  # fmt: skip
     web = ["-m", "uvicorn", "--factory", "web.app:create_app", "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning"]  # fmt: skip
+           "--port", str(port), "--log-level", "warning",
+           "--ws-per-message-deflate", "false"]  # fmt: skip
     children = [
         await asyncio.create_subprocess_exec(sys.executable, "-m", "worker", env=env, cwd=ROOT),
         await asyncio.create_subprocess_exec(sys.executable, *web, env=env, cwd=ROOT),
