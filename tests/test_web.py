@@ -65,6 +65,11 @@ def test_submit_needs_the_csrf_token(client, r, ns):
     assert sent.status_code == 202
     mid = sent.json()["id"]
     assert r.hget(f"{ns}:jobs:Q", mid) == "hello"
+    csrf = {"x-csrf-token": token}
+    refused(client.post("/submit", json={"message": 5}, headers=csrf), 400, "messageNotString")
+    refused(client.post("/submit", json={"message": "x" * 70_000}, headers=csrf),
+            413, "messageTooLong")  # fmt: skip
+    refused(client.post("/submit", content=b"{", headers=csrf), 400, "invalidJson")
 
 
 def test_queue_endpoints(client, r, ns):
