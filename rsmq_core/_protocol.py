@@ -207,18 +207,39 @@ def parse_wait(reply: Sequence[Any]) -> float | None:
     return None if int(wait) < 0 else int(wait) / 1000
 
 
+# Message is frozen, so its __init__ sets each field through object.__setattr__; setting the
+# slots directly builds one in half the time, and a batch receive builds a thousand at once.
+_new_object = object.__new__
+_SET_ID, _SET_BODY, _SET_RC, _SET_FR, _SET_SENT = (
+    Message.__dict__[name].__set__ for name in ("id", "message", "rc", "fr", "sent")
+)
+
+
 def parse_messages(reply: Sequence[Any]) -> list[Message]:
-    flat = check_status(reply)[2:]
-    return [
-        Message(
-            id=(mid := _text(flat[i])),
-            message=_text(flat[i + 1]),
-            rc=int(flat[i + 2]),
-            fr=int(flat[i + 3]),
-            sent=sent_ms(mid),
-        )
-        for i in range(0, len(flat), 4)
-    ]
+    """Receive replies: {"ok", wait, now, counts, id, body, id, body...}; ``counts`` is empty
+    when every message is received for the first time (rc 1, fr now), else "rc,fr,..."."""
+    flat = check_status(reply)[4:]
+    ids, bodies = flat[0::2], flat[1::2]
+    if ids and isinstance(ids[0], bytes):  # unless the redis client decodes replies itself
+        # surrogateescape: a body written by another client that is not UTF-8 still round-trips.
+        ids = [x.decode("utf-8", "surrogateescape") for x in ids]
+        bodies = [x.decode("utf-8", "surrogateescape") for x in bodies]
+    counts = _text(reply[3])
+    if counts:
+        values = [int(x) for x in counts.split(",")]
+        rcs, frs = values[0::2], values[1::2]
+    else:
+        rcs, frs = [1] * len(ids), [int(reply[2])] * len(ids)
+    out = []
+    for mid, body, rc, fr in zip(ids, bodies, rcs, frs, strict=True):
+        m = _new_object(Message)
+        _SET_ID(m, mid)
+        _SET_BODY(m, body)
+        _SET_RC(m, rc)
+        _SET_FR(m, fr)
+        _SET_SENT(m, sent_ms(mid))
+        out.append(m)
+    return out
 
 
 def parse_received(reply: Sequence[Any]) -> Received:
