@@ -347,9 +347,20 @@ def fenced(id: object, rc: object) -> Fenced:
 
 
 def delete(keys: Keys, items: Sequence[Fenced]) -> Call:
+    """Delete, answering 1 or 0 per id (see parse_flags)."""
     ids = "".join(id for id, _ in items)  # every id is 32 characters
     fences = ",".join(str(rc) for _, rc in items)
-    return Call("delete", [keys.zset, keys.hash], [ids, fences])
+    return Call("delete", [keys.zset, keys.hash], [ids, fences, ""])
+
+
+def delete_all(keys: Keys, ids: Sequence[str]) -> Call:
+    """Delete unfenced, answering only how many were deleted (see parse_count): the script
+    then reads nothing per id."""
+    return Call("delete", [keys.zset, keys.hash], ["".join(ids), "", "count"])
+
+
+def parse_count(reply: Sequence[Any]) -> int:
+    return int(check_status(reply)[1])
 
 
 def change_visibility(ns: str, qname: object, id: object, vt: object, rc: object) -> Call:
@@ -391,10 +402,20 @@ def purge(ns: str, qname: object) -> Call:
     return Call("purge", [k.zset, k.hash], [])
 
 
+_ID_CHARS_RE = re.compile(r"[a-zA-Z0-9:]*")
+
+
 def check_ids(ids: object) -> list[str]:
     if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
         raise InvalidValue(f"ids must be a list of message ids (got {type(ids).__name__})")
-    return [check_id(i) for i in ids]
+    checked = list(ids)
+    # One pattern match for the whole batch when every id looks right; else the id by id
+    # check finds the first bad one and says what is wrong with it.
+    if all(type(i) is str and len(i) == 32 for i in checked) and _ID_CHARS_RE.fullmatch(
+        "".join(checked)
+    ):
+        return checked
+    return [check_id(i) for i in checked]
 
 
 def check_messages(messages: object) -> list[object]:

@@ -11,6 +11,7 @@ import redis
 import redis.asyncio as aioredis
 
 from rsmq_core import RSMQ, AsyncRSMQ, InvalidValue, Message, QueueExists, QueueNotFound
+from rsmq_core._protocol import ATTRIBUTE_FIELDS
 
 ID = re.compile(r"^[a-zA-Z0-9:]{32}$")
 
@@ -237,7 +238,7 @@ def test_send_messages_batch_with_delay(rsmq):
     assert rsmq.get_queue_attributes("q").msgs == 2
 
 
-def test_receive_and_delete_messages_batch(rsmq):
+def test_receive_and_delete_messages_batch(rsmq, r):
     rsmq.create_queue("q", vt=3600)
     ids = rsmq.send_messages("q", [str(i) for i in range(10)])
     got = rsmq.receive_messages("q", 4)
@@ -250,6 +251,11 @@ def test_receive_and_delete_messages_batch(rsmq):
     assert rsmq.delete_messages("q", []) == 0
     assert rsmq.get_queue_attributes("q").msgs == 7
     assert rsmq.get_queue_attributes("q").totalrecv == 10
+    # A repeated id, or one deleted before, counts once.
+    assert rsmq.delete_messages("q", [ids[3], ids[3], ids[0]]) == 1
+    assert rsmq.delete_messages("q", ids) == 6
+    assert r.zcard(f"{rsmq.ns}:q") == 0
+    assert sorted(r.hkeys(f"{rsmq.ns}:q:Q")) == sorted(ATTRIBUTE_FIELDS)  # no :rc or :fr left
 
 
 def test_batch_receive_of_first_and_repeated_receives(rsmq):

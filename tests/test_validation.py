@@ -178,6 +178,7 @@ def test_id_refused(rsmq, mid):
     for call in (
         lambda: rsmq.delete_message("q", mid),
         lambda: rsmq.delete_messages("q", [mid]),
+        lambda: rsmq.delete_messages("q", ["a" * 32, mid, "b" * 32]),
         lambda: rsmq.change_message_visibility("q", mid, 1),
     ):
         with pytest.raises(InvalidFormat, match=r"^Invalid id format$"):
