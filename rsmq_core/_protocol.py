@@ -409,6 +409,9 @@ def check_ids(ids: object) -> list[str]:
     if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
         raise InvalidValue(f"ids must be a list of message ids (got {type(ids).__name__})")
     checked = list(ids)
+    if len(checked) > MAX_BATCH:
+        # Beyond this the script could not even spread its arguments (Lua's unpack limit).
+        raise InvalidValue(f"at most {MAX_BATCH} ids go in one batch (got {len(checked)})")
     # One pattern match for the whole batch when every id looks right; else the id by id
     # check finds the first bad one and says what is wrong with it.
     if all(type(i) is str and len(i) == 32 for i in checked) and _ID_CHARS_RE.fullmatch(
