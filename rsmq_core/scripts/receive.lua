@@ -33,7 +33,7 @@ if #ids > 0 then
   local firsts = #again > 0 and redis.call("HMGET", KEYS[2], unpack(again)) or {}
   local hide, counts, drop, orphans, told = {}, {}, {}, {}, {}
   local hide_at = tostring(ms + tonumber(vt) * 1000)
-  local nth_again = 0
+  local nth_again, tell = 0, #again > 0
   for i, id in ipairs(ids) do
     local body, rc = values[2 * i - 1], 1
     local fr = now_text
@@ -59,11 +59,11 @@ if #ids > 0 then
         if rc == 1 then counts[#counts + 1], counts[#counts + 2] = id .. ":fr", now_text end
       end
       got = got + 1
-      told[#told + 1], told[#told + 2] = rc_text, fr
+      if tell then told[#told + 1], told[#told + 2] = rc_text, fr end
       out[#out + 1], out[#out + 2] = id, body
     end
   end
-  if #again > 0 then out[4] = table.concat(told, ",") end
+  if tell then out[4] = table.concat(told, ",") end
   if #hide > 0 then redis.call("ZADD", KEYS[1], unpack(hide)) end
   if #counts > 0 then redis.call("HSET", KEYS[2], unpack(counts)) end
   if #orphans > 0 then redis.call("ZREM", KEYS[1], unpack(orphans)) end
