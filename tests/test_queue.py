@@ -278,14 +278,17 @@ def test_batch_receive_of_first_and_repeated_receives(rsmq):
 def test_receive_counts_written_by_another_client(rsmq, r):
     # RSMQ stores counts as text; whatever form another client wrote, they read as integers.
     rsmq.create_queue("q")
-    ids = rsmq.send_messages("q", ["a", "b", "c"])
+    ids = rsmq.send_messages("q", ["a", "b", "c", "d"])
     r.hset(f"{rsmq.ns}:q:Q", mapping={f"{ids[0]}:rc": "4", f"{ids[0]}:fr": "1700000000000"})
     r.hset(f"{rsmq.ns}:q:Q", mapping={f"{ids[1]}:rc": "2.0", f"{ids[1]}:fr": "1.7e12"})
     r.hset(f"{rsmq.ns}:q:Q", mapping={f"{ids[2]}:rc": "1", f"{ids[2]}:fr": "garbage"})
-    got = rsmq.receive_messages("q", 3)
+    r.hset(f"{rsmq.ns}:q:Q", mapping={f"{ids[3]}:rc": "0", f"{ids[3]}:fr": "1700000000000"})
+    got = rsmq.receive_messages("q", 4)
     assert [(m.rc, m.fr) for m in got[:2]] == [(5, 1_700_000_000_000), (3, 1_700_000_000_000)]
     assert got[2].rc == 2 and got[2].fr > 1_700_000_000_000  # no first receive: now
-    assert r.hget(f"{rsmq.ns}:q:Q", f"{ids[0]}:rc") == "5"
+    assert (got[3].rc, got[3].fr) == (1, got[2].fr)  # a first receive: now, stored as such
+    stored = r.hmget(f"{rsmq.ns}:q:Q", [f"{ids[0]}:rc", f"{ids[3]}:rc", f"{ids[3]}:fr"])
+    assert stored == ["5", "1", str(got[3].fr)]
 
 
 def test_realtime_send_publishes_queue_size(redis_url, ns, r):

@@ -40,9 +40,9 @@ if #ids > 0 then
     if values[2 * i] then
       nth_again = nth_again + 1
       rc = (tonumber(values[2 * i]) or 0) + 1
-      local first = tonumber(firsts[nth_again])
-      -- As numbers, so the reply parses as integers whatever another client wrote.
-      fr = first and string.format("%d", first) or now_text
+      local first_ms = tonumber(firsts[nth_again])
+      -- Reformatted, so the reply parses as integers whatever another client wrote.
+      if rc > 1 and first_ms then fr = string.format("%d", first_ms) end
     end
     if not body then
       -- A member without a body can only come from outside tampering; receiving it would
