@@ -215,10 +215,9 @@ class AsyncRSMQ:
         return await self._deletes.submit(keys, p.fenced(id, rc))
 
     async def delete_messages(self, qname: str, ids: Sequence[str]) -> int:
-        """Delete many messages in one round trip; returns how many were deleted."""
+        """Delete up to 1000 messages in one round trip; returns how many were deleted."""
         keys = self._keys(qname)
-        items = [p.fenced(i, None) for i in p.check_ids(ids)]
-        return sum(p.parse_flags(await self._call(p.delete(keys, items))))
+        return p.parse_count(await self._call(p.delete_all(keys, p.check_ids(ids))))
 
     async def change_message_visibility(
         self, qname: str, id: str, vt: int, *, rc: int | None = None

@@ -149,8 +149,7 @@ class RSMQ:
 
     def delete_messages(self, qname: str, ids: Sequence[str]) -> int:
         keys = self._keys(qname)
-        items = [p.fenced(i, None) for i in p.check_ids(ids)]
-        return sum(p.parse_flags(self._call(p.delete(keys, items))))
+        return p.parse_count(self._call(p.delete_all(keys, p.check_ids(ids))))
 
     def change_message_visibility(
         self, qname: str, id: str, vt: int, *, rc: int | None = None
