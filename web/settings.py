@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rsmq_core import _protocol
+from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions
 
 
 class SettingError(ValueError):
@@ -17,6 +18,7 @@ class SettingError(ValueError):
 class Settings:
     redis_url: str = "redis://localhost:6379/0"
     redis_cluster: bool = False  # REDIS_URL names a node of a Redis Cluster
+    connection: ConnectionOptions = DEFAULT_OPTIONS  # REDIS_TLS_*
     ns: str = "rsmq"
     queue: str = "jobs"  # the example app's queue: the worker's default QUEUES
     api_token: str | None = None  # required for write and admin endpoints when set
@@ -56,9 +58,19 @@ class Settings:
         if not _protocol.QNAME_RE.fullmatch(queue):
             raise SettingError(f"QUEUE={queue!r} is not a valid queue name")
         origins = tuple(o.strip() for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip())
+        redis_url = text("REDIS_URL", d.redis_url)
+        try:
+            connection = ConnectionOptions.from_env(env)
+        except ValueError as exc:
+            raise SettingError(str(exc)) from None
+        try:
+            connection.redis_kwargs(redis_url)
+        except ValueError as exc:
+            raise SettingError(f"REDIS_URL: {exc}") from None
         return cls(
-            redis_url=text("REDIS_URL", d.redis_url),
+            redis_url=redis_url,
             redis_cluster=flag("REDIS_CLUSTER", d.redis_cluster),
+            connection=connection,
             ns=text("RSMQ_NS", d.ns),
             queue=queue,
             api_token=env.get("API_TOKEN", "").strip() or None,

@@ -10,6 +10,9 @@ import signal
 import sys
 import threading
 
+from realtime.subscriber import CONNECTION_LOST
+from rsmq_core.connection import explain, is_misconfigured, mask_url, scrub
+
 from .settings import SettingError, Settings
 from .worker import Handler, Worker
 
@@ -55,7 +58,14 @@ def main() -> int:
     except SettingError as exc:
         print(f"worker: bad setting: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(settings, handler))
+    try:
+        asyncio.run(serve(settings, handler))
+    except CONNECTION_LOST as exc:
+        if not is_misconfigured(exc):
+            raise
+        url = settings.redis_url
+        log.error("cannot use Redis at %s: %s", mask_url(url), scrub(explain(exc), url))
+        return 1
     # A sync handler's thread cannot be cancelled; its message was already released, so
     # exit now rather than wait for it past the grace period.
     if any(t.name.startswith("handler") for t in threading.enumerate()):

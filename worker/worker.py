@@ -31,6 +31,7 @@ from realtime.registry import WorkerInfo, heartbeat, live_workers, unregister
 from realtime.subscriber import CONNECTION_LOST
 from rsmq_core import AsyncRSMQ, Message, QueueExists, QueueNotFound
 from rsmq_core.client import AsyncRedis, connect
+from rsmq_core.connection import explain, is_misconfigured
 
 from .job import Job
 from .settings import Settings
@@ -78,7 +79,9 @@ class Worker:
         self.handler = handler
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.mode = "realtime" if settings.realtime else "polling"
-        self._redis = redis or connect(settings.redis_url, cluster=settings.redis_cluster)
+        self._redis = redis or connect(
+            settings.redis_url, cluster=settings.redis_cluster, connection=settings.connection
+        )
         self._owns_redis = redis is None
         self.rsmq = AsyncRSMQ(self._redis, ns=settings.ns)
         self.events = EventLog(self._redis, settings.ns, ttl=settings.event_ttl)
@@ -122,6 +125,7 @@ class Worker:
             "worker %s starting: %s mode, queues %s, concurrency %d",
             self.id, self.mode, ",".join(self.settings.queues), self.settings.concurrency,
         )  # fmt: skip
+        await self._check_redis()
         if self._subscriber is not None:
             self._subscriber.start()
         await self._create_missing_queues()
@@ -146,6 +150,18 @@ class Worker:
             if self._owns_redis:
                 await self._redis.aclose()
             log.info("worker %s stopped: %r", self.id, self)
+
+    async def _check_redis(self) -> None:
+        """Refuse to start on a setting no retry can cure (a certificate that fails
+        verification, a refused password); an unreachable Redis is waited for as ever."""
+        try:
+            await self._redis.ping()
+        except REDIS_DOWN as exc:
+            if is_misconfigured(exc):
+                if self._owns_redis:
+                    await self._redis.aclose()
+                raise
+            log.warning("Redis is not reachable yet (%s); retrying", explain(exc))
 
     async def _heartbeat(self, info: WorkerInfo) -> None:
         while True:
