@@ -17,6 +17,7 @@ import time
 
 import redis
 
+from rsmq_core.connection import ConnectionOptions, sync_client
 from worker import Job
 
 _client: redis.Redis | None = None
@@ -33,7 +34,9 @@ def done_key(ns: str) -> str:
 def _redis() -> redis.Redis:
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(os.environ["REDIS_URL"])
+        # As the worker connects: the TLS tests' workers need the CA file too.
+        options = ConnectionOptions.from_env(os.environ)
+        _client = sync_client(os.environ["REDIS_URL"], options)
     return _client
 
 

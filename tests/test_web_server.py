@@ -25,10 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class WebProcess:
-    def __init__(self, redis_url: str, ns: str) -> None:
+    def __init__(self, redis_url: str, ns: str, **settings: str) -> None:
         self.port = free_port()
         env = dict(os.environ, REDIS_URL=redis_url, RSMQ_NS=ns, QUEUE="jobs",
-                   PYTHONPATH=str(ROOT), WS_KEEPALIVE="1")  # fmt: skip
+                   PYTHONPATH=str(ROOT), WS_KEEPALIVE="1", **settings)  # fmt: skip
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "web.app:create_app",
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],

@@ -34,9 +34,18 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "con
 
 
 class WorkerProcess:
-    def __init__(self, redis_url: str, ns: str, **settings: Any) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        ns: str,
+        *,
+        admin: Callable[[], redis.Redis] | None = None,
+        **settings: Any,
+    ) -> None:
+        """``admin`` makes the client that watches the worker start (a plain one by default)."""
         self.redis_url = redis_url
         self.ns = ns
+        self.admin = admin or (lambda: redis.Redis.from_url(redis_url))
         self.env = {k: v for k, v in os.environ.items() if k not in ("REALTIME", "QUEUES")}
         self.env.update(
             REDIS_URL=redis_url,
@@ -66,7 +75,7 @@ class WorkerProcess:
 
     def wait_ready(self, timeout: float = 15) -> None:
         """Registered, and in realtime mode subscribed to every queue's channel."""
-        r = redis.Redis.from_url(self.redis_url)
+        r = self.admin()
         queues = self.env["QUEUES"].split(",")
         realtime = self.env.get("REALTIME", "true").lower() in ("1", "true", "yes", "on")
 
