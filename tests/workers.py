@@ -57,12 +57,13 @@ class WorkerProcess:
         )
         self.env.update({k.upper(): str(v) for k, v in settings.items()})
         self.log = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".log", delete=False)
+        self.err = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".err", delete=False)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, ready: bool = True) -> WorkerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "worker"], env=self.env, cwd=ROOT,
-            stdout=self.log, stderr=subprocess.STDOUT,
+            stdout=self.log, stderr=self.err,
         )  # fmt: skip
         if ready:
             self.wait_ready()
@@ -94,8 +95,15 @@ class WorkerProcess:
         wait_for(ready, timeout, "the worker to be ready")
         r.close()
 
-    def output(self) -> str:
+    def stdout(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return Path(self.err.name).read_text(errors="replace")
+
+    def output(self) -> str:
+        """Both streams, stdout first."""
+        return self.stdout() + self.stderr()
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
@@ -120,8 +128,9 @@ class WorkerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-        self.log.close()
-        os.unlink(self.log.name)
+        for file in (self.log, self.err):
+            file.close()
+            os.unlink(file.name)
 
 
 def records(r: redis.Redis, key: str) -> list[dict[str, Any]]:

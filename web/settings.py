@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rsmq_core import _protocol
+from rsmq_core import _protocol, logs
 from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions
 
 
@@ -26,6 +26,9 @@ class Settings:
     ws_keepalive: float = 20.0  # seconds; well under Heroku's 55 s idle cut
     ws_buffer: int = 500  # events a slow websocket may lag behind before it is closed
     allowed_origins: tuple[str, ...] = ()  # besides the app's own; "*" for any
+    host: str = "0.0.0.0"  # every interface, as a Heroku dyno needs
+    port: int = 8000  # Heroku sets PORT
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -67,9 +70,19 @@ class Settings:
             connection.redis_kwargs(redis_url)
         except ValueError as exc:
             raise SettingError(f"REDIS_URL: {exc}") from None
+        port_text = text("PORT", str(d.port))
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise SettingError(f"PORT={port_text!r} must be a port number, 1 to 65535")
+        try:
+            log_level = logs.check_level(text("LOG_LEVEL", d.log_level))
+        except ValueError as exc:
+            raise SettingError(str(exc)) from None
         return cls(
             redis_url=redis_url,
             redis_cluster=flag("REDIS_CLUSTER", d.redis_cluster),
+            host=text("HOST", d.host),
+            port=int(port_text),
+            log_level=log_level,
             connection=connection,
             ns=text("RSMQ_NS", d.ns),
             queue=queue,

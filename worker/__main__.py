@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import logging.config
+import logging
 import os
 import signal
 import sys
 import threading
 
 from realtime.subscriber import CONNECTION_LOST
+from rsmq_core import logs
 from rsmq_core.connection import explain, is_misconfigured, mask_url, scrub
 
 from .settings import SettingError, Settings
@@ -44,20 +45,13 @@ async def serve(settings: Settings, handler: Handler) -> None:
 
 
 def main() -> int:
-    logging.config.dictConfig({
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-        "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "line",
-                                "stream": "ext://sys.stdout"}},
-        "root": {"handlers": ["stdout"], "level": os.environ.get("LOG_LEVEL", "INFO").upper()},
-    })  # fmt: skip
     try:
         settings = Settings.from_env()
         handler = load_handler(settings.handler)
     except SettingError as exc:
         print(f"worker: bad setting: {exc}", file=sys.stderr)
         return 2
+    logs.configure(settings.log_level)
     try:
         asyncio.run(serve(settings, handler))
     except CONNECTION_LOST as exc:

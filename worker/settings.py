@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rsmq_core import _protocol
+from rsmq_core import _protocol, logs
 from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions
 
 DEFAULT_HANDLER = "worker.example:handle"
@@ -40,6 +40,7 @@ class Settings:
     event_ttl: int = 86_400
     heartbeat: float = 5.0
     stagger: float = 0.004
+    log_level: str = "INFO"
 
     def dead_letter_queue(self, qname: str) -> str:
         return qname + self.dead_letter_suffix
@@ -70,6 +71,7 @@ class Settings:
             event_ttl=reader.integer("EVENT_TTL", d.event_ttl, low=1),
             heartbeat=reader.number("HEARTBEAT", d.heartbeat, low=0.1),
             stagger=reader.number("STAGGER", d.stagger, low=0),
+            log_level=reader.log_level("LOG_LEVEL", d.log_level),
         )
         try:
             settings.connection.redis_kwargs(settings.redis_url)
@@ -149,6 +151,12 @@ class _Reader:
     def connection(self) -> ConnectionOptions:
         try:
             return ConnectionOptions.from_env(self.env)
+        except ValueError as exc:
+            raise SettingError(str(exc)) from None
+
+    def log_level(self, name: str, default: str) -> str:
+        try:
+            return logs.check_level(self._raw(name) or default)
         except ValueError as exc:
             raise SettingError(str(exc)) from None
 
