@@ -299,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UNREACHABLE as exc:
         return _unreachable(exc, url)
     except redis.RedisError as exc:
-        return _fail(f"{type(exc).__name__}: {scrub(str(exc), url)}", EXIT_ERROR)
+        return _fail(f"{type(exc).__name__}: {scrub(explain(exc), url)}", EXIT_ERROR)
     # ASCII escapes keep the output printable whatever the bodies hold (even lone surrogates).
     print(json.dumps(result, indent=2 if args.pretty else None))
     return EXIT_OK

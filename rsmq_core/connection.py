@@ -174,13 +174,21 @@ def explain(exc: BaseException) -> str:
         )
     if isinstance(exc, redis.AuthenticationError):
         return f"{text} (check the user name and password in the URL)"
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return (
+            f"{text} (the Redis ACL user needs the namespace's keys and channels and the "
+            "commands a queue runs, scripts included: see the README's ACL rule)"
+        )
     return text
 
 
 def is_misconfigured(exc: BaseException) -> bool:
-    """Whether ``exc`` is a connection failure no retry can cure: a certificate that fails
-    verification, or a user name or password that Redis refuses."""
-    return _certificate_failed(exc) or isinstance(exc, redis.AuthenticationError)
+    """Whether ``exc`` is a failure no retry can cure: a certificate that fails
+    verification, a user name or password that Redis refuses, or an ACL user that may not
+    run what the queue needs."""
+    return _certificate_failed(exc) or isinstance(
+        exc, redis.AuthenticationError | redis.exceptions.NoPermissionError
+    )
 
 
 def _certificate_failed(exc: BaseException) -> bool:

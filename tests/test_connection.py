@@ -109,4 +109,7 @@ def test_only_settings_no_retry_can_cure_count_as_misconfigured():
     wrapped.__cause__ = ssl.SSLCertVerificationError("certificate verify failed")
     assert is_misconfigured(wrapped) and "REDIS_TLS_CA_FILE" in explain(wrapped)
     assert is_misconfigured(redis.AuthenticationError("invalid username-password pair"))
+    denied = redis.exceptions.NoPermissionError("no permissions to run the 'evalsha' command")
+    assert is_misconfigured(denied) and "README's ACL rule" in explain(denied)
+    assert not is_misconfigured(redis.ResponseError("WRONGTYPE"))
     assert explain(redis.ConnectionError("two\nlines")) == "two lines"

@@ -244,24 +244,30 @@ def test_a_worker_process_over_tls_as_an_acl_user(tls_server, admin, url, ns, ce
         worker.cleanup()
 
 
-@pytest.mark.parametrize("fault", ["password", "certificate"])
-def test_a_worker_that_cannot_use_redis_exits_saying_why(tls_server, user, ns, certs, fault):
+@pytest.mark.parametrize("fault", ["password", "certificate", "permission"])
+def test_a_worker_that_cannot_use_redis_exits_saying_why(tls_server, admin, user, ns, certs, fault):
     password = "wrong-password" if fault == "password" else user[1]
     settings: dict[str, Any] = {}
-    if fault == "password":
+    if fault != "certificate":
         settings["redis_tls_ca_file"] = str(certs.ca)
+    if fault == "permission":  # an ACL user that may not run scripts
+        admin.execute_command("ACL", "SETUSER", user[0], "-@scripting")
     worker = WorkerProcess(user_url(tls_server, user[0], password), ns, **settings)
     try:
         worker.start(ready=False)
         assert worker.proc is not None
         assert worker.proc.wait(30) == 1
-        output = worker.output()
+        output, worker_stderr = worker.stdout(), worker.stderr()
     finally:
         worker.cleanup()
     assert f"cannot use Redis at rediss://{user[0]}:***@127.0.0.1:" in output
     assert password not in output
+    assert worker_stderr == "", "one line on stdout, no traceback"
     if fault == "password":
         assert "check the user name and password in the URL" in output
+    elif fault == "permission":
+        assert "no permissions to run the 'evalsha' command" in output
+        assert "the Redis ACL user needs the namespace's keys and channels" in output
     else:
         assert "certificate verify failed" in output and "REDIS_TLS_CA_FILE" in output
 

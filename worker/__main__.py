@@ -10,7 +10,8 @@ import signal
 import sys
 import threading
 
-from realtime.subscriber import CONNECTION_LOST
+from redis import RedisError
+
 from rsmq_core import logs
 from rsmq_core.connection import explain, is_misconfigured, mask_url, scrub
 
@@ -54,7 +55,7 @@ def main() -> int:
     logs.configure(settings.log_level)
     try:
         asyncio.run(serve(settings, handler))
-    except CONNECTION_LOST as exc:
+    except RedisError as exc:
         if not is_misconfigured(exc):
             raise
         url = settings.redis_url

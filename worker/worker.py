@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from redis import RedisError
+
 from realtime import EventLog, StatusEvent, Subscriber, Wakeup
 from realtime.events import Status
 from realtime.registry import WorkerInfo, heartbeat, live_workers, unregister
@@ -125,10 +127,14 @@ class Worker:
             "worker %s starting: %s mode, queues %s, concurrency %d",
             self.id, self.mode, ",".join(self.settings.queues), self.settings.concurrency,
         )  # fmt: skip
-        await self._check_redis()
+        try:
+            await self._prepare()
+        except RedisError:  # only what no retry can cure gets here: stop, saying why
+            if self._owns_redis:
+                await self._redis.aclose()
+            raise
         if self._subscriber is not None:
             self._subscriber.start()
-        await self._create_missing_queues()
         beat = asyncio.create_task(self._heartbeat(info))
         consumers = [asyncio.create_task(self._consume(q)) for q in self.settings.queues]
         try:
@@ -151,17 +157,17 @@ class Worker:
                 await self._redis.aclose()
             log.info("worker %s stopped: %r", self.id, self)
 
-    async def _check_redis(self) -> None:
-        """Refuse to start on a setting no retry can cure (a certificate that fails
-        verification, a refused password); an unreachable Redis is waited for as ever."""
+    async def _prepare(self) -> None:
+        """Check the connection and create missing queues. A setting no retry can cure (a
+        certificate that fails verification, a refused password, an ACL user without the
+        permissions a queue needs) raises; an unreachable Redis is waited for as ever."""
         try:
             await self._redis.ping()
         except REDIS_DOWN as exc:
             if is_misconfigured(exc):
-                if self._owns_redis:
-                    await self._redis.aclose()
                 raise
             log.warning("Redis is not reachable yet (%s); retrying", explain(exc))
+        await self._create_missing_queues()
 
     async def _heartbeat(self, info: WorkerInfo) -> None:
         while True:
