@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+from starlette.testclient import TestClient
 
 from realtime import Subscriber
 from realtime.subscriber import RESYNC
@@ -20,6 +21,8 @@ from rsmq_core.connection import async_client, explain, is_misconfigured, sync_c
 from tests.test_web_server import WebProcess, statuses
 from tests.tls import Certificates, TlsRedisServer, make_certificates, user_url
 from tests.workers import WorkerProcess, done, wait_for
+from web.app import create_app
+from web.settings import Settings as WebSettings
 
 # What a queue's user needs, and no more: its namespace's keys and channels, no admin command.
 QUEUE_ACL = ["+@read", "+@write", "+@scripting", "+@pubsub", "+@transaction", "+@connection",
@@ -289,3 +292,13 @@ def test_the_web_app_and_a_worker_over_tls(tls_server, url, ns, certs):
         web.stop()
     assert [e["status"] for e in events] == ["queued", "received", "processing", "done"]
     assert {e["id"] for e in events} == set(sent)
+
+
+def test_the_web_apps_health_says_which_setting_to_look_at(url, ns, user):
+    with TestClient(create_app(WebSettings(redis_url=url, ns=ns))) as client:
+        answer = client.get("/api/health")
+    assert answer.status_code == 503
+    message = answer.json()["message"]
+    assert message.startswith("ConnectionError: ") and "certificate verify failed" in message
+    assert "REDIS_TLS_CA_FILE" in message and "REDIS_TLS_VERIFY=none" in message
+    assert user[1] not in answer.text
