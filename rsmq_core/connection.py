@@ -12,7 +12,7 @@ import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, cast, overload
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
@@ -130,6 +130,24 @@ AsyncRedis = aioredis.Redis | aioredis.RedisCluster
 """What every async part of the project runs on: a standalone Redis, or a Redis Cluster."""
 
 
+@overload
+def async_client(
+    url: str,
+    options: ConnectionOptions | None = ...,
+    *,
+    cluster: Literal[False] = ...,
+    pool_class: type[aioredis.ConnectionPool] = ...,
+    **kwargs: Any,
+) -> aioredis.Redis: ...
+@overload
+def async_client(
+    url: str,
+    options: ConnectionOptions | None = ...,
+    *,
+    cluster: bool,
+    pool_class: type[aioredis.ConnectionPool] = ...,
+    **kwargs: Any,
+) -> AsyncRedis: ...
 def async_client(
     url: str,
     options: ConnectionOptions | None = None,
@@ -148,6 +166,18 @@ def async_client(
     return aioredis.Redis.from_pool(pool_class.from_url(url, **kwargs))
 
 
+@overload
+def sync_client(
+    url: str,
+    options: ConnectionOptions | None = ...,
+    *,
+    cluster: Literal[False] = ...,
+    **kwargs: Any,
+) -> redis.Redis: ...
+@overload
+def sync_client(
+    url: str, options: ConnectionOptions | None = ..., *, cluster: bool, **kwargs: Any
+) -> redis.Redis | redis.RedisCluster: ...
 def sync_client(
     url: str, options: ConnectionOptions | None = None, *, cluster: bool = False, **kwargs: Any
 ) -> redis.Redis | redis.RedisCluster:

@@ -114,7 +114,7 @@ class TlsRedisServer(RedisServer):
         ]  # fmt: skip
 
     def client(self, **kwargs: Any) -> redis.Redis:
-        return sync_client(self.url, self.options, **kwargs)
+        return sync_client(self.url, self.options, cluster=False, **kwargs)
 
     def start(self) -> None:
         try:
