@@ -34,9 +34,18 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "con
 
 
 class WorkerProcess:
-    def __init__(self, redis_url: str, ns: str, **settings: Any) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        ns: str,
+        *,
+        admin: Callable[[], redis.Redis] | None = None,
+        **settings: Any,
+    ) -> None:
+        """``admin`` makes the client that watches the worker start (a plain one by default)."""
         self.redis_url = redis_url
         self.ns = ns
+        self.admin = admin or (lambda: redis.Redis.from_url(redis_url))
         self.env = {k: v for k, v in os.environ.items() if k not in ("REALTIME", "QUEUES")}
         self.env.update(
             REDIS_URL=redis_url,
@@ -48,12 +57,13 @@ class WorkerProcess:
         )
         self.env.update({k.upper(): str(v) for k, v in settings.items()})
         self.log = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".log", delete=False)
+        self.err = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".err", delete=False)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, ready: bool = True) -> WorkerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "worker"], env=self.env, cwd=ROOT,
-            stdout=self.log, stderr=subprocess.STDOUT,
+            stdout=self.log, stderr=self.err,
         )  # fmt: skip
         if ready:
             self.wait_ready()
@@ -66,7 +76,7 @@ class WorkerProcess:
 
     def wait_ready(self, timeout: float = 15) -> None:
         """Registered, and in realtime mode subscribed to every queue's channel."""
-        r = redis.Redis.from_url(self.redis_url)
+        r = self.admin()
         queues = self.env["QUEUES"].split(",")
         realtime = self.env.get("REALTIME", "true").lower() in ("1", "true", "yes", "on")
 
@@ -85,8 +95,15 @@ class WorkerProcess:
         wait_for(ready, timeout, "the worker to be ready")
         r.close()
 
-    def output(self) -> str:
+    def stdout(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return Path(self.err.name).read_text(errors="replace")
+
+    def output(self) -> str:
+        """Both streams, stdout first."""
+        return self.stdout() + self.stderr()
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
@@ -111,8 +128,9 @@ class WorkerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-        self.log.close()
-        os.unlink(self.log.name)
+        for file in (self.log, self.err):
+            file.close()
+            os.unlink(file.name)
 
 
 def records(r: redis.Redis, key: str) -> list[dict[str, Any]]:
