@@ -33,7 +33,9 @@ def done_key(ns: str) -> str:
 def _redis() -> redis.Redis:
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(os.environ["REDIS_URL"])
+        # RECORD_REDIS_URL: record straight to Redis when the worker's own URL is a proxy.
+        url = os.environ.get("RECORD_REDIS_URL") or os.environ["REDIS_URL"]
+        _client = redis.Redis.from_url(url)
     return _client
 
 

@@ -26,12 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 
 from realtime import EventLog, StatusEvent, Subscriber, Wakeup
 from realtime.events import Status
 from realtime.registry import WorkerInfo, heartbeat, live_workers, unregister
 from realtime.subscriber import CONNECTION_LOST
 from rsmq_core import AsyncRSMQ, Message, QueueExists, QueueNotFound
+from rsmq_core.client import BACKOFF, RETRIES
 
 from .job import Job
 from .settings import Settings
@@ -79,11 +81,19 @@ class Worker:
         self.handler = handler
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.mode = "realtime" if settings.realtime else "polling"
-        self._redis = redis or aioredis.Redis.from_url(settings.redis_url)
+        # Retry a dropped connection as AsyncRSMQ.from_url does: without it (redis-py's
+        # from_url retries nothing) a delete cut in flight fails, and the message is handled
+        # again after its visibility timeout. Every call the worker makes is safe to repeat.
+        self._redis = redis or aioredis.Redis.from_url(
+            settings.redis_url, retry=Retry(BACKOFF, RETRIES)
+        )
+        # But not the pub/sub connection: a retry would resubscribe silently, and the
+        # subscriber must see every reconnect to look for what it missed meanwhile.
+        self._pubsub_redis = redis or aioredis.Redis.from_url(settings.redis_url)
         self._owns_redis = redis is None
         self.rsmq = AsyncRSMQ(self._redis, ns=settings.ns)
         self.events = EventLog(self._redis, settings.ns, ttl=settings.event_ttl)
-        self._subscriber = Subscriber(self._redis) if settings.realtime else None
+        self._subscriber = Subscriber(self._pubsub_redis) if settings.realtime else None
         self._wakeups: list[Wakeup] = []
         self._peers: dict[str, tuple[str, ...]] = {}
         self._states: dict[str, _QueueState] = {}
@@ -144,6 +154,7 @@ class Worker:
             self._threads.shutdown(wait=False, cancel_futures=True)
             if self._owns_redis:
                 await self._redis.aclose()
+                await self._pubsub_redis.aclose()
             log.info("worker %s stopped: %r", self.id, self)
 
     async def _heartbeat(self, info: WorkerInfo) -> None:
