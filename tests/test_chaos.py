@@ -18,7 +18,7 @@ import redis
 
 from bench.chaos import ledger, proxy
 from bench.chaos.ledger import Fault, Life, Record, Send
-from bench.chaos.soak import SMALL, Plan, run
+from bench.chaos.soak import SMALL, Plan, Result, run
 from tests.workers import ROOT
 
 # The full soak's target is 2 s; a loaded 2-core CI machine gets more room.
@@ -244,6 +244,28 @@ def test_the_schedule_alternates_worker_kills_with_the_other_faults():
     ]  # fmt: skip
     times = [t for t, kind in plan.schedule() if kind == ledger.WORKER_KILL]
     assert [b - a for a, b in itertools.pairwise(times)] == [1.5, 1.5]
+
+
+def test_every_missed_expectation_is_named():
+    plan = Plan(messages=3, worker_kills=1, redis_kills=1, script_flushes=0, client_kills=0,
+                proxy_cuts=0)  # fmt: skip
+    verdict = ledger.Verdict(acknowledged=2, lost=[1], unexplained=["x"], phantoms=[9],
+                             dead_lettered=[2])  # fmt: skip
+    slow = ledger.Recovery(ledger.REDIS_KILL, 1.0, 0.1, 0.5, 3.0, 4)
+    res = Result(
+        mode="realtime", fsync="always", plan=plan, seconds=1.0, verdict=verdict,
+        recoveries=[slow], faults=[Fault(ledger.REDIS_KILL, 1.0, 1.1)], drained=False,
+        left_in_queue=2, random_drops=0, worker_exits=[0, -9], sender_error="boom",
+    )  # fmt: skip
+    problems = "\n".join(res.problems())
+    for named in ["only 2 of 3 sends", "only 1 of 2 faults", "1 acknowledged sends lost",
+                  "1 duplicates with no fault", "never sent", "1 messages dead-lettered",
+                  "did not drain: 2", "workers back 3.0 s", "exit codes [0, -9]",
+                  "sender failed: boom"]:  # fmt: skip
+        assert named in problems
+    assert res.problems(recovery_bound=5.0) != res.problems()  # the bound is the caller's
+    everysec = Result(**{**res.__dict__, "fsync": "everysec"})
+    assert "lost" not in "\n".join(everysec.problems())  # allowed there, and reported
 
 
 def test_a_run_refuses_an_unknown_mode():

@@ -113,6 +113,10 @@ class Result:
     def problems(self, *, recovery_bound: float = 2.0) -> list[str]:
         """What went against the expectations (empty: all met)."""
         v, out = self.verdict, []
+        if v.acknowledged < self.plan.messages:
+            out.append(f"only {v.acknowledged} of {self.plan.messages} sends acknowledged")
+        if len(self.faults) < len(self.plan.schedule()):
+            out.append(f"only {len(self.faults)} of {len(self.plan.schedule())} faults injected")
         if v.lost and self.fsync == "always":
             out.append(f"{len(v.lost)} acknowledged sends lost with appendfsync always")
         if v.unexplained:
