@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from bench.chaos.soak import FULL, SMALL, Result, run
 from bench.workers import exit_on_sigterm, table
@@ -79,6 +80,13 @@ def as_json(res: Result) -> dict[str, Any]:
     return data
 
 
+HARD_CAP_MARGIN = 60  # seconds past a run's budget: stopping workers, reading the journals
+
+
+def over_time(signum: int, frame: object) -> NoReturn:
+    raise SystemExit("bench.chaos: a run went past its hard time cap; everything was stopped")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.chaos", description=(__doc__ or "").split("\n")[0]
@@ -90,11 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="PATH", help="save the figures as JSON")
     args = parser.parse_args(argv)
     exit_on_sigterm()
+    signal.signal(signal.SIGALRM, over_time)
     plan = SMALL if args.small else FULL
     results = []
     for mode in args.mode or ["realtime", "polling"]:
         for fsync in args.fsync or ["always", "everysec"]:
+            # A hard cap over the run's own budget: SystemExit unwinds it, stopping its processes.
+            signal.alarm(int(plan.budget) + HARD_CAP_MARGIN)
             res = run(plan, mode, fsync, keep=args.keep)
+            signal.alarm(0)
             print(describe(res), flush=True)
             if args.keep:
                 print(f"   files: {res.folder}")
