@@ -94,7 +94,8 @@ def check_seconds(name: str, value: object) -> int:
         raise InvalidValue(f"{text} (got {value!r}, not an integer)")
     if not 0 <= value <= MAX_SECONDS:
         raise InvalidValue(text)
-    return value
+    # A plain int: redis-py writes an int subclass (an IntEnum) as its repr, not its digits.
+    return int(value)
 
 
 def check_maxsize(value: object) -> int:
@@ -103,7 +104,7 @@ def check_maxsize(value: object) -> int:
         raise InvalidValue(f"{text} (got {value!r}, not an integer)")
     if value != MAXSIZE_UNLIMITED and not MAXSIZE_MIN <= value <= MAXSIZE_MAX:
         raise InvalidValue(text)
-    return value
+    return int(value)
 
 
 def check_count(value: object) -> int:
@@ -112,7 +113,7 @@ def check_count(value: object) -> int:
         raise InvalidValue(f"{text} (got {value!r}, not an integer)")
     if not 1 <= value <= MAX_BATCH:
         raise InvalidValue(text)
-    return value
+    return int(value)
 
 
 def encode_message(message: object) -> bytes:
@@ -322,7 +323,7 @@ def fenced(id: object, rc: object) -> Fenced:
         return (check_id(id), "")
     if isinstance(rc, bool) or not isinstance(rc, int) or rc < 1:
         raise InvalidValue(f"rc must be a receive count of 1 or more (got {rc!r})")
-    return (check_id(id), rc)
+    return (check_id(id), int(rc))
 
 
 def delete(keys: Keys, items: Sequence[Fenced]) -> Call:

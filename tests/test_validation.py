@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 import pytest
 
 from rsmq_core import (
@@ -246,3 +248,23 @@ def test_redrive_count_refused(rsmq, count):
     rsmq.create_queue("q")
     with pytest.raises(InvalidValue, match=r"^count must be between 1 and 1000"):
         rsmq.redrive_messages("q", "q", count=count)
+
+
+class Seconds(enum.IntEnum):
+    """An int subclass whose repr is not its digits (redis-py sends an int's repr)."""
+
+    FIVE = 5
+    ONE = 1
+
+
+def test_int_subclasses_are_stored_as_their_digits(rsmq, r):
+    rsmq.create_queue("q", vt=Seconds.FIVE, delay=Seconds.ONE, maxsize=-1)
+    assert r.hmget(f"{rsmq.ns}:q:Q", ["vt", "delay", "maxsize"]) == ["5", "1", "-1"]
+    rsmq.set_queue_attributes("q", delay=Seconds.ONE - 1)
+    mid = rsmq.send_message("q", "x", delay=Seconds.ONE - 1)
+    got = rsmq.receive_messages("q", Seconds.ONE, vt=Seconds.FIVE)
+    assert [m.id for m in got] == [mid]
+    assert rsmq.change_message_visibility("q", mid, Seconds.FIVE, rc=Seconds.ONE)
+    rsmq.create_queue("dead")
+    assert rsmq.move_message("q", mid, "dead", rc=Seconds.ONE) is not None
+    assert rsmq.redrive_messages("dead", "q", count=Seconds.FIVE) == 1
