@@ -54,8 +54,8 @@ class Keys:
     def of(cls, ns: str, qname: object) -> Keys:
         if type(qname) is str:
             return _keys(ns, qname)
-        check_qname(qname)  # raises
-        raise AssertionError("unreachable")
+        # A str subclass (a StrEnum) is checked, then used as the plain str it holds.
+        return _keys(ns, str.__str__(check_qname(qname)))
 
 
 @lru_cache(maxsize=4096)

@@ -268,3 +268,17 @@ def test_int_subclasses_are_stored_as_their_digits(rsmq, r):
     rsmq.create_queue("dead")
     assert rsmq.move_message("q", mid, "dead", rc=Seconds.ONE) is not None
     assert rsmq.redrive_messages("dead", "q", count=Seconds.FIVE) == 1
+
+
+class Name(str):
+    """A str subclass as a queue name (StrEnum members are such)."""
+
+
+def test_str_subclass_queue_names_work_and_are_checked(rsmq, r):
+    rsmq.create_queue(Name("q"))
+    assert rsmq.send_message(Name("q"), "x")
+    assert rsmq.list_queues() == ["q"]
+    with pytest.raises(InvalidFormat, match=r"^Invalid qname format$"):
+        rsmq.create_queue(Name("no spaces"))
+    with pytest.raises(MissingParameter):
+        rsmq.create_queue(Name(""))
