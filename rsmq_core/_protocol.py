@@ -374,6 +374,9 @@ def purge(ns: str, qname: object) -> Call:
 def check_ids(ids: object) -> list[str]:
     if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
         raise InvalidValue(f"ids must be a list of message ids (got {type(ids).__name__})")
+    if len(ids) > MAX_BATCH:
+        # Beyond this the script's HMGET would need more arguments than Lua can unpack.
+        raise InvalidValue(f"at most {MAX_BATCH} ids go in one batch (got {len(ids)})")
     return [check_id(i) for i in ids]
 
 

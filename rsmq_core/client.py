@@ -178,7 +178,7 @@ class AsyncRSMQ:
         return await self._deletes.submit(keys, p.fenced(id, rc))
 
     async def delete_messages(self, qname: str, ids: Sequence[str]) -> int:
-        """Delete many messages in one round trip; returns how many were deleted."""
+        """Delete up to 1000 messages in one round trip; returns how many were deleted."""
         keys = p.Keys.of(self.ns, qname)
         items = [p.fenced(i, None) for i in p.check_ids(ids)]
         return sum(p.parse_flags(await self._call(p.delete(keys, items))))

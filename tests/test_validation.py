@@ -199,6 +199,15 @@ def test_ids_must_be_a_list(rsmq):
         rsmq.delete_messages("q", "a" * 32)
 
 
+def test_delete_messages_takes_at_most_a_batch(rsmq):
+    rsmq.create_queue("q")
+    ids = rsmq.send_messages("q", ["x"] * 1000)
+    with pytest.raises(InvalidValue, match=r"^at most 1000 ids go in one batch \(got 3000\)"):
+        rsmq.delete_messages("q", ids * 3)
+    assert rsmq.get_queue_attributes("q").msgs == 1000
+    assert rsmq.delete_messages("q", ids) == 1000
+
+
 @pytest.mark.parametrize("count", [0, 1001, -1, 1.5, "2"])
 def test_receive_count_refused(rsmq, count):
     rsmq.create_queue("q")
