@@ -65,9 +65,18 @@ def _keys(ns: str, qname: str) -> Keys:
     return Keys(f"{ns}:{name}", f"{ns}:{name}:Q", f"{ns}:QUEUES", f"{ns}:rt:{name}")
 
 
+def _is_utf8(text: str) -> bool:
+    """Whether ``text`` can go to Redis: lone surrogates have no UTF-8 form."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_ns(ns: object) -> str:
-    if not isinstance(ns, str) or not ns:
-        raise InvalidFormat("Invalid ns format: a namespace is a non-empty string")
+    if not isinstance(ns, str) or not ns or not _is_utf8(ns):
+        raise InvalidFormat("Invalid ns format: a namespace is a non-empty string of valid Unicode")
     return ns
 
 
@@ -309,7 +318,9 @@ def vt_arg(vt: object) -> str | int:
 
 
 def receive(keys: Keys, count: int, vt: str | int, *, pop: bool, announce: object = None) -> Call:
-    if announce is not None and (not isinstance(announce, str) or not announce):
+    if announce is not None and (
+        not isinstance(announce, str) or not announce or not _is_utf8(announce)
+    ):
         raise InvalidValue(f"announce must be a channel name (got {announce!r})")
     args: list[str | int | bytes] = [vt, count, "pop" if pop else "", announce or ""]
     return Call("receive", [keys.zset, keys.hash], args)

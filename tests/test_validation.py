@@ -220,6 +220,18 @@ def test_namespace_refused():
 
     with pytest.raises(InvalidFormat, match="Invalid ns format"):
         RSMQ.from_url("redis://127.0.0.1:1/0", ns="")
+    with pytest.raises(InvalidFormat, match="Invalid ns format"):
+        RSMQ.from_url("redis://127.0.0.1:1/0", ns="a\ud800")
+
+
+def test_announce_channel_refused(rsmq, r):
+    rsmq.create_queue("q")
+    rsmq.send_message("q", "x")
+    before = snapshot(r, rsmq.ns)
+    for announce in ("", "ch\udfff", 5):
+        with pytest.raises(InvalidValue, match=r"^announce must be a channel name"):
+            rsmq.receive_batch("q", 1, announce=announce)
+    assert snapshot(r, rsmq.ns) == before
 
 
 def test_every_error_is_an_rsmq_error_with_rsmq_name():
