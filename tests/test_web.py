@@ -141,6 +141,9 @@ def test_redrive_and_status(client, r, ns):
         ("post", f"/api/queues/jobs/messages/{ID}/visibility", {}, 400, "missingParameter"),
         ("post", "/api/queues/jobs/messages/short/visibility", {"vt": 1}, 400, "invalidFormat"),
         ("delete", "/api/queues/jobs/messages/short", None, 400, "invalidFormat"),
+        ("post", "/api/queues/jobs/receive", {"vt": None}, 400, "invalidValue"),
+        ("post", "/api/queues/jobs/messages", {"message": None}, 400, "invalidValue"),
+        ("patch", "/api/queues/jobs", {"maxsize": None}, 400, "invalidValue"),
         ("patch", "/api/queues/jobs", {"maxsize": 5}, 400, "invalidValue"),
     ],
 )  # fmt: skip
