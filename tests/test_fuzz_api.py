@@ -9,7 +9,7 @@ requests accepted and schema-invalid ones refused.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jsonschema_rs
@@ -29,9 +29,7 @@ from starlette.testclient import TestClient
 
 from rsmq_core import RSMQ, QueueExists
 from rsmq_core._protocol import ID_RE, QNAME_RE
-from web.app import create_app
 from web.openapi import openapi
-from web.settings import Settings
 
 schema = schemathesis.openapi.from_dict(openapi())
 CHECKS = [
@@ -46,9 +44,8 @@ CHECKS = [
 
 
 @pytest.fixture
-def api(redis_url: str, ns: str) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(redis_url=redis_url, ns=ns))) as client:
-        yield client
+def api(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
 
 
 @pytest.fixture

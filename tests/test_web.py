@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from web.app import create_app
-from web.settings import Settings
-
 ID = "a" * 32
-
-
-@pytest.fixture
-def make_client(redis_url: str, ns: str) -> Iterator[Callable[..., TestClient]]:
-    clients: list[TestClient] = []
-
-    def make(**settings: Any) -> TestClient:
-        settings = {"redis_url": redis_url, "ns": ns, **settings}
-        client = TestClient(create_app(Settings(**settings)))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
 
 
 @pytest.fixture
