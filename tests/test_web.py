@@ -10,6 +10,9 @@ import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from tests.workers import wait_for
+from web.live import MAX_QUEUES
+
 ID = "a" * 32
 
 
@@ -241,6 +244,35 @@ def test_websocket_bad_frames_get_an_error_and_the_connection_stays(client, fram
         assert next_frame(ws, "error")["error"] == "badFrame"
         ws.send_json({"type": "ping"})
         assert next_frame(ws, "pong")
+
+
+def test_a_websocket_follows_a_bounded_number_of_queues_and_lets_them_go(client):
+    hub = client.app.state.hub
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws, \
+            client.websocket_connect("/ws", headers=ORIGIN) as other:  # fmt: skip
+        for i in range(MAX_QUEUES):
+            ws.send_json({"type": "subscribe", "queue": f"q{i}"})
+            assert next_frame(ws, "subscribed")["queue"] == f"q{i}"
+        ws.send_json({"type": "subscribe", "queue": "q0"})  # again: not one more
+        assert next_frame(ws, "subscribed")["queue"] == "q0"
+        ws.send_json({"type": "subscribe", "queue": "one-too-many"})
+        refused = next_frame(ws, "error")
+        assert refused["error"] == "tooManyQueues" and str(MAX_QUEUES) in refused["message"]
+        other.send_json({"type": "subscribe", "queue": "q1"})
+        next_frame(other, "subscribed")
+        assert hub.queues == MAX_QUEUES
+
+        ws.send_json({"type": "unsubscribe", "queue": "q0"})
+        ws.send_json({"type": "subscribe", "queue": "one-too-many"})
+        assert next_frame(ws, "subscribed")["queue"] == "one-too-many"
+        assert hub.queues == MAX_QUEUES  # q0 is no longer read; one-too-many is
+        ws.close()
+        # Only q1 is still followed, by the other connection, and still delivered to it.
+        wait_for(lambda: hub.queues == 1, what="the closed connection's queues let go")
+        client.post("/api/queues", json={"qname": "q1"})
+        client.post("/api/queues/q1/messages", json={"message": "still here"})
+        assert next_frame(other, "event")["event"]["status"] == "queued"
+    wait_for(lambda: hub.queues == 0, what="every queue let go")
 
 
 def test_a_slow_websocket_is_closed_not_buffered(make_client):
