@@ -223,6 +223,10 @@ def test_websocket_ids_get_their_last_status(client):
     assert other != mid
 
 
+def subscribe_after(eid: str) -> str:
+    return json.dumps({"type": "subscribe", "queue": "jobs", "after": eid})
+
+
 @pytest.mark.parametrize(
     ("frame", "error"),
     [
@@ -232,6 +236,10 @@ def test_websocket_ids_get_their_last_status(client):
         (json.dumps({"type": "subscribe", "queue": "a b"}), "invalidFormat"),
         (json.dumps({"type": "subscribe", "queue": "jobs", "ids": "x"}), "invalidFormat"),
         (json.dumps({"type": "subscribe", "queue": "jobs", "after": "later"}), "invalidFormat"),
+        # Past Redis's 64-bit stream ids: Redis refused the read, which broke the connection.
+        (subscribe_after("9" * 20 + "-0"), "invalidFormat"),
+        (subscribe_after(f"0-{2**64}"), "invalidFormat"),
+        (subscribe_after(f"{2**64 - 1}-{2**64 - 1}"), "invalidFormat"),  # nothing comes after
         ("x" * 70_000, "frameTooLarge"),
         ("[" * 30_000 + "]" * 30_000, "invalidJson"),
     ],

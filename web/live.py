@@ -44,6 +44,7 @@ from .dashboard import Stats
 log = logging.getLogger(__name__)
 
 EID_RE = re.compile(r"\d{1,20}-\d{1,20}")
+MAX_EID_PART = 2**64 - 1  # Redis stream ids are two unsigned 64-bit numbers
 MAX_IDS = 1000
 MAX_FRAME = 64 * 1024
 MAX_QUEUES = 100  # queues one connection may follow at once
@@ -52,6 +53,15 @@ MAX_QUEUES = 100  # queues one connection may follow at once
 def eid_key(eid: str) -> tuple[int, int]:
     ms, _, seq = eid.partition("-")
     return int(ms), int(seq)
+
+
+def valid_after(value: object) -> bool:
+    """A stream id Redis can read on from: both parts in range, and not the very last id
+    (nothing comes after it; Redis refuses it as the exclusive start of a range)."""
+    if not isinstance(value, str) or not EID_RE.fullmatch(value):
+        return False
+    ms, seq = eid_key(value)
+    return ms <= MAX_EID_PART and seq <= MAX_EID_PART and (ms, seq) != (MAX_EID_PART,) * 2
 
 
 class TooSlow(Exception):
@@ -273,7 +283,7 @@ class Hub:
         ):
             self._error(client, "invalidFormat", f"ids must be a list of up to {MAX_IDS} ids")
             return
-        if after is not None and (not isinstance(after, str) or not EID_RE.fullmatch(after)):
+        if after is not None and not valid_after(after):
             self._error(client, "invalidFormat", "after must be an event id like 1700000-0")
             return
         if queue not in client.wants:
