@@ -241,6 +241,7 @@ def subscribe_after(eid: str) -> str:
         (subscribe_after(f"0-{2**64}"), "invalidFormat"),
         (subscribe_after(f"{2**64 - 1}-{2**64 - 1}"), "invalidFormat"),  # nothing comes after
         ("x" * 70_000, "frameTooLarge"),
+        ("é" * 40_000, "frameTooLarge"),  # 40 000 characters, but 80 000 bytes
         ("[" * 30_000 + "]" * 30_000, "invalidJson"),
     ],
 )

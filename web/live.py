@@ -246,7 +246,8 @@ class Hub:
             client.put({"type": "error", "error": error, "message": message})
 
     async def _handle(self, client: Client, text: str) -> None:
-        if len(text) > MAX_FRAME:
+        # In bytes, as the error says: a character is up to 4 (encode only when that matters).
+        if len(text) > MAX_FRAME or (len(text) > MAX_FRAME // 4 and len(text.encode()) > MAX_FRAME):
             self._error(client, "frameTooLarge", f"frames may have at most {MAX_FRAME} bytes")
             return
         try:
