@@ -68,8 +68,8 @@ class Keys:
     def of(cls, ns: str, qname: object, cluster: bool = False) -> Keys:
         if type(qname) is str:
             return _keys(ns, qname, cluster)
-        check_qname(qname)  # raises
-        raise AssertionError("unreachable")
+        # A str subclass (a StrEnum) is checked, then used as the plain str it holds.
+        return _keys(ns, str.__str__(check_qname(qname)), cluster)
 
 
 @lru_cache(maxsize=4096)
@@ -80,9 +80,18 @@ def _keys(ns: str, qname: str, cluster: bool) -> Keys:
     return Keys(f"{ns}:{tag}", f"{ns}:{tag}:Q", f"{ns}:QUEUES", f"{ns}:rt:{tag}", name, cluster)
 
 
+def _is_utf8(text: str) -> bool:
+    """Whether ``text`` can go to Redis: lone surrogates have no UTF-8 form."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_ns(ns: object) -> str:
-    if not isinstance(ns, str) or not ns:
-        raise InvalidFormat("Invalid ns format: a namespace is a non-empty string")
+    if not isinstance(ns, str) or not ns or not _is_utf8(ns):
+        raise InvalidFormat("Invalid ns format: a namespace is a non-empty string of valid Unicode")
     return ns
 
 
@@ -109,7 +118,8 @@ def check_seconds(name: str, value: object) -> int:
         raise InvalidValue(f"{text} (got {value!r}, not an integer)")
     if not 0 <= value <= MAX_SECONDS:
         raise InvalidValue(text)
-    return value
+    # A plain int: redis-py writes an int subclass (an IntEnum) as its repr, not its digits.
+    return int(value)
 
 
 def check_maxsize(value: object) -> int:
@@ -118,7 +128,7 @@ def check_maxsize(value: object) -> int:
         raise InvalidValue(f"{text} (got {value!r}, not an integer)")
     if value != MAXSIZE_UNLIMITED and not MAXSIZE_MIN <= value <= MAXSIZE_MAX:
         raise InvalidValue(text)
-    return value
+    return int(value)
 
 
 def check_count(value: object) -> int:
@@ -127,7 +137,7 @@ def check_count(value: object) -> int:
         raise InvalidValue(f"{text} (got {value!r}, not an integer)")
     if not 1 <= value <= MAX_BATCH:
         raise InvalidValue(text)
-    return value
+    return int(value)
 
 
 def encode_message(message: object) -> bytes:
@@ -361,7 +371,9 @@ def vt_arg(vt: object) -> str | int:
 
 
 def receive(keys: Keys, count: int, vt: str | int, *, pop: bool, announce: object = None) -> Call:
-    if announce is not None and (not isinstance(announce, str) or not announce):
+    if announce is not None and (
+        not isinstance(announce, str) or not announce or not _is_utf8(announce)
+    ):
         raise InvalidValue(f"announce must be a channel name (got {announce!r})")
     args: list[str | int | bytes] = [vt, count, "pop" if pop else "", announce or ""]
     if announce:
@@ -377,7 +389,7 @@ def fenced(id: object, rc: object) -> Fenced:
         return (check_id(id), "")
     if isinstance(rc, bool) or not isinstance(rc, int) or rc < 1:
         raise InvalidValue(f"rc must be a receive count of 1 or more (got {rc!r})")
-    return (check_id(id), rc)
+    return (check_id(id), int(rc))
 
 
 def delete(keys: Keys, items: Sequence[Fenced]) -> Call:

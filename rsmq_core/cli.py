@@ -99,7 +99,12 @@ def _pop(client: RSMQ, args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def _delete(client: RSMQ, args: argparse.Namespace) -> int:
-    return client.delete_messages(args.qname, args.ids)
+    """Any number of ids, 1000 per round trip; every id is checked before any is deleted."""
+    ids = [p.check_id(i) for i in args.ids]
+    step = p.MAX_BATCH
+    return sum(
+        client.delete_messages(args.qname, ids[i : i + step]) for i in range(0, len(ids), step)
+    )
 
 
 def _visibility(client: RSMQ, args: argparse.Namespace) -> bool:

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
+from starlette.testclient import TestClient
 
 from rsmq_core import RSMQ, AsyncRSMQ
 from tests.redis_server import RedisServer
+from web.app import create_app
+from web.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +55,9 @@ class SyncDriven:
         method = getattr(self._client, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return self._runner.run(method(*args, **kwargs))
+            result = method(*args, **kwargs)
+            # keys() is plain on both clients; everything else is a coroutine here.
+            return self._runner.run(result) if inspect.iscoroutine(result) else result
 
         return call
 
@@ -67,3 +73,20 @@ def rsmq(request: pytest.FixtureRequest, redis_url: str, ns: str) -> Iterator[An
             aclient = AsyncRSMQ.from_url(redis_url, ns=ns)
             yield SyncDriven(aclient, runner)
             runner.run(aclient.aclose())
+
+
+@pytest.fixture
+def make_client(redis_url: str, ns: str) -> Iterator[Callable[..., TestClient]]:
+    """The web app in-process (Starlette's TestClient), with settings given; closed after."""
+    clients: list[TestClient] = []
+
+    def make(**settings: Any) -> TestClient:
+        settings = {"redis_url": redis_url, "ns": ns, **settings}
+        client = TestClient(create_app(Settings(**settings)))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)

@@ -292,6 +292,10 @@ def test_small_soak(mode):
     assert kinds == {ledger.WORKER_KILL, ledger.REDIS_KILL, ledger.SCRIPT_FLUSH,
                      ledger.CLIENT_KILL, ledger.PROXY_CUT}  # fmt: skip
     for r in res.recoveries:
-        if r.kind != ledger.WORKER_KILL:
+        if r.kind == ledger.REDIS_KILL:
             assert r.all_back is not None and r.all_back < RECOVERY_BOUND, r
+        elif r.kind != ledger.WORKER_KILL:
+            # Every worker back is asked only after Redis returns (the promise): after a
+            # cut or a flush late in a small run, a worker may simply find no work left.
+            assert r.first is not None and r.first < RECOVERY_BOUND, r
     assert res.problems(recovery_bound=RECOVERY_BOUND) == []

@@ -255,6 +255,15 @@ def test_delete_counts_what_it_deleted(run, r, ns, client):
     refused(run("delete", "q", "bad-id"), "invalidFormat", "Invalid id format")
 
 
+def test_delete_takes_more_ids_than_one_batch_all_checked_first(run, client):
+    ok(run("create", "q"))
+    ids = client.send_messages("q", ["m"] * 1000) + client.send_messages("q", ["m"] * 500)
+    refused(run("delete", "q", *ids, "bad-id"), "invalidFormat", "Invalid id format")
+    assert client.get_queue_attributes("q").msgs == 1500  # none deleted
+    assert ok(run("delete", "q", *ids)) == 1500
+    assert client.get_queue_attributes("q").msgs == 0
+
+
 def test_visibility_of_a_missing_message_is_false(run, r, ns):
     ok(run("create", "q"))
     mid = ok(run("send", "q", "hi"))

@@ -729,6 +729,9 @@ def test_python_pop_and_change_visibility_on_node_messages(
 TEXTS = {
     "empty": "",
     "multibyte": "Grüße, Jürgen! naïve café — 日本語のテキスト, Ελληνικά, עברית, 🎉🚀 𝄞 ✓",
+    "nul_astral_combining_rtl": (
+        "a\x00b\x00 🧑\u200d🚀 \U0010ffff e\u0301a\u0308 \u202eabc\u202c \u200f\ufeff\u2028"
+    ),
     "newlines_quotes": (
         "line one\nline two\r\n\ttabbed \"double\" 'single' `back` \\n not a newline\\ "
         '{"json": ["x", 1]}\n\n'

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 import pytest
 
 from rsmq_core import (
@@ -201,6 +203,15 @@ def test_ids_must_be_a_list(rsmq):
     assert rsmq.delete_messages("q", ["a" * 32] * 1000) == 0
 
 
+def test_delete_messages_takes_at_most_a_batch(rsmq):
+    rsmq.create_queue("q")
+    ids = rsmq.send_messages("q", ["x"] * 1000)
+    with pytest.raises(InvalidValue, match=r"^at most 1000 ids go in one batch \(got 3000\)"):
+        rsmq.delete_messages("q", ids * 3)
+    assert rsmq.get_queue_attributes("q").msgs == 1000
+    assert rsmq.delete_messages("q", ids) == 1000
+
+
 @pytest.mark.parametrize("count", [0, 1001, -1, 1.5, "2"])
 def test_receive_count_refused(rsmq, count):
     rsmq.create_queue("q")
@@ -213,6 +224,18 @@ def test_namespace_refused():
 
     with pytest.raises(InvalidFormat, match="Invalid ns format"):
         RSMQ.from_url("redis://127.0.0.1:1/0", ns="")
+    with pytest.raises(InvalidFormat, match="Invalid ns format"):
+        RSMQ.from_url("redis://127.0.0.1:1/0", ns="a\ud800")
+
+
+def test_announce_channel_refused(rsmq, r):
+    rsmq.create_queue("q")
+    rsmq.send_message("q", "x")
+    before = snapshot(r, rsmq.ns)
+    for announce in ("", "ch\udfff", 5):
+        with pytest.raises(InvalidValue, match=r"^announce must be a channel name"):
+            rsmq.receive_batch("q", 1, announce=announce)
+    assert snapshot(r, rsmq.ns) == before
 
 
 def test_every_error_is_an_rsmq_error_with_rsmq_name():
@@ -250,3 +273,37 @@ def test_redrive_count_refused(rsmq, count):
     rsmq.create_queue("q")
     with pytest.raises(InvalidValue, match=r"^count must be between 1 and 1000"):
         rsmq.redrive_messages("q", "q", count=count)
+
+
+class Seconds(enum.IntEnum):
+    """An int subclass whose repr is not its digits (redis-py sends an int's repr)."""
+
+    FIVE = 5
+    ONE = 1
+
+
+def test_int_subclasses_are_stored_as_their_digits(rsmq, r):
+    rsmq.create_queue("q", vt=Seconds.FIVE, delay=Seconds.ONE, maxsize=-1)
+    assert r.hmget(f"{rsmq.ns}:q:Q", ["vt", "delay", "maxsize"]) == ["5", "1", "-1"]
+    rsmq.set_queue_attributes("q", delay=Seconds.ONE - 1)
+    mid = rsmq.send_message("q", "x", delay=Seconds.ONE - 1)
+    got = rsmq.receive_messages("q", Seconds.ONE, vt=Seconds.FIVE)
+    assert [m.id for m in got] == [mid]
+    assert rsmq.change_message_visibility("q", mid, Seconds.FIVE, rc=Seconds.ONE)
+    rsmq.create_queue("dead")
+    assert rsmq.move_message("q", mid, "dead", rc=Seconds.ONE) is not None
+    assert rsmq.redrive_messages("dead", "q", count=Seconds.FIVE) == 1
+
+
+class Name(str):
+    """A str subclass as a queue name (StrEnum members are such)."""
+
+
+def test_str_subclass_queue_names_work_and_are_checked(rsmq, r):
+    rsmq.create_queue(Name("q"))
+    assert rsmq.send_message(Name("q"), "x")
+    assert rsmq.list_queues() == ["q"]
+    with pytest.raises(InvalidFormat, match=r"^Invalid qname format$"):
+        rsmq.create_queue(Name("no spaces"))
+    with pytest.raises(MissingParameter):
+        rsmq.create_queue(Name(""))

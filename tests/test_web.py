@@ -3,33 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from web.app import create_app
-from web.settings import Settings
+from tests.workers import wait_for
+from web.live import MAX_QUEUES
 
 ID = "a" * 32
-
-
-@pytest.fixture
-def make_client(redis_url: str, ns: str) -> Iterator[Callable[..., TestClient]]:
-    clients: list[TestClient] = []
-
-    def make(**settings: Any) -> TestClient:
-        settings = {"redis_url": redis_url, "ns": ns, **settings}
-        client = TestClient(create_app(Settings(**settings)))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
 
 
 @pytest.fixture
@@ -141,6 +125,9 @@ def test_redrive_and_status(client, r, ns):
         ("post", f"/api/queues/jobs/messages/{ID}/visibility", {}, 400, "missingParameter"),
         ("post", "/api/queues/jobs/messages/short/visibility", {"vt": 1}, 400, "invalidFormat"),
         ("delete", "/api/queues/jobs/messages/short", None, 400, "invalidFormat"),
+        ("post", "/api/queues/jobs/receive", {"vt": None}, 400, "invalidValue"),
+        ("post", "/api/queues/jobs/messages", {"message": None}, 400, "invalidValue"),
+        ("patch", "/api/queues/jobs", {"maxsize": None}, 400, "invalidValue"),
         ("patch", "/api/queues/jobs", {"maxsize": 5}, 400, "invalidValue"),
     ],
 )  # fmt: skip
@@ -236,6 +223,10 @@ def test_websocket_ids_get_their_last_status(client):
     assert other != mid
 
 
+def subscribe_after(eid: str) -> str:
+    return json.dumps({"type": "subscribe", "queue": "jobs", "after": eid})
+
+
 @pytest.mark.parametrize(
     ("frame", "error"),
     [
@@ -245,7 +236,12 @@ def test_websocket_ids_get_their_last_status(client):
         (json.dumps({"type": "subscribe", "queue": "a b"}), "invalidFormat"),
         (json.dumps({"type": "subscribe", "queue": "jobs", "ids": "x"}), "invalidFormat"),
         (json.dumps({"type": "subscribe", "queue": "jobs", "after": "later"}), "invalidFormat"),
+        # Past Redis's 64-bit stream ids: Redis refused the read, which broke the connection.
+        (subscribe_after("9" * 20 + "-0"), "invalidFormat"),
+        (subscribe_after(f"0-{2**64}"), "invalidFormat"),
+        (subscribe_after(f"{2**64 - 1}-{2**64 - 1}"), "invalidFormat"),  # nothing comes after
         ("x" * 70_000, "frameTooLarge"),
+        ("é" * 40_000, "frameTooLarge"),  # 40 000 characters, but 80 000 bytes
         ("[" * 30_000 + "]" * 30_000, "invalidJson"),
     ],
 )
@@ -257,6 +253,35 @@ def test_websocket_bad_frames_get_an_error_and_the_connection_stays(client, fram
         assert next_frame(ws, "error")["error"] == "badFrame"
         ws.send_json({"type": "ping"})
         assert next_frame(ws, "pong")
+
+
+def test_a_websocket_follows_a_bounded_number_of_queues_and_lets_them_go(client):
+    hub = client.app.state.hub
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws, \
+            client.websocket_connect("/ws", headers=ORIGIN) as other:  # fmt: skip
+        for i in range(MAX_QUEUES):
+            ws.send_json({"type": "subscribe", "queue": f"q{i}"})
+            assert next_frame(ws, "subscribed")["queue"] == f"q{i}"
+        ws.send_json({"type": "subscribe", "queue": "q0"})  # again: not one more
+        assert next_frame(ws, "subscribed")["queue"] == "q0"
+        ws.send_json({"type": "subscribe", "queue": "one-too-many"})
+        refused = next_frame(ws, "error")
+        assert refused["error"] == "tooManyQueues" and str(MAX_QUEUES) in refused["message"]
+        other.send_json({"type": "subscribe", "queue": "q1"})
+        next_frame(other, "subscribed")
+        assert hub.queues == MAX_QUEUES
+
+        ws.send_json({"type": "unsubscribe", "queue": "q0"})
+        ws.send_json({"type": "subscribe", "queue": "one-too-many"})
+        assert next_frame(ws, "subscribed")["queue"] == "one-too-many"
+        assert hub.queues == MAX_QUEUES  # q0 is no longer read; one-too-many is
+        ws.close()
+        # Only q1 is still followed, by the other connection, and still delivered to it.
+        wait_for(lambda: hub.queues == 1, what="the closed connection's queues let go")
+        client.post("/api/queues", json={"qname": "q1"})
+        client.post("/api/queues/q1/messages", json={"message": "still here"})
+        assert next_frame(other, "event")["event"]["status"] == "queued"
+    wait_for(lambda: hub.queues == 0, what="every queue let go")
 
 
 def test_a_slow_websocket_is_closed_not_buffered(make_client):

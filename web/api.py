@@ -108,6 +108,12 @@ def options(data: dict[str, Any], *names: str) -> dict[str, Any]:
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ApiError(400, "unknownField", f"unknown field(s): {', '.join(unknown)}")
+    # null is not "the default": the document says what each field is, and null is none of them.
+    nulls = [n for n in names if n in data and data[n] is None]
+    if nulls:
+        raise ApiError(
+            400, "invalidValue", f"{', '.join(nulls)} may not be null (leave a field out instead)"
+        )
     return {n: data[n] for n in names if n in data}
 
 

@@ -125,9 +125,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if not cookie or not hmac.compare_digest(cookie.encode(), header.encode()):
             return api.error_response(403, "csrf", "missing or wrong CSRF token; reload the page")
         data = await api.read_json(request)
-        text = data.get("message", "")
         request.path_params["qname"] = settings.queue
-        return await api.send(request, {"message": text if isinstance(text, str) else None})
+        return await api.send(request, {"message": data.get("message", "")})
 
     async def websocket(ws: WebSocket) -> None:
         if not origin_allowed(ws, settings):

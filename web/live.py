@@ -14,6 +14,9 @@ Protocol (JSON text frames):
   a frame it cannot take (the connection stays open).
 - A client that falls WS_BUFFER events behind is closed with code 1013 ("too slow"): it
   reconnects with its last event id and loses nothing.
+- One connection follows at most MAX_QUEUES queues at once (more: a ``tooManyQueues`` error
+  frame); a queue no connection follows any more is no longer read, so what the process
+  holds is bounded by its connections, whatever names they have asked for.
 
 Each web process listens to a queue's events once (one pub/sub connection, see
 realtime.Subscriber) and fans them out; after any reconnect it replays from the stream.
@@ -41,13 +44,24 @@ from .dashboard import Stats
 log = logging.getLogger(__name__)
 
 EID_RE = re.compile(r"\d{1,20}-\d{1,20}")
+MAX_EID_PART = 2**64 - 1  # Redis stream ids are two unsigned 64-bit numbers
 MAX_IDS = 1000
 MAX_FRAME = 64 * 1024
+MAX_QUEUES = 100  # queues one connection may follow at once
 
 
 def eid_key(eid: str) -> tuple[int, int]:
     ms, _, seq = eid.partition("-")
     return int(ms), int(seq)
+
+
+def valid_after(value: object) -> bool:
+    """A stream id Redis can read on from: both parts in range, and not the very last id
+    (nothing comes after it; Redis refuses it as the exclusive start of a range)."""
+    if not isinstance(value, str) or not EID_RE.fullmatch(value):
+        return False
+    ms, seq = eid_key(value)
+    return ms <= MAX_EID_PART and seq <= MAX_EID_PART and (ms, seq) != (MAX_EID_PART,) * 2
 
 
 class TooSlow(Exception):
@@ -155,11 +169,17 @@ class Hub:
         self._buffer = buffer
         self._clients: set[Client] = set()
         self._readers: dict[str, asyncio.Task[None]] = {}
+        self._followers: dict[str, int] = {}  # queue -> connections that follow it
         self._replays: set[asyncio.Task[None]] = set()
 
     @property
     def clients(self) -> int:
         return len(self._clients)
+
+    @property
+    def queues(self) -> int:
+        """How many queues this process reads events of (each a pub/sub channel)."""
+        return len(self._readers)
 
     async def aclose(self) -> None:
         for task in self._readers.values():
@@ -180,6 +200,8 @@ class Hub:
             pass
         finally:
             self._clients.discard(client)
+            for queue in list(client.wants):
+                self._unfollow(client, queue)
             if self._stats is not None:
                 self._stats.unwatch(client.stats)
             sender.cancel()
@@ -224,7 +246,8 @@ class Hub:
             client.put({"type": "error", "error": error, "message": message})
 
     async def _handle(self, client: Client, text: str) -> None:
-        if len(text) > MAX_FRAME:
+        # In bytes, as the error says: a character is up to 4 (encode only when that matters).
+        if len(text) > MAX_FRAME or (len(text) > MAX_FRAME // 4 and len(text.encode()) > MAX_FRAME):
             self._error(client, "frameTooLarge", f"frames may have at most {MAX_FRAME} bytes")
             return
         try:
@@ -244,7 +267,8 @@ class Hub:
             self._stats.watch(client.stats)
         elif kind == "unsubscribe":
             queue = frame.get("queue")
-            client.wants.pop(queue if isinstance(queue, str) else "", None)
+            if isinstance(queue, str) and queue in client.wants:
+                self._unfollow(client, queue)
         else:
             self._error(client, "unknownType", f"unknown frame type {kind!r}")
 
@@ -260,9 +284,15 @@ class Hub:
         ):
             self._error(client, "invalidFormat", f"ids must be a list of up to {MAX_IDS} ids")
             return
-        if after is not None and (not isinstance(after, str) or not EID_RE.fullmatch(after)):
+        if after is not None and not valid_after(after):
             self._error(client, "invalidFormat", "after must be an event id like 1700000-0")
             return
+        if queue not in client.wants:
+            if len(client.wants) >= MAX_QUEUES:
+                text = f"a connection follows at most {MAX_QUEUES} queues; unsubscribe one"
+                self._error(client, "tooManyQueues", text)
+                return
+            self._followers[queue] = self._followers.get(queue, 0) + 1
         self._reader(queue)
         # Live events from here on reach the client (held back during a replay, which fills
         # in what came before; push() drops what both deliver).
@@ -295,6 +325,17 @@ class Hub:
             held = client.replaying.pop(queue)
         for eid, _, text in held:
             await client.deliver(queue, eid, text)
+
+    def _unfollow(self, client: Client, queue: str) -> None:
+        """The client no longer follows the queue; stop reading a queue nobody follows."""
+        del client.wants[queue]
+        client.last_eid.pop(queue, None)
+        self._followers[queue] -= 1
+        if self._followers[queue] == 0:
+            del self._followers[queue]
+            task = self._readers.pop(queue, None)
+            if task is not None:
+                task.cancel()  # its finally unlistens, which unsubscribes the channel
 
     def _reader(self, queue: str) -> None:
         if queue not in self._readers:

@@ -5,20 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
-_QNAME = {"name": "qname", "in": "path", "required": True,
-          "schema": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,160}$"}}  # fmt: skip
+_NAME = {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,160}$"}
+_QNAME = {"name": "qname", "in": "path", "required": True, "schema": _NAME}
 _ID = {"name": "id", "in": "path", "required": True,
        "schema": {"type": "string", "pattern": "^[a-zA-Z0-9:]{32}$"}}  # fmt: skip
 _SECONDS = {"type": "integer", "minimum": 0, "maximum": 9999999}
+_MAXSIZE = {"anyOf": [{"type": "integer", "minimum": 1024, "maximum": 65536},
+                      {"type": "integer", "enum": [-1]}]}  # fmt: skip
+_COUNT = {"type": "integer", "minimum": 1, "maximum": 1000}
+_RC = {"type": "integer", "minimum": 1}
 WRITE = (400, 401, 404, 413)  # what a write to a queue may answer besides success
 
 
-def _body(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+def _body(
+    properties: dict[str, Any], required: list[str] | None = None, **rules: Any
+) -> dict[str, Any]:
+    """A JSON object body; ``rules`` are further JSON Schema keywords (minProperties, oneOf)."""
     schema: dict[str, Any] = {"type": "object", "properties": properties,
-                              "additionalProperties": False}  # fmt: skip
+                              "additionalProperties": False, **rules}  # fmt: skip
     if required:
         schema["required"] = required
-    return {"required": bool(required), "content": {"application/json": {"schema": schema}}}
+    needed = bool(required or rules)
+    return {"required": needed, "content": {"application/json": {"schema": schema}}}
 
 
 def _answers(ok: int, schema: dict[str, Any] | None, *errors: int) -> dict[str, Any]:
@@ -64,10 +72,10 @@ def openapi() -> dict[str, Any]:
                     413,
                     body=_body(
                         {
-                            "qname": {"type": "string"},
+                            "qname": _NAME,
                             "vt": _SECONDS,
                             "delay": _SECONDS,
-                            "maxsize": {"type": "integer"},
+                            "maxsize": _MAXSIZE,
                         },
                         ["qname"],
                     ),
@@ -81,7 +89,9 @@ def openapi() -> dict[str, Any]:
                     attrs,
                     *WRITE,
                     params=q,
-                    body=_body({"vt": _SECONDS, "delay": _SECONDS, "maxsize": {"type": "integer"}}),
+                    body=_body(
+                        {"vt": _SECONDS, "delay": _SECONDS, "maxsize": _MAXSIZE}, minProperties=1
+                    ),
                 ),
                 "delete": _op(
                     "Delete a queue and its messages", 204, None, 400, 401, 404, params=q
@@ -97,9 +107,15 @@ def openapi() -> dict[str, Any]:
                     body=_body(
                         {
                             "message": {"type": "string"},
-                            "messages": {"type": "array", "items": {"type": "string"}},
+                            "messages": {
+                                "type": "array",
+                                "items": {"type": "string"},
+                                "maxItems": 1000,
+                            },
                             "delay": _SECONDS,
-                        }
+                        },
+                        # one message or a batch, never both
+                        oneOf=[{"required": ["message"]}, {"required": ["messages"]}],
                     ),
                 ),
             },
@@ -110,7 +126,7 @@ def openapi() -> dict[str, Any]:
                     obj,
                     *WRITE,
                     params=q,
-                    body=_body({"vt": _SECONDS, "count": {"type": "integer"}}),
+                    body=_body({"vt": _SECONDS, "count": _COUNT}),
                 ),
             },
             "/api/queues/{qname}/pop": {
@@ -123,7 +139,7 @@ def openapi() -> dict[str, Any]:
                     obj,
                     *WRITE,
                     params=q,
-                    body=_body({"to": {"type": "string"}, "count": {"type": "integer"}}, ["to"]),
+                    body=_body({"to": _NAME, "count": _COUNT}, ["to"]),
                 ),
             },
             "/api/queues/{qname}/messages/{id}": {
@@ -133,7 +149,7 @@ def openapi() -> dict[str, Any]:
                     obj,
                     *WRITE,
                     params=qi,
-                    body=_body({"rc": {"type": "integer", "minimum": 1}}),
+                    body=_body({"rc": _RC}),
                 ),
             },
             "/api/queues/{qname}/messages/{id}/visibility": {
@@ -143,7 +159,7 @@ def openapi() -> dict[str, Any]:
                     obj,
                     *WRITE,
                     params=qi,
-                    body=_body({"vt": _SECONDS, "rc": {"type": "integer"}}, ["vt"]),
+                    body=_body({"vt": _SECONDS, "rc": _RC}, ["vt"]),
                 ),
             },
             "/api/queues/{qname}/messages/{id}/status": {
