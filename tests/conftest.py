@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from rsmq_core import RSMQ, AsyncRSMQ
+from tests.redis_cluster import RedisCluster, unavailable
 from tests.redis_server import RedisServer
 
 
@@ -18,6 +19,20 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """Three masters, no replicas; tests restart masters but leave the cluster ok."""
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(f"no Redis Cluster: {reason}")
+    cluster = RedisCluster(3)
+    try:
+        cluster.create()
+        yield cluster
+    finally:
+        cluster.cleanup()
 
 
 @pytest.fixture
