@@ -1,5 +1,6 @@
 """rsmq_core: Redis Simple Message Queue for Python, wire-compatible with Node RSMQ 0.12."""
 
+from ._protocol import Keys
 from .client import AsyncRSMQ
 from .errors import (
     InvalidFormat,
@@ -20,6 +21,7 @@ __all__ = [
     "AsyncRSMQ",
     "InvalidFormat",
     "InvalidValue",
+    "Keys",
     "Message",
     "MessageNotString",
     "MessageTooLong",

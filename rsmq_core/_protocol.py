@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -39,7 +39,14 @@ _ID_ALPHABET = string.ascii_letters + string.digits
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Keys:
-    """The Redis names RSMQ uses for one queue in one namespace.
+    """The Redis names of one queue in one namespace.
+
+    On a standalone Redis they are RSMQ's own (``{ns}:{qname}``, ``{ns}:{qname}:Q``,
+    ``{ns}:QUEUES``, channel ``{ns}:rt:{qname}``). On a cluster the queue name is hash-tagged
+    (``{ns}:{{qname}}``, ...): one queue's keys and channels share a slot, different queues
+    spread over the masters, and ``{ns}:QUEUES`` sits in a slot of its own, so no script
+    touches it (see :func:`create_queue_steps`). Extras of a queue go under ``zset + ":..."``
+    and ``channel + ":..."``, which keeps them in the queue's slot.
 
     Compared and hashed by identity: there is one per queue (Keys.of caches them), and the
     batchers hash them on every call.
@@ -49,20 +56,23 @@ class Keys:
     hash: str
     queues: str
     channel: str
+    qname: str
+    cluster: bool
 
     @classmethod
-    def of(cls, ns: str, qname: object) -> Keys:
+    def of(cls, ns: str, qname: object, cluster: bool = False) -> Keys:
         if type(qname) is str:
-            return _keys(ns, qname)
+            return _keys(ns, qname, cluster)
         check_qname(qname)  # raises
         raise AssertionError("unreachable")
 
 
 @lru_cache(maxsize=4096)
-def _keys(ns: str, qname: str) -> Keys:
-    # Cached: checking the name and building four strings would otherwise cost every call.
+def _keys(ns: str, qname: str, cluster: bool) -> Keys:
+    # Cached: checking the name and building the strings would otherwise cost every call.
     name = check_qname(qname)
-    return Keys(f"{ns}:{name}", f"{ns}:{name}:Q", f"{ns}:QUEUES", f"{ns}:rt:{name}")
+    tag = f"{{{name}}}" if cluster else name
+    return Keys(f"{ns}:{tag}", f"{ns}:{tag}:Q", f"{ns}:QUEUES", f"{ns}:rt:{tag}", name, cluster)
 
 
 def check_ns(ns: object) -> str:
@@ -256,29 +266,46 @@ def delay_arg(delay: object) -> str | int:
     return "" if delay is None else check_seconds("delay", delay)
 
 
-def create_queue(ns: str, qname: object, vt: object, delay: object, maxsize: object) -> Call:
-    k = Keys.of(ns, qname)
+Steps = Generator[Call, Any, Any]
+"""An operation of more than one call (only on a cluster): yields each call, gets its reply,
+returns the result. Both clients drive it, so the steps are written once."""
+
+
+def _index(k: Keys, change: str) -> Call:
+    return Call("index", [k.queues], [change, k.qname])
+
+
+def create_queue_steps(k: Keys, vt: object, delay: object, maxsize: object) -> Steps:
     args: list[str | int | bytes] = [
         check_seconds("vt", vt),
         check_seconds("delay", delay),
         check_maxsize(maxsize),
-        k.zset[len(ns) + 1 :],
+        k.qname,
     ]
-    return Call("create_queue", [k.hash, k.queues], args)
+    if not k.cluster:
+        check_status((yield Call("create_queue", [k.hash, k.queues], args)))
+        return
+    # On a cluster the index is another slot: named after the queue exists, and named again
+    # when it exists already, which repairs an index an interrupted create left behind.
+    reply = yield Call("create_queue", [k.hash], args)
+    yield _index(k, "add")
+    check_status(reply)
 
 
-def delete_queue(ns: str, qname: object) -> Call:
-    k = Keys.of(ns, qname)
-    return Call("delete_queue", [k.hash, k.zset, k.queues], [k.zset[len(ns) + 1 :]])
+def delete_queue_steps(k: Keys) -> Steps:
+    if not k.cluster:
+        check_status((yield Call("delete_queue", [k.hash, k.zset, k.queues], [k.qname])))
+        return
+    reply = yield Call("delete_queue", [k.hash, k.zset], [k.qname])
+    yield _index(k, "remove")
+    check_status(reply)
 
 
-def get_attributes(ns: str, qname: object) -> Call:
-    k = Keys.of(ns, qname)
+def get_attributes(k: Keys) -> Call:
     return Call("get_attributes", [k.hash, k.zset], [])
 
 
-def set_attributes(ns: str, qname: object, vt: object, delay: object, maxsize: object) -> Call:
-    k = Keys.of(ns, qname)
+def set_attributes(k: Keys, vt: object, delay: object, maxsize: object) -> Call:
     if vt is None and delay is None and maxsize is None:
         raise NoAttributeSupplied()
     args: list[str | int | bytes] = [
@@ -331,14 +358,12 @@ def delete(keys: Keys, items: Sequence[Fenced]) -> Call:
     return Call("delete", [keys.zset, keys.hash], [ids, fences])
 
 
-def change_visibility(ns: str, qname: object, id: object, vt: object, rc: object) -> Call:
-    k = Keys.of(ns, qname)
+def change_visibility(k: Keys, id: object, vt: object, rc: object) -> Call:
     mid, fence = fenced(id, rc)
     return Call("change_visibility", [k.zset, k.hash], [mid, check_seconds("vt", vt), fence])
 
 
-def next_visible(ns: str, qname: object) -> Call:
-    k = Keys.of(ns, qname)
+def next_visible(k: Keys) -> Call:
     return Call("next_visible", [k.zset, k.hash], [])
 
 
@@ -347,26 +372,51 @@ def parse_next_visible(reply: Sequence[Any]) -> float | None:
     return int(rest[0]) / 1000 if rest else None
 
 
-def move(src: Keys, dst: Keys, items: Sequence[Fenced], *, count: int = 0, realtime: bool) -> Call:
-    args: list[str | int | bytes] = [dst.channel if realtime else "", count]
-    args.extend(x for item in items for x in item)
-    return Call("move", [src.zset, src.hash, dst.zset, dst.hash], args)
+def move_steps(
+    src: Keys, dst: Keys, items: Sequence[Fenced], *, count: int = 0, realtime: bool
+) -> Steps:
+    """Move messages (``items``, or the oldest ``count``); returns the ids they got in the
+    target queue ("" for one not moved)."""
+    channel = dst.channel if realtime else ""
+    picks: list[str | int | bytes] = [x for item in items for x in item]
+    if not src.cluster:
+        reply = yield Call(
+            "move", [src.zset, src.hash, dst.zset, dst.hash], [channel, count, *picks]
+        )
+        return _parse_moved(reply, src, dst)
+    # Two queues are two slots on a cluster: copy, then delete what was copied, fenced by the
+    # receive count it had when copied. A failure in between leaves a duplicate, never a loss.
+    taken = _parse_taken((yield Call("move_out", [src.zset, src.hash], [count, *picks])), src)
+    if not any(taken):
+        return ["" for _ in taken]
+    bodies: list[str | int | bytes] = [x for t in taken for x in (t[:2] if t else ("", ""))]
+    reply = yield Call("move_in", [dst.zset, dst.hash], [channel, *bodies])
+    moved = _parse_moved(reply, src, dst)
+    yield delete(src, [(t[0].decode(), int(t[2])) for t in taken if t])
+    return moved
 
 
-def parse_moved(reply: Sequence[Any], src: str, dst: str) -> list[str]:
-    """Ids the moved messages got in the target queue ("" for one not moved)."""
+def _parse_taken(reply: Sequence[Any], src: Keys) -> list[tuple[bytes, bytes, bytes] | None]:
+    """move_out's reply: (id, body, receive count) per message, None for one not there."""
     if _text(reply[0]) == "queueNotFound":
-        raise QueueNotFound(f"Queue not found: {src if int(reply[1]) == 1 else dst}")
+        raise QueueNotFound(f"Queue not found: {src.qname}")
+    rest = reply[1:]
+    return [
+        (rest[i], rest[i + 1], rest[i + 2]) if rest[i] else None for i in range(0, len(rest), 3)
+    ]
+
+
+def _parse_moved(reply: Sequence[Any], src: Keys, dst: Keys) -> list[str]:
+    if _text(reply[0]) == "queueNotFound":
+        raise QueueNotFound(f"Queue not found: {(src if int(reply[1]) == 1 else dst).qname}")
     return [_text(x) for x in reply[1:]]
 
 
-def redrive(ns: str, qname: object, to_qname: object, count: object, *, realtime: bool) -> Call:
-    src, dst = Keys.of(ns, qname), Keys.of(ns, to_qname)
-    return move(src, dst, [], count=check_count(count), realtime=realtime)
+def redrive_steps(src: Keys, dst: Keys, count: object, *, realtime: bool) -> Steps:
+    return move_steps(src, dst, [], count=check_count(count), realtime=realtime)
 
 
-def purge(ns: str, qname: object) -> Call:
-    k = Keys.of(ns, qname)
+def purge(k: Keys) -> Call:
     return Call("purge", [k.zset, k.hash], [])
 
 

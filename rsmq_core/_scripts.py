@@ -16,6 +16,9 @@ NAMES = (
     "change_visibility",
     "next_visible",
     "move",
+    "move_out",
+    "move_in",
+    "index",
     "purge",
 )
 

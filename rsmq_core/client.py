@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
@@ -34,13 +35,14 @@ class AsyncRSMQ:
     ``pop_message`` and ``delete_message`` calls on one queue are coalesced into batched
     script calls, so fifty coroutines cost a handful of round trips, not fifty.
 
-    Build it around a ``redis.asyncio.Redis`` you own, or with :meth:`from_url` (then
-    :meth:`aclose` closes the connection too).
+    Build it around a ``redis.asyncio.Redis`` (or ``RedisCluster``) you own, or with
+    :meth:`from_url` (then :meth:`aclose` closes the connection too). On a cluster each
+    queue's keys are hash-tagged by its name (see :meth:`keys`).
     """
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: aioredis.Redis | aioredis.RedisCluster,
         *,
         ns: str = "rsmq",
         realtime: bool = False,
@@ -49,7 +51,9 @@ class AsyncRSMQ:
         self.redis = redis
         self.ns = p.check_ns(ns)
         self.realtime = realtime
+        self.cluster = isinstance(redis, aioredis.RedisCluster)
         self._owns_redis = _owns_redis
+        self._keys = partial(p.Keys.of, self.ns, cluster=self.cluster)
         self._scripts = {name: redis.register_script(source(name)) for name in NAMES}
         self._sends: Batcher[_SendKey, bytes, str] = Batcher(self._send_each, p.MAX_BATCH)
         self._receives: Batcher[_ReceiveKey, None, Message | None] = Batcher(
@@ -59,23 +63,46 @@ class AsyncRSMQ:
 
     @classmethod
     def from_url(
-        cls, url: str = DEFAULT_URL, *, ns: str = "rsmq", realtime: bool = False, **kwargs: Any
+        cls,
+        url: str = DEFAULT_URL,
+        *,
+        ns: str = "rsmq",
+        realtime: bool = False,
+        cluster: bool = False,
+        **kwargs: Any,
     ) -> Self:
         """A client on its own connection pool; extra keyword arguments go to redis-py.
 
-        A call whose connection drops is retried on a new connection; a send retried that
-        way may, rarely, be stored twice (delivery is at-least-once either way).
+        With ``cluster``, ``url`` names any node of a Redis Cluster and the client is
+        redis-py's cluster client. A call whose connection drops is retried on a new
+        connection; a send retried that way may, rarely, be stored twice (delivery is
+        at-least-once either way).
         """
         kwargs.setdefault("retry", Retry(BACKOFF, RETRIES))
-        return cls(
-            aioredis.Redis.from_url(url, **kwargs), ns=ns, realtime=realtime, _owns_redis=True
+        client: aioredis.Redis | aioredis.RedisCluster = (
+            aioredis.RedisCluster.from_url(url, **kwargs)
+            if cluster
+            else aioredis.Redis.from_url(url, **kwargs)
         )
+        return cls(client, ns=ns, realtime=realtime, _owns_redis=True)
 
     def __repr__(self) -> str:
-        return f"<AsyncRSMQ ns={self.ns!r} realtime={self.realtime}>"
+        return f"<AsyncRSMQ ns={self.ns!r} realtime={self.realtime} cluster={self.cluster}>"
+
+    def keys(self, qname: str) -> p.Keys:
+        """The Redis key and channel names of a queue (RSMQ's own on a standalone Redis)."""
+        return self._keys(qname)
 
     async def _call(self, call: p.Call) -> Any:
         return await self._scripts[call.script](keys=call.keys, args=call.args)
+
+    async def _run(self, steps: p.Steps) -> Any:
+        reply = None
+        try:
+            while True:
+                reply = await self._call(steps.send(reply))
+        except StopIteration as done:
+            return done.value
 
     # Queues ------------------------------------------------------------------------------------
 
@@ -88,7 +115,7 @@ class AsyncRSMQ:
         maxsize: int = p.DEFAULT_MAXSIZE,
     ) -> None:
         """Create a queue; ``QueueExists`` if it is there already."""
-        p.check_status(await self._call(p.create_queue(self.ns, qname, vt, delay, maxsize)))
+        await self._run(p.create_queue_steps(self._keys(qname), vt, delay, maxsize))
 
     async def list_queues(self) -> list[str]:
         """Every queue's name, sorted."""
@@ -96,11 +123,11 @@ class AsyncRSMQ:
 
     async def delete_queue(self, qname: str) -> None:
         """Delete a queue and every message in it; ``QueueNotFound`` if there is none."""
-        p.check_status(await self._call(p.delete_queue(self.ns, qname)))
+        await self._run(p.delete_queue_steps(self._keys(qname)))
 
     async def get_queue_attributes(self, qname: str) -> QueueAttributes:
         """The queue's settings, counters and sizes."""
-        return p.parse_attributes(await self._call(p.get_attributes(self.ns, qname)))
+        return p.parse_attributes(await self._call(p.get_attributes(self._keys(qname))))
 
     async def set_queue_attributes(
         self,
@@ -111,14 +138,14 @@ class AsyncRSMQ:
         maxsize: int | None = None,
     ) -> QueueAttributes:
         """Change any of vt, delay and maxsize; returns the attributes after the change."""
-        call = p.set_attributes(self.ns, qname, vt, delay, maxsize)
+        call = p.set_attributes(self._keys(qname), vt, delay, maxsize)
         return p.parse_attributes(await self._call(call))
 
     # Messages ----------------------------------------------------------------------------------
 
     async def send_message(self, qname: str, message: str, *, delay: int | None = None) -> str:
         """Put a message on the queue (visible after ``delay`` seconds); returns its id."""
-        keys = p.Keys.of(self.ns, qname)
+        keys = self._keys(qname)
         body = p.encode_message(message)
         return await self._sends.submit((keys, p.delay_arg(delay)), body)
 
@@ -126,21 +153,21 @@ class AsyncRSMQ:
         self, qname: str, messages: Sequence[str], *, delay: int | None = None
     ) -> list[str]:
         """Send up to 1000 messages in one round trip, all or none; returns their ids in order."""
-        keys = p.Keys.of(self.ns, qname)
+        keys = self._keys(qname)
         bodies = [p.encode_message(m) for m in p.check_messages(messages)]
         call = p.send(keys, bodies, p.delay_arg(delay), all_or_none=True, realtime=self.realtime)
         return p.parse_batch_ids(await self._call(call))
 
     async def receive_message(self, qname: str, *, vt: int | None = None) -> Message | None:
         """Take the next visible message and hide it for ``vt`` seconds; None if none is visible."""
-        key = (p.Keys.of(self.ns, qname), p.vt_arg(vt), False)
+        key = (self._keys(qname), p.vt_arg(vt), False)
         return await self._receives.submit(key, None)
 
     async def receive_messages(
         self, qname: str, count: int, *, vt: int | None = None
     ) -> list[Message]:
         """Receive up to ``count`` (1..1000) visible messages in one round trip."""
-        call = p.receive(p.Keys.of(self.ns, qname), p.check_count(count), p.vt_arg(vt), pop=False)
+        call = p.receive(self._keys(qname), p.check_count(count), p.vt_arg(vt), pop=False)
         return p.parse_messages(await self._call(call))
 
     async def receive_batch(
@@ -154,18 +181,18 @@ class AsyncRSMQ:
         <ms> until the next message is visible, -1 for none) on that channel, so peers
         waiting to help know whether to stand down, and when to look again.
         """
-        keys = p.Keys.of(self.ns, qname)
+        keys = self._keys(qname)
         call = p.receive(keys, p.check_count(count), p.vt_arg(vt), pop=False, announce=announce)
         return p.parse_received(await self._call(call))
 
     async def pop_message(self, qname: str) -> Message | None:
         """Receive and delete the next visible message at once; None if none is visible."""
-        key = (p.Keys.of(self.ns, qname), "", True)
+        key = (self._keys(qname), "", True)
         return await self._receives.submit(key, None)
 
     async def pop_messages(self, qname: str, count: int) -> list[Message]:
         """Receive and delete up to ``count`` (1..1000) visible messages in one round trip."""
-        call = p.receive(p.Keys.of(self.ns, qname), p.check_count(count), "", pop=True)
+        call = p.receive(self._keys(qname), p.check_count(count), "", pop=True)
         return p.parse_messages(await self._call(call))
 
     async def delete_message(self, qname: str, id: str, *, rc: int | None = None) -> bool:
@@ -174,12 +201,12 @@ class AsyncRSMQ:
         With ``rc``, only while the message's receive count is still ``rc``: a worker whose
         visibility timeout ran out cannot delete a message another worker has received since.
         """
-        keys = p.Keys.of(self.ns, qname)
+        keys = self._keys(qname)
         return await self._deletes.submit(keys, p.fenced(id, rc))
 
     async def delete_messages(self, qname: str, ids: Sequence[str]) -> int:
         """Delete many messages in one round trip; returns how many were deleted."""
-        keys = p.Keys.of(self.ns, qname)
+        keys = self._keys(qname)
         items = [p.fenced(i, None) for i in p.check_ids(ids)]
         return sum(p.parse_flags(await self._call(p.delete(keys, items))))
 
@@ -188,13 +215,13 @@ class AsyncRSMQ:
     ) -> bool:
         """Hide a message for ``vt`` seconds from now; False if there is no such message
         (or, with ``rc``, if it has been received again since)."""
-        call = p.change_visibility(self.ns, qname, id, vt, rc)
+        call = p.change_visibility(self._keys(qname), id, vt, rc)
         return p.parse_flags(await self._call(call))[0]
 
     async def next_visible_in(self, qname: str) -> float | None:
         """Seconds until the queue's next message is visible by Redis's clock: 0.0 if one is
         visible now, None if the queue is empty."""
-        return p.parse_next_visible(await self._call(p.next_visible(self.ns, qname)))
+        return p.parse_next_visible(await self._call(p.next_visible(self._keys(qname))))
 
     async def move_message(
         self, qname: str, id: str, to_qname: str, *, rc: int | None = None
@@ -202,19 +229,20 @@ class AsyncRSMQ:
         """Move a message to another queue in one step (dead-lettering): it becomes a new,
         visible message there. Returns its new id, or None if there was no such message
         (or, with ``rc``, if it has been received again since)."""
-        src, dst = p.Keys.of(self.ns, qname), p.Keys.of(self.ns, to_qname)
-        call = p.move(src, dst, [p.fenced(id, rc)], realtime=self.realtime)
-        return p.parse_moved(await self._call(call), qname, to_qname)[0] or None
+        src, dst = self._keys(qname), self._keys(to_qname)
+        steps = p.move_steps(src, dst, [p.fenced(id, rc)], realtime=self.realtime)
+        moved: list[str] = await self._run(steps)
+        return moved[0] or None
 
     async def redrive_messages(self, qname: str, to_qname: str, *, count: int = 1000) -> int:
         """Move the oldest ``count`` (1..1000) messages of ``qname`` (a dead-letter queue) to
         ``to_qname`` in one round trip; returns how many moved (fewer when it ran out)."""
-        call = p.redrive(self.ns, qname, to_qname, count, realtime=self.realtime)
-        return len(p.parse_moved(await self._call(call), qname, to_qname))
+        src, dst = self._keys(qname), self._keys(to_qname)
+        return len(await self._run(p.redrive_steps(src, dst, count, realtime=self.realtime)))
 
     async def purge_queue(self, qname: str) -> int:
         """Remove every message, keeping the queue and its counters; returns how many."""
-        return int(p.check_status(await self._call(p.purge(self.ns, qname)))[1])
+        return int(p.check_status(await self._call(p.purge(self._keys(qname))))[1])
 
     # Lifecycle ---------------------------------------------------------------------------------
 

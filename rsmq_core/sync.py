@@ -8,10 +8,12 @@ methods with the same signatures.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
 import redis
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from . import _protocol as p
@@ -25,7 +27,7 @@ class RSMQ:
 
     def __init__(
         self,
-        redis: redis.Redis,
+        redis: redis.Redis | redis.RedisCluster,
         *,
         ns: str = "rsmq",
         realtime: bool = False,
@@ -34,21 +36,45 @@ class RSMQ:
         self.redis = redis
         self.ns = p.check_ns(ns)
         self.realtime = realtime
+        self.cluster = isinstance(redis, RedisCluster)
         self._owns_redis = _owns_redis
+        self._keys = partial(p.Keys.of, self.ns, cluster=self.cluster)
         self._scripts = {name: redis.register_script(source(name)) for name in NAMES}
 
     @classmethod
     def from_url(
-        cls, url: str = DEFAULT_URL, *, ns: str = "rsmq", realtime: bool = False, **kwargs: Any
+        cls,
+        url: str = DEFAULT_URL,
+        *,
+        ns: str = "rsmq",
+        realtime: bool = False,
+        cluster: bool = False,
+        **kwargs: Any,
     ) -> Self:
         kwargs.setdefault("retry", Retry(BACKOFF, RETRIES))
-        return cls(redis.Redis.from_url(url, **kwargs), ns=ns, realtime=realtime, _owns_redis=True)
+        client: redis.Redis | redis.RedisCluster = (
+            redis.RedisCluster.from_url(url, **kwargs)
+            if cluster
+            else redis.Redis.from_url(url, **kwargs)
+        )
+        return cls(client, ns=ns, realtime=realtime, _owns_redis=True)
 
     def __repr__(self) -> str:
-        return f"<RSMQ ns={self.ns!r} realtime={self.realtime}>"
+        return f"<RSMQ ns={self.ns!r} realtime={self.realtime} cluster={self.cluster}>"
+
+    def keys(self, qname: str) -> p.Keys:
+        return self._keys(qname)
 
     def _call(self, call: p.Call) -> Any:
         return self._scripts[call.script](keys=call.keys, args=call.args)
+
+    def _run(self, steps: p.Steps) -> Any:
+        reply = None
+        try:
+            while True:
+                reply = self._call(steps.send(reply))
+        except StopIteration as done:
+            return done.value
 
     def create_queue(
         self,
@@ -58,16 +84,16 @@ class RSMQ:
         delay: int = p.DEFAULT_DELAY,
         maxsize: int = p.DEFAULT_MAXSIZE,
     ) -> None:
-        p.check_status(self._call(p.create_queue(self.ns, qname, vt, delay, maxsize)))
+        self._run(p.create_queue_steps(self._keys(qname), vt, delay, maxsize))
 
     def list_queues(self) -> list[str]:
         return p.parse_queues(self.redis.smembers(f"{self.ns}:QUEUES"))
 
     def delete_queue(self, qname: str) -> None:
-        p.check_status(self._call(p.delete_queue(self.ns, qname)))
+        self._run(p.delete_queue_steps(self._keys(qname)))
 
     def get_queue_attributes(self, qname: str) -> QueueAttributes:
-        return p.parse_attributes(self._call(p.get_attributes(self.ns, qname)))
+        return p.parse_attributes(self._call(p.get_attributes(self._keys(qname))))
 
     def set_queue_attributes(
         self,
@@ -77,10 +103,12 @@ class RSMQ:
         delay: int | None = None,
         maxsize: int | None = None,
     ) -> QueueAttributes:
-        return p.parse_attributes(self._call(p.set_attributes(self.ns, qname, vt, delay, maxsize)))
+        return p.parse_attributes(
+            self._call(p.set_attributes(self._keys(qname), vt, delay, maxsize))
+        )
 
     def send_message(self, qname: str, message: str, *, delay: int | None = None) -> str:
-        keys = p.Keys.of(self.ns, qname)
+        keys = self._keys(qname)
         body = p.encode_message(message)
         call = p.send(keys, [body], p.delay_arg(delay), all_or_none=False, realtime=self.realtime)
         return p.first_id(self._call(call))
@@ -88,7 +116,7 @@ class RSMQ:
     def send_messages(
         self, qname: str, messages: Sequence[str], *, delay: int | None = None
     ) -> list[str]:
-        keys = p.Keys.of(self.ns, qname)
+        keys = self._keys(qname)
         bodies = [p.encode_message(m) for m in p.check_messages(messages)]
         return p.parse_batch_ids(
             self._call(
@@ -105,7 +133,7 @@ class RSMQ:
     def receive_batch(
         self, qname: str, count: int, *, vt: int | None = None, announce: str | None = None
     ) -> Received:
-        keys = p.Keys.of(self.ns, qname)
+        keys = self._keys(qname)
         call = p.receive(keys, p.check_count(count), p.vt_arg(vt), pop=False, announce=announce)
         return p.parse_received(self._call(call))
 
@@ -116,35 +144,36 @@ class RSMQ:
         return self._receive(qname, p.check_count(count), None, pop=True)
 
     def delete_message(self, qname: str, id: str, *, rc: int | None = None) -> bool:
-        keys = p.Keys.of(self.ns, qname)
+        keys = self._keys(qname)
         return p.parse_flags(self._call(p.delete(keys, [p.fenced(id, rc)])))[0]
 
     def delete_messages(self, qname: str, ids: Sequence[str]) -> int:
-        keys = p.Keys.of(self.ns, qname)
+        keys = self._keys(qname)
         items = [p.fenced(i, None) for i in p.check_ids(ids)]
         return sum(p.parse_flags(self._call(p.delete(keys, items))))
 
     def change_message_visibility(
         self, qname: str, id: str, vt: int, *, rc: int | None = None
     ) -> bool:
-        return p.parse_flags(self._call(p.change_visibility(self.ns, qname, id, vt, rc)))[0]
+        return p.parse_flags(self._call(p.change_visibility(self._keys(qname), id, vt, rc)))[0]
 
     def next_visible_in(self, qname: str) -> float | None:
-        return p.parse_next_visible(self._call(p.next_visible(self.ns, qname)))
+        return p.parse_next_visible(self._call(p.next_visible(self._keys(qname))))
 
     def move_message(
         self, qname: str, id: str, to_qname: str, *, rc: int | None = None
     ) -> str | None:
-        src, dst = p.Keys.of(self.ns, qname), p.Keys.of(self.ns, to_qname)
-        call = p.move(src, dst, [p.fenced(id, rc)], realtime=self.realtime)
-        return p.parse_moved(self._call(call), qname, to_qname)[0] or None
+        src, dst = self._keys(qname), self._keys(to_qname)
+        steps = p.move_steps(src, dst, [p.fenced(id, rc)], realtime=self.realtime)
+        moved: list[str] = self._run(steps)
+        return moved[0] or None
 
     def redrive_messages(self, qname: str, to_qname: str, *, count: int = 1000) -> int:
-        call = p.redrive(self.ns, qname, to_qname, count, realtime=self.realtime)
-        return len(p.parse_moved(self._call(call), qname, to_qname))
+        src, dst = self._keys(qname), self._keys(to_qname)
+        return len(self._run(p.redrive_steps(src, dst, count, realtime=self.realtime)))
 
     def purge_queue(self, qname: str) -> int:
-        return int(p.check_status(self._call(p.purge(self.ns, qname)))[1])
+        return int(p.check_status(self._call(p.purge(self._keys(qname))))[1])
 
     def close(self) -> None:
         if self._owns_redis:
@@ -162,5 +191,5 @@ class RSMQ:
         self.close()
 
     def _receive(self, qname: str, count: int, vt: int | None, *, pop: bool) -> list[Message]:
-        call = p.receive(p.Keys.of(self.ns, qname), count, p.vt_arg(vt), pop=pop)
+        call = p.receive(self._keys(qname), count, p.vt_arg(vt), pop=pop)
         return p.parse_messages(self._call(call))

@@ -16,25 +16,43 @@ from rsmq_core._scripts import NAMES, source
 SOME_ID = "a" * 32
 
 
-def every_call(ns: str) -> list[p.Call]:
-    keys = p.Keys.of(ns, "q")
+def replies(call: p.Call) -> list[bytes]:
+    """A plausible reply to each call, enough to drive an operation through all its steps."""
+    if call.script == "move_out":
+        return [b"ok", SOME_ID.encode(), b"body", b"1"]
+    return [b"ok", b"x" * 32]
+
+
+def calls_of(steps: p.Steps) -> list[p.Call]:
+    calls, reply = [], None
+    try:
+        while True:
+            calls.append(steps.send(reply))
+            reply = replies(calls[-1])
+    except StopIteration:
+        return calls
+
+
+def every_call(ns: str, *, cluster: bool = False) -> list[p.Call]:
+    keys, dead = p.Keys.of(ns, "q", cluster), p.Keys.of(ns, "dead", cluster)
     return [
-        p.create_queue(ns, "q", 30, 0, 65536),
-        p.delete_queue(ns, "q"),
-        p.get_attributes(ns, "q"),
-        p.set_attributes(ns, "q", 1, None, None),
+        *calls_of(p.create_queue_steps(keys, 30, 0, 65536)),
+        *calls_of(p.delete_queue_steps(keys)),
+        p.get_attributes(keys),
+        p.set_attributes(keys, 1, None, None),
         p.send(keys, [b"x"], "", all_or_none=True, realtime=True),
         p.receive(keys, 1, "", pop=False),
         p.delete(keys, [(SOME_ID, 1)]),
-        p.change_visibility(ns, "q", SOME_ID, 1, None),
-        p.next_visible(ns, "q"),
-        p.move(keys, p.Keys.of(ns, "dead"), [(SOME_ID, "")], realtime=True),
-        p.purge(ns, "q"),
+        p.change_visibility(keys, SOME_ID, 1, None),
+        p.next_visible(keys),
+        *calls_of(p.move_steps(keys, dead, [(SOME_ID, "")], realtime=True)),
+        p.purge(keys),
     ]
 
 
 def test_every_script_has_a_call_and_a_header():
-    assert sorted(c.script for c in every_call("rsmq")) == sorted(NAMES)
+    used = {c.script for c in every_call("rsmq") + every_call("rsmq", cluster=True)}
+    assert sorted(used) == sorted(NAMES)
     for name in NAMES:
         assert re.search(r"^-- KEYS\[1\]", source(name), re.M), f"{name} lacks its header"
 
@@ -42,6 +60,31 @@ def test_every_script_has_a_call_and_a_header():
 def test_hash_tagged_namespace_keeps_each_call_in_one_slot():
     for call in every_call("{rsmq}"):
         assert len({key_slot(k.encode()) for k in call.keys}) == 1, call.script
+
+
+def test_cluster_layout_keeps_each_call_in_its_queues_slot():
+    q, dead = p.Keys.of("rsmq", "q", True), p.Keys.of("rsmq", "dead", True)
+    assert (q.zset, q.hash, q.queues, q.channel) == (
+        "rsmq:{q}",
+        "rsmq:{q}:Q",
+        "rsmq:QUEUES",
+        "rsmq:rt:{q}",
+    )
+    slots = {key_slot(k.encode()) for k in (q.zset, q.hash, q.channel, q.channel + ":events")}
+    assert slots == {key_slot(b"q")}
+    assert key_slot(dead.zset.encode()) != key_slot(q.zset.encode())
+    for call in every_call("rsmq", cluster=True):
+        assert len({key_slot(k.encode()) for k in call.keys}) == 1, call.script
+        if call.script != "index":
+            assert q.queues not in call.keys, call.script
+
+
+def test_cluster_move_copies_then_deletes_fenced_by_the_count_it_copied():
+    q, dead = p.Keys.of("rsmq", "q", True), p.Keys.of("rsmq", "dead", True)
+    calls = calls_of(p.move_steps(q, dead, [(SOME_ID, "")], realtime=False))
+    assert [c.script for c in calls] == ["move_out", "move_in", "delete"]
+    assert calls[1].keys == [dead.zset, dead.hash]
+    assert calls[2].args == [SOME_ID, "1"]
 
 
 def test_scripts_touch_only_declared_keys():

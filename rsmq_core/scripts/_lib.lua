@@ -31,3 +31,57 @@ local function base36(x)
   until x == 0
   return out
 end
+
+-- Moving messages between queues (move.lua in one step; move_out.lua then move_in.lua on a
+-- cluster, where the two queues live in different slots).
+
+-- The messages ARGV[from..] names as (id, receive count it must still have, "" for any)
+-- pairs or, when none are named, the oldest `count`: per message {id, body, receive count}
+-- ("0" when never received), or false for one that is not there (or was received since).
+local function pick(zset, hash, from, count)
+  local wanted = {}
+  if #ARGV >= from then
+    for i = from, #ARGV, 2 do wanted[#wanted + 1] = {ARGV[i], ARGV[i + 1]} end
+  else
+    for _, id in ipairs(redis.call("ZRANGE", zset, 0, count - 1)) do
+      wanted[#wanted + 1] = {id, ""}
+    end
+  end
+  local out = {}
+  for i, w in ipairs(wanted) do
+    local id, fence = w[1], w[2]
+    local got = redis.call("HMGET", hash, id, id .. ":rc")
+    local rc = got[2] or "0"
+    if got[1] and redis.call("ZSCORE", zset, id) and (fence == "" or rc == fence) then
+      out[i] = {id, got[1], rc}
+    else
+      out[i] = false
+    end
+  end
+  return out
+end
+
+-- Adds picked messages to a queue as new messages: a new id (the same random part), sent
+-- now, visible at once, never received. The target's maxsize is not applied: a message that
+-- was accepted once is never lost on its way to a dead-letter queue. Returns {"ok", new id or
+-- "" per message}.
+local function put(zset, hash, picked, channel)
+  local s, us, ms = now()
+  local stamp = s * 1000000 + us
+  local out, moved = {"ok"}, 0
+  for i, m in ipairs(picked) do
+    local new = ""
+    if m then
+      new = base36(stamp + moved) .. string.sub(m[1], -22)
+      redis.call("ZADD", zset, ms, new)
+      redis.call("HSET", hash, new, m[2])
+      moved = moved + 1
+    end
+    out[i + 1] = new
+  end
+  if moved > 0 then
+    redis.call("HINCRBY", hash, "totalsent", moved)
+    if channel ~= "" then redis.call("PUBLISH", channel, redis.call("ZCARD", zset)) end
+  end
+  return out
+end

@@ -1,5 +1,5 @@
 -- Create a queue, as RSMQ's createQueue does.
--- KEYS[1] {ns}:{qname}:Q (hash)   KEYS[2] {ns}:QUEUES (set)
+-- KEYS[1] {ns}:{qname}:Q (hash)   KEYS[2] {ns}:QUEUES (set; absent on a cluster: index.lua)
 -- ARGV    vt, delay, maxsize, qname
 -- Returns {"ok"} or {"queueExists"}.
 local s = now()
@@ -8,5 +8,5 @@ redis.call("HSETNX", KEYS[1], "delay", ARGV[2])
 redis.call("HSETNX", KEYS[1], "maxsize", ARGV[3])
 redis.call("HSETNX", KEYS[1], "created", s)
 redis.call("HSETNX", KEYS[1], "modified", s)
-redis.call("SADD", KEYS[2], ARGV[4])
+if KEYS[2] then redis.call("SADD", KEYS[2], ARGV[4]) end
 return {"ok"}

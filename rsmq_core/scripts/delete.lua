@@ -1,7 +1,8 @@
 -- Delete messages, as RSMQ's deleteMessage does, any number in one call, optionally fenced.
 -- KEYS[1] {ns}:{qname} (zset)   KEYS[2] {ns}:{qname}:Q (hash)
 -- ARGV[1] message ids, joined (each is 32 characters)
--- ARGV[2] per id, the receive count it must still have ("" for any), joined with ","
+-- ARGV[2] per id, the receive count it must still have ("" for any, "0" for never received),
+-- joined with ","
 -- (Two arguments rather than two per id: redis-py's asyncio client packs each argument in
 -- Python, which costs more than the whole script for a large batch.)
 -- A fence keeps a worker whose visibility timeout ran out from deleting a message that
@@ -22,7 +23,7 @@ for i, id in ipairs(ids) do
   local fence = fences[i] or ""
   local body, rc = values[3 * i - 2], values[3 * i - 1]
   local deleted = 0
-  if not seen[id] and (fence == "" or rc == fence) then
+  if not seen[id] and (fence == "" or (rc or "0") == fence) then
     seen[id] = true
     -- Every send writes the body and the ZSET member in one step and every delete removes
     -- both, so the body says whether the message is there: no call per id (each costs more
