@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -46,10 +48,32 @@ def ns() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
+@dataclass(frozen=True)
+class Backend:
+    """Where a test's queues live: the suite's redis-server, or its Redis Cluster."""
+
+    url: str
+    cluster: bool
+
+
 @pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    """A plain redis-py client, to look at the keys themselves."""
-    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """The standalone server, unless a module parametrizes this indirectly with "cluster"
+    (``pytest.mark.parametrize("backend", BACKENDS, indirect=True)``)."""
+    if getattr(request, "param", "standalone") == "cluster":
+        return Backend(request.getfixturevalue("redis_cluster").url, cluster=True)
+    return Backend(request.getfixturevalue("redis_url"), cluster=False)
+
+
+@pytest.fixture
+def r(backend: Backend) -> Iterator[redis.Redis]:
+    """A plain redis-py client (a cluster client on the cluster), to look at the keys."""
+    client: Any = (
+        redis.RedisCluster.from_url(backend.url, decode_responses=True)
+        if backend.cluster
+        else redis.Redis.from_url(backend.url, decode_responses=True)
+    )
+    with client:
         yield client
 
 
@@ -66,19 +90,21 @@ class SyncDriven:
         method = getattr(self._client, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return self._runner.run(method(*args, **kwargs))
+            result = method(*args, **kwargs)
+            return self._runner.run(result) if inspect.iscoroutine(result) else result
 
         return call
 
 
 @pytest.fixture(params=["sync", "async"])
-def rsmq(request: pytest.FixtureRequest, redis_url: str, ns: str) -> Iterator[Any]:
+def rsmq(request: pytest.FixtureRequest, backend: Backend, ns: str) -> Iterator[Any]:
     """Every behaviour test runs once with RSMQ and once with AsyncRSMQ."""
+    url, cluster = backend.url, backend.cluster
     if request.param == "sync":
-        with RSMQ.from_url(redis_url, ns=ns) as client:
+        with RSMQ.from_url(url, ns=ns, cluster=cluster) as client:
             yield client
     else:
         with asyncio.Runner() as runner:
-            aclient = AsyncRSMQ.from_url(redis_url, ns=ns)
+            aclient = AsyncRSMQ.from_url(url, ns=ns, cluster=cluster)
             yield SyncDriven(aclient, runner)
             runner.run(aclient.aclose())

@@ -20,6 +20,8 @@ import redis
 from rsmq_core.embedded import EmbeddedRedis, free_port, redis_server_binary
 
 SLOTS = 16384
+# The conftest's `backend` fixture, parametrized indirectly by modules that run on both.
+BACKENDS = ("standalone", "cluster")
 # Flags in CLUSTER NODES that mean a node is not (yet) a settled member of the cluster.
 UNSETTLED_FLAGS = frozenset({"fail", "fail?", "handshake", "noaddr"})
 

@@ -8,6 +8,10 @@ import time
 import pytest
 
 from rsmq_core import InvalidValue, Message, QueueExists, QueueNotFound
+from tests.redis_cluster import BACKENDS
+
+# Every behaviour on a standalone Redis and on a 3-master Redis Cluster (its own key layout).
+pytestmark = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 
 ID = re.compile(r"^[a-zA-Z0-9:]{32}$")
 
@@ -23,12 +27,23 @@ def wait_for(predicate, timeout: float = 5.0):
         time.sleep(0.005)
 
 
+def test_keys_are_rsmqs_own_or_hash_tagged_on_a_cluster(rsmq, backend):
+    k = rsmq.keys("a")
+    name = "{a}" if backend.cluster else "a"  # the tag keeps one queue's keys in one slot
+    assert (k.zset, k.hash, k.channel) == (
+        f"{rsmq.ns}:{name}",
+        f"{rsmq.ns}:{name}:Q",
+        f"{rsmq.ns}:rt:{name}",
+    )
+    assert k.queues == f"{rsmq.ns}:QUEUES"
+
+
 def test_create_list_delete_queue(rsmq, r):
     assert rsmq.list_queues() == []
     rsmq.create_queue("b")
     rsmq.create_queue("a", vt=5, delay=2, maxsize=2048)
     assert rsmq.list_queues() == ["a", "b"]
-    stored = r.hgetall(f"{rsmq.ns}:a:Q")
+    stored = r.hgetall(rsmq.keys("a").hash)
     assert {k: stored[k] for k in ("vt", "delay", "maxsize")} == {
         "vt": "5",
         "delay": "2",
@@ -36,12 +51,12 @@ def test_create_list_delete_queue(rsmq, r):
     }
     assert stored["created"] == stored["modified"]
     assert abs(int(stored["created"]) - int(r.time()[0])) <= 1
-    assert r.smembers(f"{rsmq.ns}:QUEUES") == {"a", "b"}
+    assert r.smembers(rsmq.keys("a").queues) == {"a", "b"}
 
     rsmq.send_message("a", "x")
     rsmq.delete_queue("a")
     assert rsmq.list_queues() == ["b"]
-    assert not r.exists(f"{rsmq.ns}:a:Q", f"{rsmq.ns}:a")
+    assert not r.exists(rsmq.keys("a").hash, rsmq.keys("a").zset)
 
 
 def test_duplicate_queue_is_refused_and_keeps_its_settings(rsmq, r):
@@ -49,7 +64,7 @@ def test_duplicate_queue_is_refused_and_keeps_its_settings(rsmq, r):
     with pytest.raises(QueueExists, match="Queue exists") as exc:
         rsmq.create_queue("q", vt=9)
     assert exc.value.name == "queueExists"
-    assert r.hget(f"{rsmq.ns}:q:Q", "vt") == "7"
+    assert r.hget(rsmq.keys("q").hash, "vt") == "7"
 
 
 def test_missing_queue_everywhere(rsmq):
@@ -81,23 +96,23 @@ def test_send_receive_delete_round_trip(rsmq, r):
     before_ms = int(r.time()[0]) * 1000
     mid = rsmq.send_message("q", "hello")
     assert ID.match(mid)
-    assert r.hget(f"{rsmq.ns}:q:Q", mid) == "hello"
+    assert r.hget(rsmq.keys("q").hash, mid) == "hello"
 
     msg = rsmq.receive_message("q")
     assert isinstance(msg, Message)
     assert (msg.id, msg.message, msg.rc) == (mid, "hello", 1)
     assert msg.fr >= int(msg.sent) >= before_ms
-    assert r.hget(f"{rsmq.ns}:q:Q", f"{mid}:fr") == str(msg.fr)
+    assert r.hget(rsmq.keys("q").hash, f"{mid}:fr") == str(msg.fr)
     # Hidden for vt=60 s: its score is fr + 60000.
-    assert r.zscore(f"{rsmq.ns}:q", mid) == msg.fr + 60_000
+    assert r.zscore(rsmq.keys("q").zset, mid) == msg.fr + 60_000
     assert rsmq.receive_message("q") is None
 
     assert rsmq.delete_message("q", mid) is True
     assert rsmq.delete_message("q", mid) is False
-    assert r.hkeys(f"{rsmq.ns}:q:Q") == [
-        k for k in r.hkeys(f"{rsmq.ns}:q:Q") if not k.startswith(mid)
+    assert r.hkeys(rsmq.keys("q").hash) == [
+        k for k in r.hkeys(rsmq.keys("q").hash) if not k.startswith(mid)
     ]
-    assert r.zcard(f"{rsmq.ns}:q") == 0
+    assert r.zcard(rsmq.keys("q").zset) == 0
 
 
 def test_fifo_order(rsmq):
@@ -122,7 +137,7 @@ def test_receive_vt_override_and_visibility_timeout(rsmq, r):
     rsmq.create_queue("q", vt=3600)
     mid = rsmq.send_message("q", "x")
     msg = rsmq.receive_message("q", vt=1)
-    assert r.zscore(f"{rsmq.ns}:q", mid) == msg.fr + 1000
+    assert r.zscore(rsmq.keys("q").zset, mid) == msg.fr + 1000
     assert rsmq.receive_message("q") is None
     again = wait_for(lambda: rsmq.receive_message("q"), timeout=5)
     assert (again.id, again.rc) == (mid, 2)
@@ -137,7 +152,7 @@ def test_delay_hides_a_message_until_due(rsmq, r):
     msg = rsmq.receive_message("q")
     assert msg.id == now
     assert rsmq.receive_message("q") is None
-    score = r.zscore(f"{rsmq.ns}:q", late)
+    score = r.zscore(rsmq.keys("q").zset, late)
     assert score == pytest.approx(int(late[:10], 36) // 1000 + 3_600_000, abs=1)
 
 
@@ -160,8 +175,8 @@ def test_pop_removes_the_message(rsmq, r):
     msg = rsmq.pop_message("q")
     assert (msg.id, msg.message, msg.rc) == (mid, "x", 1)
     assert msg.fr >= int(msg.sent)
-    assert r.zcard(f"{rsmq.ns}:q") == 0
-    assert r.hkeys(f"{rsmq.ns}:q:Q") == [
+    assert r.zcard(rsmq.keys("q").zset) == 0
+    assert r.hkeys(rsmq.keys("q").hash) == [
         "vt", "delay", "maxsize", "created", "modified", "totalsent", "totalrecv",
     ]  # fmt: skip
 
@@ -223,7 +238,7 @@ def test_send_messages_batch(rsmq, r):
     assert ids == sorted(ids)  # one batch keeps its order in the queue
     assert all(ID.match(i) for i in ids)
     assert rsmq.send_messages("q", []) == []
-    assert r.zrange(f"{rsmq.ns}:q", 0, -1) == ids
+    assert r.zrange(rsmq.keys("q").zset, 0, -1) == ids
     assert rsmq.get_queue_attributes("q").totalsent == 100
 
 
@@ -249,13 +264,13 @@ def test_receive_and_delete_messages_batch(rsmq):
     assert rsmq.get_queue_attributes("q").totalrecv == 10
 
 
-def test_realtime_send_publishes_queue_size(redis_url, ns, r):
+def test_realtime_send_publishes_queue_size(backend, ns, r):
     from rsmq_core import RSMQ
 
-    with RSMQ.from_url(redis_url, ns=ns, realtime=True) as rt:
+    with RSMQ.from_url(backend.url, ns=ns, realtime=True, cluster=backend.cluster) as rt:
         rt.create_queue("q")
         sub = r.pubsub()
-        sub.subscribe(f"{ns}:rt:q")
+        sub.subscribe(rt.keys("q").channel)
         assert sub.get_message(timeout=5)["type"] == "subscribe"
         rt.send_message("q", "a")
         rt.send_message("q", "b")
@@ -273,11 +288,11 @@ def test_realtime_send_publishes_queue_size(redis_url, ns, r):
 def test_not_realtime_publishes_nothing(rsmq, r):
     rsmq.create_queue("q")
     sub = r.pubsub()
-    sub.subscribe(f"{rsmq.ns}:rt:q")
+    sub.subscribe(rsmq.keys("q").channel)
     assert sub.get_message(timeout=5)["type"] == "subscribe"
     rsmq.send_message("q", "a")
     # Redis delivers publishes in order: anything the send published would come before this.
-    r.publish(f"{rsmq.ns}:rt:q", "marker")
+    r.publish(rsmq.keys("q").channel, "marker")
     m = sub.get_message(timeout=5)
     sub.close()
     assert (m["type"], m["data"]) == ("message", "marker")
@@ -318,8 +333,8 @@ def test_move_message_to_a_dead_letter_queue(rsmq, r):
     assert rsmq.move_message("q", mid, "q-dead", rc=got.rc) is None  # fenced off
     new = rsmq.move_message("q", mid, "q-dead", rc=2)
     assert new and new != mid and new[-22:] == mid[-22:]
-    assert r.zcard(f"{rsmq.ns}:q") == 0
-    assert not [k for k in r.hkeys(f"{rsmq.ns}:q:Q") if k.startswith(mid)]
+    assert r.zcard(rsmq.keys("q").zset) == 0
+    assert not [k for k in r.hkeys(rsmq.keys("q").hash) if k.startswith(mid)]
     dead = rsmq.receive_message("q-dead")
     assert (dead.id, dead.message, dead.rc) == (new, "poison", 1)
     assert rsmq.get_queue_attributes("q-dead").totalsent == 1
@@ -362,7 +377,7 @@ def test_purge_queue(rsmq, r):
     assert rsmq.purge_queue("q") == 6
     a = rsmq.get_queue_attributes("q")
     assert (a.msgs, a.totalsent, a.totalrecv, a.vt) == (0, 6, 1, 100)
-    assert set(r.hkeys(f"{rsmq.ns}:q:Q")) == {
+    assert set(r.hkeys(rsmq.keys("q").hash)) == {
         "vt", "delay", "maxsize", "created", "modified", "totalsent", "totalrecv",
     }  # fmt: skip
     assert rsmq.purge_queue("q") == 0
@@ -422,5 +437,5 @@ def test_pop_messages_batch(rsmq, r):
     assert [m.id for m in rsmq.pop_messages("q", 3)] == ids[:3]
     assert [m.message for m in rsmq.pop_messages("q", 10)] == ["3", "4"]
     assert rsmq.pop_messages("q", 1) == []
-    assert r.zcard(f"{rsmq.ns}:q") == 0
+    assert r.zcard(rsmq.keys("q").zset) == 0
     assert rsmq.get_queue_attributes("q").totalrecv == 5
