@@ -19,7 +19,7 @@ import redis
 
 from worker import Job
 
-_client: redis.Redis | None = None
+_client: redis.Redis | redis.RedisCluster | None = None
 
 
 def started_key(ns: str) -> str:
@@ -30,10 +30,12 @@ def done_key(ns: str) -> str:
     return f"{ns}:test:done"
 
 
-def _redis() -> redis.Redis:
+def _redis() -> redis.Redis | redis.RedisCluster:
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(os.environ["REDIS_URL"])
+        url = os.environ["REDIS_URL"]
+        cluster = os.environ.get("REDIS_CLUSTER", "").lower() in ("1", "true", "yes", "on")
+        _client = redis.RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
     return _client
 
 

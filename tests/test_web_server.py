@@ -25,10 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class WebProcess:
-    def __init__(self, redis_url: str, ns: str) -> None:
+    def __init__(self, redis_url: str, ns: str, **settings: Any) -> None:
         self.port = free_port()
         env = dict(os.environ, REDIS_URL=redis_url, RSMQ_NS=ns, QUEUE="jobs",
                    PYTHONPATH=str(ROOT), WS_KEEPALIVE="1")  # fmt: skip
+        env.update({k.upper(): str(v) for k, v in settings.items()})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "web.app:create_app",
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
