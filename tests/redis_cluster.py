@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import redis
 
+from rsmq_core import Keys
 from rsmq_core.embedded import EmbeddedRedis, free_port, redis_server_binary
 
 SLOTS = 16384
@@ -185,6 +186,18 @@ class RedisCluster:
                 if int(first) <= slot <= int(last or first):
                     return self.ports.index(view.port)
         raise LookupError(f"no master owns slot {slot} (key {key!r})")
+
+    def queue_names(self, ns: str, per_master: int, prefix: str = "q") -> list[str]:
+        """Queue names whose keys (the cluster layout's) put per_master queues on each master."""
+        by_master: dict[int, list[str]] = {i: [] for i in range(len(self.nodes))}
+        for n in range(100 * per_master * len(self.nodes)):
+            name = f"{prefix}{n}"
+            held = by_master[self.owner(Keys.of(ns, name, cluster=True).zset)]
+            if len(held) < per_master:
+                held.append(name)
+            if all(len(names) == per_master for names in by_master.values()):
+                return [name for i in sorted(by_master) for name in by_master[i]]
+        raise LookupError(f"no {per_master} queue names per master among {n + 1} tried")
 
     def kill(self, i: int) -> None:
         """SIGKILL master i: no shutdown save, no goodbye to the other nodes."""

