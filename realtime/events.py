@@ -1,7 +1,8 @@
 """Status events: every step of a message's life, for anyone watching.
 
 Each event goes, in one script call, to three places (keys beside the queue's own, which
-RSMQ never uses and no queue name can reach, as queue names have no ``:``):
+RSMQ never uses and no queue name can reach, as queue names have no ``:``; on a cluster the
+queue name is hash-tagged, as in :class:`rsmq_core.Keys`, so all share the queue's slot):
 
 - ``{ns}:{qname}:events``: a capped stream, the durable log a reconnecting reader replays;
 - ``{ns}:{qname}:status:{id}``: the message's last status, readable for ``ttl`` seconds
@@ -16,12 +17,15 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from importlib import resources
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
+from rsmq_core import Keys
 from rsmq_core._batch import Batcher
+from rsmq_core.client import AsyncRedis
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +59,16 @@ class StatusEvent:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-def stream_key(ns: str, qname: str) -> str:
-    return f"{ns}:{qname}:events"
+def stream_key(keys: Keys) -> str:
+    return f"{keys.zset}:events"
 
 
-def status_key(ns: str, qname: str, id: str) -> str:
-    return f"{ns}:{qname}:status:{id}"
+def status_key(keys: Keys, id: str) -> str:
+    return f"{keys.zset}:status:{id}"
 
 
-def events_channel(ns: str, qname: str) -> str:
-    return f"{ns}:rt:{qname}:events"
+def events_channel(keys: Keys) -> str:
+    return f"{keys.channel}:events"
 
 
 def parse_published(data: bytes) -> tuple[str, StatusEvent]:
@@ -80,10 +84,11 @@ class EventLog:
     """Writes status events, coalescing concurrent ones into one round trip per queue."""
 
     def __init__(
-        self, redis: aioredis.Redis, ns: str, *, maxlen: int = 10_000, ttl: int = 86_400
+        self, redis: AsyncRedis, ns: str, *, maxlen: int = 10_000, ttl: int = 86_400
     ) -> None:
         self._redis = redis
         self._ns = ns
+        self._keys = partial(Keys.of, ns, cluster=isinstance(redis, aioredis.RedisCluster))
         self._maxlen = maxlen
         self._ttl = ttl
         self._script = redis.register_script(_SCRIPT)
@@ -95,6 +100,10 @@ class EventLog:
     @property
     def ns(self) -> str:
         return self._ns
+
+    def channel(self, qname: str) -> str:
+        """The channel a queue's events are published on."""
+        return events_channel(self._keys(qname))
 
     async def record(self, event: StatusEvent) -> str:
         """Record an event and return its stream id."""
@@ -118,21 +127,21 @@ class EventLog:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _write(self, qname: str, events: list[StatusEvent]) -> Sequence[str]:
-        keys = [stream_key(self._ns, qname)]
-        keys += [status_key(self._ns, qname, e.id) for e in events]
-        args: list[Any] = [events_channel(self._ns, qname), self._maxlen, self._ttl]
+        queue = self._keys(qname)
+        keys = [stream_key(queue)] + [status_key(queue, e.id) for e in events]
+        args: list[Any] = [queue.notify(events_channel(queue)), self._maxlen, self._ttl]
         args += [e.to_json() for e in events]
         reply = await self._script(keys=keys, args=args)
         return [x.decode() if isinstance(x, bytes) else str(x) for x in reply]
 
     async def last_status(self, qname: str, id: str) -> StatusEvent | None:
         """The message's last recorded status, while it is kept (``ttl``)."""
-        data = await self._redis.get(status_key(self._ns, qname, id))
+        data = await self._redis.get(status_key(self._keys(qname), id))
         return None if data is None else StatusEvent.from_json(data)
 
     async def last_id(self, qname: str) -> str:
         """The stream id of the queue's newest event ("0-0" when there is none)."""
-        rows: Any = await self._redis.xrevrange(stream_key(self._ns, qname), count=1)
+        rows: Any = await self._redis.xrevrange(stream_key(self._keys(qname)), count=1)
         return _text(rows[0][0]) if rows else "0-0"
 
     async def history(
@@ -140,7 +149,8 @@ class EventLog:
     ) -> list[tuple[str, StatusEvent]]:
         """Events of a queue after stream id ``after`` (exclusive), oldest first."""
         start = after if after == "-" else f"({after}"
-        rows: Any = await self._redis.xrange(stream_key(self._ns, qname), start, "+", count=count)
+        stream = stream_key(self._keys(qname))
+        rows: Any = await self._redis.xrange(stream, start, "+", count=count)
         return [(_text(eid), StatusEvent.from_json(fields[b"e"])) for eid, fields in rows]
 
 

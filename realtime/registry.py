@@ -1,7 +1,8 @@
 """Live workers: each registers itself and refreshes the entry while it runs.
 
 Keys sit under ``{ns}:@workers``: ``@`` cannot appear in a queue name, so no queue's keys
-(RSMQ's or ours) can ever be one of them.
+(RSMQ's or ours) can ever be one of them. On a cluster they are ``{ns}:{@workers}...``: one
+hash slot, so a registration stays one transaction.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+
+from rsmq_core.client import AsyncRedis
 
 
 @dataclass(slots=True)
@@ -29,37 +32,40 @@ class WorkerInfo:
     counters: dict[str, int] = field(default_factory=dict)
 
 
-def index_key(ns: str) -> str:
+def index_key(redis: AsyncRedis, ns: str) -> str:
+    if isinstance(redis, aioredis.RedisCluster):
+        return f"{ns}:{{@workers}}"
     return f"{ns}:@workers"
 
 
-def info_key(ns: str, worker_id: str) -> str:
-    return f"{ns}:@workers:{worker_id}"
+def info_key(redis: AsyncRedis, ns: str, worker_id: str) -> str:
+    return f"{index_key(redis, ns)}:{worker_id}"
 
 
-async def heartbeat(redis: aioredis.Redis, ns: str, info: WorkerInfo, *, ttl: float) -> None:
+async def heartbeat(redis: AsyncRedis, ns: str, info: WorkerInfo, *, ttl: float) -> None:
     """Register or refresh a worker; its entry lapses ``ttl`` seconds after the last one."""
     info.last_seen = int(time.time() * 1000)
+    index = index_key(redis, ns)
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(info_key(ns, info.id), json.dumps(asdict(info)), px=int(ttl * 1000))
-        pipe.zadd(index_key(ns), {info.id: info.last_seen})
-        pipe.zremrangebyscore(index_key(ns), "-inf", info.last_seen - 10 * ttl * 1000)
+        pipe.set(info_key(redis, ns, info.id), json.dumps(asdict(info)), px=int(ttl * 1000))
+        pipe.zadd(index, {info.id: info.last_seen})
+        pipe.zremrangebyscore(index, "-inf", info.last_seen - 10 * ttl * 1000)
         await pipe.execute()
 
 
-async def unregister(redis: aioredis.Redis, ns: str, worker_id: str) -> None:
+async def unregister(redis: AsyncRedis, ns: str, worker_id: str) -> None:
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.delete(info_key(ns, worker_id))
-        pipe.zrem(index_key(ns), worker_id)
+        pipe.delete(info_key(redis, ns, worker_id))
+        pipe.zrem(index_key(redis, ns), worker_id)
         await pipe.execute()
 
 
-async def live_workers(redis: aioredis.Redis, ns: str) -> list[WorkerInfo]:
+async def live_workers(redis: AsyncRedis, ns: str) -> list[WorkerInfo]:
     """Every worker whose entry has not lapsed, oldest first."""
-    ids: Any = await redis.zrange(index_key(ns), 0, -1)
+    ids: Any = await redis.zrange(index_key(redis, ns), 0, -1)
     if not ids:
         return []
-    rows: Any = await redis.mget([info_key(ns, i.decode()) for i in ids])
+    rows: Any = await redis.mget([info_key(redis, ns, i.decode()) for i in ids])
     return sorted(
         (WorkerInfo(**json.loads(row)) for row in rows if row is not None),
         key=lambda w: (w.started, w.id),

@@ -19,6 +19,10 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
+from rsmq_core.client import AsyncRedis
+
+from .sharded import ShardedPubSub, without_retries
+
 log = logging.getLogger(__name__)
 
 # What a dropped or refused connection raises (redis-py wraps socket errors in these).
@@ -97,7 +101,7 @@ class Subscriber:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: AsyncRedis,
         *,
         keepalive: float = 30.0,
         backoff: tuple[float, float] = (0.05, 2.0),
@@ -108,6 +112,7 @@ class Subscriber:
         self._wakeups: dict[str, list[Wakeup]] = {}
         self._listeners: dict[str, list[Listener]] = {}
         self._pubsub: Any = None
+        self._pool: aioredis.ConnectionPool | None = None
         self._task: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Future[None]] = set()
         self._closing = False
@@ -151,6 +156,8 @@ class Subscriber:
                 await asyncio.wait({task}, timeout=2.0)
             if not task.done():
                 log.warning("the pub/sub reader did not stop")
+        if self._pool is not None:
+            await self._pool.disconnect()
 
     def wakeup(self, channel: str) -> Wakeup:
         """A Wakeup set by every message on ``channel`` and after every (re)subscribe."""
@@ -203,7 +210,7 @@ class Subscriber:
     async def _run(self) -> None:
         failures = 0
         while not self._closing:
-            pubsub = self._redis.pubsub()
+            pubsub = self._new_pubsub()
             try:
                 await pubsub.ping()  # connects
                 # From here on a new channel is subscribed to as it is added; the ones
@@ -231,7 +238,17 @@ class Subscriber:
                 self.connected.clear()
                 self._pubsub = None
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
+
+    def _new_pubsub(self) -> Any:
+        if isinstance(self._redis, aioredis.RedisCluster):
+            return ShardedPubSub(self._redis)
+        if self._pool is None:
+            # A pool of its own, without the client's retries (see without_retries).
+            pool = self._redis.connection_pool
+            kwargs = without_retries(pool.connection_kwargs)
+            self._pool = aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+        return aioredis.Redis(connection_pool=self._pool).pubsub()
 
     def _catch_up(self) -> None:
         for wakes in self._wakeups.values():

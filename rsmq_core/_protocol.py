@@ -59,6 +59,11 @@ class Keys:
     qname: str
     cluster: bool
 
+    def notify(self, channel: str) -> str:
+        """A channel of this queue as the scripts take it: "!" in front on a cluster, where
+        they SPUBLISH (sharded pub/sub, the channel being in the queue's slot)."""
+        return f"!{channel}" if self.cluster else channel
+
     @classmethod
     def of(cls, ns: str, qname: object, cluster: bool = False) -> Keys:
         if type(qname) is str:
@@ -320,7 +325,7 @@ def send(
     keys: Keys, bodies: Sequence[bytes], delay: str | int, *, all_or_none: bool, realtime: bool
 ) -> Call:
     args: list[str | int | bytes] = [
-        keys.channel if realtime else "",
+        keys.notify(keys.channel) if realtime else "",
         "all" if all_or_none else "each",
         delay,
         new_id_suffixes(len(bodies)),
@@ -338,6 +343,8 @@ def receive(keys: Keys, count: int, vt: str | int, *, pop: bool, announce: objec
     if announce is not None and (not isinstance(announce, str) or not announce):
         raise InvalidValue(f"announce must be a channel name (got {announce!r})")
     args: list[str | int | bytes] = [vt, count, "pop" if pop else "", announce or ""]
+    if announce:
+        args[3] = keys.notify(announce)
     return Call("receive", [keys.zset, keys.hash], args)
 
 
@@ -377,7 +384,7 @@ def move_steps(
 ) -> Steps:
     """Move messages (``items``, or the oldest ``count``); returns the ids they got in the
     target queue ("" for one not moved)."""
-    channel = dst.channel if realtime else ""
+    channel = dst.notify(dst.channel) if realtime else ""
     picks: list[str | int | bytes] = [x for item in items for x in item]
     if not src.cluster:
         reply = yield Call(

@@ -180,6 +180,12 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
     parser.add_argument("--ns", default=default("rsmq"), help="key namespace (default: rsmq)")
     parser.add_argument(
+        "--cluster",
+        action=argparse.BooleanOptionalAction,
+        default=default(None),
+        help="the URL names a node of a Redis Cluster (default: on if $REDIS_CLUSTER is true)",
+    )
+    parser.add_argument(
         "--realtime",
         action=argparse.BooleanOptionalAction,
         default=default(True),
@@ -261,26 +267,43 @@ def _fail(text: str, status: int) -> int:
     return status
 
 
+UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException)
+
+
+def _unreachable(exc: Exception, url: str) -> int:
+    reason = _scrub(str(exc), url)
+    return _fail(f"cannot connect to Redis at {mask_url(url)}: {reason}", EXIT_UNREACHABLE)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (argparse exits 2 itself on a usage error)."""
     args = build_parser().parse_args(argv)
     url: str = args.url or os.environ.get("REDIS_URL") or DEFAULT_URL
+    cluster = args.cluster
+    if cluster is None:
+        cluster = os.environ.get("REDIS_CLUSTER", "").strip().lower() in ("1", "true", "yes", "on")
     try:
+        # A cluster client connects here, to learn the cluster's layout.
         client = RSMQ.from_url(
-            url, ns=args.ns, realtime=args.realtime, socket_connect_timeout=CONNECT_TIMEOUT
+            url,
+            ns=args.ns,
+            realtime=args.realtime,
+            cluster=cluster,
+            socket_connect_timeout=CONNECT_TIMEOUT,
         )
     except ValueError as exc:
         return _fail(f"invalid URL {mask_url(url)}: {_scrub(str(exc), url)}", EXIT_USAGE)
     except RSMQError as exc:
         return _fail(f"{exc.name}: {exc.message}", EXIT_ERROR)
+    except UNREACHABLE as exc:
+        return _unreachable(exc, url)
     try:
         with client:
             result = args.run(client, args)
     except RSMQError as exc:
         return _fail(f"{exc.name}: {exc.message}", EXIT_ERROR)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        reason = _scrub(str(exc), url)
-        return _fail(f"cannot connect to Redis at {mask_url(url)}: {reason}", EXIT_UNREACHABLE)
+    except UNREACHABLE as exc:
+        return _unreachable(exc, url)
     except redis.RedisError as exc:
         return _fail(f"{type(exc).__name__}: {_scrub(str(exc), url)}", EXIT_ERROR)
     # ASCII escapes keep the output printable whatever the bodies hold (even lone surrogates).

@@ -23,8 +23,20 @@ DEFAULT_URL = "redis://localhost:6379/0"
 RETRIES = 3
 BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=0.5)
 
+AsyncRedis = aioredis.Redis | aioredis.RedisCluster
+"""What every async part of the project runs on: a standalone Redis, or a Redis Cluster."""
+
 _SendKey = tuple[p.Keys, str | int]  # the queue, and the delay
 _ReceiveKey = tuple[p.Keys, str | int, bool]  # the queue, the vt, and whether to pop
+
+
+def connect(url: str = DEFAULT_URL, *, cluster: bool = False, **kwargs: Any) -> AsyncRedis:
+    """A redis-py asyncio client (a cluster client with ``cluster``) that retries a call
+    whose connection dropped; extra keyword arguments go to redis-py."""
+    kwargs.setdefault("retry", Retry(BACKOFF, RETRIES))
+    if cluster:
+        return aioredis.RedisCluster.from_url(url, **kwargs)
+    return aioredis.Redis.from_url(url, **kwargs)
 
 
 class AsyncRSMQ:
@@ -42,7 +54,7 @@ class AsyncRSMQ:
 
     def __init__(
         self,
-        redis: aioredis.Redis | aioredis.RedisCluster,
+        redis: AsyncRedis,
         *,
         ns: str = "rsmq",
         realtime: bool = False,
@@ -78,13 +90,9 @@ class AsyncRSMQ:
         connection; a send retried that way may, rarely, be stored twice (delivery is
         at-least-once either way).
         """
-        kwargs.setdefault("retry", Retry(BACKOFF, RETRIES))
-        client: aioredis.Redis | aioredis.RedisCluster = (
-            aioredis.RedisCluster.from_url(url, **kwargs)
-            if cluster
-            else aioredis.Redis.from_url(url, **kwargs)
+        return cls(
+            connect(url, cluster=cluster, **kwargs), ns=ns, realtime=realtime, _owns_redis=True
         )
-        return cls(client, ns=ns, realtime=realtime, _owns_redis=True)
 
     def __repr__(self) -> str:
         return f"<AsyncRSMQ ns={self.ns!r} realtime={self.realtime} cluster={self.cluster}>"
@@ -179,7 +187,9 @@ class AsyncRSMQ:
         result says how long until the next message becomes visible. With ``announce``, the
         same step PUBLISHes "1" (took ``count``: there may be more) or "0 <ms>" (took fewer;
         <ms> until the next message is visible, -1 for none) on that channel, so peers
-        waiting to help know whether to stand down, and when to look again.
+        waiting to help know whether to stand down, and when to look again. On a cluster that
+        channel must be one of the queue's (``keys(qname).channel + ":..."``): it is
+        published on the queue's master, as sharded pub/sub.
         """
         keys = self._keys(qname)
         call = p.receive(keys, p.check_count(count), p.vt_arg(vt), pop=False, announce=announce)

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from realtime import Subscriber
 from realtime.events import events_channel, parse_published
-from rsmq_core import AsyncRSMQ, QueueExists
+from rsmq_core import AsyncRSMQ, Keys, QueueExists
 from rsmq_core.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ async def demo(url: str, *, once: bool) -> None:
     client = aioredis.Redis.from_url(url)
     rsmq = AsyncRSMQ(client, ns=NS, realtime=True)
     async with Subscriber(client) as sub:
-        events = sub.listen(events_channel(NS, QUEUE))
+        events = sub.listen(events_channel(Keys.of(NS, QUEUE)))
         try:
             await rsmq.create_queue(QUEUE, vt=30)
         except QueueExists:

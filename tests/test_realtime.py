@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from realtime import RESYNC, EventLog, Listener, StatusEvent, Subscriber, Wakeup, live_workers
 from realtime.events import events_channel, parse_published
 from realtime.registry import WorkerInfo, heartbeat, unregister
+from rsmq_core import Keys
 
 
 @pytest.fixture
@@ -140,8 +141,8 @@ async def test_unlisten_unsubscribes_when_nobody_listens(ar, ns):
 async def test_event_log_records_streams_and_publishes(ar, ns):
     log = EventLog(ar, ns, ttl=60)
     async with Subscriber(ar) as sub:
-        listener = sub.listen(events_channel(ns, "q"))
-        await until_subscribed(ar, [events_channel(ns, "q")])
+        listener = sub.listen(events_channel(Keys.of(ns, "q")))
+        await until_subscribed(ar, [events_channel(Keys.of(ns, "q"))])
         assert await listener.get() is RESYNC
         received = StatusEvent("received", "q", "a" * 32, rc=1, worker="w")
         finished = StatusEvent("done", "q", "a" * 32, rc=1, worker="w")

@@ -56,6 +56,20 @@ def test_messages_are_handled_and_deleted(spawn, q, r, ns, mode):
     wait_for(lambda: q.get_queue_attributes("jobs").msgs == 0, what="the queue to empty")
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_queues_competing_for_the_last_slot_all_get_handled(spawn, r, ns, redis_url, mode):
+    # Regression: when one queue took the last free slot while another queue's consumer was
+    # about to receive, that consumer asked for 0 messages, was refused, and died quietly.
+    worker = spawn(mode, queues="a,b,c", concurrency=1)  # idle: every consumer waiting
+    with RSMQ.from_url(redis_url, ns=ns, realtime=True) as q:
+        ids = [q.send_message("a", '{"sleep": 0.5}')]
+        wait_for(lambda: started(r, ns), what="the one slot taken")
+        ids += [q.send_message(name, "{}") for name in ("b", "c")]
+    wait_for(lambda: len(done(r, ns)) == 3, timeout=20, what="the messages of 3 queues done")
+    assert sorted(d["id"] for d in done(r, ns)) == sorted(ids)
+    assert "Traceback" not in worker.output()
+
+
 def test_sync_handler_runs_in_a_thread(spawn, q, r, ns):
     spawn(handler="tests.handlers:record_sync")
     mid = q.send_message("jobs", "{}")
@@ -161,6 +175,7 @@ def test_subscriber_connection_killed_loses_nothing(spawn, q, r, ns):
 
     w = spawn("realtime")
     for round_ in range(3):
+        wait_for(lambda: r.pubsub_numsub(f"{ns}:rt:jobs")[0][1] >= 1, what="(re)subscribed")
         assert r.client_kill_filter(_type="pubsub") >= 1
         ids = q.send_messages("jobs", [json.dumps({"round": round_})] * 5)
         wait_for(all_done(set(ids)), timeout=10, what="messages sent around the kill")

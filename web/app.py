@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket
 
 from realtime import EventLog, Subscriber
 from rsmq_core import AsyncRSMQ, QueueExists
+from rsmq_core.client import AsyncRedis, connect
 
 from . import api
 from .dashboard import Stats
@@ -63,10 +64,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # A blocking pool: a burst of requests waits for a free connection instead of failing
         # with "Too many connections" (redis-py's default pool raises at its limit).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=10
-        )
-        client = aioredis.Redis(connection_pool=pool)
+        client: AsyncRedis
+        if settings.redis_cluster:
+            # A cluster client keeps a pool per node and has no blocking variant.
+            client = connect(settings.redis_url, cluster=True, max_connections=REDIS_CONNECTIONS)
+        else:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=10
+            )
+            client = aioredis.Redis(connection_pool=pool)
         app.state.settings = settings
         app.state.rsmq = AsyncRSMQ(client, ns=settings.ns, realtime=True)
         app.state.events = EventLog(client, settings.ns)

@@ -32,7 +32,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from realtime import EventLog, StatusEvent, Subscriber
-from realtime.events import events_channel, parse_published
+from realtime.events import parse_published
 from realtime.subscriber import CONNECTION_LOST
 from rsmq_core import _protocol
 
@@ -301,7 +301,7 @@ class Hub:
             self._readers[queue] = asyncio.create_task(self._read(queue))
 
     async def _read(self, queue: str) -> None:
-        listener = self._subscriber.listen(events_channel(self._events.ns, queue), maxsize=10_000)
+        listener = self._subscriber.listen(self._events.channel(queue), maxsize=10_000)
         try:
             while True:
                 item = await listener.get()

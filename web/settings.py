@@ -16,6 +16,7 @@ class SettingError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Settings:
     redis_url: str = "redis://localhost:6379/0"
+    redis_cluster: bool = False  # REDIS_URL names a node of a Redis Cluster
     ns: str = "rsmq"
     queue: str = "jobs"  # the example app's queue: the worker's default QUEUES
     api_token: str | None = None  # required for write and admin endpoints when set
@@ -45,12 +46,19 @@ class Settings:
                 raise SettingError(f"{name}={raw!r} must be a finite number, at least {low}")
             return value
 
+        def flag(name: str, default: bool) -> bool:
+            raw = env.get(name, "").strip().lower()
+            if raw in ("", "0", "1", "false", "true", "no", "yes", "off", "on"):
+                return raw in ("1", "true", "yes", "on") if raw else default
+            raise SettingError(f"{name}={env[name]!r} is not a boolean (use true or false)")
+
         queue = text("QUEUE", d.queue)
         if not _protocol.QNAME_RE.fullmatch(queue):
             raise SettingError(f"QUEUE={queue!r} is not a valid queue name")
         origins = tuple(o.strip() for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip())
         return cls(
             redis_url=text("REDIS_URL", d.redis_url),
+            redis_cluster=flag("REDIS_CLUSTER", d.redis_cluster),
             ns=text("RSMQ_NS", d.ns),
             queue=queue,
             api_token=env.get("API_TOKEN", "").strip() or None,

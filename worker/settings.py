@@ -22,6 +22,7 @@ class SettingError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Settings:
     redis_url: str = "redis://localhost:6379/0"
+    redis_cluster: bool = False  # REDIS_URL names a node of a Redis Cluster
     ns: str = "rsmq"
     queues: tuple[str, ...] = ("jobs",)
     handler: str = DEFAULT_HANDLER
@@ -48,6 +49,7 @@ class Settings:
         d = cls()  # the defaults
         settings = cls(
             redis_url=reader.text("REDIS_URL", d.redis_url),
+            redis_cluster=reader.boolean("REDIS_CLUSTER", d.redis_cluster),
             ns=reader.text("RSMQ_NS", d.ns),
             queues=reader.queues("QUEUES", d.queues),
             handler=reader.handler("HANDLER", d.handler),

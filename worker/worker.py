@@ -25,13 +25,12 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from realtime import EventLog, StatusEvent, Subscriber, Wakeup
 from realtime.events import Status
 from realtime.registry import WorkerInfo, heartbeat, live_workers, unregister
 from realtime.subscriber import CONNECTION_LOST
 from rsmq_core import AsyncRSMQ, Message, QueueExists, QueueNotFound
+from rsmq_core.client import AsyncRedis, connect
 
 from .job import Job
 from .settings import Settings
@@ -73,13 +72,13 @@ class Worker:
     """Runs ``handler`` on the messages of ``settings.queues`` until :meth:`stop`."""
 
     def __init__(
-        self, settings: Settings, handler: Handler, *, redis: aioredis.Redis | None = None
+        self, settings: Settings, handler: Handler, *, redis: AsyncRedis | None = None
     ) -> None:
         self.settings = settings
         self.handler = handler
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.mode = "realtime" if settings.realtime else "polling"
-        self._redis = redis or aioredis.Redis.from_url(settings.redis_url)
+        self._redis = redis or connect(settings.redis_url, cluster=settings.redis_cluster)
         self._owns_redis = redis is None
         self.rsmq = AsyncRSMQ(self._redis, ns=settings.ns)
         self.events = EventLog(self._redis, settings.ns, ttl=settings.event_ttl)
@@ -136,6 +135,8 @@ class Worker:
             for task in consumers:
                 task.cancel()
             beat.cancel()
+            # Ended before unregistering: a heartbeat still in flight would register again.
+            await asyncio.wait({beat})
             await self.events.flush()
             with contextlib.suppress(*REDIS_DOWN):
                 await unregister(self._redis, self.settings.ns, self.id)
@@ -157,6 +158,10 @@ class Worker:
                     await self._look_for_unannounced()
             except REDIS_DOWN as exc:
                 log.warning("heartbeat failed: %s", exc)
+            except Exception:
+                # Logged and tried again: a heartbeat that died quietly would leave the worker
+                # running unregistered and blind to unannounced messages.
+                log.exception("heartbeat failed")
             await asyncio.sleep(self.settings.heartbeat)
 
     async def _create_missing_queues(self) -> None:
@@ -177,11 +182,12 @@ class Worker:
         Plain reads, no receive: with the heartbeat, so such a message waits at most one
         HEARTBEAT, and an idle worker still sends no receive.
         """
+        # TIME on its own: a cluster pipeline refuses a command without a key.
+        seconds, micros = await self._redis.time()
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.time()
             for qname in self.settings.queues:
-                pipe.zrange(f"{self.settings.ns}:{qname}", 0, 0, withscores=True)
-            (seconds, micros), *firsts = await pipe.execute()
+                pipe.zrange(self.rsmq.keys(qname).zset, 0, 0, withscores=True)
+            firsts = await pipe.execute()
         now_ms = seconds * 1000 + micros // 1000
         loop_now = asyncio.get_running_loop().time()
         for qname, first in zip(self.settings.queues, firsts, strict=True):
@@ -224,7 +230,11 @@ class Worker:
         for qname, n in released.items():
             # Tell the other workers, as a send would: they are asleep until they hear.
             with contextlib.suppress(*REDIS_DOWN):
-                await self._redis.publish(f"{self.settings.ns}:rt:{qname}", n)
+                keys = self.rsmq.keys(qname)
+                if keys.cluster:
+                    await self._redis.spublish(keys.channel, n)
+                else:
+                    await self._redis.publish(keys.channel, n)
 
     # Receiving ---------------------------------------------------------------------------------
 
@@ -246,6 +256,11 @@ class Worker:
                     continue
                 if not state.maybe_more and not await self._wait_for_work(state):
                     continue
+                if self._free_slots() <= 0:
+                    # Another queue took the last slots while this one waited: receive as
+                    # soon as one is free (a receive of none would be refused).
+                    state.maybe_more = True
+                    continue
                 state.wake.clear()  # notifications from here on mean "look again"
                 try:
                     await self._receive(qname, state)
@@ -261,6 +276,11 @@ class Worker:
                     log.warning("queue %s: Redis unavailable (%s); retrying in %.2fs", qname,
                                 exc, delay)  # fmt: skip
                     state.due_at = asyncio.get_running_loop().time() + delay
+                except Exception:
+                    # A bug must not silently leave a queue without its consumer.
+                    log.exception("queue %s: receive failed; looking again in 1s", qname)
+                    state.due_at = asyncio.get_running_loop().time() + 1.0
+                    state.maybe_more = False
         finally:
             if dispatch is not None:
                 dispatch.cancel()
@@ -291,7 +311,7 @@ class Worker:
             self._start(qname, msg)
 
     def _peers_channel(self, qname: str) -> str:
-        return f"{self.settings.ns}:rt:{qname}:receives"
+        return f"{self.rsmq.keys(qname).channel}:receives"
 
     async def _dispatch(self, qname: str, state: _QueueState) -> None:
         """Turn notifications into wake-ups, without waking every process for every message.
@@ -305,7 +325,7 @@ class Worker:
         covers for it, as for a crashed process still in the registry.
         """
         assert self._subscriber is not None
-        rt = f"{self.settings.ns}:rt:{qname}"
+        rt = self.rsmq.keys(qname).channel
         listener = self._subscriber.listen(rt, self._peers_channel(qname), maxsize=100)
         loop = asyncio.get_running_loop()
         try:

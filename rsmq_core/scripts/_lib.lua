@@ -20,6 +20,16 @@ local function attributes(hash, zset, s)
   return out
 end
 
+-- Publish on a channel named as the client passes it: "!name" is a sharded channel (Redis
+-- Cluster: SPUBLISH, heard only on the master of the queue's slot), anything else is RSMQ's
+-- classic PUBLISH.
+local function notify(channel, message)
+  if string.byte(channel, 1) == 33 then
+    return redis.call("SPUBLISH", string.sub(channel, 2), message)
+  end
+  return redis.call("PUBLISH", channel, message)
+end
+
 -- RSMQ's id starts with the send time in microseconds, base 36.
 local DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 local function base36(x)
@@ -81,7 +91,7 @@ local function put(zset, hash, picked, channel)
   end
   if moved > 0 then
     redis.call("HINCRBY", hash, "totalsent", moved)
-    if channel ~= "" then redis.call("PUBLISH", channel, redis.call("ZCARD", zset)) end
+    if channel ~= "" then notify(channel, redis.call("ZCARD", zset)) end
   end
   return out
 end

@@ -58,6 +58,6 @@ if got < count then
   out[2] = #first == 0 and -1 or math.max(0, tonumber(first[2]) - ms)
 end
 if ARGV[4] ~= "" then
-  redis.call("PUBLISH", ARGV[4], got < count and ("0 " .. out[2]) or "1")
+  notify(ARGV[4], got < count and ("0 " .. out[2]) or "1")
 end
 return out

@@ -1,6 +1,7 @@
 -- Send messages, as RSMQ's sendMessage does, any number in one call.
 -- KEYS[1] {ns}:{qname} (zset)   KEYS[2] {ns}:{qname}:Q (hash)
--- ARGV[1] the realtime channel {ns}:rt:{qname}, or "" when not in realtime mode
+-- ARGV[1] the realtime channel {ns}:rt:{qname} ("!" in front on a cluster: see notify), or
+-- "" when not in realtime mode
 -- ARGV[2] "all" (refuse the whole batch if one message is too long) or "each"
 -- ARGV[3] delay in seconds, or "" for the queue's
 -- ARGV[4] 22 random id characters per message, joined
@@ -65,6 +66,6 @@ if sent > 0 then
   redis.call("HSET", KEYS[2], unpack(hset))
   redis.call("HINCRBY", KEYS[2], "totalsent", sent)
   -- RSMQ publishes the queue's size after a send; a batch announces itself once.
-  if ARGV[1] ~= "" then redis.call("PUBLISH", ARGV[1], redis.call("ZCARD", KEYS[1])) end
+  if ARGV[1] ~= "" then notify(ARGV[1], redis.call("ZCARD", KEYS[1])) end
 end
 return out
