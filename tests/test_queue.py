@@ -28,14 +28,41 @@ def wait_for(predicate, timeout: float = 5.0):
         time.sleep(0.005)
 
 
-def publish_beside(r, keys, channel: str, message: str) -> None:
-    """PUBLISH from the node that holds the queue. A cluster forwards a node's publishes to
-    the others in order, but not in order with another node's: a marker meant to arrive
-    after what a queue's script published must leave from the same node."""
-    if isinstance(r, redis.RedisCluster):
-        r.publish(channel, message, target_nodes=r.get_node_from_key(keys.zset))
-    else:
-        r.publish(channel, message)
+class Listener:
+    """A queue's channel heard as its scripts publish on it: PUBLISH on a standalone Redis;
+    on a cluster SPUBLISH, heard on the master of the queue's slot only."""
+
+    def __init__(self, r, channel: str) -> None:
+        self.sharded = isinstance(r, redis.RedisCluster)
+        if self.sharded:
+            node = r.get_node_from_key(channel)
+            self.client = redis.Redis(host=node.host, port=node.port, decode_responses=True)
+            self.sub = self.client.pubsub()
+            self.sub.ssubscribe(channel)
+        else:
+            self.client = None
+            self.sub = r.pubsub()
+            self.sub.subscribe(channel)
+        self.r, self.channel = r, channel
+
+    def get(self, timeout: float):
+        """The next message (types without the sharded "s": "subscribe", "message")."""
+        m = self.sub.get_message(timeout=timeout)
+        if m and self.sharded:
+            m["type"] = m["type"].removeprefix("s")
+        return m
+
+    def publish(self, message: str) -> None:
+        """Publish as the scripts do: a marker after their messages arrives after them."""
+        if self.sharded:
+            self.r.spublish(self.channel, message)
+        else:
+            self.r.publish(self.channel, message)
+
+    def close(self) -> None:
+        self.sub.close()
+        if self.client is not None:
+            self.client.close()
 
 
 def test_keys_are_rsmqs_own_or_hash_tagged_on_a_cluster(rsmq, backend):
@@ -280,16 +307,15 @@ def test_realtime_send_publishes_queue_size(backend, ns, r):
 
     with RSMQ.from_url(backend.url, ns=ns, realtime=True, cluster=backend.cluster) as rt:
         rt.create_queue("q")
-        sub = r.pubsub()
-        sub.subscribe(rt.keys("q").channel)
-        assert sub.get_message(timeout=5)["type"] == "subscribe"
+        sub = Listener(r, rt.keys("q").channel)
+        assert sub.get(timeout=5)["type"] == "subscribe"
         rt.send_message("q", "a")
         rt.send_message("q", "b")
         rt.send_messages("q", ["c", "d", "e"])
         got = []
         deadline = time.monotonic() + 5
         while len(got) < 3 and time.monotonic() < deadline:
-            m = sub.get_message(timeout=0.5)
+            m = sub.get(timeout=0.5)
             if m and m["type"] == "message":
                 got.append(m["data"])
         sub.close()
@@ -298,13 +324,12 @@ def test_realtime_send_publishes_queue_size(backend, ns, r):
 
 def test_not_realtime_publishes_nothing(rsmq, r):
     rsmq.create_queue("q")
-    sub = r.pubsub()
-    sub.subscribe(rsmq.keys("q").channel)
-    assert sub.get_message(timeout=5)["type"] == "subscribe"
+    sub = Listener(r, rsmq.keys("q").channel)
+    assert sub.get(timeout=5)["type"] == "subscribe"
     rsmq.send_message("q", "a")
     # Redis delivers publishes in order: anything the send published would come before this.
-    publish_beside(r, rsmq.keys("q"), rsmq.keys("q").channel, "marker")
-    m = sub.get_message(timeout=5)
+    sub.publish("marker")
+    m = sub.get(timeout=5)
     sub.close()
     assert (m["type"], m["data"]) == ("message", "marker")
 
@@ -412,16 +437,16 @@ def test_receive_batch_says_when_to_look_again(rsmq):
 
 def test_receive_batch_announces_in_the_same_step(rsmq, r):
     rsmq.create_queue("q")
-    sub = r.pubsub()
-    sub.subscribe(f"{rsmq.ns}:peers")
-    assert sub.get_message(timeout=5)["type"] == "subscribe"
+    peers = rsmq.keys("q").channel + ":peers"  # in the queue's slot, as a cluster needs
+    sub = Listener(r, peers)
+    assert sub.get(timeout=5)["type"] == "subscribe"
     rsmq.send_messages("q", ["a", "b"])
-    rsmq.receive_batch("q", 1, announce=f"{rsmq.ns}:peers")
-    rsmq.receive_batch("q", 5, announce=f"{rsmq.ns}:peers")
+    rsmq.receive_batch("q", 1, announce=peers)
+    rsmq.receive_batch("q", 5, announce=peers)
     rsmq.receive_batch("q", 1)  # no announcement asked for
-    publish_beside(r, rsmq.keys("q"), f"{rsmq.ns}:peers", "end")
+    sub.publish("end")
     got = []
-    while (m := sub.get_message(timeout=5)) and m["data"] != "end":
+    while (m := sub.get(timeout=5)) and m["data"] != "end":
         got.append(m["data"])
     sub.close()
     assert got[0] == "1"
