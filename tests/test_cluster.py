@@ -3,13 +3,19 @@ the web app. (Every queue behaviour runs on the cluster too: tests/test_queue.py
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 
+import pytest
 import redis
 
 from rsmq_core import RSMQ
 from tests.redis_cluster import RedisCluster
+from tests.test_web_server import QUEUED_TO_DONE, WebProcess, statuses
+from tests.workers import WorkerProcess, done, started, wait_for
 
 
 def keys_by_master(cluster: RedisCluster, pattern: str) -> dict[int, set[str]]:
@@ -40,3 +46,89 @@ def test_one_queue_one_slot_and_queues_spread_over_masters(redis_cluster, ns):
             assert {k.zset, k.hash} <= held[redis_cluster.owner(k.zset)]
         assert {i for m in masters_of.values() for i in m} == {0, 1, 2}
         assert sorted(q.list_queues()) == sorted(names)
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for w in started:
+        w.cleanup()
+
+
+def done_ids(r: redis.RedisCluster, ns: str) -> set[str]:
+    return {d["id"] for d in done(r, ns)}
+
+
+def all_empty(q: RSMQ, names: list[str]) -> bool:
+    return all(q.get_queue_attributes(name).msgs == 0 for name in names)
+
+
+def test_a_realtime_worker_handles_queues_on_every_master(redis_cluster, ns, workers):
+    names = redis_cluster.queue_names(ns, per_master=2)
+    # A heartbeat of 5 s: a pickup well within that came from a notification, not a look.
+    w = WorkerProcess(redis_cluster.url, ns, cluster=True, queues=",".join(names), heartbeat=5)
+    workers.append(w.start())
+    with (
+        RSMQ.from_url(redis_cluster.url, ns=ns, realtime=True, cluster=True) as q,
+        redis.RedisCluster.from_url(redis_cluster.url) as r,
+    ):
+        sent = {mid for name in names for mid in q.send_messages(name, ["{}"] * 10)}
+        wait_for(lambda: done_ids(r, ns) == sent, timeout=20, what="every message done")
+        lags = [e["t"] - int(e["id"][:10], 36) / 1000 for e in started(r, ns)]
+        assert max(lags) < 2000, f"slowest pickup {max(lags):.0f} ms after its send"
+        wait_for(lambda: all_empty(q, names), what="every queue empty")
+
+
+def test_a_master_restarted_mid_run_loses_nothing(redis_cluster, ns, workers):
+    names = redis_cluster.queue_names(ns, per_master=2)
+    # Handlers whose own Redis calls hit the stopped master fail and are retried; enough
+    # receives that none is dead-lettered meanwhile.
+    w = WorkerProcess(
+        redis_cluster.url, ns, cluster=True, queues=",".join(names), vt=5, max_receives=10
+    )
+    workers.append(w.start())
+    body = json.dumps({"sleep": 0.05})
+    with (
+        RSMQ.from_url(redis_cluster.url, ns=ns, realtime=True, cluster=True) as q,
+        redis.RedisCluster.from_url(redis_cluster.url) as r,
+    ):
+        sent = {mid for name in names for mid in q.send_messages(name, [body] * 40)}
+        wait_for(lambda: len(done(r, ns)) >= 20, timeout=20, what="the run to be under way")
+        victim = redis_cluster.owner(q.keys(names[0]).zset)
+        so_far = len(done_ids(r, ns))
+        redis_cluster.kill(victim)
+        assert so_far < len(sent), "the run ended before the master went down"
+        redis_cluster.start(victim)
+        # Sends after the restart reach the same master again, through the same clients.
+        sent |= {mid for name in names for mid in q.send_messages(name, [body] * 5)}
+        wait_for(lambda: done_ids(r, ns) >= sent, timeout=60, what="every message done")
+        assert w.proc.poll() is None, w.output()
+        wait_for(lambda: all_empty(q, names), what="every queue empty")
+
+
+def test_the_web_app_streams_status_events_from_the_cluster(redis_cluster, ns, workers):
+    web = WebProcess(redis_cluster.url, ns, redis_cluster=1)
+    try:
+        workers.append(WorkerProcess(redis_cluster.url, ns, cluster=True).start())
+        sent: list[str] = []
+
+        def send() -> None:
+            body = {"message": json.dumps({"sleep": 0.05})}
+            sent.append(web.post("/api/queues/jobs/messages", body)["id"])
+
+        events = asyncio.run(statuses(web.port, send, want=5))
+    finally:
+        web.stop()
+    assert [e["status"] for e in events] == QUEUED_TO_DONE
+    assert {e["id"] for e in events} == set(sent)
+
+
+def test_a_worker_told_cluster_on_a_standalone_redis_stops_saying_so(redis_url, ns):
+    w = WorkerProcess(redis_url, ns, cluster=True)
+    try:
+        w.start(ready=False)
+        assert w.proc.wait(15) != 0
+        assert "cluster" in w.output().lower(), w.output()
+    finally:
+        w.cleanup()
