@@ -34,13 +34,13 @@ class Listener:
 
     def __init__(self, r, channel: str) -> None:
         self.sharded = isinstance(r, redis.RedisCluster)
+        self.client: redis.Redis | None = None
         if self.sharded:
             node = r.get_node_from_key(channel)
             self.client = redis.Redis(host=node.host, port=node.port, decode_responses=True)
             self.sub = self.client.pubsub()
             self.sub.ssubscribe(channel)
         else:
-            self.client = None
             self.sub = r.pubsub()
             self.sub.subscribe(channel)
         self.r, self.channel = r, channel
