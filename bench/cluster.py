@@ -219,6 +219,7 @@ def report(info: dict[str, Any], plan: Plan, results: list[dict[str, Any]]) -> s
                 "worker CPUs",
                 "redis-server CPUs",
                 "machine CPUs busy",
+                "of which others",
             ],
             rows,
         ),
@@ -249,11 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as e:
         print(f"bench.cluster: {e}", file=sys.stderr)
         return 1
-    print()
-    print(report(info, plan, results))
     if args.json:
         data = {"machine": info, "plan": asdict(plan), "runs": results}
         args.json.write_text(json.dumps(data, indent=2))
+    print()
+    print(report(info, plan, results))
     return 0
 
 
