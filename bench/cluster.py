@@ -150,6 +150,8 @@ def measure(layout: Layout, names: list[str], plan: Plan, deadline: Deadline) ->
         "seconds": seconds,
         "handled_per_s": handled / seconds,
         "sent_per_s": handled / fill_seconds,
+        # Less sensitive than handled_per_s to what else the machine runs meanwhile.
+        "handled_per_worker_cpu_s": handled / seconds / worker_cpu if worker_cpu else 0.0,
         "worker_cpus": worker_cpu,
         "redis_cpus": redis_cpu,
         "machine_cpus_busy": machine_cpu,
@@ -172,7 +174,8 @@ def run(plan: Plan, deadline: Deadline) -> list[dict[str, Any]]:
                 results.append(result)
                 print(
                     f"   round {round_ + 1}, {layout.name}: {result['handled_per_s']:,.0f}"
-                    f" handled msgs/s ({result['sent_per_s']:,.0f} sent/s); workers"
+                    f" handled msgs/s ({result['handled_per_worker_cpu_s']:,.0f} per worker"
+                    f" CPU-second, {result['sent_per_s']:,.0f} sent/s); workers"
                     f" {result['worker_cpus']:.2f} CPUs, redis-servers"
                     f" {result['redis_cpus']:.2f}, machine {result['machine_cpus_busy']:.2f}",
                     flush=True,
@@ -186,8 +189,8 @@ def summary(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         runs = [r for r in results if r["layout"] == name]
         by_layout[name] = {
             key: statistics.median(r[key] for r in runs)
-            for key in ("handled_per_s", "sent_per_s", "worker_cpus", "redis_cpus",
-                        "machine_cpus_busy")
+            for key in ("handled_per_s", "handled_per_worker_cpu_s", "sent_per_s",
+                        "worker_cpus", "redis_cpus", "machine_cpus_busy")
         }  # fmt: skip
     return by_layout
 
@@ -195,13 +198,16 @@ def summary(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 def report(info: dict[str, Any], plan: Plan, results: list[dict[str, Any]]) -> str:
     med = summary(results)
     rows = [
-        [name, f"{m['handled_per_s']:,.0f}", f"{m['sent_per_s']:,.0f}",
+        [name, f"{m['handled_per_s']:,.0f}", f"{m['handled_per_worker_cpu_s']:,.0f}",
+         f"{m['sent_per_s']:,.0f}",
          f"{m['worker_cpus']:.2f}", f"{m['redis_cpus']:.2f}", f"{m['machine_cpus_busy']:.2f}",
          f"{m['machine_cpus_busy'] - m['worker_cpus'] - m['redis_cpus']:.2f}"]
         for name, m in med.items()
     ]  # fmt: skip
     ratio = med["3 masters"]["handled_per_s"] / med["1 master"]["handled_per_s"]
     send_ratio = med["3 masters"]["sent_per_s"] / med["1 master"]["sent_per_s"]
+    key = "handled_per_worker_cpu_s"
+    cpu_ratio = med["3 masters"][key] / med["1 master"][key]
     queues = plan.queues_per_master * 3
     lines = [
         f"Machine: {info['nproc']} CPUs ({info['cpu']}), Redis {info['redis']}, Python"
@@ -215,6 +221,7 @@ def report(info: dict[str, Any], plan: Plan, results: list[dict[str, Any]]) -> s
             [
                 "layout",
                 "handled msgs/s",
+                "per worker CPU-second",
                 "sent msgs/s (batches)",
                 "worker CPUs",
                 "redis-server CPUs",
@@ -224,7 +231,8 @@ def report(info: dict[str, Any], plan: Plan, results: list[dict[str, Any]]) -> s
             rows,
         ),
         "",
-        f"3 masters / 1 master: handled {ratio:.2f}x, sent {send_ratio:.2f}x.",
+        f"3 masters / 1 master: handled {ratio:.2f}x, per worker CPU-second {cpu_ratio:.2f}x,"
+        f" sent {send_ratio:.2f}x.",
     ]
     return "\n".join(lines)
 
