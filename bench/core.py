@@ -15,8 +15,8 @@ from or popped are filled beforehand, outside the timing, and every queue is che
 Operations: ``send`` (one message per call), ``receive+delete`` (receive a message, then delete
 it) and ``pop``. Modes: one caller awaiting each call (sequential), 50 callers at once (threads
 for the sync client, coroutines for AsyncRSMQ, promises for Node), and rsmq_core's batch calls
-(``send_messages``, ``receive_messages`` + ``delete_messages``, 100 messages a call; there is no
-batch pop). Node RSMQ needs ``node`` and the rsmq package in ``.node/node_modules`` (or the folder
+(``send_messages``, ``receive_messages`` + ``delete_messages``, ``pop_messages``, 100 messages a
+call). Node RSMQ needs ``node`` and the rsmq package in ``.node/node_modules`` (or the folder
 named by RSMQ_NODE_MODULES); PyRSMQ comes with ``pip install -e '.[bench]'``. A client that is
 missing is left out with a note.
 """

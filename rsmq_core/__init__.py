@@ -2,6 +2,7 @@
 
 from ._protocol import Keys
 from .client import AsyncRSMQ
+from .connection import ConnectionOptions
 from .errors import (
     InvalidFormat,
     InvalidValue,
@@ -19,6 +20,7 @@ from .sync import RSMQ
 __all__ = [
     "RSMQ",
     "AsyncRSMQ",
+    "ConnectionOptions",
     "InvalidFormat",
     "InvalidValue",
     "Keys",

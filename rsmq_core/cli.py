@@ -3,7 +3,8 @@
 Every command prints one JSON document on stdout: what the library call returns (a message
 or the attributes as an object, ids and names as strings, counts as numbers). Errors go to
 stderr as ``rsmq: <what>: <why>``. The URL comes from ``--url``, else ``$REDIS_URL``, else
-``redis://localhost:6379/0``; a password in it is never printed.
+``redis://localhost:6379/0``; a password in it is never printed. The TLS options come from
+``--tls-*``, else the ``REDIS_TLS_*`` variables the worker and the web app read.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
 
 from . import _protocol as p
 from .client import DEFAULT_URL
+from .connection import ENV_NAMES, VERIFY_MODES, ConnectionOptions, explain, mask_url, scrub
 from .errors import MessageNotString, RSMQError
 from .models import Message
 from .sync import RSMQ
@@ -35,43 +36,7 @@ output: one JSON document on stdout; an empty receive or pop prints null (exit s
 exit status: 0 done, 1 refused by RSMQ or Redis, 2 usage error, 3 cannot connect to Redis."""
 
 Command = Callable[[RSMQ, argparse.Namespace], Any]
-
-
-def _password_params(query: str) -> list[str]:
-    return [
-        v for k, _, v in (i.partition("=") for i in query.split("&")) if unquote(k) == "password"
-    ]
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password (in the authority or a ``password=`` parameter) as ``***``."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.netloc
-    if password is not None:
-        userinfo, _, host = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-    query = "&".join(
-        "password=***" if unquote(item.partition("=")[0]) == "password" else item
-        for item in parts.query.split("&")
-    )
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def _scrub(text: str, url: str) -> str:
-    """``text`` with any password of ``url`` in it masked, in case an error quotes it."""
-    try:
-        parts = urlsplit(url)
-        secrets = [parts.password or "", *_password_params(parts.query)]
-    except ValueError:
-        return "<not shown: the URL cannot be parsed>"
-    for secret in secrets:
-        for form in {secret, unquote(secret)} - {""}:
-            text = text.replace(form, "***")
-    return text
+TLS_OPTIONS = {field: "--" + field.replace("_", "-") for field in ENV_NAMES}
 
 
 # Commands: each returns what to print -------------------------------------------------------
@@ -195,6 +160,21 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument(
         "--pretty", action="store_true", default=default(False), help="indent the JSON"
     )
+    helps = {
+        "tls_verify": "for rediss:// URLs: 'required' checks the server's certificate and host "
+        "name, 'none' accepts any (Heroku Redis's are self-signed)",
+        "tls_ca_file": "PEM file of the CA that signed the server's certificate",
+        "tls_cert_file": "PEM client certificate, for servers that ask for one",
+        "tls_key_file": "PEM key of the client certificate",
+    }
+    for field, option in TLS_OPTIONS.items():
+        parser.add_argument(
+            option,
+            default=default(None),
+            choices=VERIFY_MODES if field == "tls_verify" else None,
+            metavar=None if field == "tls_verify" else "PATH",
+            help=f"{helps[field]} (default: ${ENV_NAMES[field]})",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,8 +251,17 @@ UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.Redis
 
 
 def _unreachable(exc: Exception, url: str) -> int:
-    reason = _scrub(str(exc), url)
+    reason = scrub(explain(exc), url)
     return _fail(f"cannot connect to Redis at {mask_url(url)}: {reason}", EXIT_UNREACHABLE)
+
+
+def _connection_options(args: argparse.Namespace) -> ConnectionOptions:
+    """The --tls-* options, each falling back on its REDIS_TLS_* variable; an error names
+    the one the bad value came from."""
+    from_env = {f for f in TLS_OPTIONS if not getattr(args, f) and os.environ.get(ENV_NAMES[f])}
+    names = {f: ENV_NAMES[f] if f in from_env else option for f, option in TLS_OPTIONS.items()}
+    values = {names[f]: getattr(args, f) or os.environ.get(ENV_NAMES[f]) for f in TLS_OPTIONS}
+    return ConnectionOptions.parse(values, names)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -283,16 +272,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cluster is None:
         cluster = os.environ.get("REDIS_CLUSTER", "").strip().lower() in ("1", "true", "yes", "on")
     try:
+        options = _connection_options(args)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
         # A cluster client connects here, to learn the cluster's layout.
         client = RSMQ.from_url(
             url,
             ns=args.ns,
             realtime=args.realtime,
             cluster=cluster,
+            connection=options,
             socket_connect_timeout=CONNECT_TIMEOUT,
         )
     except ValueError as exc:
-        return _fail(f"invalid URL {mask_url(url)}: {_scrub(str(exc), url)}", EXIT_USAGE)
+        return _fail(f"invalid URL {mask_url(url)}: {scrub(str(exc), url)}", EXIT_USAGE)
     except RSMQError as exc:
         return _fail(f"{exc.name}: {exc.message}", EXIT_ERROR)
     except UNREACHABLE as exc:
@@ -305,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UNREACHABLE as exc:
         return _unreachable(exc, url)
     except redis.RedisError as exc:
-        return _fail(f"{type(exc).__name__}: {_scrub(str(exc), url)}", EXIT_ERROR)
+        return _fail(f"{type(exc).__name__}: {scrub(explain(exc), url)}", EXIT_ERROR)
     # ASCII escapes keep the output printable whatever the bodies hold (even lone surrogates).
     print(json.dumps(result, indent=2 if args.pretty else None))
     return EXIT_OK

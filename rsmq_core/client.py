@@ -14,6 +14,8 @@ from redis.backoff import ExponentialWithJitterBackoff
 from . import _protocol as p
 from ._batch import Batcher
 from ._scripts import NAMES, source
+from .connection import AsyncRedis as AsyncRedis  # where realtime/, worker/, web/ import it
+from .connection import ConnectionOptions, async_client
 from .errors import RSMQError
 from .models import Message, QueueAttributes, Received
 
@@ -23,20 +25,21 @@ DEFAULT_URL = "redis://localhost:6379/0"
 RETRIES = 3
 BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=0.5)
 
-AsyncRedis = aioredis.Redis | aioredis.RedisCluster
-"""What every async part of the project runs on: a standalone Redis, or a Redis Cluster."""
-
 _SendKey = tuple[p.Keys, str | int]  # the queue, and the delay
 _ReceiveKey = tuple[p.Keys, str | int, bool]  # the queue, the vt, and whether to pop
 
 
-def connect(url: str = DEFAULT_URL, *, cluster: bool = False, **kwargs: Any) -> AsyncRedis:
+def connect(
+    url: str = DEFAULT_URL,
+    *,
+    cluster: bool = False,
+    connection: ConnectionOptions | None = None,
+    **kwargs: Any,
+) -> AsyncRedis:
     """A redis-py asyncio client (a cluster client with ``cluster``) that retries a call
-    whose connection dropped; extra keyword arguments go to redis-py."""
+    whose connection dropped; see :func:`~rsmq_core.connection.async_client`."""
     kwargs.setdefault("retry", Retry(BACKOFF, RETRIES))
-    if cluster:
-        return aioredis.RedisCluster.from_url(url, **kwargs)
-    return aioredis.Redis.from_url(url, **kwargs)
+    return async_client(url, connection, cluster=cluster, **kwargs)
 
 
 class AsyncRSMQ:
@@ -81,18 +84,19 @@ class AsyncRSMQ:
         ns: str = "rsmq",
         realtime: bool = False,
         cluster: bool = False,
+        connection: ConnectionOptions | None = None,
         **kwargs: Any,
     ) -> Self:
         """A client on its own connection pool; extra keyword arguments go to redis-py.
 
         With ``cluster``, ``url`` names any node of a Redis Cluster and the client is
-        redis-py's cluster client. A call whose connection drops is retried on a new
-        connection; a send retried that way may, rarely, be stored twice (delivery is
-        at-least-once either way).
+        redis-py's cluster client. ``rediss://`` URLs verify the server's certificate unless
+        ``connection`` says otherwise (see :class:`~rsmq_core.ConnectionOptions`). A call
+        whose connection drops is retried on a new connection; a send retried that way may,
+        rarely, be stored twice (delivery is at-least-once either way).
         """
-        return cls(
-            connect(url, cluster=cluster, **kwargs), ns=ns, realtime=realtime, _owns_redis=True
-        )
+        client = connect(url, cluster=cluster, connection=connection, **kwargs)
+        return cls(client, ns=ns, realtime=realtime, _owns_redis=True)
 
     def __repr__(self) -> str:
         return f"<AsyncRSMQ ns={self.ns!r} realtime={self.realtime} cluster={self.cluster}>"
@@ -215,10 +219,9 @@ class AsyncRSMQ:
         return await self._deletes.submit(keys, p.fenced(id, rc))
 
     async def delete_messages(self, qname: str, ids: Sequence[str]) -> int:
-        """Delete many messages in one round trip; returns how many were deleted."""
+        """Delete up to 1000 messages in one round trip; returns how many were deleted."""
         keys = self._keys(qname)
-        items = [p.fenced(i, None) for i in p.check_ids(ids)]
-        return sum(p.parse_flags(await self._call(p.delete(keys, items))))
+        return p.parse_count(await self._call(p.delete_all(keys, p.check_ids(ids))))
 
     async def change_message_visibility(
         self, qname: str, id: str, vt: int, *, rc: int | None = None

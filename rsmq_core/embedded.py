@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -45,12 +46,19 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def listen_args(self) -> list[str]:
+        """Where the server listens (a TLS server in the tests says otherwise)."""
+        return ["--port", str(self.port), "--bind", "127.0.0.1"]
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        """A plain client of this server, as its first user (no password)."""
+        return redis.Redis.from_url(self.url, **kwargs)
+
     def start(self) -> None:
         """Start the server and wait until it answers PING."""
         args = [
             redis_server_binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
+            *self.listen_args(),
             "--dir", str(self.dir),
             "--save", "",
             "--appendonly", "no",
@@ -62,7 +70,7 @@ class EmbeddedRedis:
         deadline = time.monotonic() + 10
         while True:
             try:
-                with redis.Redis(port=self.port, socket_timeout=1) as r:
+                with self.client(socket_timeout=1) as r:
                     r.ping()
                 return
             except redis.ConnectionError:

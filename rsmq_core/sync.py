@@ -19,6 +19,7 @@ from redis.retry import Retry
 from . import _protocol as p
 from ._scripts import NAMES, source
 from .client import BACKOFF, DEFAULT_URL, RETRIES
+from .connection import ConnectionOptions, sync_client
 from .models import Message, QueueAttributes, Received
 
 
@@ -49,14 +50,11 @@ class RSMQ:
         ns: str = "rsmq",
         realtime: bool = False,
         cluster: bool = False,
+        connection: ConnectionOptions | None = None,
         **kwargs: Any,
     ) -> Self:
         kwargs.setdefault("retry", Retry(BACKOFF, RETRIES))
-        client: redis.Redis | redis.RedisCluster = (
-            redis.RedisCluster.from_url(url, **kwargs)
-            if cluster
-            else redis.Redis.from_url(url, **kwargs)
-        )
+        client = sync_client(url, connection, cluster=cluster, **kwargs)
         return cls(client, ns=ns, realtime=realtime, _owns_redis=True)
 
     def __repr__(self) -> str:
@@ -149,8 +147,7 @@ class RSMQ:
 
     def delete_messages(self, qname: str, ids: Sequence[str]) -> int:
         keys = self._keys(qname)
-        items = [p.fenced(i, None) for i in p.check_ids(ids)]
-        return sum(p.parse_flags(self._call(p.delete(keys, items))))
+        return p.parse_count(self._call(p.delete_all(keys, p.check_ids(ids))))
 
     def change_message_visibility(
         self, qname: str, id: str, vt: int, *, rc: int | None = None

@@ -1,6 +1,6 @@
 """The run command's body: Redis (embedded unless REDIS_URL is set), the web app and a worker.
 
-It starts the Procfile's two processes — the web app (uvicorn, on $PORT or 8000) and a worker —
+It starts the Procfile's two processes — the web app (on $PORT or 8000) and a worker —
 prints the URL to open, sends a few demo "applications" and prints each status event as it
 happens in the terminal too, then keeps everything running until Ctrl-C. ``--once`` exits when
 the demo applications are done (the test suite runs it so).
@@ -74,12 +74,11 @@ async def run(url: str, *, once: bool) -> int:
     port = int(os.environ.get("PORT", "8000"))
     env = dict(os.environ, REDIS_URL=url, RSMQ_NS=NS, QUEUES=QUEUE, QUEUE=QUEUE,
                MAX_RECEIVES="2", RETRY_BACKOFF="0.5", PYTHONPATH=str(ROOT))  # fmt: skip
-    web = ["-m", "uvicorn", "--factory", "web.app:create_app", "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning",
-           "--ws-per-message-deflate", "false"]  # fmt: skip
+    # The web app on loopback only, and quiet: its request lines would bury the demo's.
+    web_env = dict(env, HOST="127.0.0.1", PORT=str(port), LOG_LEVEL="WARNING")
     children = [
         await asyncio.create_subprocess_exec(sys.executable, "-m", "worker", env=env, cwd=ROOT),
-        await asyncio.create_subprocess_exec(sys.executable, *web, env=env, cwd=ROOT),
+        await asyncio.create_subprocess_exec(sys.executable, "-m", "web", env=web_env, cwd=ROOT),
     ]
     exits = [asyncio.create_task(child.wait()) for child in children]
     try:

@@ -2,10 +2,10 @@
 
 Each handled message is recorded in Redis, under the worker's namespace, as JSON with the
 time the handler started; the message body (JSON) says how the handler behaves:
-``{"sleep": s}`` takes s seconds, ``{"fail": true}`` always raises, ``{"fail_below": n}``
-raises while the receive count is below n, ``{"fail_while": key}`` raises while that
-Redis key exists, ``{"hang_first": true}`` blocks the first receive
-for an hour (to be killed mid-handler).
+``{"sleep": s}`` takes s seconds, ``{"fail": true}`` always raises (``{"fail": "why"}``
+saying why), ``{"fail_below": n}`` raises while the receive count is below n,
+``{"fail_while": key}`` raises while that Redis key exists, ``{"hang_first": true}`` blocks
+the first receive for an hour (to be killed mid-handler).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import time
 
 import redis
 
+from rsmq_core.connection import ConnectionOptions, sync_client
 from worker import Job
 
 _client: redis.Redis | redis.RedisCluster | None = None
@@ -33,9 +34,10 @@ def done_key(ns: str) -> str:
 def _redis() -> redis.Redis | redis.RedisCluster:
     global _client
     if _client is None:
-        url = os.environ["REDIS_URL"]
+        # As the worker connects: the TLS tests' workers need the CA file too.
+        options = ConnectionOptions.from_env(os.environ)
         cluster = os.environ.get("REDIS_CLUSTER", "").lower() in ("1", "true", "yes", "on")
-        _client = redis.RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
+        _client = sync_client(os.environ["REDIS_URL"], options, cluster=cluster)
     return _client
 
 
@@ -58,7 +60,8 @@ async def record(job: Job) -> None:
         await asyncio.sleep(float(spec["sleep"]))
     failing = spec.get("fail_while") and r.exists(str(spec["fail_while"]))
     if spec.get("fail") or failing or job.rc < int(spec.get("fail_below", 0)):
-        raise RuntimeError(f"failing as asked (rc={job.rc})")
+        reason = spec["fail"] if isinstance(spec.get("fail"), str) else "failing as asked"
+        raise RuntimeError(f"{reason} (rc={job.rc})")
     r.rpush(done_key(ns), json.dumps(entry))
 
 

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from rsmq_core import AsyncRSMQ, MessageTooLong, QueueNotFound
+from rsmq_core._protocol import ATTRIBUTE_FIELDS
 
 
 @pytest.fixture
@@ -52,6 +53,28 @@ async def test_concurrent_pops_and_deletes(q):
     flags = await asyncio.gather(*(q.delete_message("q", i) for i in ids[15:]))
     assert flags == [False] * 5 + [True] * 20
     assert (await q.get_queue_attributes("q")).msgs == 0
+
+
+async def test_coalesced_deletes_mixing_fences(q, r):
+    ids = await q.send_messages("q", ["a", "b", "c", "d"])
+    await q.receive_messages("q", 4)  # every rc is 1 now
+    await q.delete_message("q", "x" * 32)  # Redis knows the script: no NOSCRIPT retry below
+    before = script_calls(r)
+    flags = await asyncio.gather(
+        q.delete_message("q", "y" * 32),  # goes out alone; the rest wait and go together
+        q.delete_message("q", ids[0], rc=1),
+        q.delete_message("q", ids[1], rc=2),  # received once only: not deleted
+        q.delete_message("q", ids[2]),
+        q.delete_message("q", ids[2]),  # the same message twice in one batch: deleted once
+        q.delete_message("q", "z" * 32),
+        q.delete_message("q", ids[3], rc=1),
+    )
+    assert script_calls(r) - before == 2
+    assert flags == [False, True, False, True, False, False, True]
+    assert r.zrange(f"{q.ns}:q", 0, -1) == [ids[1]]
+    assert sorted(r.hkeys(f"{q.ns}:q:Q")) == sorted(
+        [*ATTRIBUTE_FIELDS, ids[1], f"{ids[1]}:rc", f"{ids[1]}:fr"]
+    )
 
 
 async def test_receives_with_different_vt_are_kept_apart(q, r):

@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 import pytest
 
 from rsmq_core import RSMQ
-from rsmq_core.cli import main, mask_url
+from rsmq_core.cli import main
+from rsmq_core.connection import mask_url
 
 ROOT = Path(__file__).resolve().parent.parent
 ID = re.compile(r"^[a-zA-Z0-9:]{32}$")

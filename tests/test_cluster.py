@@ -108,7 +108,7 @@ def test_a_master_restarted_mid_run_loses_nothing(redis_cluster, ns, workers):
 
 
 def test_the_web_app_streams_status_events_from_the_cluster(redis_cluster, ns, workers):
-    web = WebProcess(redis_cluster.url, ns, redis_cluster=1)
+    web = WebProcess(redis_cluster.url, ns, REDIS_CLUSTER="1")
     try:
         workers.append(WorkerProcess(redis_cluster.url, ns, cluster=True).start())
         sent: list[str] = []

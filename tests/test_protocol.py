@@ -84,7 +84,7 @@ def test_cluster_move_copies_then_deletes_fenced_by_the_count_it_copied():
     calls = calls_of(p.move_steps(q, dead, [(SOME_ID, "")], realtime=False))
     assert [c.script for c in calls] == ["move_out", "move_in", "delete"]
     assert calls[1].keys == [dead.zset, dead.hash]
-    assert calls[2].args == [SOME_ID, "1"]
+    assert calls[2].args == [SOME_ID, "1", ""]
 
 
 def test_scripts_touch_only_declared_keys():

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
-from rsmq_core import InvalidValue, Message, QueueExists, QueueNotFound
+from rsmq_core import RSMQ, AsyncRSMQ, InvalidValue, Message, QueueExists, QueueNotFound
+from rsmq_core._protocol import ATTRIBUTE_FIELDS
 from tests.redis_cluster import BACKENDS
 
 # Every behaviour on a standalone Redis and on a 3-master Redis Cluster (its own key layout).
@@ -287,7 +290,7 @@ def test_send_messages_batch_with_delay(rsmq):
     assert rsmq.get_queue_attributes("q").msgs == 2
 
 
-def test_receive_and_delete_messages_batch(rsmq):
+def test_receive_and_delete_messages_batch(rsmq, r):
     rsmq.create_queue("q", vt=3600)
     ids = rsmq.send_messages("q", [str(i) for i in range(10)])
     got = rsmq.receive_messages("q", 4)
@@ -300,6 +303,44 @@ def test_receive_and_delete_messages_batch(rsmq):
     assert rsmq.delete_messages("q", []) == 0
     assert rsmq.get_queue_attributes("q").msgs == 7
     assert rsmq.get_queue_attributes("q").totalrecv == 10
+    # A repeated id, or one deleted before, counts once.
+    assert rsmq.delete_messages("q", [ids[3], ids[3], ids[0]]) == 1
+    assert rsmq.delete_messages("q", ids) == 6
+    assert r.zcard(rsmq.keys("q").zset) == 0
+    assert sorted(r.hkeys(rsmq.keys("q").hash)) == sorted(ATTRIBUTE_FIELDS)  # no :rc or :fr left
+
+
+def test_batch_receive_of_first_and_repeated_receives(rsmq):
+    rsmq.create_queue("q", vt=0)  # every received message is visible again at once
+    ids = rsmq.send_messages("q", ["a", "b", "c"])
+    first = rsmq.receive_message("q")
+    got = {m.id: m for m in rsmq.receive_messages("q", 3)}
+    assert {i: (m.message, m.rc) for i, m in got.items()} == {
+        ids[0]: ("a", 2), ids[1]: ("b", 1), ids[2]: ("c", 1),
+    }  # fmt: skip
+    assert got[ids[0]].fr == first.fr
+    assert got[ids[1]].fr == got[ids[2]].fr >= first.fr
+    popped = {m.id: m for m in rsmq.pop_messages("q", 3)}
+    assert {i: (m.rc, m.fr) for i, m in popped.items()} == {
+        i: (m.rc + 1, m.fr) for i, m in got.items()
+    }
+    assert rsmq.get_queue_attributes("q").totalrecv == 7
+
+
+def test_receive_counts_written_by_another_client(rsmq, r):
+    # RSMQ stores counts as text; whatever form another client wrote, they read as integers.
+    rsmq.create_queue("q")
+    ids = rsmq.send_messages("q", ["a", "b", "c", "d"])
+    r.hset(rsmq.keys("q").hash, mapping={f"{ids[0]}:rc": "4", f"{ids[0]}:fr": "1700000000000"})
+    r.hset(rsmq.keys("q").hash, mapping={f"{ids[1]}:rc": "2.0", f"{ids[1]}:fr": "1.7e12"})
+    r.hset(rsmq.keys("q").hash, mapping={f"{ids[2]}:rc": "1", f"{ids[2]}:fr": "garbage"})
+    r.hset(rsmq.keys("q").hash, mapping={f"{ids[3]}:rc": "0", f"{ids[3]}:fr": "1700000000000"})
+    got = rsmq.receive_messages("q", 4)
+    assert [(m.rc, m.fr) for m in got[:2]] == [(5, 1_700_000_000_000), (3, 1_700_000_000_000)]
+    assert got[2].rc == 2 and got[2].fr > 1_700_000_000_000  # no first receive: now
+    assert (got[3].rc, got[3].fr) == (1, got[2].fr)  # a first receive: now, stored as such
+    stored = r.hmget(rsmq.keys("q").hash, [f"{ids[0]}:rc", f"{ids[3]}:rc", f"{ids[3]}:fr"])
+    assert stored == ["5", "1", str(got[3].fr)]
 
 
 def test_realtime_send_publishes_queue_size(backend, ns, r):
@@ -475,3 +516,27 @@ def test_pop_messages_batch(rsmq, r):
     assert rsmq.pop_messages("q", 1) == []
     assert r.zcard(rsmq.keys("q").zset) == 0
     assert rsmq.get_queue_attributes("q").totalrecv == 5
+
+
+def test_a_wrapped_client_that_decodes_replies_itself(backend, ns):
+    # A redis-py client made with decode_responses=True hands the replies over as text.
+    sync_client = redis.RedisCluster if backend.cluster else redis.Redis
+    async_client = aioredis.RedisCluster if backend.cluster else aioredis.Redis
+    with RSMQ(sync_client.from_url(backend.url, decode_responses=True), ns=ns) as q:
+        q.create_queue("q", vt=0)
+        ids = q.send_messages("q", ["a", "b"])
+        assert [(m.id, m.message, m.rc) for m in q.receive_messages("q", 2)] == [
+            (ids[0], "a", 1), (ids[1], "b", 1),
+        ]  # fmt: skip
+        assert [(m.id, m.rc) for m in q.pop_messages("q", 2)] == [(ids[0], 2), (ids[1], 2)]
+
+    async def run() -> list[Message]:
+        aq = AsyncRSMQ(async_client.from_url(backend.url, decode_responses=True), ns=ns)
+        await aq.send_message("q", "c")
+        try:
+            return await aq.receive_messages("q", 2)
+        finally:
+            await aq.aclose()
+            await aq.redis.aclose()
+
+    assert [m.message for m in asyncio.run(run())] == ["c"]

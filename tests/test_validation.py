@@ -178,6 +178,7 @@ def test_id_refused(rsmq, mid):
     for call in (
         lambda: rsmq.delete_message("q", mid),
         lambda: rsmq.delete_messages("q", [mid]),
+        lambda: rsmq.delete_messages("q", ["a" * 32, mid, "b" * 32]),
         lambda: rsmq.change_message_visibility("q", mid, 1),
     ):
         with pytest.raises(InvalidFormat, match=r"^Invalid id format$"):
@@ -195,6 +196,9 @@ def test_ids_must_be_a_list(rsmq):
     rsmq.create_queue("q")
     with pytest.raises(InvalidValue, match="ids must be a list"):
         rsmq.delete_messages("q", "a" * 32)
+    with pytest.raises(InvalidValue, match=r"^at most 1000 ids go in one batch \(got 3000\)$"):
+        rsmq.delete_messages("q", ["a" * 32] * 3000)
+    assert rsmq.delete_messages("q", ["a" * 32] * 1000) == 0
 
 
 @pytest.mark.parametrize("count", [0, 1001, -1, 1.5, "2"])

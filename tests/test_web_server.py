@@ -27,17 +27,29 @@ QUEUED_TO_DONE = ["queued", "received", "processing", "processing", "done"]
 
 
 class WebProcess:
-    def __init__(self, redis_url: str, ns: str, **settings: Any) -> None:
+    """``python -m web``, the Procfile's web process; ``stdout`` and ``stderr`` catch its
+    output if given."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        ns: str,
+        *,
+        stdout: Any = None,
+        stderr: Any = None,
+        wait: bool = True,
+        **settings: str,
+    ) -> None:
         self.port = free_port()
-        env = dict(os.environ, REDIS_URL=redis_url, RSMQ_NS=ns, QUEUE="jobs",
-                   PYTHONPATH=str(ROOT), WS_KEEPALIVE="1")  # fmt: skip
-        env.update({k.upper(): str(v) for k, v in settings.items()})
+        env = dict(os.environ, REDIS_URL=redis_url, RSMQ_NS=ns, QUEUE="jobs", HOST="127.0.0.1",
+                   PORT=str(self.port), LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT),
+                   WS_KEEPALIVE="1")  # fmt: skip
+        env.update(settings)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "web.app:create_app",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            env=env, cwd=ROOT,
-        )  # fmt: skip
-        wait_for(self.healthy, timeout=20, what="the web app to answer")
+            [sys.executable, "-m", "web"], env=env, cwd=ROOT, stdout=stdout, stderr=stderr
+        )
+        if wait:
+            wait_for(self.healthy, timeout=20, what="the web app to answer")
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"

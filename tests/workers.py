@@ -35,10 +35,22 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "con
 
 
 class WorkerProcess:
-    def __init__(self, redis_url: str, ns: str, *, cluster: bool = False, **settings: Any) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        ns: str,
+        *,
+        cluster: bool = False,
+        admin: Callable[[], redis.Redis] | None = None,
+        **settings: Any,
+    ) -> None:
+        """``cluster``: REDIS_URL names a node of a Redis Cluster (REDIS_CLUSTER=1).
+        ``admin`` makes the client that watches the worker start (a plain one by default;
+        on a cluster, one per master)."""
         self.redis_url = redis_url
         self.ns = ns
         self.cluster = cluster
+        self.admin = admin or (lambda: redis.Redis.from_url(redis_url))
         unset = ("REALTIME", "QUEUES", "REDIS_CLUSTER")
         self.env = {k: v for k, v in os.environ.items() if k not in unset}
         self.env.update(
@@ -53,12 +65,13 @@ class WorkerProcess:
             self.env["REDIS_CLUSTER"] = "1"
         self.env.update({k.upper(): str(v) for k, v in settings.items()})
         self.log = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".log", delete=False)
+        self.err = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".err", delete=False)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, ready: bool = True) -> WorkerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "worker"], env=self.env, cwd=ROOT,
-            stdout=self.log, stderr=subprocess.STDOUT,
+            stdout=self.log, stderr=self.err,
         )  # fmt: skip
         if ready:
             self.wait_ready()
@@ -74,9 +87,7 @@ class WorkerProcess:
         queues = self.env["QUEUES"].split(",")
         realtime = self.env.get("REALTIME", "true").lower() in ("1", "true", "yes", "on")
         channels = [Keys.of(self.ns, q, cluster=self.cluster).channel for q in queues]
-        nodes = (
-            primaries(self.redis_url) if self.cluster else [redis.Redis.from_url(self.redis_url)]
-        )
+        nodes = primaries(self.redis_url) if self.cluster else [self.admin()]
 
         def ready() -> bool:
             assert self.proc is not None
@@ -98,8 +109,15 @@ class WorkerProcess:
             for node in nodes:
                 node.close()
 
-    def output(self) -> str:
+    def stdout(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return Path(self.err.name).read_text(errors="replace")
+
+    def output(self) -> str:
+        """Both streams, stdout first."""
+        return self.stdout() + self.stderr()
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
@@ -124,8 +142,9 @@ class WorkerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-        self.log.close()
-        os.unlink(self.log.name)
+        for file in (self.log, self.err):
+            file.close()
+            os.unlink(file.name)
 
 
 def primaries(url: str) -> list[redis.Redis]:

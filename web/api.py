@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from realtime import EventLog, StatusEvent
 from rsmq_core import AsyncRSMQ, Message, RSMQError
+from rsmq_core.connection import explain
 
 STATUS_BY_ERROR = {"queueNotFound": 404, "queueExists": 409, "messageTooLong": 413}
 
@@ -236,7 +237,7 @@ async def health(request: Request) -> Response:
     except RSMQError as exc:
         return JSONResponse({"ok": True, "queue": queue, "note": exc.message})
     except Exception as exc:  # Redis down, or anything else: unhealthy, and why
-        return error_response(503, "unhealthy", f"{type(exc).__name__}: {exc}")
+        return error_response(503, "unhealthy", f"{type(exc).__name__}: {explain(exc)}")
     return JSONResponse({"ok": True, "queue": queue, "msgs": attrs.msgs})
 
 

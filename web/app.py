@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket
 from realtime import EventLog, Subscriber
 from rsmq_core import AsyncRSMQ, QueueExists
 from rsmq_core.client import AsyncRedis, connect
+from rsmq_core.connection import async_client, explain, scrub
 
 from . import api
 from .dashboard import Stats
@@ -67,12 +68,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         client: AsyncRedis
         if settings.redis_cluster:
             # A cluster client keeps a pool per node and has no blocking variant.
-            client = connect(settings.redis_url, cluster=True, max_connections=REDIS_CONNECTIONS)
+            client = connect(settings.redis_url, cluster=True, connection=settings.connection,
+                             max_connections=REDIS_CONNECTIONS)  # fmt: skip
         else:
-            pool = aioredis.BlockingConnectionPool.from_url(
-                settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=10
+            client = async_client(
+                settings.redis_url,
+                settings.connection,
+                pool_class=aioredis.BlockingConnectionPool,
+                max_connections=REDIS_CONNECTIONS,
+                timeout=10,
             )
-            client = aioredis.Redis(connection_pool=pool)
         app.state.settings = settings
         app.state.rsmq = AsyncRSMQ(client, ns=settings.ns, realtime=True)
         app.state.events = EventLog(client, settings.ns)
@@ -86,7 +91,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         except QueueExists:
             pass
         except Exception as exc:  # Redis down: serve anyway; /api/health says what is wrong
-            log.warning("could not create queue %s: %s", settings.queue, exc)
+            log.warning("could not create queue %s: %s", settings.queue,
+                        scrub(explain(exc), settings.redis_url))  # fmt: skip
         try:
             yield
         finally:
@@ -94,8 +100,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await app.state.stats.aclose()
             await subscriber.aclose()
             await app.state.events.flush()
-            await client.aclose()
-            await pool.aclose()
+            await client.aclose()  # and its pool
 
     async def index(request: Request) -> Response:
         token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)

@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rsmq_core import _protocol
+from rsmq_core import _protocol, logs
+from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions
 
 
 class SettingError(ValueError):
@@ -17,6 +18,7 @@ class SettingError(ValueError):
 class Settings:
     redis_url: str = "redis://localhost:6379/0"
     redis_cluster: bool = False  # REDIS_URL names a node of a Redis Cluster
+    connection: ConnectionOptions = DEFAULT_OPTIONS  # REDIS_TLS_*
     ns: str = "rsmq"
     queue: str = "jobs"  # the example app's queue: the worker's default QUEUES
     api_token: str | None = None  # required for write and admin endpoints when set
@@ -24,6 +26,9 @@ class Settings:
     ws_keepalive: float = 20.0  # seconds; well under Heroku's 55 s idle cut
     ws_buffer: int = 500  # events a slow websocket may lag behind before it is closed
     allowed_origins: tuple[str, ...] = ()  # besides the app's own; "*" for any
+    host: str = "0.0.0.0"  # every interface, as a Heroku dyno needs
+    port: int = 8000  # Heroku sets PORT
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -56,9 +61,29 @@ class Settings:
         if not _protocol.QNAME_RE.fullmatch(queue):
             raise SettingError(f"QUEUE={queue!r} is not a valid queue name")
         origins = tuple(o.strip() for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip())
+        redis_url = text("REDIS_URL", d.redis_url)
+        try:
+            connection = ConnectionOptions.from_env(env)
+        except ValueError as exc:
+            raise SettingError(str(exc)) from None
+        try:
+            connection.redis_kwargs(redis_url)
+        except ValueError as exc:
+            raise SettingError(f"REDIS_URL: {exc}") from None
+        port_text = text("PORT", str(d.port))
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise SettingError(f"PORT={port_text!r} must be a port number, 1 to 65535")
+        try:
+            log_level = logs.check_level(text("LOG_LEVEL", d.log_level))
+        except ValueError as exc:
+            raise SettingError(str(exc)) from None
         return cls(
-            redis_url=text("REDIS_URL", d.redis_url),
+            redis_url=redis_url,
             redis_cluster=flag("REDIS_CLUSTER", d.redis_cluster),
+            host=text("HOST", d.host),
+            port=int(port_text),
+            log_level=log_level,
+            connection=connection,
             ns=text("RSMQ_NS", d.ns),
             queue=queue,
             api_token=env.get("API_TOKEN", "").strip() or None,

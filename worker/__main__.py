@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import logging.config
+import logging
 import os
 import signal
 import sys
 import threading
+
+from redis import RedisError
+
+from rsmq_core import logs
+from rsmq_core.connection import explain, is_misconfigured, mask_url, scrub
 
 from .settings import SettingError, Settings
 from .worker import Handler, Worker
@@ -41,21 +46,21 @@ async def serve(settings: Settings, handler: Handler) -> None:
 
 
 def main() -> int:
-    logging.config.dictConfig({
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-        "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "line",
-                                "stream": "ext://sys.stdout"}},
-        "root": {"handlers": ["stdout"], "level": os.environ.get("LOG_LEVEL", "INFO").upper()},
-    })  # fmt: skip
     try:
         settings = Settings.from_env()
         handler = load_handler(settings.handler)
     except SettingError as exc:
         print(f"worker: bad setting: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(settings, handler))
+    logs.configure(settings.log_level)
+    try:
+        asyncio.run(serve(settings, handler))
+    except RedisError as exc:
+        if not is_misconfigured(exc):
+            raise
+        url = settings.redis_url
+        log.error("cannot use Redis at %s: %s", mask_url(url), scrub(explain(exc), url))
+        return 1
     # A sync handler's thread cannot be cancelled; its message was already released, so
     # exit now rather than wait for it past the grace period.
     if any(t.name.startswith("handler") for t in threading.enumerate()):

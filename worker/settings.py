@@ -10,7 +10,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rsmq_core import _protocol
+from rsmq_core import _protocol, logs
+from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions
 
 DEFAULT_HANDLER = "worker.example:handle"
 
@@ -23,6 +24,7 @@ class SettingError(ValueError):
 class Settings:
     redis_url: str = "redis://localhost:6379/0"
     redis_cluster: bool = False  # REDIS_URL names a node of a Redis Cluster
+    connection: ConnectionOptions = DEFAULT_OPTIONS  # REDIS_TLS_*
     ns: str = "rsmq"
     queues: tuple[str, ...] = ("jobs",)
     handler: str = DEFAULT_HANDLER
@@ -38,6 +40,7 @@ class Settings:
     event_ttl: int = 86_400
     heartbeat: float = 5.0
     stagger: float = 0.004
+    log_level: str = "INFO"
 
     def dead_letter_queue(self, qname: str) -> str:
         return qname + self.dead_letter_suffix
@@ -50,6 +53,7 @@ class Settings:
         settings = cls(
             redis_url=reader.text("REDIS_URL", d.redis_url),
             redis_cluster=reader.boolean("REDIS_CLUSTER", d.redis_cluster),
+            connection=reader.connection(),
             ns=reader.text("RSMQ_NS", d.ns),
             queues=reader.queues("QUEUES", d.queues),
             handler=reader.handler("HANDLER", d.handler),
@@ -67,7 +71,12 @@ class Settings:
             event_ttl=reader.integer("EVENT_TTL", d.event_ttl, low=1),
             heartbeat=reader.number("HEARTBEAT", d.heartbeat, low=0.1),
             stagger=reader.number("STAGGER", d.stagger, low=0),
+            log_level=reader.log_level("LOG_LEVEL", d.log_level),
         )
+        try:
+            settings.connection.redis_kwargs(settings.redis_url)
+        except ValueError as exc:
+            raise SettingError(f"REDIS_URL: {exc}") from None
         for qname in settings.queues:
             dead = settings.dead_letter_queue(qname)
             if not _protocol.QNAME_RE.fullmatch(dead):
@@ -138,6 +147,18 @@ class _Reader:
                 + (f" ({', '.join(map(repr, bad))} is not one)" if bad else "")
             )
         return names
+
+    def connection(self) -> ConnectionOptions:
+        try:
+            return ConnectionOptions.from_env(self.env)
+        except ValueError as exc:
+            raise SettingError(str(exc)) from None
+
+    def log_level(self, name: str, default: str) -> str:
+        try:
+            return logs.check_level(self._raw(name) or default)
+        except ValueError as exc:
+            raise SettingError(str(exc)) from None
 
     def handler(self, name: str, default: str) -> str:
         raw = self._raw(name) or default

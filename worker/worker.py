@@ -25,12 +25,15 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from redis import RedisError
+
 from realtime import EventLog, StatusEvent, Subscriber, Wakeup
 from realtime.events import Status
 from realtime.registry import WorkerInfo, heartbeat, live_workers, unregister
 from realtime.subscriber import CONNECTION_LOST
 from rsmq_core import AsyncRSMQ, Message, QueueExists, QueueNotFound
 from rsmq_core.client import AsyncRedis, connect
+from rsmq_core.connection import explain, is_misconfigured
 
 from .job import Job
 from .settings import Settings
@@ -78,7 +81,9 @@ class Worker:
         self.handler = handler
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.mode = "realtime" if settings.realtime else "polling"
-        self._redis = redis or connect(settings.redis_url, cluster=settings.redis_cluster)
+        self._redis = redis or connect(
+            settings.redis_url, cluster=settings.redis_cluster, connection=settings.connection
+        )
         self._owns_redis = redis is None
         self.rsmq = AsyncRSMQ(self._redis, ns=settings.ns)
         self.events = EventLog(self._redis, settings.ns, ttl=settings.event_ttl)
@@ -122,9 +127,14 @@ class Worker:
             "worker %s starting: %s mode, queues %s, concurrency %d",
             self.id, self.mode, ",".join(self.settings.queues), self.settings.concurrency,
         )  # fmt: skip
+        try:
+            await self._prepare()
+        except RedisError:  # only what no retry can cure gets here: stop, saying why
+            if self._owns_redis:
+                await self._redis.aclose()
+            raise
         if self._subscriber is not None:
             self._subscriber.start()
-        await self._create_missing_queues()
         beat = asyncio.create_task(self._heartbeat(info))
         consumers = [asyncio.create_task(self._consume(q)) for q in self.settings.queues]
         try:
@@ -146,6 +156,18 @@ class Worker:
             if self._owns_redis:
                 await self._redis.aclose()
             log.info("worker %s stopped: %r", self.id, self)
+
+    async def _prepare(self) -> None:
+        """Check the connection and create missing queues. A setting no retry can cure (a
+        certificate that fails verification, a refused password, an ACL user without the
+        permissions a queue needs) raises; an unreachable Redis is waited for as ever."""
+        try:
+            await self._redis.ping()
+        except REDIS_DOWN as exc:
+            if is_misconfigured(exc):
+                raise
+            log.warning("Redis is not reachable yet (%s); retrying", explain(exc))
+        await self._create_missing_queues()
 
     async def _heartbeat(self, info: WorkerInfo) -> None:
         while True:

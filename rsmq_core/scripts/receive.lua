@@ -6,47 +6,64 @@
 -- ARGV[4] a channel to announce on, or "": "1" if `count` were taken (there may be more),
 --         "0 <wait>" if fewer (none is visible now; <wait> as below). In the same step as
 --         the receive, so a send that follows it is announced after it, never before.
--- Returns {"ok", wait, id, body, rc, fr, ...}: `wait` is "" when `count` were taken, else the
--- milliseconds until the next message becomes visible, or -1 if the queue holds none;
--- or {"queueNotFound"}.
+-- Returns {"ok", wait, now, counts, id, body, id, body, ...} or {"queueNotFound"}:
+-- `wait` is "" when `count` were taken, else the milliseconds until the next message becomes
+-- visible, or -1 if the queue holds none; `now` the server's epoch milliseconds; `counts` ""
+-- when every message was received for the first time (rc 1, fr `now`: the common case costs
+-- nothing to say), else "rc,fr,rc,fr,..." for every message in order.
 local vt = redis.call("HGET", KEYS[2], "vt")
 if not vt then return {"queueNotFound"} end
 if ARGV[1] ~= "" then vt = ARGV[1] end
 local count, pop = tonumber(ARGV[2]), ARGV[3] == "pop"
 local _, _, ms = now()
+-- Numbers passed to redis.call are formatted once per argument: format each value once.
+local now_text = tostring(ms)
 local ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ms, "LIMIT", 0, count)
-local out, got = {"ok", ""}, 0
+local out, got = {"ok", "", now_text, ""}, 0
 if #ids > 0 then
   -- One read and one write per kind for the whole batch: far cheaper than per-message calls.
-  local fields, rcs, frs = {}, {}, {}
-  for i, id in ipairs(ids) do
-    rcs[i], frs[i] = id .. ":rc", id .. ":fr"
-    fields[3 * i - 2], fields[3 * i - 1], fields[3 * i] = id, rcs[i], frs[i]
-  end
+  -- The first receive time is read only for messages received before (rarely any).
+  local fields = {}
+  for i, id in ipairs(ids) do fields[2 * i - 1], fields[2 * i] = id, id .. ":rc" end
   local values = redis.call("HMGET", KEYS[2], unpack(fields))
-  local hide, counts, drop, orphans = {}, {}, {}, {}
-  local until_ms = ms + tonumber(vt) * 1000
+  local again = {}
+  for i = 1, #ids do
+    if values[2 * i] then again[#again + 1] = ids[i] .. ":fr" end
+  end
+  local firsts = #again > 0 and redis.call("HMGET", KEYS[2], unpack(again)) or {}
+  local hide, counts, drop, orphans, told = {}, {}, {}, {}, {}
+  local hide_at = tostring(ms + tonumber(vt) * 1000)
+  local nth_again, tell = 0, #again > 0
   for i, id in ipairs(ids) do
-    local body = values[3 * i - 2]
+    local body, rc = values[2 * i - 1], 1
+    local fr = now_text
+    if values[2 * i] then
+      nth_again = nth_again + 1
+      rc = (tonumber(values[2 * i]) or 0) + 1
+      local first_ms = tonumber(firsts[nth_again])
+      -- Reformatted, so the reply parses as integers whatever another client wrote.
+      if rc > 1 and first_ms then fr = string.format("%d", first_ms) end
+    end
     if not body then
       -- A member without a body can only come from outside tampering; receiving it would
       -- hand out an empty message forever, so drop it.
       orphans[#orphans + 1] = id
     else
-      local rc = (tonumber(values[3 * i - 1]) or 0) + 1
-      local fr = rc > 1 and tonumber(values[3 * i]) or ms
+      local rc_text = rc == 1 and "1" or string.format("%d", rc)
       if pop then
-        drop[#drop + 1], drop[#drop + 2], drop[#drop + 3] = id, rcs[i], frs[i]
+        drop[#drop + 1], drop[#drop + 2], drop[#drop + 3] = id, fields[2 * i], id .. ":fr"
         orphans[#orphans + 1] = id
       else
-        hide[#hide + 1], hide[#hide + 2] = until_ms, id
-        counts[#counts + 1], counts[#counts + 2] = rcs[i], rc
-        if rc == 1 then counts[#counts + 1], counts[#counts + 2] = frs[i], ms end
+        hide[#hide + 1], hide[#hide + 2] = hide_at, id
+        counts[#counts + 1], counts[#counts + 2] = fields[2 * i], rc_text
+        if rc == 1 then counts[#counts + 1], counts[#counts + 2] = id .. ":fr", now_text end
       end
       got = got + 1
-      out[#out + 1], out[#out + 2], out[#out + 3], out[#out + 4] = id, body, rc, fr
+      if tell then told[#told + 1], told[#told + 2] = rc_text, fr end
+      out[#out + 1], out[#out + 2] = id, body
     end
   end
+  if tell then out[4] = table.concat(told, ",") end
   if #hide > 0 then redis.call("ZADD", KEYS[1], unpack(hide)) end
   if #counts > 0 then redis.call("HSET", KEYS[2], unpack(counts)) end
   if #orphans > 0 then redis.call("ZREM", KEYS[1], unpack(orphans)) end

@@ -1,0 +1,273 @@
+"""Every Redis connection of the project is made here: a URL plus :class:`ConnectionOptions`.
+
+The URL says where and who (``rediss://user:password@host:port/db``: TLS, a Redis ACL user);
+the options say what the URL cannot: how to verify the server's TLS certificate and which
+client certificate to show. Keeping both in one place means a new way to connect (a cluster
+client, say) is added once for the library, the CLI, the worker and the web app.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal, cast, overload
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import redis
+import redis.asyncio as aioredis
+
+TlsVerify = Literal["required", "none"]
+VERIFY_MODES: Final = ("required", "none")
+TLS_SCHEMES: Final = ("rediss",)
+
+# The environment variables the worker, the web app and the CLI read the options from.
+ENV_NAMES: Final = {
+    "tls_verify": "REDIS_TLS_VERIFY",
+    "tls_ca_file": "REDIS_TLS_CA_FILE",
+    "tls_cert_file": "REDIS_TLS_CERT_FILE",
+    "tls_key_file": "REDIS_TLS_KEY_FILE",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionOptions:
+    """How to connect beyond what the URL says; they apply to ``rediss://`` URLs only.
+
+    ``tls_verify="required"`` (the default) checks the server's certificate against
+    ``tls_ca_file`` (else the system's trusted CAs) and its host name against the URL's.
+    ``"none"`` accepts any certificate: the traffic is still encrypted, but a machine in
+    the middle could read it. Heroku Redis needs it, its certificates being self-signed.
+    ``tls_cert_file`` and ``tls_key_file`` are a client certificate (PEM) for servers that
+    ask for one (Redis's ``tls-auth-clients``).
+    """
+
+    tls_verify: TlsVerify = "required"
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tls_verify not in VERIFY_MODES:
+            raise ValueError(
+                f"tls_verify={self.tls_verify!r}: use 'required' (check the server's "
+                "certificate) or 'none' (accept any, e.g. Heroku Redis's self-signed ones)"
+            )
+        if self.tls_key_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_key_file is set without tls_cert_file (the client certificate)")
+        if self.tls_ca_file is not None and self.tls_verify == "none":
+            raise ValueError(
+                "tls_ca_file is set but tls_verify is 'none': the CA would never be used"
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ConnectionOptions:
+        """The options from the ``REDIS_TLS_*`` variables in ``env``."""
+        return cls.parse({name: env.get(name) for name in ENV_NAMES.values()}, ENV_NAMES)
+
+    @classmethod
+    def parse(cls, values: Mapping[str, str | None], names: Mapping[str, str]) -> ConnectionOptions:
+        """The options from text settings: each field's value is ``values[names[field]]``,
+        and an error names the setting (``names[field]``) and what to do.
+
+        A file that cannot be read is refused here, at start, not at the first connection.
+        """
+
+        def value(field: str) -> str | None:
+            return (values.get(names[field]) or "").strip() or None
+
+        verify = (value("tls_verify") or "required").lower()
+        if verify not in VERIFY_MODES:
+            raise ValueError(
+                f"{names['tls_verify']}={values[names['tls_verify']]!r}: use 'required' (check "
+                "the server's certificate, the default) or 'none' (accept any, e.g. Heroku "
+                "Redis's self-signed ones)"
+            )
+        files = {}
+        for field in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+            path = files[field] = value(field)
+            if path is not None and not os.access(path, os.R_OK):
+                raise ValueError(f"{names[field]}={path!r}: no such file, or it cannot be read")
+        try:
+            return cls(tls_verify=cast(TlsVerify, verify), **files)
+        except ValueError as exc:
+            message = str(exc)
+            for field, name in names.items():
+                message = message.replace(field, name)
+            raise ValueError(message) from None
+
+    def redis_kwargs(self, url: str) -> dict[str, Any]:
+        """redis-py's keyword arguments for a connection to ``url`` with these options."""
+        scheme = urlsplit(url).scheme
+        if scheme not in TLS_SCHEMES:
+            # Relaxing verification on a plain connection relaxes nothing; but files that
+            # ask for TLS on a URL without it mean a mistake the user would want to hear of.
+            if self.tls_ca_file or self.tls_cert_file:
+                raise ValueError(
+                    f"a TLS CA or client certificate is set, but the URL's scheme is "
+                    f"{scheme!r}, which does not use TLS: use rediss://"
+                )
+            return {}
+        kwargs: dict[str, Any] = {
+            "ssl_cert_reqs": self.tls_verify,
+            # redis-py checks host names by default too (since 6.0); said here so a change
+            # of default can never turn it off.
+            "ssl_check_hostname": self.tls_verify == "required",
+        }
+        if self.tls_ca_file is not None:
+            kwargs["ssl_ca_certs"] = self.tls_ca_file
+        if self.tls_cert_file is not None:
+            kwargs["ssl_certfile"] = self.tls_cert_file
+            kwargs["ssl_keyfile"] = self.tls_key_file
+        return kwargs
+
+
+DEFAULT_OPTIONS: Final = ConnectionOptions()
+
+
+AsyncRedis = aioredis.Redis | aioredis.RedisCluster
+"""What every async part of the project runs on: a standalone Redis, or a Redis Cluster."""
+
+
+@overload
+def async_client(
+    url: str,
+    options: ConnectionOptions | None = ...,
+    *,
+    cluster: Literal[False] = ...,
+    pool_class: type[aioredis.ConnectionPool] = ...,
+    **kwargs: Any,
+) -> aioredis.Redis: ...
+@overload
+def async_client(
+    url: str,
+    options: ConnectionOptions | None = ...,
+    *,
+    cluster: bool,
+    pool_class: type[aioredis.ConnectionPool] = ...,
+    **kwargs: Any,
+) -> AsyncRedis: ...
+def async_client(
+    url: str,
+    options: ConnectionOptions | None = None,
+    *,
+    cluster: bool = False,
+    pool_class: type[aioredis.ConnectionPool] = aioredis.ConnectionPool,
+    **kwargs: Any,
+) -> AsyncRedis:
+    """A ``redis.asyncio.Redis`` on a pool of its own (closed with the client), or with
+    ``cluster`` a ``RedisCluster`` (a pool per node: ``pool_class`` does not apply) that
+    ``url`` names a node of. ``kwargs`` go to redis-py (``max_connections``, the
+    connections' ``socket_timeout``, ...)."""
+    kwargs.update((options or DEFAULT_OPTIONS).redis_kwargs(url))
+    if cluster:
+        return aioredis.RedisCluster.from_url(url, **kwargs)
+    return aioredis.Redis.from_pool(pool_class.from_url(url, **kwargs))
+
+
+@overload
+def sync_client(
+    url: str,
+    options: ConnectionOptions | None = ...,
+    *,
+    cluster: Literal[False] = ...,
+    **kwargs: Any,
+) -> redis.Redis: ...
+@overload
+def sync_client(
+    url: str, options: ConnectionOptions | None = ..., *, cluster: bool, **kwargs: Any
+) -> redis.Redis | redis.RedisCluster: ...
+def sync_client(
+    url: str, options: ConnectionOptions | None = None, *, cluster: bool = False, **kwargs: Any
+) -> redis.Redis | redis.RedisCluster:
+    """The blocking twin of :func:`async_client`."""
+    kwargs.update((options or DEFAULT_OPTIONS).redis_kwargs(url))
+    if cluster:
+        return redis.RedisCluster.from_url(url, **kwargs)
+    return redis.Redis.from_url(url, **kwargs)
+
+
+def explain(exc: BaseException) -> str:
+    """``exc`` as one line, with what to do about it when it is a setting's fault.
+
+    A certificate that fails verification or a refused password will fail the same way on
+    every retry, so the message says which setting to look at.
+    """
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if _certificate_failed(exc):
+        return (
+            f"{text} (the server's TLS certificate could not be verified: set "
+            f"{ENV_NAMES['tls_ca_file']} to the CA that signed it, or "
+            f"{ENV_NAMES['tls_verify']}=none to accept "
+            "any certificate, as Heroku Redis's self-signed ones need)"
+        )
+    if isinstance(exc, redis.AuthenticationError):
+        return f"{text} (check the user name and password in the URL)"
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return (
+            f"{text} (the Redis ACL user needs the namespace's keys and channels and the "
+            "commands a queue runs, scripts included: see the README's ACL rule)"
+        )
+    return text
+
+
+def is_misconfigured(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure no retry can cure: a certificate that fails
+    verification, a user name or password that Redis refuses, or an ACL user that may not
+    run what the queue needs."""
+    return _certificate_failed(exc) or isinstance(
+        exc, redis.AuthenticationError | redis.exceptions.NoPermissionError
+    )
+
+
+def _certificate_failed(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        # redis-py keeps only the message of the socket error it wraps.
+        if "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+# URLs in messages ----------------------------------------------------------------------------
+
+
+def _password_params(query: str) -> list[str]:
+    return [
+        v for k, _, v in (i.partition("=") for i in query.split("&")) if unquote(k) == "password"
+    ]
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (in the authority or a ``password=`` parameter) as ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    query = "&".join(
+        "password=***" if unquote(item.partition("=")[0]) == "password" else item
+        for item in parts.query.split("&")
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` with any password of ``url`` in it masked, in case an error quotes it."""
+    try:
+        parts = urlsplit(url)
+        secrets = [parts.password or "", *_password_params(parts.query)]
+    except ValueError:
+        return "<not shown: the URL cannot be parsed>"
+    for secret in secrets:
+        for form in {secret, unquote(secret)} - {""}:
+            text = text.replace(form, "***")
+    return text
