@@ -5,6 +5,7 @@ Run from the repository root (needs redis-server 7+ and redis-cli on PATH)::
     .venv/bin/python -m bench.cluster            # full run, about two minutes
     .venv/bin/python -m bench.cluster --quick    # a smaller run, well under a minute
     .venv/bin/python -m bench.cluster --json out.json
+    .venv/bin/python -m bench.cluster --rounds 5    # more alternating rounds
 
 Both clusters run side by side for the whole run (``tests/redis_cluster.py``, free loopback
 ports, no replicas, no persistence): one of a single master that owns every slot, one of three
@@ -41,7 +42,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -243,13 +244,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="a smaller run")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--rounds", type=int, help="measurements per layout (default 3)")
     args = parser.parse_args(argv)
+    if args.rounds is not None and not 1 <= args.rounds <= 20:
+        parser.error(f"--rounds must be between 1 and 20, not {args.rounds}")
     reason = unavailable()
     if reason is not None:
         print(f"bench.cluster: cannot run a Redis Cluster here: {reason}", file=sys.stderr)
         return 2
     exit_on_sigterm()
     plan = Plan.make(args.quick)
+    if args.rounds is not None:
+        budget = plan.budget_seconds * args.rounds / plan.rounds
+        plan = replace(plan, rounds=args.rounds, budget_seconds=budget)
     deadline = Deadline(plan.budget_seconds)
     info = machine()
     print(f"== handled msgs/s, queues on 1 vs 3 masters ({asdict(plan)})", flush=True)
