@@ -2,7 +2,7 @@
 
 Run from the repository root (needs redis-server 7+ and redis-cli on PATH)::
 
-    .venv/bin/python -m bench.cluster            # full run, about two minutes
+    .venv/bin/python -m bench.cluster            # full run, about 90 seconds
     .venv/bin/python -m bench.cluster --quick    # a smaller run, well under a minute
     .venv/bin/python -m bench.cluster --json out.json
     .venv/bin/python -m bench.cluster --rounds 5    # more alternating rounds

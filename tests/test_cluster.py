@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from rsmq_core import RSMQ
+from rsmq_core.cli import main
 from tests.redis_cluster import RedisCluster
 from tests.test_web_server import QUEUED_TO_DONE, WebProcess, statuses
 from tests.workers import WorkerProcess, done, started, wait_for
@@ -132,3 +133,32 @@ def test_a_worker_told_cluster_on_a_standalone_redis_stops_saying_so(redis_url, 
         assert "cluster" in w.output().lower(), w.output()
     finally:
         w.cleanup()
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_cli_on_the_cluster(redis_cluster, ns, capsys, monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("REDIS_CLUSTER", raising=False)
+    base = ["--url", redis_cluster.url, "--ns", ns, "--cluster"]
+    assert cli(capsys, *base, "create", "jobs")[0] == 0
+    code, out, _ = cli(capsys, *base, "send", "jobs", "hello")
+    mid = json.loads(out)
+    assert code == 0
+    # $REDIS_CLUSTER stands for --cluster; the message is where a cluster client finds it.
+    monkeypatch.setenv("REDIS_CLUSTER", "true")
+    code, out, _ = cli(capsys, "--url", redis_cluster.url, "--ns", ns, "receive", "jobs")
+    assert code == 0 and (json.loads(out)["id"], json.loads(out)["message"]) == (mid, "hello")
+    with RSMQ.from_url(redis_cluster.url, ns=ns, cluster=True) as q:
+        assert q.get_queue_attributes("jobs").totalrecv == 1
+        assert q.list_queues() == ["jobs"]
+
+
+def test_the_cli_told_cluster_on_a_standalone_redis_says_so(redis_url, ns, capsys):
+    code, out, err = cli(capsys, "--url", redis_url, "--ns", ns, "--cluster", "list")
+    assert (code, out) == (3, "")  # 3: cannot connect
+    assert "cannot connect" in err and "cluster mode is not enabled" in err.lower(), err
