@@ -8,11 +8,13 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
+import websockets
 
-from rsmq_core import RSMQ
+from rsmq_core import RSMQ, Keys
 from rsmq_core.cli import main
 from tests.redis_cluster import RedisCluster
 from tests.test_web_server import QUEUED_TO_DONE, WebProcess, statuses
@@ -162,3 +164,43 @@ def test_the_cli_told_cluster_on_a_standalone_redis_says_so(redis_url, ns, capsy
     code, out, err = cli(capsys, "--url", redis_url, "--ns", ns, "--cluster", "list")
     assert (code, out) == (3, "")  # 3: cannot connect
     assert "cannot connect" in err and "cluster mode is not enabled" in err.lower(), err
+
+
+def test_the_websocket_keeps_its_events_across_a_master_restart(redis_cluster, ns, workers):
+    web = WebProcess(redis_cluster.url, ns, REDIS_CLUSTER="1")
+    try:
+        workers.append(WorkerProcess(redis_cluster.url, ns, cluster=True).start())
+        victim = redis_cluster.owner(Keys.of(ns, "jobs", cluster=True).zset)
+        body = {"message": json.dumps({"sleep": 0.05})}
+
+        async def flow() -> tuple[str, list[dict[str, Any]], str, list[dict[str, Any]]]:
+            async with websockets.connect(f"ws://127.0.0.1:{web.port}/ws") as ws:
+                await ws.send(json.dumps({"type": "subscribe", "queue": "jobs"}))
+
+                async def events(want: int) -> list[dict[str, Any]]:
+                    got: list[dict[str, Any]] = []
+                    async with asyncio.timeout(30):
+                        while len(got) < want:
+                            frame = json.loads(await ws.recv())
+                            if frame["type"] == "event":
+                                got.append(frame["event"])
+                    return got
+
+                while json.loads(await ws.recv())["type"] != "subscribed":
+                    pass
+                post = web.post
+                first = (await asyncio.to_thread(post, "/api/queues/jobs/messages", body))["id"]
+                before = await events(5)
+                # The queue's master (its events' stream and channels) goes down and comes back.
+                await asyncio.to_thread(redis_cluster.restart, victim)
+                second = (await asyncio.to_thread(post, "/api/queues/jobs/messages", body))["id"]
+                after = await events(5)
+                return first, before, second, after
+
+        first, before, second, after = asyncio.run(flow())
+    finally:
+        web.stop()
+    for mid, events in ((first, before), (second, after)):
+        assert {e["id"] for e in events} == {mid}
+        # As a set: "queued" (written by the web after the send) may land after "received".
+        assert sorted(e["status"] for e in events) == sorted(QUEUED_TO_DONE)
