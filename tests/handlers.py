@@ -35,9 +35,11 @@ def _redis() -> redis.Redis | redis.RedisCluster:
     global _client
     if _client is None:
         # As the worker connects: the TLS tests' workers need the CA file too.
+        # RECORD_REDIS_URL: record straight to Redis when the worker's own URL is a proxy.
+        url = os.environ.get("RECORD_REDIS_URL") or os.environ["REDIS_URL"]
         options = ConnectionOptions.from_env(os.environ)
         cluster = os.environ.get("REDIS_CLUSTER", "").lower() in ("1", "true", "yes", "on")
-        _client = sync_client(os.environ["REDIS_URL"], options, cluster=cluster)
+        _client = sync_client(url, options, cluster=cluster)
     return _client
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 
+from bench.chaos import proxy
 from rsmq_core import RSMQ
 from tests.redis_server import RedisServer
 from tests.workers import WorkerProcess, done, started, wait_for
@@ -151,6 +152,63 @@ def test_four_workers_two_thousand_messages_with_a_kill(spawn, q, r, ns, mode):
     duplicated = {i for i, n in counts.items() if n > 1}
     assert duplicated <= held_by_victim
     wait_for(lambda: q.get_queue_attributes("jobs").msgs == 0, what="the queue to empty")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_delete_cut_in_flight_is_retried(spawn, q, r, ns, redis_server, tmp_path, mode):
+    """Found by the chaos soak: the worker's own Redis client did not retry a dropped
+    connection, so a delete whose connection was cut failed and the message was handled a
+    second time once its visibility timeout ran out."""
+    # 150 ms each way through the proxy: the delete is still in flight when the cut comes.
+    cutter, (port,) = proxy.start(redis_server.port, tmp_path / "proxy.log", latency_ms=150)
+    try:
+        # VT 5: time for the retried delete to land even at that latency
+        w = spawn(mode, url=f"redis://127.0.0.1:{port}/0", vt=5, record_redis_url=redis_server.url)
+        q.send_message("jobs", json.dumps({"sleep": 0.2}))
+        wait_for(lambda: done(r, ns), what="the handler to finish")
+        cutter.send_signal(signal.SIGUSR1)  # every connection of the worker, the delete's too
+        assert "cut" in wait_for(lambda: (tmp_path / "proxy.log").read_text(), what="the cut")
+        wait_for(lambda: q.get_queue_attributes("jobs").msgs == 0, timeout=10, what="the delete")
+        assert [e["rc"] for e in started(r, ns)] == [1]
+        assert "handling failed" not in w.output()
+    finally:
+        proxy.stop(cutter)
+
+
+def test_a_handled_message_is_deleted_once_redis_is_back(spawn, r, ns, redis_server):
+    """Found by the chaos soak: with Redis away longer than the client's retries (about a
+    second), the delete of a handled message was given up and the message handled again after
+    its visibility timeout. The worker now holds on to the delete until Redis is back."""
+    server = RedisServer("--appendonly", "yes", "--appendfsync", "always")
+    server.start()
+    try:
+        with RSMQ.from_url(server.url, ns=ns, realtime=True) as q:
+            q.create_queue("jobs")
+            w = spawn(url=server.url, vt=20, record_redis_url=redis_server.url)
+            mid = q.send_message("jobs", json.dumps({"sleep": 0.5}))
+            wait_for(lambda: started(r, ns), what="the handler to start")
+            server.stop(kill=True)  # while the handler runs
+            wait_for(lambda: "could not delete handled" in w.output(), timeout=20,
+                     what="the delete to fail past the client's retries")  # fmt: skip
+            server.start()  # the same port and folder: the message is back, hidden, rc 1
+            wait_for(lambda: q.get_queue_attributes("jobs").msgs == 0, timeout=20,
+                     what="the delete, after Redis is back")  # fmt: skip
+        assert [(e["id"], e["rc"]) for e in started(r, ns)] == [(mid, 1)]
+        assert [d["id"] for d in done(r, ns)] == [mid]
+    finally:
+        server.cleanup()
+
+
+def test_a_message_received_elsewhere_meanwhile_stays_with_its_new_holder(spawn, q, r, ns):
+    w = spawn(vt=30)
+    mid = q.send_message("jobs", json.dumps({"sleep": 1}))
+    wait_for(lambda: started(r, ns), what="the handler to start")
+    assert q.change_message_visibility("jobs", mid, 0)  # as if its visibility timeout ran out
+    taken = q.receive_message("jobs", vt=60)
+    assert taken is not None and (taken.id, taken.rc) == (mid, 2)
+    wait_for(lambda: "another worker received it meanwhile" in w.output(), what="the warning")
+    assert q.get_queue_attributes("jobs").msgs == 1  # not deleted under its new holder
+    assert q.delete_message("jobs", mid, rc=2)
 
 
 @pytest.mark.parametrize("mode", MODES)

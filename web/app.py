@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -28,7 +29,7 @@ from starlette.websockets import WebSocket
 
 from realtime import EventLog, Subscriber
 from rsmq_core import AsyncRSMQ, QueueExists
-from rsmq_core.client import AsyncRedis, connect
+from rsmq_core.client import BACKOFF, RETRIES, AsyncRedis, connect
 from rsmq_core.connection import async_client, explain, scrub
 
 from . import api
@@ -77,6 +78,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 pool_class=aioredis.BlockingConnectionPool,
                 max_connections=REDIS_CONNECTIONS,
                 timeout=10,
+                # A call whose connection dropped is tried again on a new one, as the worker's
+                # are (the subscriber keeps a pool of its own, without retries).
+                retry=Retry(BACKOFF, RETRIES),
             )
         app.state.settings = settings
         app.state.rsmq = AsyncRSMQ(client, ns=settings.ns, realtime=True)

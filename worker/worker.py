@@ -393,7 +393,8 @@ class Worker:
         self._inflight.pop(task, None)
         self._slot_freed.set()
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("handling failed unexpectedly: %r", exc)
+            # str, not repr: redis-py's repr of its errors hides their message.
+            log.error("handling failed unexpectedly: %s: %s", type(exc).__name__, exc)
 
     # Handling ----------------------------------------------------------------------------------
 
@@ -418,7 +419,9 @@ class Worker:
         except Exception as exc:
             await self._failed(qname, msg, exc)
         else:
-            if await self.rsmq.delete_message(qname, msg.id, rc=msg.rc):
+            if await self._delete_handled(qname, msg) or not await self._queued(qname, msg):
+                # Not deleted, yet gone: most likely by a try of this delete whose reply was
+                # lost with its connection (redis-py resent it). The handler finished anyway.
                 self.counters["done"] += 1
                 self._emit("done", qname, msg)
                 log.info("%6.3fs done %s/%s rc=%d", time.perf_counter() - started, qname, msg.id,
@@ -433,6 +436,32 @@ class Worker:
                 )
         finally:
             keeper.cancel()
+
+    async def _queued(self, qname: str, msg: Message) -> bool:
+        """Whether the message is still in its queue (by anyone's hand)."""
+        try:
+            return bool(await self._redis.hexists(self.rsmq.keys(qname).hash, msg.id))
+        except REDIS_DOWN:
+            return True  # unknown: say the lease was lost, the cautious reading
+
+    async def _delete_handled(self, qname: str, msg: Message) -> bool:
+        """Delete a handled message, trying again while Redis is away (the keeper goes on
+        extending its lease meanwhile): a delete given up on would have the message handled
+        again once its visibility timeout ran out. Returns whether it was deleted; gives up
+        (raises) only at stop or after two visibility timeouts."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 2 * self.settings.vt
+        delay = 0.1
+        while True:
+            try:
+                return await self.rsmq.delete_message(qname, msg.id, rc=msg.rc)
+            except REDIS_DOWN as exc:
+                if self._stopping.is_set() or loop.time() + delay > give_up:
+                    raise
+                log.warning("could not delete handled %s/%s yet (%s); trying again in %.1fs",
+                            qname, msg.id, exc, delay)  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 2.0)
 
     async def _run_handler(self, qname: str, msg: Message) -> None:
         loop = asyncio.get_running_loop()
