@@ -9,11 +9,13 @@ refuses to create a cluster of fewer than three masters).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 
@@ -28,20 +30,30 @@ UNSETTLED_FLAGS = frozenset({"fail", "fail?", "handshake", "noaddr"})
 
 
 def redis_cli_binary() -> str | None:
-    """redis-cli from PATH (Debian's redis-tools), or None."""
+    """redis-cli beside the redis-server in use (the same release), else from PATH."""
+    beside = Path(redis_server_binary()).with_name("redis-cli")
+    if os.access(beside, os.X_OK):
+        return str(beside)
     return shutil.which("redis-cli")
+
+
+def _major_version(binary: str, pattern: str) -> tuple[int | None, str]:
+    said = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    match = re.search(pattern, said.stdout)
+    return (int(match.group(1)) if match else None), said.stdout.strip()
 
 
 def unavailable() -> str | None:
     """Why this machine cannot run a cluster here, or None when it can."""
-    if redis_cli_binary() is None:
+    cli = redis_cli_binary()
+    if cli is None:
         return "redis-cli is not on PATH (Debian: apt-get install redis-tools)"
-    server = redis_server_binary()
-    version = subprocess.run([server, "--version"], capture_output=True, text=True).stdout
-    match = re.search(r"v=(\d+)\.", version)
-    if match is None or int(match.group(1)) < 7:
-        # cluster-port, CLUSTER ADDSLOTSRANGE and sharded pub/sub all arrived in 7.0.
-        return f"{server} is not Redis 7 or later ({version.strip() or 'no version'})"
+    # cluster-port, CLUSTER ADDSLOTSRANGE and sharded pub/sub all arrived in 7.0, and an older
+    # redis-cli joins the nodes as if each bus port were port + 10000, then waits forever.
+    for binary, pattern in ((redis_server_binary(), r"v=(\d+)\."), (cli, r"redis-cli (\d+)\.")):
+        major, version = _major_version(binary, pattern)
+        if major is None or major < 7:
+            return f"{binary} is not Redis 7 or later ({version or 'no version'})"
     return None
 
 
@@ -120,10 +132,13 @@ class RedisCluster:
         if cli is None:
             raise RuntimeError("redis-cli is not on PATH (Debian: apt-get install redis-tools)")
         args = [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports)]
-        done = subprocess.run(
-            [*args, "--cluster-replicas", "0", "--cluster-yes"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        try:
+            done = subprocess.run(
+                [*args, "--cluster-replicas", "0", "--cluster-yes"],
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired as e:
+            raise RuntimeError(f"redis-cli --cluster create hung for 30s:\n{e.stdout!r}") from None
         if done.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed:\n{done.stdout}{done.stderr}")
 

