@@ -4,6 +4,7 @@ import asyncio
 import inspect
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ import redis
 from starlette.testclient import TestClient
 
 from rsmq_core import RSMQ, AsyncRSMQ
+from tests.redis_cluster import RedisCluster, unavailable
 from tests.redis_server import RedisServer
 from web.app import create_app
 from web.settings import Settings
@@ -24,6 +26,20 @@ def redis_server() -> Iterator[RedisServer]:
     server.cleanup()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """Three masters, no replicas; tests restart masters but leave the cluster ok."""
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(f"no Redis Cluster: {reason}")
+    cluster = RedisCluster(3)
+    try:
+        cluster.create()
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
@@ -35,10 +51,32 @@ def ns() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
+@dataclass(frozen=True)
+class Backend:
+    """Where a test's queues live: the suite's redis-server, or its Redis Cluster."""
+
+    url: str
+    cluster: bool
+
+
 @pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    """A plain redis-py client, to look at the keys themselves."""
-    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """The standalone server, unless a module parametrizes this indirectly with "cluster"
+    (``pytest.mark.parametrize("backend", BACKENDS, indirect=True)``)."""
+    if getattr(request, "param", "standalone") == "cluster":
+        return Backend(request.getfixturevalue("redis_cluster").url, cluster=True)
+    return Backend(request.getfixturevalue("redis_url"), cluster=False)
+
+
+@pytest.fixture
+def r(backend: Backend) -> Iterator[redis.Redis]:
+    """A plain redis-py client (a cluster client on the cluster), to look at the keys."""
+    client: Any = (
+        redis.RedisCluster.from_url(backend.url, decode_responses=True)
+        if backend.cluster
+        else redis.Redis.from_url(backend.url, decode_responses=True)
+    )
+    with client:
         yield client
 
 
@@ -63,14 +101,15 @@ class SyncDriven:
 
 
 @pytest.fixture(params=["sync", "async"])
-def rsmq(request: pytest.FixtureRequest, redis_url: str, ns: str) -> Iterator[Any]:
+def rsmq(request: pytest.FixtureRequest, backend: Backend, ns: str) -> Iterator[Any]:
     """Every behaviour test runs once with RSMQ and once with AsyncRSMQ."""
+    url, cluster = backend.url, backend.cluster
     if request.param == "sync":
-        with RSMQ.from_url(redis_url, ns=ns) as client:
+        with RSMQ.from_url(url, ns=ns, cluster=cluster) as client:
             yield client
     else:
         with asyncio.Runner() as runner:
-            aclient = AsyncRSMQ.from_url(redis_url, ns=ns)
+            aclient = AsyncRSMQ.from_url(url, ns=ns, cluster=cluster)
             yield SyncDriven(aclient, runner)
             runner.run(aclient.aclose())
 

@@ -20,7 +20,7 @@ import redis
 from rsmq_core.connection import ConnectionOptions, sync_client
 from worker import Job
 
-_client: redis.Redis | None = None
+_client: redis.Redis | redis.RedisCluster | None = None
 
 
 def started_key(ns: str) -> str:
@@ -31,13 +31,15 @@ def done_key(ns: str) -> str:
     return f"{ns}:test:done"
 
 
-def _redis() -> redis.Redis:
+def _redis() -> redis.Redis | redis.RedisCluster:
     global _client
     if _client is None:
         # As the worker connects: the TLS tests' workers need the CA file too.
         # RECORD_REDIS_URL: record straight to Redis when the worker's own URL is a proxy.
         url = os.environ.get("RECORD_REDIS_URL") or os.environ["REDIS_URL"]
-        _client = sync_client(url, ConnectionOptions.from_env(os.environ))
+        options = ConnectionOptions.from_env(os.environ)
+        cluster = os.environ.get("REDIS_CLUSTER", "").lower() in ("1", "true", "yes", "on")
+        _client = sync_client(url, options, cluster=cluster)
     return _client
 
 

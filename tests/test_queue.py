@@ -12,6 +12,10 @@ import redis.asyncio as aioredis
 
 from rsmq_core import RSMQ, AsyncRSMQ, InvalidValue, Message, QueueExists, QueueNotFound
 from rsmq_core._protocol import ATTRIBUTE_FIELDS
+from tests.redis_cluster import BACKENDS
+
+# Every behaviour on a standalone Redis and on a 3-master Redis Cluster (its own key layout).
+pytestmark = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 
 ID = re.compile(r"^[a-zA-Z0-9:]{32}$")
 
@@ -27,12 +31,60 @@ def wait_for(predicate, timeout: float = 5.0):
         time.sleep(0.005)
 
 
+class Listener:
+    """A queue's channel heard as its scripts publish on it: PUBLISH on a standalone Redis;
+    on a cluster SPUBLISH, heard on the master of the queue's slot only."""
+
+    def __init__(self, r, channel: str) -> None:
+        self.sharded = isinstance(r, redis.RedisCluster)
+        self.client: redis.Redis | None = None
+        if self.sharded:
+            node = r.get_node_from_key(channel)
+            self.client = redis.Redis(host=node.host, port=node.port, decode_responses=True)
+            self.sub = self.client.pubsub()
+            self.sub.ssubscribe(channel)
+        else:
+            self.sub = r.pubsub()
+            self.sub.subscribe(channel)
+        self.r, self.channel = r, channel
+
+    def get(self, timeout: float):
+        """The next message (types without the sharded "s": "subscribe", "message")."""
+        m = self.sub.get_message(timeout=timeout)
+        if m and self.sharded:
+            m["type"] = m["type"].removeprefix("s")
+        return m
+
+    def publish(self, message: str) -> None:
+        """Publish as the scripts do: a marker after their messages arrives after them."""
+        if self.sharded:
+            self.r.spublish(self.channel, message)
+        else:
+            self.r.publish(self.channel, message)
+
+    def close(self) -> None:
+        self.sub.close()
+        if self.client is not None:
+            self.client.close()
+
+
+def test_keys_are_rsmqs_own_or_hash_tagged_on_a_cluster(rsmq, backend):
+    k = rsmq.keys("a")
+    name = "{a}" if backend.cluster else "a"  # the tag keeps one queue's keys in one slot
+    assert (k.zset, k.hash, k.channel) == (
+        f"{rsmq.ns}:{name}",
+        f"{rsmq.ns}:{name}:Q",
+        f"{rsmq.ns}:rt:{name}",
+    )
+    assert k.queues == f"{rsmq.ns}:QUEUES"
+
+
 def test_create_list_delete_queue(rsmq, r):
     assert rsmq.list_queues() == []
     rsmq.create_queue("b")
     rsmq.create_queue("a", vt=5, delay=2, maxsize=2048)
     assert rsmq.list_queues() == ["a", "b"]
-    stored = r.hgetall(f"{rsmq.ns}:a:Q")
+    stored = r.hgetall(rsmq.keys("a").hash)
     assert {k: stored[k] for k in ("vt", "delay", "maxsize")} == {
         "vt": "5",
         "delay": "2",
@@ -40,12 +92,12 @@ def test_create_list_delete_queue(rsmq, r):
     }
     assert stored["created"] == stored["modified"]
     assert abs(int(stored["created"]) - int(r.time()[0])) <= 1
-    assert r.smembers(f"{rsmq.ns}:QUEUES") == {"a", "b"}
+    assert r.smembers(rsmq.keys("a").queues) == {"a", "b"}
 
     rsmq.send_message("a", "x")
     rsmq.delete_queue("a")
     assert rsmq.list_queues() == ["b"]
-    assert not r.exists(f"{rsmq.ns}:a:Q", f"{rsmq.ns}:a")
+    assert not r.exists(rsmq.keys("a").hash, rsmq.keys("a").zset)
 
 
 def test_duplicate_queue_is_refused_and_keeps_its_settings(rsmq, r):
@@ -53,7 +105,7 @@ def test_duplicate_queue_is_refused_and_keeps_its_settings(rsmq, r):
     with pytest.raises(QueueExists, match="Queue exists") as exc:
         rsmq.create_queue("q", vt=9)
     assert exc.value.name == "queueExists"
-    assert r.hget(f"{rsmq.ns}:q:Q", "vt") == "7"
+    assert r.hget(rsmq.keys("q").hash, "vt") == "7"
 
 
 def test_missing_queue_everywhere(rsmq):
@@ -85,23 +137,23 @@ def test_send_receive_delete_round_trip(rsmq, r):
     before_ms = int(r.time()[0]) * 1000
     mid = rsmq.send_message("q", "hello")
     assert ID.match(mid)
-    assert r.hget(f"{rsmq.ns}:q:Q", mid) == "hello"
+    assert r.hget(rsmq.keys("q").hash, mid) == "hello"
 
     msg = rsmq.receive_message("q")
     assert isinstance(msg, Message)
     assert (msg.id, msg.message, msg.rc) == (mid, "hello", 1)
     assert msg.fr >= int(msg.sent) >= before_ms
-    assert r.hget(f"{rsmq.ns}:q:Q", f"{mid}:fr") == str(msg.fr)
+    assert r.hget(rsmq.keys("q").hash, f"{mid}:fr") == str(msg.fr)
     # Hidden for vt=60 s: its score is fr + 60000.
-    assert r.zscore(f"{rsmq.ns}:q", mid) == msg.fr + 60_000
+    assert r.zscore(rsmq.keys("q").zset, mid) == msg.fr + 60_000
     assert rsmq.receive_message("q") is None
 
     assert rsmq.delete_message("q", mid) is True
     assert rsmq.delete_message("q", mid) is False
-    assert r.hkeys(f"{rsmq.ns}:q:Q") == [
-        k for k in r.hkeys(f"{rsmq.ns}:q:Q") if not k.startswith(mid)
+    assert r.hkeys(rsmq.keys("q").hash) == [
+        k for k in r.hkeys(rsmq.keys("q").hash) if not k.startswith(mid)
     ]
-    assert r.zcard(f"{rsmq.ns}:q") == 0
+    assert r.zcard(rsmq.keys("q").zset) == 0
 
 
 def test_fifo_order(rsmq):
@@ -126,7 +178,7 @@ def test_receive_vt_override_and_visibility_timeout(rsmq, r):
     rsmq.create_queue("q", vt=3600)
     mid = rsmq.send_message("q", "x")
     msg = rsmq.receive_message("q", vt=1)
-    assert r.zscore(f"{rsmq.ns}:q", mid) == msg.fr + 1000
+    assert r.zscore(rsmq.keys("q").zset, mid) == msg.fr + 1000
     assert rsmq.receive_message("q") is None
     again = wait_for(lambda: rsmq.receive_message("q"), timeout=5)
     assert (again.id, again.rc) == (mid, 2)
@@ -141,7 +193,7 @@ def test_delay_hides_a_message_until_due(rsmq, r):
     msg = rsmq.receive_message("q")
     assert msg.id == now
     assert rsmq.receive_message("q") is None
-    score = r.zscore(f"{rsmq.ns}:q", late)
+    score = r.zscore(rsmq.keys("q").zset, late)
     assert score == pytest.approx(int(late[:10], 36) // 1000 + 3_600_000, abs=1)
 
 
@@ -164,8 +216,8 @@ def test_pop_removes_the_message(rsmq, r):
     msg = rsmq.pop_message("q")
     assert (msg.id, msg.message, msg.rc) == (mid, "x", 1)
     assert msg.fr >= int(msg.sent)
-    assert r.zcard(f"{rsmq.ns}:q") == 0
-    assert r.hkeys(f"{rsmq.ns}:q:Q") == [
+    assert r.zcard(rsmq.keys("q").zset) == 0
+    assert r.hkeys(rsmq.keys("q").hash) == [
         "vt", "delay", "maxsize", "created", "modified", "totalsent", "totalrecv",
     ]  # fmt: skip
 
@@ -227,7 +279,7 @@ def test_send_messages_batch(rsmq, r):
     assert ids == sorted(ids)  # one batch keeps its order in the queue
     assert all(ID.match(i) for i in ids)
     assert rsmq.send_messages("q", []) == []
-    assert r.zrange(f"{rsmq.ns}:q", 0, -1) == ids
+    assert r.zrange(rsmq.keys("q").zset, 0, -1) == ids
     assert rsmq.get_queue_attributes("q").totalsent == 100
 
 
@@ -254,8 +306,8 @@ def test_receive_and_delete_messages_batch(rsmq, r):
     # A repeated id, or one deleted before, counts once.
     assert rsmq.delete_messages("q", [ids[3], ids[3], ids[0]]) == 1
     assert rsmq.delete_messages("q", ids) == 6
-    assert r.zcard(f"{rsmq.ns}:q") == 0
-    assert sorted(r.hkeys(f"{rsmq.ns}:q:Q")) == sorted(ATTRIBUTE_FIELDS)  # no :rc or :fr left
+    assert r.zcard(rsmq.keys("q").zset) == 0
+    assert sorted(r.hkeys(rsmq.keys("q").hash)) == sorted(ATTRIBUTE_FIELDS)  # no :rc or :fr left
 
 
 def test_batch_receive_of_first_and_repeated_receives(rsmq):
@@ -279,33 +331,32 @@ def test_receive_counts_written_by_another_client(rsmq, r):
     # RSMQ stores counts as text; whatever form another client wrote, they read as integers.
     rsmq.create_queue("q")
     ids = rsmq.send_messages("q", ["a", "b", "c", "d"])
-    r.hset(f"{rsmq.ns}:q:Q", mapping={f"{ids[0]}:rc": "4", f"{ids[0]}:fr": "1700000000000"})
-    r.hset(f"{rsmq.ns}:q:Q", mapping={f"{ids[1]}:rc": "2.0", f"{ids[1]}:fr": "1.7e12"})
-    r.hset(f"{rsmq.ns}:q:Q", mapping={f"{ids[2]}:rc": "1", f"{ids[2]}:fr": "garbage"})
-    r.hset(f"{rsmq.ns}:q:Q", mapping={f"{ids[3]}:rc": "0", f"{ids[3]}:fr": "1700000000000"})
+    r.hset(rsmq.keys("q").hash, mapping={f"{ids[0]}:rc": "4", f"{ids[0]}:fr": "1700000000000"})
+    r.hset(rsmq.keys("q").hash, mapping={f"{ids[1]}:rc": "2.0", f"{ids[1]}:fr": "1.7e12"})
+    r.hset(rsmq.keys("q").hash, mapping={f"{ids[2]}:rc": "1", f"{ids[2]}:fr": "garbage"})
+    r.hset(rsmq.keys("q").hash, mapping={f"{ids[3]}:rc": "0", f"{ids[3]}:fr": "1700000000000"})
     got = rsmq.receive_messages("q", 4)
     assert [(m.rc, m.fr) for m in got[:2]] == [(5, 1_700_000_000_000), (3, 1_700_000_000_000)]
     assert got[2].rc == 2 and got[2].fr > 1_700_000_000_000  # no first receive: now
     assert (got[3].rc, got[3].fr) == (1, got[2].fr)  # a first receive: now, stored as such
-    stored = r.hmget(f"{rsmq.ns}:q:Q", [f"{ids[0]}:rc", f"{ids[3]}:rc", f"{ids[3]}:fr"])
+    stored = r.hmget(rsmq.keys("q").hash, [f"{ids[0]}:rc", f"{ids[3]}:rc", f"{ids[3]}:fr"])
     assert stored == ["5", "1", str(got[3].fr)]
 
 
-def test_realtime_send_publishes_queue_size(redis_url, ns, r):
+def test_realtime_send_publishes_queue_size(backend, ns, r):
     from rsmq_core import RSMQ
 
-    with RSMQ.from_url(redis_url, ns=ns, realtime=True) as rt:
+    with RSMQ.from_url(backend.url, ns=ns, realtime=True, cluster=backend.cluster) as rt:
         rt.create_queue("q")
-        sub = r.pubsub()
-        sub.subscribe(f"{ns}:rt:q")
-        assert sub.get_message(timeout=5)["type"] == "subscribe"
+        sub = Listener(r, rt.keys("q").channel)
+        assert sub.get(timeout=5)["type"] == "subscribe"
         rt.send_message("q", "a")
         rt.send_message("q", "b")
         rt.send_messages("q", ["c", "d", "e"])
         got = []
         deadline = time.monotonic() + 5
         while len(got) < 3 and time.monotonic() < deadline:
-            m = sub.get_message(timeout=0.5)
+            m = sub.get(timeout=0.5)
             if m and m["type"] == "message":
                 got.append(m["data"])
         sub.close()
@@ -314,13 +365,12 @@ def test_realtime_send_publishes_queue_size(redis_url, ns, r):
 
 def test_not_realtime_publishes_nothing(rsmq, r):
     rsmq.create_queue("q")
-    sub = r.pubsub()
-    sub.subscribe(f"{rsmq.ns}:rt:q")
-    assert sub.get_message(timeout=5)["type"] == "subscribe"
+    sub = Listener(r, rsmq.keys("q").channel)
+    assert sub.get(timeout=5)["type"] == "subscribe"
     rsmq.send_message("q", "a")
     # Redis delivers publishes in order: anything the send published would come before this.
-    r.publish(f"{rsmq.ns}:rt:q", "marker")
-    m = sub.get_message(timeout=5)
+    sub.publish("marker")
+    m = sub.get(timeout=5)
     sub.close()
     assert (m["type"], m["data"]) == ("message", "marker")
 
@@ -360,8 +410,8 @@ def test_move_message_to_a_dead_letter_queue(rsmq, r):
     assert rsmq.move_message("q", mid, "q-dead", rc=got.rc) is None  # fenced off
     new = rsmq.move_message("q", mid, "q-dead", rc=2)
     assert new and new != mid and new[-22:] == mid[-22:]
-    assert r.zcard(f"{rsmq.ns}:q") == 0
-    assert not [k for k in r.hkeys(f"{rsmq.ns}:q:Q") if k.startswith(mid)]
+    assert r.zcard(rsmq.keys("q").zset) == 0
+    assert not [k for k in r.hkeys(rsmq.keys("q").hash) if k.startswith(mid)]
     dead = rsmq.receive_message("q-dead")
     assert (dead.id, dead.message, dead.rc) == (new, "poison", 1)
     assert rsmq.get_queue_attributes("q-dead").totalsent == 1
@@ -404,7 +454,7 @@ def test_purge_queue(rsmq, r):
     assert rsmq.purge_queue("q") == 6
     a = rsmq.get_queue_attributes("q")
     assert (a.msgs, a.totalsent, a.totalrecv, a.vt) == (0, 6, 1, 100)
-    assert set(r.hkeys(f"{rsmq.ns}:q:Q")) == {
+    assert set(r.hkeys(rsmq.keys("q").hash)) == {
         "vt", "delay", "maxsize", "created", "modified", "totalsent", "totalrecv",
     }  # fmt: skip
     assert rsmq.purge_queue("q") == 0
@@ -428,16 +478,16 @@ def test_receive_batch_says_when_to_look_again(rsmq):
 
 def test_receive_batch_announces_in_the_same_step(rsmq, r):
     rsmq.create_queue("q")
-    sub = r.pubsub()
-    sub.subscribe(f"{rsmq.ns}:peers")
-    assert sub.get_message(timeout=5)["type"] == "subscribe"
+    peers = rsmq.keys("q").channel + ":peers"  # in the queue's slot, as a cluster needs
+    sub = Listener(r, peers)
+    assert sub.get(timeout=5)["type"] == "subscribe"
     rsmq.send_messages("q", ["a", "b"])
-    rsmq.receive_batch("q", 1, announce=f"{rsmq.ns}:peers")
-    rsmq.receive_batch("q", 5, announce=f"{rsmq.ns}:peers")
+    rsmq.receive_batch("q", 1, announce=peers)
+    rsmq.receive_batch("q", 5, announce=peers)
     rsmq.receive_batch("q", 1)  # no announcement asked for
-    r.publish(f"{rsmq.ns}:peers", "end")
+    sub.publish("end")
     got = []
-    while (m := sub.get_message(timeout=5)) and m["data"] != "end":
+    while (m := sub.get(timeout=5)) and m["data"] != "end":
         got.append(m["data"])
     sub.close()
     assert got[0] == "1"
@@ -464,13 +514,15 @@ def test_pop_messages_batch(rsmq, r):
     assert [m.id for m in rsmq.pop_messages("q", 3)] == ids[:3]
     assert [m.message for m in rsmq.pop_messages("q", 10)] == ["3", "4"]
     assert rsmq.pop_messages("q", 1) == []
-    assert r.zcard(f"{rsmq.ns}:q") == 0
+    assert r.zcard(rsmq.keys("q").zset) == 0
     assert rsmq.get_queue_attributes("q").totalrecv == 5
 
 
-def test_a_wrapped_client_that_decodes_replies_itself(redis_url, ns):
+def test_a_wrapped_client_that_decodes_replies_itself(backend, ns):
     # A redis-py client made with decode_responses=True hands the replies over as text.
-    with RSMQ(redis.Redis.from_url(redis_url, decode_responses=True), ns=ns) as q:
+    sync_client = redis.RedisCluster if backend.cluster else redis.Redis
+    async_client = aioredis.RedisCluster if backend.cluster else aioredis.Redis
+    with RSMQ(sync_client.from_url(backend.url, decode_responses=True), ns=ns) as q:
         q.create_queue("q", vt=0)
         ids = q.send_messages("q", ["a", "b"])
         assert [(m.id, m.message, m.rc) for m in q.receive_messages("q", 2)] == [
@@ -479,7 +531,7 @@ def test_a_wrapped_client_that_decodes_replies_itself(redis_url, ns):
         assert [(m.id, m.rc) for m in q.pop_messages("q", 2)] == [(ids[0], 2), (ids[1], 2)]
 
     async def run() -> list[Message]:
-        aq = AsyncRSMQ(aioredis.Redis.from_url(redis_url, decode_responses=True), ns=ns)
+        aq = AsyncRSMQ(async_client.from_url(backend.url, decode_responses=True), ns=ns)
         await aq.send_message("q", "c")
         try:
             return await aq.receive_messages("q", 2)

@@ -22,6 +22,8 @@ from rsmq_core.embedded import free_port
 from tests.workers import WorkerProcess, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
+# The statuses of a message handled at once, with its handler's one progress report.
+QUEUED_TO_DONE = ["queued", "received", "processing", "processing", "done"]
 
 
 class WebProcess:
@@ -112,9 +114,7 @@ def test_a_message_goes_queued_to_done_over_a_real_websocket(web, redis_url, ns)
         events = asyncio.run(statuses(web[0].port, send, want=5))
     finally:
         worker.cleanup()
-    assert [e["status"] for e in events] == [
-        "queued", "received", "processing", "processing", "done",
-    ]  # fmt: skip
+    assert [e["status"] for e in events] == QUEUED_TO_DONE
     assert {e["id"] for e in events} == set(sent)
     assert events[-1]["worker"] and events[-1]["ts"] >= events[0]["ts"]
 

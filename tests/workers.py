@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from rsmq_core import Keys
 from tests.handlers import done_key, started_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,14 +40,19 @@ class WorkerProcess:
         redis_url: str,
         ns: str,
         *,
+        cluster: bool = False,
         admin: Callable[[], redis.Redis] | None = None,
         **settings: Any,
     ) -> None:
-        """``admin`` makes the client that watches the worker start (a plain one by default)."""
+        """``cluster``: REDIS_URL names a node of a Redis Cluster (REDIS_CLUSTER=1).
+        ``admin`` makes the client that watches the worker start (a plain one by default;
+        on a cluster, one per master)."""
         self.redis_url = redis_url
         self.ns = ns
+        self.cluster = cluster
         self.admin = admin or (lambda: redis.Redis.from_url(redis_url))
-        self.env = {k: v for k, v in os.environ.items() if k not in ("REALTIME", "QUEUES")}
+        unset = ("REALTIME", "QUEUES", "REDIS_CLUSTER")
+        self.env = {k: v for k, v in os.environ.items() if k not in unset}
         self.env.update(
             REDIS_URL=redis_url,
             RSMQ_NS=ns,
@@ -55,6 +61,8 @@ class WorkerProcess:
             PYTHONPATH=str(ROOT),
             HEARTBEAT="0.5",
         )
+        if cluster:
+            self.env["REDIS_CLUSTER"] = "1"
         self.env.update({k.upper(): str(v) for k, v in settings.items()})
         self.log = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".log", delete=False)
         self.err = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".err", delete=False)
@@ -76,24 +84,30 @@ class WorkerProcess:
 
     def wait_ready(self, timeout: float = 15) -> None:
         """Registered, and in realtime mode subscribed to every queue's channel."""
-        r = self.admin()
         queues = self.env["QUEUES"].split(",")
         realtime = self.env.get("REALTIME", "true").lower() in ("1", "true", "yes", "on")
+        channels = [Keys.of(self.ns, q, cluster=self.cluster).channel for q in queues]
+        nodes = primaries(self.redis_url) if self.cluster else [self.admin()]
 
         def ready() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited early:\n{self.output()}")
-            entries = [json.loads(v) for v in r.mget(r.keys(f"{self.ns}:@workers:*")) if v]
-            if not any(e["pid"] == self.pid for e in entries):
+            pids = set()
+            for node in nodes:
+                # The registry's keys, in whatever slot the layout puts them: *@workers:<id>.
+                # One GET each: on a cluster node an MGET across slots is refused.
+                values = [node.get(key) for key in node.keys(f"*{self.ns}*@workers*:*")]
+                pids |= {json.loads(v)["pid"] for v in values if v}
+            if self.pid not in pids:
                 return False
-            if realtime:
-                channels = [f"{self.ns}:rt:{q}" for q in queues]
-                return all(n >= 1 for _, n in r.pubsub_numsub(*channels))
-            return True
+            return not realtime or all(n >= 1 for n in subscribers(nodes, channels, self.cluster))
 
-        wait_for(ready, timeout, "the worker to be ready")
-        r.close()
+        try:
+            wait_for(ready, timeout, "the worker to be ready")
+        finally:
+            for node in nodes:
+                node.close()
 
     def stdout(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
@@ -133,13 +147,33 @@ class WorkerProcess:
             os.unlink(file.name)
 
 
-def records(r: redis.Redis, key: str) -> list[dict[str, Any]]:
+def primaries(url: str) -> list[redis.Redis]:
+    """A plain client on each master of the cluster that url names a node of."""
+    with redis.RedisCluster.from_url(url) as cluster:
+        return [redis.Redis(host=n.host, port=n.port) for n in cluster.get_primaries()]
+
+
+def subscribers(nodes: list[redis.Redis], channels: list[str], cluster: bool) -> list[int]:
+    """Each channel's subscribers over all nodes, on a cluster plain and sharded (a client
+    subscribes on one node, so each node counts only its own)."""
+    counts = [0] * len(channels)
+    for node in nodes:
+        replies = [node.execute_command("PUBSUB", "NUMSUB", *channels)]
+        if cluster:  # Redis 7 (the cluster's minimum); a standalone 6.2 knows no SHARDNUMSUB
+            replies.append(node.execute_command("PUBSUB", "SHARDNUMSUB", *channels))
+        for reply in replies:
+            for i, n in enumerate(reply[1::2]):
+                counts[i] += int(n)
+    return counts
+
+
+def records(r: redis.Redis | redis.RedisCluster, key: str) -> list[dict[str, Any]]:
     return [json.loads(x) for x in r.lrange(key, 0, -1)]
 
 
-def started(r: redis.Redis, ns: str) -> list[dict[str, Any]]:
+def started(r: redis.Redis | redis.RedisCluster, ns: str) -> list[dict[str, Any]]:
     return records(r, started_key(ns))
 
 
-def done(r: redis.Redis, ns: str) -> list[dict[str, Any]]:
+def done(r: redis.Redis | redis.RedisCluster, ns: str) -> list[dict[str, Any]]:
     return records(r, done_key(ns))
