@@ -467,6 +467,10 @@ def redrive_steps(src: Keys, dst: Keys, count: object, *, realtime: bool) -> Ste
     return move_steps(src, dst, [], count=check_count(count), realtime=realtime)
 
 
+def notify(k: Keys) -> Call:
+    return Call("notify", [k.zset], [k.notify(k.channel)])
+
+
 def purge(k: Keys) -> Call:
     return Call("purge", [k.zset, k.hash], [])
 

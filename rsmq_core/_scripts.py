@@ -19,6 +19,7 @@ NAMES = (
     "move_out",
     "move_in",
     "index",
+    "notify",
     "purge",
 )
 

@@ -253,6 +253,12 @@ class AsyncRSMQ:
         src, dst = self._keys(qname), self._keys(to_qname)
         return len(await self._run(p.redrive_steps(src, dst, count, realtime=self.realtime)))
 
+    async def notify(self, qname: str) -> int:
+        """PUBLISH the queue's size on its realtime channel, as a realtime send does; returns
+        how many subscribers heard it. For a client not in realtime mode that must record
+        something between storing a message and waking the workers."""
+        return int(await self._call(p.notify(self._keys(qname))))
+
     async def purge_queue(self, qname: str) -> int:
         """Remove every message, keeping the queue and its counters; returns how many."""
         return int(p.check_status(await self._call(p.purge(self._keys(qname))))[1])

@@ -169,6 +169,9 @@ class RSMQ:
         src, dst = self._keys(qname), self._keys(to_qname)
         return len(self._run(p.redrive_steps(src, dst, count, realtime=self.realtime)))
 
+    def notify(self, qname: str) -> int:
+        return int(self._call(p.notify(self._keys(qname))))
+
     def purge_queue(self, qname: str) -> int:
         return int(p.check_status(self._call(p.purge(self._keys(qname))))[1])
 

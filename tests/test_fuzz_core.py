@@ -121,6 +121,7 @@ CALLS: dict[str, st.SearchStrategy[tuple[tuple[Any, ...], dict[str, Any]]]] = {
     "redrive_messages": st.tuples(st.tuples(qnames, qnames), kw(count=counts)),
     "purge_queue": st.tuples(st.tuples(qnames), st.just({})),
     "keys": st.tuples(st.tuples(qnames), st.just({})),
+    "notify": st.tuples(st.tuples(qnames), st.just({})),
 }
 
 

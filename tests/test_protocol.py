@@ -47,6 +47,7 @@ def every_call(ns: str, *, cluster: bool = False) -> list[p.Call]:
         p.next_visible(keys),
         *calls_of(p.move_steps(keys, dead, [(SOME_ID, "")], realtime=True)),
         p.purge(keys),
+        p.notify(keys),
     ]
 
 

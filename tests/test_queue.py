@@ -375,6 +375,17 @@ def test_not_realtime_publishes_nothing(rsmq, r):
     assert (m["type"], m["data"]) == ("message", "marker")
 
 
+def test_notify_publishes_the_queue_size_as_a_realtime_send_would(rsmq, r):
+    rsmq.create_queue("q")
+    rsmq.send_messages("q", ["a", "b"])  # not in realtime mode: nothing published
+    sub = Listener(r, rsmq.keys("q").channel)
+    assert sub.get(timeout=5)["type"] == "subscribe"
+    assert rsmq.notify("q") == 1
+    m = sub.get(timeout=5)
+    sub.close()
+    assert (m["type"], m["data"]) == ("message", "2")
+
+
 def test_fenced_delete_and_visibility(rsmq):
     rsmq.create_queue("q", vt=0)
     mid = rsmq.send_message("q", "x")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
@@ -342,3 +344,35 @@ def test_a_replay_longer_than_the_buffer_gets_through(make_client):
         next_frame(ws, "subscribed")
         got = [next_frame(ws, "event")["event"]["id"] for _ in range(300)]
     assert got == ids  # 300 queued events through a 50-frame buffer, in order
+
+
+def test_queued_is_published_before_the_workers_are_woken(client, r, ns):
+    # A worker that hears of a message can record "received" at once; had the send woken it
+    # before "queued" was recorded, the message's history could start with "received".
+    sub = r.pubsub()
+    sub.subscribe(f"{ns}:rt:jobs", f"{ns}:rt:jobs:events")
+    for _ in range(2):
+        assert sub.get_message(timeout=5)["type"] == "subscribe"
+    for body in ({"message": "one"}, {"messages": ["two", "three"]}):
+        assert client.post("/api/queues/jobs/messages", json=body).status_code == 202
+        heard = []
+        while len(heard) < 1 + len(body.get("messages", [None])):
+            m = sub.get_message(timeout=5)
+            assert m is not None, heard
+            heard.append(m["channel"].rsplit(":", 1)[1])
+        assert heard[-1] == "jobs", heard  # the notification, after every "queued" event
+        assert set(heard[:-1]) == {"events"}
+    sub.close()
+
+
+def test_a_send_whose_wake_up_fails_is_still_answered(client, caplog):
+    # The message is stored once the send returns; an error after that would invite a resend.
+    async def cut(qname: str) -> int:
+        raise redis.ConnectionError("cut between the send and the wake-up")
+
+    client.app.state.sender.notify = cut
+    with caplog.at_level(logging.WARNING, logger="web.api"):
+        reply = client.post("/api/queues/jobs/messages", json={"message": "x"})
+    assert reply.status_code == 202
+    assert client.get("/api/queues/jobs").json()["msgs"] == 1
+    assert "could not wake the workers" in caplog.text

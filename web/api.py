@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import hmac
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,8 +20,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from realtime import EventLog, StatusEvent
+from realtime.subscriber import CONNECTION_LOST
 from rsmq_core import AsyncRSMQ, Message, RSMQError
 from rsmq_core.connection import explain
+
+log = logging.getLogger(__name__)
 
 STATUS_BY_ERROR = {"queueNotFound": 404, "queueExists": 409, "messageTooLong": 413}
 
@@ -153,17 +157,25 @@ async def delete_queue(request: Request) -> Response:
 
 async def send(request: Request, data: dict[str, Any]) -> Response:
     """Send one message ({"message"}) or a batch ({"messages"}); record "queued"."""
-    rsmq, events, name = rsmq_of(request), events_of(request), qname(request)
+    sender: AsyncRSMQ = request.app.state.sender
+    events, name = events_of(request), qname(request)
     fields = options(data, "message", "messages", "delay")
     delay = fields.get("delay")
     if ("message" in fields) == ("messages" in fields):
         raise ApiError(400, "missingParameter", "give either message or messages")
     if "messages" in fields:
-        ids = await rsmq.send_messages(name, fields["messages"], delay=delay)
+        ids = await sender.send_messages(name, fields["messages"], delay=delay)
     else:
-        ids = [await rsmq.send_message(name, fields["message"], delay=delay)]
-    # Recorded before the answer: the page subscribes to the id as soon as it has it.
+        ids = [await sender.send_message(name, fields["message"], delay=delay)]
+    # Recorded before the answer (the page subscribes to the id as soon as it has it) and
+    # before the workers hear of the message, so "queued" is the first event of its life.
     await asyncio.gather(*(events.record(StatusEvent("queued", name, mid)) for mid in ids))
+    try:
+        await sender.notify(name)
+    except CONNECTION_LOST as exc:
+        # The message is stored and its id is the answer: failing now would invite a resend.
+        # Workers that did not hear find it at their next heartbeat.
+        log.warning("sent %s to %s but could not wake the workers: %s", ids, name, explain(exc))
     body = {"ids": ids} if "messages" in fields else {"id": ids[0]}
     return JSONResponse(body, status_code=202)
 

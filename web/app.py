@@ -84,6 +84,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             )
         app.state.settings = settings
         app.state.rsmq = AsyncRSMQ(client, ns=settings.ns, realtime=True)
+        # Sends publish nothing themselves: the API records "queued" first, then wakes the
+        # workers (see api.send), so no worker's "received" can come before it.
+        app.state.sender = AsyncRSMQ(client, ns=settings.ns, realtime=False)
         app.state.events = EventLog(client, settings.ns)
         subscriber = Subscriber(client)
         subscriber.start()
