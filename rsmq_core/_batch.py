@@ -1,9 +1,10 @@
 """Coalescing of concurrent calls into few script calls (automatic pipelining).
 
 redis-py's asyncio path costs far more per call than Redis spends on a send, so fifty
-coroutines each sending one message would spend their time in the client. Instead, calls of
-one operation on one queue go out together: whatever is waiting when a batch leaves goes in
-it. Two batches per key are in flight at once, so the client builds one while Redis runs
+coroutines each sending one message would spend their time in the client. Instead, calls
+under one key (the client's: sends of one queue; receives and deletes of one queue, which
+one script call can carry together) go out together: whatever is waiting when a batch leaves
+goes in it. Two batches per key are in flight at once, so the client builds one while Redis runs
 the other; a lone caller still pays a single round trip.
 """
 

@@ -241,9 +241,10 @@ _SET_ID, _SET_BODY, _SET_RC, _SET_FR, _SET_SENT = (
 
 
 def parse_messages(reply: Sequence[Any]) -> list[Message]:
-    """Receive replies: {"ok", wait, now, counts, id, body, id, body...}; ``counts`` is empty
-    when every message is received for the first time (rc 1, fr now), else "rc,fr,..."."""
-    flat = check_status(reply)[4:]
+    """Receive replies: {"ok", wait, now, counts, deleted, id, body, id, body...}; ``counts``
+    is empty when every message is received for the first time (rc 1, fr now), else
+    "rc,fr,..."; ``deleted`` is read by :func:`parse_deleted`."""
+    flat = check_status(reply)[5:]
     ids, bodies = flat[0::2], flat[1::2]
     if ids and isinstance(ids[0], bytes):  # unless the redis client decodes replies itself
         # surrogateescape: a body written by another client that is not UTF-8 still round-trips.
@@ -269,6 +270,11 @@ def parse_messages(reply: Sequence[Any]) -> list[Message]:
 
 def parse_received(reply: Sequence[Any]) -> Received:
     return Received(parse_messages(reply), parse_wait(reply))
+
+
+def parse_deleted(reply: Sequence[Any]) -> list[bool]:
+    """From a receive's reply, whether each message it was asked to delete first was there."""
+    return [flag == "1" for flag in _text(check_status(reply)[4])]
 
 
 def parse_flags(reply: Sequence[Any]) -> list[bool]:
@@ -366,11 +372,30 @@ def send(
     return Call("send", [keys.zset, keys.hash], args)
 
 
+Fenced = tuple[str, str | int]  # a message id and the receive count it must have, or ""
+
+
+def _joined(items: Sequence[Fenced]) -> list[str | int | bytes]:
+    """The ids and fences of a fenced delete, as the scripts take them: two arguments."""
+    ids = "".join(id for id, _ in items)  # every id is 32 characters
+    return [ids, ",".join(str(rc) for _, rc in items)]
+
+
 def vt_arg(vt: object) -> str | int:
     return "" if vt is None else check_seconds("vt", vt)
 
 
-def receive(keys: Keys, count: int, vt: str | int, *, pop: bool, announce: object = None) -> Call:
+def receive(
+    keys: Keys,
+    count: int,
+    vt: str | int,
+    *,
+    pop: bool,
+    announce: object = None,
+    deletes: Sequence[Fenced] = (),
+) -> Call:
+    """Receive (or pop) up to ``count`` messages, after deleting ``deletes`` in the same
+    step (answered by :func:`parse_deleted`)."""
     if announce is not None and (
         not isinstance(announce, str) or not announce or not _is_utf8(announce)
     ):
@@ -378,10 +403,9 @@ def receive(keys: Keys, count: int, vt: str | int, *, pop: bool, announce: objec
     args: list[str | int | bytes] = [vt, count, "pop" if pop else "", announce or ""]
     if announce:
         args[3] = keys.notify(announce)
+    if deletes:
+        args += _joined(deletes)
     return Call("receive", [keys.zset, keys.hash], args)
-
-
-Fenced = tuple[str, str | int]  # a message id and the receive count it must have, or ""
 
 
 def fenced(id: object, rc: object) -> Fenced:
@@ -394,9 +418,7 @@ def fenced(id: object, rc: object) -> Fenced:
 
 def delete(keys: Keys, items: Sequence[Fenced]) -> Call:
     """Delete, answering 1 or 0 per id (see parse_flags)."""
-    ids = "".join(id for id, _ in items)  # every id is 32 characters
-    fences = ",".join(str(rc) for _, rc in items)
-    return Call("delete", [keys.zset, keys.hash], [ids, fences, ""])
+    return Call("delete", [keys.zset, keys.hash], [*_joined(items), ""])
 
 
 def delete_all(keys: Keys, ids: Sequence[str]) -> Call:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -26,7 +26,17 @@ RETRIES = 3
 BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=0.5)
 
 _SendKey = tuple[p.Keys, str | int]  # the queue, and the delay
-_ReceiveKey = tuple[p.Keys, str | int, bool]  # the queue, the vt, and whether to pop
+
+
+class _Receive(NamedTuple):
+    """A coalesced receive_message (or pop_message) waiting for its batch."""
+
+    vt: str | int
+    pop: bool
+
+
+_Op = _Receive | p.Fenced  # a receive, or a delete: they share one batch per queue
+_Done = Message | bool | None  # what a receive (a message or None) or a delete answers
 
 
 def connect(
@@ -48,7 +58,8 @@ class AsyncRSMQ:
     Every operation is one round trip (one Lua script that reads the server's clock and the
     queue's attributes itself). Concurrent ``send_message``, ``receive_message``,
     ``pop_message`` and ``delete_message`` calls on one queue are coalesced into batched
-    script calls, so fifty coroutines cost a handful of round trips, not fifty.
+    script calls, so fifty coroutines cost a handful of round trips, not fifty; waiting
+    deletes ride on the receive call of the same queue.
 
     Build it around a ``redis.asyncio.Redis`` (or ``RedisCluster``) you own, or with
     :meth:`from_url` (then :meth:`aclose` closes the connection too). On a cluster each
@@ -71,10 +82,11 @@ class AsyncRSMQ:
         self._keys = partial(p.Keys.of, self.ns, cluster=self.cluster)
         self._scripts = {name: redis.register_script(source(name)) for name in NAMES}
         self._sends: Batcher[_SendKey, bytes, str] = Batcher(self._send_each, p.MAX_BATCH)
-        self._receives: Batcher[_ReceiveKey, None, Message | None] = Batcher(
-            self._receive_each, p.MAX_BATCH
+        # Receives and deletes of a queue share batches: fifty callers that each receive,
+        # then delete, have both kinds waiting at once, and one call carries both.
+        self._receive_delete: Batcher[p.Keys, _Op, _Done] = Batcher(
+            self._receive_delete_each, p.MAX_BATCH
         )
-        self._deletes: Batcher[p.Keys, p.Fenced, bool] = Batcher(self._delete_each, p.MAX_BATCH)
 
     @classmethod
     def from_url(
@@ -172,8 +184,8 @@ class AsyncRSMQ:
 
     async def receive_message(self, qname: str, *, vt: int | None = None) -> Message | None:
         """Take the next visible message and hide it for ``vt`` seconds; None if none is visible."""
-        key = (self._keys(qname), p.vt_arg(vt), False)
-        return await self._receives.submit(key, None)
+        op = _Receive(p.vt_arg(vt), False)
+        return cast(Message | None, await self._receive_delete.submit(self._keys(qname), op))
 
     async def receive_messages(
         self, qname: str, count: int, *, vt: int | None = None
@@ -201,8 +213,8 @@ class AsyncRSMQ:
 
     async def pop_message(self, qname: str) -> Message | None:
         """Receive and delete the next visible message at once; None if none is visible."""
-        key = (self._keys(qname), "", True)
-        return await self._receives.submit(key, None)
+        op = _Receive("", True)
+        return cast(Message | None, await self._receive_delete.submit(self._keys(qname), op))
 
     async def pop_messages(self, qname: str, count: int) -> list[Message]:
         """Receive and delete up to ``count`` (1..1000) visible messages in one round trip."""
@@ -216,7 +228,7 @@ class AsyncRSMQ:
         visibility timeout ran out cannot delete a message another worker has received since.
         """
         keys = self._keys(qname)
-        return await self._deletes.submit(keys, p.fenced(id, rc))
+        return cast(bool, await self._receive_delete.submit(keys, p.fenced(id, rc)))
 
     async def delete_messages(self, qname: str, ids: Sequence[str]) -> int:
         """Delete up to 1000 messages in one round trip; returns how many were deleted."""
@@ -267,8 +279,8 @@ class AsyncRSMQ:
 
     async def aclose(self) -> None:
         """Wait for calls in flight, then close the connection pool if this client made it."""
-        for batcher in (self._sends, self._receives, self._deletes):
-            await batcher.wait_idle()
+        await self._sends.wait_idle()
+        await self._receive_delete.wait_idle()
         if self._owns_redis:
             await self.redis.aclose()
 
@@ -290,11 +302,42 @@ class AsyncRSMQ:
         call = p.send(keys, bodies, delay, all_or_none=False, realtime=self.realtime)
         return p.parse_ids(await self._call(call))
 
-    async def _receive_each(self, key: _ReceiveKey, items: list[None]) -> list[Message | None]:
-        keys, vt, pop = key
-        got: list[Message | None] = []
-        got.extend(p.parse_messages(await self._call(p.receive(keys, len(items), vt, pop=pop))))
-        return got + [None] * (len(items) - len(got))
-
-    async def _delete_each(self, keys: p.Keys, items: list[p.Fenced]) -> list[bool]:
-        return p.parse_flags(await self._call(p.delete(keys, items)))
+    async def _receive_delete_each(
+        self, keys: p.Keys, items: list[_Op]
+    ) -> list[_Done | BaseException]:
+        """One call per kind of receive waiting (vt and pop alike), the deletes riding on the
+        first, in the same script step before its receive; a call of their own when no
+        receive waits. A call that fails fails only the callers it carried."""
+        done: list[_Done | BaseException] = [None] * len(items)
+        receives: dict[_Receive, list[int]] = {}
+        deletes: list[int] = []
+        fenced: list[p.Fenced] = []
+        for slot, item in enumerate(items):
+            if isinstance(item, _Receive):
+                receives.setdefault(item, []).append(slot)
+            else:
+                deletes.append(slot)
+                fenced.append(item)
+        calls: list[tuple[p.Call, list[int], list[int]]] = []
+        if not receives:
+            calls.append((p.delete(keys, fenced), [], deletes))
+        for (vt, pop), slots in receives.items():
+            calls.append((p.receive(keys, len(slots), vt, pop=pop, deletes=fenced), slots, deletes))
+            deletes, fenced = [], []
+        for call, slots, carried in calls:
+            got: Sequence[Message] = ()
+            try:
+                reply = await self._call(call)
+                if slots:
+                    got, flags = p.parse_messages(reply), p.parse_deleted(reply)
+                else:
+                    flags = p.parse_flags(reply)
+            except Exception as exc:
+                for slot in (*slots, *carried):
+                    done[slot] = exc
+                continue
+            for slot, message in zip(slots, got, strict=False):  # the rest: none was visible
+                done[slot] = message
+            for slot, flag in zip(carried, flags, strict=True):
+                done[slot] = flag
+        return done

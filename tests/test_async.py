@@ -84,6 +84,134 @@ async def test_receives_with_different_vt_are_kept_apart(q, r):
     assert r.zscore(f"{q.ns}:q", long.id) == long.fr + 50_000
 
 
+async def test_receives_and_deletes_share_calls(q, r):
+    # Fifty callers that each receive, then delete, in turn: the deletes ride on the receives.
+    await q.send_messages("q", [str(i) for i in range(1000)])
+    await q.send_messages("q", [str(i) for i in range(1000, 2000)])
+    before = script_calls(r)
+
+    async def consume(n: int) -> list[bool]:
+        flags = []
+        for _ in range(n):
+            m = await q.receive_message("q")
+            assert m is not None
+            flags.append(await q.delete_message("q", m.id, rc=m.rc))
+        return flags
+
+    flags = await asyncio.gather(*(consume(40) for _ in range(50)))
+    used = script_calls(r) - before
+    assert all(all(f) for f in flags)
+    attrs = await q.get_queue_attributes("q")
+    assert (attrs.msgs, attrs.totalrecv) == (0, 2000)
+    assert sorted(r.hkeys(f"{q.ns}:q:Q")) == sorted(ATTRIBUTE_FIELDS)
+    # Apart, 2000 receives and 2000 deletes took about 320 calls; together about half that.
+    assert used <= 220, f"2000 receives and deletes took {used} script calls"
+
+
+async def test_mixed_call_routes_each_answer_and_honours_fences(q, r):
+    ids = await q.send_messages("q", ["a", "b", "c"])
+    got = await q.receive_messages("q", 3, vt=0)  # received once, visible again at once
+    assert [m.id for m in got] == ids
+    ids += await q.send_messages("q", ["d", "e"])  # visible after a, b and c
+    assert (await q.receive_message("q", vt=0)).message == "a"  # received twice
+    await q.delete_message("q", "x" * 32)  # Redis knows the scripts: no NOSCRIPT retry below
+    before = script_calls(r)
+    results = await asyncio.gather(
+        q.delete_message("q", "y" * 32),  # goes out alone; the rest wait and go together
+        q.delete_message("q", ids[0], rc=1),  # received twice since: kept
+        q.receive_message("q"),
+        q.delete_message("q", ids[1], rc=1),
+        q.receive_message("q"),
+        q.delete_message("q", ids[2]),
+        q.receive_message("q"),
+        q.receive_message("q"),
+    )
+    assert script_calls(r) - before == 2
+    first, kept, *rest = results
+    assert (first, kept) == (False, False)
+    # The deletes went first: b and c were visible, yet no receive of the same step got them.
+    m1, flag_b, m2, flag_c, m3, m4 = rest
+    assert (flag_b, flag_c) == (True, True)
+    # In the order of their scores, which may tie within a millisecond: compared as a set.
+    assert sorted((m.message, m.rc) for m in (m1, m2, m3)) == [("a", 3), ("d", 1), ("e", 1)]
+    assert m4 is None
+    assert sorted(r.zrange(f"{q.ns}:q", 0, -1)) == sorted([ids[0], ids[3], ids[4]])
+    assert not r.hexists(f"{q.ns}:q:Q", ids[1]) and not r.hexists(f"{q.ns}:q:Q", f"{ids[2]}:rc")
+
+
+async def test_deletes_ride_on_the_first_of_several_kinds_of_receive(q, r):
+    ids = await q.send_messages("q", ["a", "b", "c"])
+    await q.receive_message("q")  # a
+    await q.delete_message("q", "x" * 32)
+    before = script_calls(r)
+    results = await asyncio.gather(
+        q.delete_message("q", "y" * 32),  # alone
+        q.receive_message("q", vt=50),
+        q.delete_message("q", ids[0]),
+        q.pop_message("q"),
+    )
+    assert script_calls(r) - before == 3  # the lone delete, then one call per kind of receive
+    assert results[0] is False
+    assert results[1].message == "b" and results[2] is True and results[3].message == "c"
+    assert r.zscore(f"{q.ns}:q", ids[1]) == results[1].fr + 50_000
+    assert r.zrange(f"{q.ns}:q", 0, -1) == [ids[1]]
+
+
+async def test_a_failed_call_fails_only_the_callers_it_carried(q, monkeypatch):
+    ids = await q.send_messages("q", ["a", "b", "c"])
+    await q.receive_message("q")  # a
+    real_call = q._call
+
+    async def call(c):
+        if c.script == "receive" and c.args[0] == 50:
+            raise redis.ConnectionError("cut")
+        return await real_call(c)
+
+    monkeypatch.setattr(q, "_call", call)
+    results = await asyncio.gather(
+        q.delete_message("q", "y" * 32),  # alone
+        q.receive_message("q"),  # carries the delete of a
+        q.delete_message("q", ids[0]),
+        q.receive_message("q", vt=50),  # its own call, which fails
+        return_exceptions=True,
+    )
+    assert results[0] is False
+    assert results[1].message == "b" and results[2] is True
+    assert isinstance(results[3], redis.ConnectionError)
+    monkeypatch.undo()
+    assert (await q.receive_message("q")).message == "c"
+
+
+async def test_missing_queue_fails_every_receive_and_delete_of_the_batch(q):
+    some_id = (await q.send_messages("q", ["a"]))[0]
+    results = await asyncio.gather(
+        q.receive_message("nope"),
+        q.delete_message("nope", some_id),
+        q.receive_message("nope"),
+        q.pop_message("nope"),
+        q.delete_message("nope", some_id, rc=1),
+        return_exceptions=True,
+    )
+    assert [type(e) for e in results] == [QueueNotFound] * 5
+
+
+async def test_cancelled_receive_or_delete_before_its_batch_left_does_nothing(q, r):
+    ids = await q.send_messages("q", ["a", "b"])
+    first = asyncio.create_task(q.receive_message("q"))
+    await asyncio.sleep(0)  # first is in flight, alone
+    receive = asyncio.create_task(q.receive_message("q"))
+    delete = asyncio.create_task(q.delete_message("q", ids[1]))
+    await asyncio.sleep(0)  # both wait for the next batch
+    receive.cancel()
+    delete.cancel()
+    assert (await first).message == "a"
+    for task in (receive, delete):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert r.hget(f"{q.ns}:q:Q", f"{ids[1]}:rc") is None  # b: never received, not deleted
+    assert sorted(r.zrange(f"{q.ns}:q", 0, -1)) == sorted(ids)
+
+
 async def test_one_bad_message_fails_only_its_caller(q):
     results = await asyncio.gather(
         q.send_message("q", "ok 1"),

@@ -42,6 +42,7 @@ def every_call(ns: str, *, cluster: bool = False) -> list[p.Call]:
         p.set_attributes(keys, 1, None, None),
         p.send(keys, [b"x"], "", all_or_none=True, realtime=True),
         p.receive(keys, 1, "", pop=False),
+        p.receive(keys, 1, "", pop=False, deletes=[(SOME_ID, 1)]),
         p.delete(keys, [(SOME_ID, 1)]),
         p.change_visibility(keys, SOME_ID, 1, None),
         p.next_visible(keys),

@@ -95,3 +95,58 @@ local function put(zset, hash, picked, channel)
   end
   return out
 end
+
+-- Deleting messages by id (delete.lua, and the deletes that ride on a coalesced receive).
+
+-- The ids joined in one argument (each is 32 characters) as a list, and the ZSET member and
+-- three hash fields of each, in order, for HDEL.
+local function split_ids(joined)
+  local ids, drop = {}, {}
+  for i = 1, #joined / 32 do
+    local id = string.sub(joined, 32 * i - 31, 32 * i)
+    ids[i] = id
+    drop[3 * i - 2], drop[3 * i - 1], drop[3 * i] = id, id .. ":rc", id .. ":fr"
+  end
+  return ids, drop
+end
+
+-- Delete the messages `joined` names, each only while its receive count is still the one
+-- `fences` gives for it ("" for any, "0" for never received; joined with ","): a worker whose
+-- visibility timeout ran out cannot delete a message another worker has received since.
+-- Appends 1 or 0 per id to `out` (1: it was in the queue) and returns `out`. The queue must
+-- exist.
+local function delete_fenced(zset, hash, joined, fences, out)
+  local ids, drop = split_ids(joined)
+  if #ids == 0 then return out end
+  local wanted, fenced = {}, false
+  for fence in string.gmatch(fences .. ",", "([^,]*),") do
+    wanted[#wanted + 1] = fence
+    if fence ~= "" then fenced = true end
+  end
+  -- Every send writes the body and the ZSET member in one step and every delete removes
+  -- both, so the body says whether the message is there: no call per id (each costs more
+  -- than the rest of the work for it). The receive count is read only when a fence needs it.
+  local fields = {}
+  for i, id in ipairs(ids) do
+    if fenced then fields[2 * i - 1], fields[2 * i] = id, drop[3 * i - 1] else fields[i] = id end
+  end
+  local values = redis.call("HMGET", hash, unpack(fields))
+  local step = fenced and 2 or 1
+  local members, gone, seen = {}, {}, {}
+  for i, id in ipairs(ids) do
+    local fence = wanted[i] or ""
+    local deleted = 0
+    if not seen[id] and (fence == "" or (values[step * i] or "0") == fence) then
+      seen[id] = true
+      members[#members + 1] = id
+      gone[#gone + 1], gone[#gone + 2], gone[#gone + 3] = id, drop[3 * i - 1], drop[3 * i]
+      if values[step * i - step + 1] then deleted = 1 end
+    end
+    out[#out + 1] = deleted
+  end
+  if #members > 0 then
+    redis.call("ZREM", zset, unpack(members))
+    redis.call("HDEL", hash, unpack(gone))
+  end
+  return out
+end

@@ -6,20 +6,29 @@
 -- ARGV[4] a channel to announce on, or "": "1" if `count` were taken (there may be more),
 --         "0 <wait>" if fewer (none is visible now; <wait> as below). In the same step as
 --         the receive, so a send that follows it is announced after it, never before.
--- Returns {"ok", wait, now, counts, id, body, id, body, ...} or {"queueNotFound"}:
+-- ARGV[5], ARGV[6] (optional) messages to delete first, as delete.lua's ARGV[1] and ARGV[2]:
+--         coalesced delete_message calls ride on a coalesced receive, so fifty callers that
+--         receive and delete in turn cost half the calls. First, so a message deleted here
+--         is never handed out again by the same step.
+-- Returns {"ok", wait, now, counts, deleted, id, body, id, body, ...} or {"queueNotFound"}:
 -- `wait` is "" when `count` were taken, else the milliseconds until the next message becomes
 -- visible, or -1 if the queue holds none; `now` the server's epoch milliseconds; `counts` ""
 -- when every message was received for the first time (rc 1, fr `now`: the common case costs
--- nothing to say), else "rc,fr,rc,fr,..." for every message in order.
+-- nothing to say), else "rc,fr,rc,fr,..." for every message in order; `deleted` one "1" or
+-- "0" per id of ARGV[5], as delete.lua answers them ("" when none).
 local vt = redis.call("HGET", KEYS[2], "vt")
 if not vt then return {"queueNotFound"} end
+local deleted = ""
+if ARGV[5] and ARGV[5] ~= "" then
+  deleted = table.concat(delete_fenced(KEYS[1], KEYS[2], ARGV[5], ARGV[6], {}))
+end
 if ARGV[1] ~= "" then vt = ARGV[1] end
 local count, pop = tonumber(ARGV[2]), ARGV[3] == "pop"
 local _, _, ms = now()
 -- Numbers passed to redis.call are formatted once per argument: format each value once.
 local now_text = tostring(ms)
 local ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ms, "LIMIT", 0, count)
-local out, got = {"ok", "", now_text, ""}, 0
+local out, got = {"ok", "", now_text, "", deleted}, 0
 if #ids > 0 then
   -- One read and one write per kind for the whole batch: far cheaper than per-message calls.
   -- The first receive time is read only for messages received before (rarely any).
