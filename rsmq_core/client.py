@@ -35,6 +35,7 @@ class _Receive(NamedTuple):
     pop: bool
 
 
+_RECEIVE, _POP = _Receive("", False), _Receive("", True)  # the common ones, made once
 _Op = _Receive | p.Fenced  # a receive, or a delete: they share one batch per queue
 _Done = Message | bool | None  # what a receive (a message or None) or a delete answers
 
@@ -184,7 +185,7 @@ class AsyncRSMQ:
 
     async def receive_message(self, qname: str, *, vt: int | None = None) -> Message | None:
         """Take the next visible message and hide it for ``vt`` seconds; None if none is visible."""
-        op = _Receive(p.vt_arg(vt), False)
+        op = _RECEIVE if vt is None else _Receive(p.vt_arg(vt), False)
         return cast(Message | None, await self._receive_delete.submit(self._keys(qname), op))
 
     async def receive_messages(
@@ -213,8 +214,7 @@ class AsyncRSMQ:
 
     async def pop_message(self, qname: str) -> Message | None:
         """Receive and delete the next visible message at once; None if none is visible."""
-        op = _Receive("", True)
-        return cast(Message | None, await self._receive_delete.submit(self._keys(qname), op))
+        return cast(Message | None, await self._receive_delete.submit(self._keys(qname), _POP))
 
     async def pop_messages(self, qname: str, count: int) -> list[Message]:
         """Receive and delete up to ``count`` (1..1000) visible messages in one round trip."""
@@ -308,6 +308,12 @@ class AsyncRSMQ:
         """One call per kind of receive waiting (vt and pop alike), the deletes riding on the
         first, in the same script step before its receive; a call of their own when no
         receive waits. A call that fails fails only the callers it carried."""
+        first = items[0]
+        if type(first) is _Receive and all(item is first for item in items):
+            # The common batch, of plain receives or pops only: no sorting out to do.
+            call = p.receive(keys, len(items), first.vt, pop=first.pop)
+            got: list[_Done | BaseException] = [*p.parse_messages(await self._call(call))]
+            return got + [None] * (len(items) - len(got))
         done: list[_Done | BaseException] = [None] * len(items)
         receives: dict[_Receive, list[int]] = {}
         deletes: list[int] = []
@@ -325,18 +331,18 @@ class AsyncRSMQ:
             calls.append((p.receive(keys, len(slots), vt, pop=pop, deletes=fenced), slots, deletes))
             deletes, fenced = [], []
         for call, slots, carried in calls:
-            got: Sequence[Message] = ()
+            messages: Sequence[Message] = ()
             try:
                 reply = await self._call(call)
                 if slots:
-                    got, flags = p.parse_messages(reply), p.parse_deleted(reply)
+                    messages, flags = p.parse_messages(reply), p.parse_deleted(reply)
                 else:
                     flags = p.parse_flags(reply)
             except Exception as exc:
                 for slot in (*slots, *carried):
                     done[slot] = exc
                 continue
-            for slot, message in zip(slots, got, strict=False):  # the rest: none was visible
+            for slot, message in zip(slots, messages, strict=False):  # the rest: none visible
                 done[slot] = message
             for slot, flag in zip(carried, flags, strict=True):
                 done[slot] = flag
