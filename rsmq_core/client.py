@@ -84,9 +84,13 @@ class AsyncRSMQ:
         self._scripts = {name: redis.register_script(source(name)) for name in NAMES}
         self._sends: Batcher[_SendKey, bytes, str] = Batcher(self._send_each, p.MAX_BATCH)
         # Receives and deletes of a queue share batches: fifty callers that each receive,
-        # then delete, have both kinds waiting at once, and one call carries both.
+        # then delete, have both kinds waiting at once, and one call carries both. One batch
+        # in flight, not two: the client's cost per call, not Redis, is what limits these
+        # callers, and a second batch in flight halves what each call carries (26 operations
+        # a call instead of 50, and 10-30% more client CPU per message, for no throughput
+        # in same-run comparisons; see docs/benchmarks.md).
         self._receive_delete: Batcher[p.Keys, _Op, _Done] = Batcher(
-            self._receive_delete_each, p.MAX_BATCH
+            self._receive_delete_each, p.MAX_BATCH, in_flight=1
         )
 
     @classmethod
