@@ -87,7 +87,7 @@ class AsyncRSMQ:
         # then delete, have both kinds waiting at once, and one call carries both. One batch
         # in flight, not two: the client's cost per call, not Redis, is what limits these
         # callers, and a second batch in flight halves what each call carries (26 operations
-        # a call instead of 50, and 10-30% more client CPU per message, for no throughput
+        # a call instead of 50, and 10-30% more client CPU per message, for less throughput
         # in same-run comparisons; see docs/benchmarks.md).
         self._receive_delete: Batcher[p.Keys, _Op, _Done] = Batcher(
             self._receive_delete_each, p.MAX_BATCH, in_flight=1
