@@ -7,9 +7,9 @@
 --         "0 <wait>" if fewer (none is visible now; <wait> as below). In the same step as
 --         the receive, so a send that follows it is announced after it, never before.
 -- ARGV[5], ARGV[6] (optional) messages to delete first, as delete.lua's ARGV[1] and ARGV[2]:
---         coalesced delete_message calls ride on a coalesced receive, so fifty callers that
---         receive and delete in turn cost half the calls. First, so a message deleted here
---         is never handed out again by the same step.
+--         coalesced delete_message calls waiting with coalesced receives ride on their
+--         call instead of making one of their own. First, so a message deleted here is
+--         never handed out again by the same step.
 -- Returns {"ok", wait, now, counts, deleted, id, body, id, body, ...} or {"queueNotFound"}:
 -- `wait` is "" when `count` were taken, else the milliseconds until the next message becomes
 -- visible, or -1 if the queue holds none; `now` the server's epoch milliseconds; `counts` ""
