@@ -304,6 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UNREACHABLE as exc:
         return _unreachable(exc, url)
     except redis.RedisError as exc:
+        if isinstance(exc, redis.exceptions.MovedError | redis.exceptions.ClusterCrossSlotError):
+            # A plain client on a node of a cluster: the node refuses keys of other slots.
+            return _fail(f"{mask_url(url)} is a node of a Redis Cluster ({exc}): add --cluster "
+                         "(or set REDIS_CLUSTER=true)", EXIT_USAGE)  # fmt: skip
         return _fail(f"{type(exc).__name__}: {scrub(explain(exc), url)}", EXIT_ERROR)
     # ASCII escapes keep the output printable whatever the bodies hold (even lone surrogates).
     print(json.dumps(result, indent=2 if args.pretty else None))

@@ -158,6 +158,18 @@ def test_the_cli_on_the_cluster(redis_cluster, ns, capsys, monkeypatch):
         assert q.list_queues() == ["jobs"]
 
 
+def test_the_cli_without_cluster_on_a_cluster_node_says_to_add_it(redis_cluster, ns, capsys,
+                                                                   monkeypatch):  # fmt: skip
+    monkeypatch.delenv("REDIS_CLUSTER", raising=False)
+    base = ["--url", redis_cluster.url, "--ns", ns]
+    names = redis_cluster.queue_names(ns, 1)  # one per master: some live elsewhere
+    codes = [cli(capsys, *base, "create", name) for name in names]
+    refused = [(code, err) for code, _, err in codes if code != 0]
+    assert refused, "every queue on the node the URL names: the test proves nothing"
+    for code, err in refused:
+        assert code == 2 and "add --cluster" in err, err
+
+
 def test_the_cli_told_cluster_on_a_standalone_redis_says_so(redis_url, ns, capsys):
     code, out, err = cli(capsys, "--url", redis_url, "--ns", ns, "--cluster", "list")
     assert (code, out) == (3, "")  # 3: cannot connect

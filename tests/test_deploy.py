@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from typing import Any
@@ -95,3 +96,18 @@ def test_python_version_and_requirements_for_the_buildpack():
     assert requires == f">={version}"
     lines = (ROOT / "requirements.txt").read_text().splitlines()
     assert [line for line in lines if line and not line.startswith("#")] == ["."]
+
+
+def test_no_file_holds_a_merge_conflict_left_unresolved():
+    # It happened once, in the README's API table, and only a newcomer's read caught it.
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    marker = re.compile(r"^(<{7} |>{7} |={7}$)", re.M)
+    left = [
+        name
+        for name in tracked
+        if (ROOT / name).is_file()
+        and marker.search((ROOT / name).read_text(encoding="utf-8", errors="replace"))
+    ]
+    assert left == []
