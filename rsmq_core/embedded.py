@@ -36,7 +36,10 @@ def free_port() -> int:
 class EmbeddedRedis:
     """One redis-server process that can be stopped, killed and started again on its port."""
 
-    def __init__(self, *extra_args: str) -> None:
+    def __init__(self, *extra_args: str, own_session: bool = False) -> None:
+        """``own_session``: out of the terminal's process group, so a Ctrl-C meant for the
+        programs using it does not stop it under them (its owner stops it last)."""
+        self.own_session = own_session
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="rsmq-test-redis-"))
         self.extra_args = extra_args
@@ -65,7 +68,9 @@ class EmbeddedRedis:
             *self.extra_args,
         ]  # fmt: skip
         log = open(self.dir / "redis.log", "ab")  # the child keeps its own handle
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=self.own_session
+        )
         log.close()
         deadline = time.monotonic() + 10
         while True:

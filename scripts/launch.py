@@ -117,7 +117,7 @@ def main() -> int:
     url = os.environ.get("REDIS_URL")
     try:
         if not url:
-            server = EmbeddedRedis()
+            server = EmbeddedRedis(own_session=True)  # Ctrl-C stops web and worker first
             server.start()
             url = server.url
             print(f"started an embedded Redis at {url} (set REDIS_URL to use your own)")
