@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -39,7 +40,9 @@ class ShardedPubSub:
         self._clients: list[aioredis.Redis] = []
         self._readers: set[asyncio.Task[None]] = set()
         self._inbox: asyncio.Queue[Message | BaseException] = asyncio.Queue()
-        self._dropping: set[bytes] = set()
+        # SUNSUBSCRIBEs sent and not yet answered, per channel: any other SUNSUBSCRIBE is the
+        # cluster telling of a moved slot.
+        self._dropping: Counter[bytes] = Counter()
 
     async def ping(self) -> None:
         """Connect to every master on first use; after that, prove each connection alive."""
@@ -77,20 +80,29 @@ class ShardedPubSub:
             self._inbox.put_nowait(exc)
 
     def _master_of(self, channel: str) -> aioredis.client.PubSub:
-        node = self._cluster.get_node_from_key(channel)
+        why = "a master that joined after this connection was made"
+        try:
+            node = self._cluster.get_node_from_key(channel)
+        except redis_errors.RedisClusterException as error:  # e.g. a slot no master covers
+            node, why = None, str(error)
         pubsub = self._masters.get(node.name) if node is not None else None
         if pubsub is None:
-            raise redis_errors.ConnectionError(f"no connection to the master of {channel!r}")
+            lost = redis_errors.ConnectionError(
+                f"no connection to the master of {channel!r}: {why}"
+            )
+            # Also through the inbox: a subscribe made in the background may be swallowed,
+            # and the channel must not stay unheard until some other reconnect.
+            self._inbox.put_nowait(lost)
+            raise lost
         return pubsub
 
     async def subscribe(self, *channels: str) -> None:
         # One at a time: an SSUBSCRIBE naming channels of two slots is refused (CROSSSLOT).
         for channel in channels:
-            self._dropping.discard(channel.encode())
             await self._master_of(channel).ssubscribe(channel)
 
     async def unsubscribe(self, channel: str) -> None:
-        self._dropping.add(channel.encode())
+        self._dropping[channel.encode()] += 1
         await self._master_of(channel).sunsubscribe(channel)
 
     async def get_message(
@@ -117,9 +129,9 @@ class ShardedPubSub:
             if kind == "sunsubscribe":
                 channel = item["channel"]
                 channel = channel.encode() if isinstance(channel, str) else channel
-                if channel not in self._dropping:
+                if self._dropping[channel] <= 0:
                     raise redis_errors.ConnectionError(f"the cluster moved channel {channel!r}")
-                self._dropping.discard(channel)
+                self._dropping[channel] -= 1
             if not ignore_subscribe_messages:
                 return item
 

@@ -225,14 +225,17 @@ class Subscriber:
                 failures = 0
                 self._catch_up()
                 await self._read(pubsub)
-            except CONNECTION_LOST as exc:
+            except Exception as exc:
+                # Any failure, not only a dropped connection: a cluster that cannot be reached
+                # at all, a refused subscribe... The subscriber must outlive them all.
                 self.connected.clear()
                 self._pubsub = None
                 if self._closing:
                     return
                 failures += 1
                 delay = min(self._backoff[1], self._backoff[0] * 2 ** (failures - 1))
-                log.warning("pub/sub connection lost (%s); retrying in %.2fs", exc, delay)
+                what = exc if isinstance(exc, CONNECTION_LOST) else f"{type(exc).__name__}: {exc}"
+                log.warning("pub/sub connection lost (%s); retrying in %.2fs", what, delay)
                 await asyncio.sleep(delay)
             finally:
                 self.connected.clear()

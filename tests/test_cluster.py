@@ -14,8 +14,10 @@ import pytest
 import redis
 import websockets
 
+from realtime import Listener, Subscriber
 from rsmq_core import RSMQ, Keys
 from rsmq_core.cli import main
+from rsmq_core.client import connect
 from tests.redis_cluster import RedisCluster
 from tests.test_web_server import QUEUED_TO_DONE, WebProcess, statuses
 from tests.workers import WorkerProcess, done, started, wait_for
@@ -214,3 +216,83 @@ def test_the_websocket_keeps_its_events_across_a_master_restart(redis_cluster, n
         assert {e["id"] for e in events} == {mid}
         # As a set: "queued" (written by the web after the send) may land after "received".
         assert sorted(e["status"] for e in events) == sorted(QUEUED_TO_DONE)
+
+
+async def next_message(listener: Listener, timeout: float = 10) -> tuple[str, bytes]:
+    """The next delivery that is not a RESYNC."""
+    async with asyncio.timeout(timeout):
+        while True:
+            item = await listener.get()
+            if item is not None:
+                return item
+
+
+def test_the_subscriber_outlives_a_whole_cluster_outage(redis_cluster, ns):
+    # Found in review: with no master answering, rebuilding the sharded connections raised
+    # RedisClusterException (not a ConnectionError) and the subscriber's task ended for good.
+    channel = Keys.of(ns, "q", cluster=True).channel
+
+    async def go() -> None:
+        client = connect(redis_cluster.url, cluster=True)
+        try:
+            async with Subscriber(client, backoff=(0.05, 0.5)) as sub:
+                listener = sub.listen(channel)
+                await asyncio.wait_for(sub.connected.wait(), 10)
+                await client.spublish(channel, "before")
+                assert await next_message(listener) == (channel, b"before")
+                try:
+                    for i in range(len(redis_cluster.nodes)):
+                        redis_cluster.kill(i)
+                    async with asyncio.timeout(10):
+                        while sub.connected.is_set():
+                            await asyncio.sleep(0.01)
+                    await asyncio.sleep(1.5)  # several failed rebuilds with no master at all
+                finally:
+                    for node in redis_cluster.nodes:
+                        await asyncio.to_thread(node.start)
+                    await asyncio.to_thread(redis_cluster.wait_ok)
+                async with asyncio.timeout(20):
+                    while True:  # published until heard: the subscribe lands when it lands
+                        await client.spublish(channel, "after")
+                        try:
+                            item = await next_message(listener, timeout=0.2)
+                        except TimeoutError:
+                            continue
+                        assert item == (channel, b"after")
+                        break
+                assert sub.reconnects >= 1
+        finally:
+            await client.aclose()
+
+    asyncio.run(go())
+
+
+def test_unfollowing_and_following_again_is_no_reconnect(redis_cluster, ns):
+    # Found in review: the answer to an SUNSUBSCRIBE followed at once by a new subscribe
+    # looked unasked for ("the cluster moved the channel") and rebuilt every connection.
+    first, other = (Keys.of(ns, q, cluster=True).channel for q in ("a", "b"))
+
+    async def go() -> None:
+        client = connect(redis_cluster.url, cluster=True)
+        try:
+            async with Subscriber(client) as sub:
+                keeper = sub.listen(other)
+                await asyncio.wait_for(sub.connected.wait(), 10)
+                for _ in range(5):
+                    sub.unlisten(sub.listen(first))
+                again = sub.listen(first)
+                async with asyncio.timeout(10):
+                    while True:
+                        await client.spublish(first, "x")
+                        try:
+                            if await next_message(again, timeout=0.2) == (first, b"x"):
+                                break
+                        except TimeoutError:
+                            continue
+                await client.spublish(other, "y")
+                assert await next_message(keeper) == (other, b"y")
+                assert sub.reconnects == 0
+        finally:
+            await client.aclose()
+
+    asyncio.run(go())
