@@ -465,7 +465,7 @@ def move_steps(
     bodies: list[str | int | bytes] = [x for t in taken for x in (t[:2] if t else ("", ""))]
     reply = yield Call("move_in", [dst.zset, dst.hash], [channel, *bodies])
     moved = _parse_moved(reply, src, dst)
-    yield delete(src, [(t[0].decode(), int(t[2])) for t in taken if t])
+    yield delete(src, [(_text(t[0]), int(t[2])) for t in taken if t])
     return moved
 
 

@@ -540,6 +540,15 @@ def test_a_wrapped_client_that_decodes_replies_itself(backend, ns):
             (ids[0], "a", 1), (ids[1], "b", 1),
         ]  # fmt: skip
         assert [(m.id, m.rc) for m in q.pop_messages("q", 2)] == [(ids[0], 2), (ids[1], 2)]
+        # A move reads the message's receive count back as text too (two steps on a cluster).
+        q.create_queue("q-dead")
+        mid = q.send_message("q", "m")
+        got = q.receive_message("q")
+        assert got is not None and q.move_message("q", mid, "q-dead", rc=got.rc)
+        assert q.redrive_messages("q-dead", "q") == 1
+        assert q.get_queue_attributes("q-dead").msgs == 0
+        back = q.pop_message("q")
+        assert back is not None and back.message == "m"
 
     async def run() -> list[Message]:
         aq = AsyncRSMQ(async_client.from_url(backend.url, decode_responses=True), ns=ns)
