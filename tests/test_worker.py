@@ -71,6 +71,22 @@ def test_queues_competing_for_the_last_slot_all_get_handled(spawn, r, ns, redis_
     assert "Traceback" not in worker.output()
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_concurrency_bounds_handlers_across_queues(spawn, r, ns, redis_url, mode):
+    # Found in review: each queue's consumer counted the free slots before its receive went
+    # out, so consumers of several queues receiving at once took the same slots (3 queues and
+    # CONCURRENCY 2 ran 6 handlers at once).
+    worker = spawn(mode, queues="a,b,c", concurrency=2)
+    with RSMQ.from_url(redis_url, ns=ns, realtime=True) as q:
+        for name in "abc":
+            q.send_messages(name, ['{"sleep": 0.3}'] * 4)
+    wait_for(lambda: len(done(r, ns)) == 12, timeout=30, what="12 messages done")
+    starts = sorted(e["t"] for e in started(r, ns))
+    # Each handler runs 0.3 s at least: two slots never see three starts within 0.3 s.
+    crowded = [(a, b) for a, b in zip(starts, starts[2:], strict=False) if b - a < 290]
+    assert not crowded, (crowded, worker.output())
+
+
 def test_sync_handler_runs_in_a_thread(spawn, q, r, ns):
     spawn(handler="tests.handlers:record_sync")
     mid = q.send_message("jobs", "{}")

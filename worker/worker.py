@@ -94,6 +94,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._inflight: dict[asyncio.Task[None], tuple[str, Message]] = {}
+        self._reserved = 0  # slots asked for by receives still out
         self._threads = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="handler")
         self.counters = dict.fromkeys(
             ("receives", "empty_receives", "received", "done", "failed", "retried", "dead",
@@ -261,7 +262,7 @@ class Worker:
     # Receiving ---------------------------------------------------------------------------------
 
     def _free_slots(self) -> int:
-        return self.settings.concurrency - len(self._inflight)
+        return self.settings.concurrency - len(self._inflight) - self._reserved
 
     async def _consume(self, qname: str) -> None:
         state = self._states[qname] = _QueueState()
@@ -323,7 +324,16 @@ class Worker:
         # Announce only where peers may be waiting to help (see _dispatch).
         peers = self._peers.get(qname, ())
         announce = self._peers_channel(qname) if len(peers) > 1 else None
-        got = await self.rsmq.receive_batch(qname, asked, vt=self.settings.vt, announce=announce)
+        # The slots asked for are held while the receive is out: other queues' consumers,
+        # receiving at the same time, must not count them as free too (CONCURRENCY is a bound).
+        self._reserved += asked
+        try:
+            got = await self.rsmq.receive_batch(
+                qname, asked, vt=self.settings.vt, announce=announce
+            )
+        finally:
+            self._reserved -= asked
+            self._slot_freed.set()  # what this receive did not fill is free again
         self.counters["receives"] += 1
         if not got.messages:
             self.counters["empty_receives"] += 1
