@@ -376,3 +376,22 @@ def test_a_send_whose_wake_up_fails_is_still_answered(client, caplog):
     assert reply.status_code == 202
     assert client.get("/api/queues/jobs").json()["msgs"] == 1
     assert "could not wake the workers" in caplog.text
+
+
+def test_a_send_whose_queued_event_fails_is_still_answered_and_wakes_the_workers(
+    client, caplog, r, ns
+):
+    async def lost(event: Any) -> str:
+        raise redis.ConnectionError("cut between the send and the event")
+
+    client.app.state.events.record = lost
+    sub = r.pubsub()
+    sub.subscribe(f"{ns}:rt:jobs")
+    assert sub.get_message(timeout=5)["type"] == "subscribe"
+    with caplog.at_level(logging.WARNING, logger="web.api"):
+        reply = client.post("/api/queues/jobs/messages", json={"messages": ["x", "y"]})
+    assert reply.status_code == 202 and len(reply.json()["ids"]) == 2
+    assert "could not record it queued" in caplog.text
+    woken = sub.get_message(timeout=5)
+    sub.close()
+    assert woken is not None and woken["data"] == "2"  # the workers were woken all the same

@@ -15,12 +15,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from redis import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from realtime import EventLog, StatusEvent
-from realtime.subscriber import CONNECTION_LOST
 from rsmq_core import AsyncRSMQ, Message, RSMQError
 from rsmq_core.connection import explain
 
@@ -167,14 +167,20 @@ async def send(request: Request, data: dict[str, Any]) -> Response:
         ids = await sender.send_messages(name, fields["messages"], delay=delay)
     else:
         ids = [await sender.send_message(name, fields["message"], delay=delay)]
-    # Recorded before the answer (the page subscribes to the id as soon as it has it) and
-    # before the workers hear of the message, so "queued" is the first event of its life.
-    await asyncio.gather(*(events.record(StatusEvent("queued", name, mid)) for mid in ids))
+    # From here the messages are stored and their ids are the answer: nothing may fail the
+    # request now, as an error would invite a resend (and a duplicate).
+    # "queued" is recorded before the answer (the page subscribes to the id as soon as it has
+    # it) and before the workers hear of the message, so it is the first event of its life.
+    recorded = await asyncio.gather(
+        *(events.record(StatusEvent("queued", name, mid)) for mid in ids), return_exceptions=True
+    )
+    if failed := [x for x in recorded if isinstance(x, Exception)]:
+        log.warning("sent %s to %s but could not record it queued: %s", ids, name,
+                    explain(failed[0]))  # fmt: skip
     try:
         await sender.notify(name)
-    except CONNECTION_LOST as exc:
-        # The message is stored and its id is the answer: failing now would invite a resend.
-        # Workers that did not hear find it at their next heartbeat.
+    except RedisError as exc:
+        # Workers that did not hear find the message at their next heartbeat.
         log.warning("sent %s to %s but could not wake the workers: %s", ids, name, explain(exc))
     body = {"ids": ids} if "messages" in fields else {"id": ids[0]}
     return JSONResponse(body, status_code=202)
