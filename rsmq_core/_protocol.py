@@ -60,9 +60,10 @@ class Keys:
     cluster: bool
 
     def notify(self, channel: str) -> str:
-        """A channel of this queue as the scripts take it: "!" in front on a cluster, where
-        they SPUBLISH (sharded pub/sub, the channel being in the queue's slot)."""
-        return f"!{channel}" if self.cluster else channel
+        """A channel of this queue as the scripts take it, marked with how to publish on it:
+        "P" for PUBLISH, "S" on a cluster for SPUBLISH (sharded pub/sub, the channel being in
+        the queue's slot)."""
+        return f"S{channel}" if self.cluster else f"P{channel}"
 
     @classmethod
     def of(cls, ns: str, qname: object, cluster: bool = False) -> Keys:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 
 import pytest
 import redis
@@ -361,6 +362,24 @@ def test_realtime_send_publishes_queue_size(backend, ns, r):
                 got.append(m["data"])
         sub.close()
     assert got == ["1", "2", "5"]
+
+
+def test_a_namespace_of_any_first_character_publishes_on_its_own_channel(backend, r):
+    # Found in review: a sharded channel was once marked by a "!" in front of the channel's
+    # own name, so a namespace beginning with "!" was SPUBLISHed under another name.
+    from rsmq_core import RSMQ
+
+    ns = f"!odd{uuid.uuid4().hex[:6]}"
+    with RSMQ.from_url(backend.url, ns=ns, realtime=True, cluster=backend.cluster) as rt:
+        rt.create_queue("q")
+        sub = Listener(r, rt.keys("q").channel)
+        assert rt.keys("q").channel.startswith(f"{ns}:rt:")
+        assert sub.get(timeout=5)["type"] == "subscribe"
+        rt.send_message("q", "a")
+        m = sub.get(timeout=5)
+        sub.close()
+        rt.delete_queue("q")
+    assert (m["type"], m["data"]) == ("message", "1")
 
 
 def test_not_realtime_publishes_nothing(rsmq, r):

@@ -3,14 +3,14 @@
 -- event that the stream does not hold.
 -- KEYS[1]    {ns}:{qname}:events (stream)
 -- KEYS[1+i]  {ns}:{qname}:status:{id} (string) of event i
--- ARGV[1] channel {ns}:rt:{qname}:events ("!" in front on a cluster)   ARGV[2] stream length to keep (about)
+-- ARGV[1] channel {ns}:rt:{qname}:events (marked "P" or "S": see below)   ARGV[2] stream length to keep (about)
 -- ARGV[3] seconds a last status stays readable   ARGV[3+i] event i as JSON, without ts
 -- Returns the stream ids of the events.
 local t = redis.call("TIME")
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
--- "!" in front of the channel: a sharded channel, on a cluster.
-local publish, channel = "PUBLISH", ARGV[1]
-if string.byte(channel, 1) == 33 then publish, channel = "SPUBLISH", string.sub(channel, 2) end
+-- The channel comes marked: "P<name>" to PUBLISH, "S<name>" to SPUBLISH (on a cluster).
+local publish = string.sub(ARGV[1], 1, 1) == "S" and "SPUBLISH" or "PUBLISH"
+local channel = string.sub(ARGV[1], 2)
 local out = {}
 for i = 4, #ARGV do
   local event = cjson.decode(ARGV[i])

@@ -20,14 +20,12 @@ local function attributes(hash, zset, s)
   return out
 end
 
--- Publish on a channel named as the client passes it: "!name" is a sharded channel (Redis
--- Cluster: SPUBLISH, heard only on the master of the queue's slot), anything else is RSMQ's
--- classic PUBLISH.
+-- Publish on a channel as the client names it: "P<name>" with RSMQ's classic PUBLISH, "S<name>"
+-- with SPUBLISH (sharded pub/sub, on a cluster: heard only on the master of the queue's slot).
+-- A mark of its own, never part of the name: a namespace may begin with any character.
 local function notify(channel, message)
-  if string.byte(channel, 1) == 33 then
-    return redis.call("SPUBLISH", string.sub(channel, 2), message)
-  end
-  return redis.call("PUBLISH", channel, message)
+  local verb = string.sub(channel, 1, 1) == "S" and "SPUBLISH" or "PUBLISH"
+  return redis.call(verb, string.sub(channel, 2), message)
 end
 
 -- RSMQ's id starts with the send time in microseconds, base 36.

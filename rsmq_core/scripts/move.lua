@@ -1,6 +1,6 @@
 -- Move messages to another queue in one step: dead-lettering, and redriving them back.
 -- KEYS[1] source zset   KEYS[2] source hash   KEYS[3] target zset   KEYS[4] target hash
--- ARGV[1] the target's realtime channel, or "" when not in realtime mode
+-- ARGV[1] the target's realtime channel (marked: see notify in _lib.lua), or "" when not realtime
 -- ARGV[2] how many to move, oldest first, when no ids follow
 -- then pairs: message id, receive count it must still have ("" for any)
 -- Returns {"ok", new id or "" per message} or {"queueNotFound", 1 or 2}.

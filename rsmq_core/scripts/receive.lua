@@ -3,7 +3,7 @@
 -- ARGV[1] visibility timeout in seconds, or "" for the queue's
 -- ARGV[2] count
 -- ARGV[3] "pop" to remove the messages instead of hiding them, else ""
--- ARGV[4] a channel to announce on, or "": "1" if `count` were taken (there may be more),
+-- ARGV[4] a channel to announce on (marked: see notify in _lib.lua), or "": "1" if `count` were taken (there may be more),
 --         "0 <wait>" if fewer (none is visible now; <wait> as below). In the same step as
 --         the receive, so a send that follows it is announced after it, never before.
 -- ARGV[5], ARGV[6] (optional) messages to delete first, as delete.lua's ARGV[1] and ARGV[2]:

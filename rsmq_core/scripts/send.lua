@@ -1,6 +1,6 @@
 -- Send messages, as RSMQ's sendMessage does, any number in one call.
 -- KEYS[1] {ns}:{qname} (zset)   KEYS[2] {ns}:{qname}:Q (hash)
--- ARGV[1] the realtime channel {ns}:rt:{qname} ("!" in front on a cluster: see notify), or
+-- ARGV[1] the realtime channel {ns}:rt:{qname} (marked: see notify in _lib.lua), or
 -- "" when not in realtime mode
 -- ARGV[2] "all" (refuse the whole batch if one message is too long) or "each"
 -- ARGV[3] delay in seconds, or "" for the queue's
