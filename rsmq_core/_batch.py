@@ -4,8 +4,9 @@ redis-py's asyncio path costs far more per call than Redis spends on a send, so 
 coroutines each sending one message would spend their time in the client. Instead, calls
 under one key (the client's: sends of one queue; receives and deletes of one queue, which
 one script call can carry together) go out together: whatever is waiting when a batch leaves
-goes in it. Two batches per key are in flight at once, so the client builds one while Redis runs
-the other; a lone caller still pays a single round trip.
+goes in it. By default two batches per key are in flight at once, so the client builds one
+while Redis runs the other (the client keeps one for receives and deletes: see AsyncRSMQ); a
+lone caller still pays a single round trip.
 """
 
 from __future__ import annotations
