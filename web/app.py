@@ -13,10 +13,10 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -29,8 +29,8 @@ from starlette.websockets import WebSocket
 
 from realtime import EventLog, Subscriber
 from rsmq_core import AsyncRSMQ, QueueExists
-from rsmq_core.client import BACKOFF, RETRIES, AsyncRedis, connect
-from rsmq_core.connection import async_client, explain, scrub
+from rsmq_core.client import connect
+from rsmq_core.connection import explain, scrub
 
 from . import api
 from .dashboard import Stats
@@ -65,23 +65,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # A blocking pool: a burst of requests waits for a free connection instead of failing
-        # with "Too many connections" (redis-py's default pool raises at its limit).
-        client: AsyncRedis
-        if settings.redis_cluster:
-            # A cluster client keeps a pool per node and has no blocking variant.
-            client = connect(settings.redis_url, cluster=True, connection=settings.connection,
-                             max_connections=REDIS_CONNECTIONS)  # fmt: skip
-        else:
-            client = async_client(
-                settings.redis_url,
-                settings.connection,
-                pool_class=aioredis.BlockingConnectionPool,
-                max_connections=REDIS_CONNECTIONS,
-                timeout=10,
-                # A call whose connection dropped is tried again on a new one, as the worker's
-                # are (the subscriber keeps a pool of its own, without retries).
-                retry=Retry(BACKOFF, RETRIES),
-            )
+        # with "Too many connections" (redis-py's default pool raises at its limit). A cluster
+        # client keeps a pool per node and has no blocking variant. Either retries a call whose
+        # connection dropped, as the worker's does (see rsmq_core.client.connect).
+        blocking: dict[str, Any] = (
+            {} if settings.redis_cluster
+            else {"pool_class": aioredis.BlockingConnectionPool, "timeout": 10}
+        )  # fmt: skip
+        client = connect(settings.redis_url, cluster=settings.redis_cluster,
+                         connection=settings.connection, max_connections=REDIS_CONNECTIONS,
+                         **blocking)  # fmt: skip
         app.state.settings = settings
         app.state.rsmq = AsyncRSMQ(client, ns=settings.ns, realtime=True)
         # Sends publish nothing themselves: the API records "queued" first, then wakes the
