@@ -77,6 +77,7 @@ from bench.workers import (
     exit_on_sigterm,
     machine,
     machine_cpu_seconds,
+    pacing,
     percentile,
     table,
     timed,
@@ -505,14 +506,9 @@ async def paced(
     free connection of the pool (not waiting for the answers before the next is due)."""
     tasks: list[asyncio.Task[tuple[float, float, int, bytes]]] = []
     start = time.monotonic()
-    limit = start + 2 * count / rate + 5
-    for i in range(count):
-        now = time.monotonic()
-        if now > limit or deadline.left() <= 0:
-            raise BenchError(f"the sender fell behind: {i} of {count} sent")
-        due = start + i / rate
-        if due > now:
-            await asyncio.sleep(due - now)
+    for wait in pacing(rate, count, deadline):
+        if wait:
+            await asyncio.sleep(wait)
         tasks.append(asyncio.create_task(pool.post(path, BODY)))
     sent_seconds = time.monotonic() - start
     async with asyncio.timeout(max(1.0, min(30.0, deadline.left()))):

@@ -295,18 +295,24 @@ class Cluster:
         return ends
 
 
-def send_paced(q: RSMQ, rate: float, count: int, deadline: Deadline) -> tuple[list[str], float]:
-    """Send ``count`` messages, message i at start + i/rate by the monotonic clock."""
-    ids: list[str] = []
+def pacing(rate: float, count: int, deadline: Deadline) -> Iterator[float]:
+    """For message i of ``count``, the seconds to wait until it is due (start + i/rate by the
+    monotonic clock); a sender that falls far behind, or past the deadline, is an error."""
     start = time.monotonic()
     limit = start + 2 * count / rate + 5
     for i in range(count):
         now = time.monotonic()
         if now > limit or deadline.left() <= 0:
             raise BenchError(f"the sender fell behind: {i} of {count} sent")
-        due = start + i / rate
-        if due > now:
-            time.sleep(due - now)
+        yield max(0.0, start + i / rate - now)
+
+
+def send_paced(q: RSMQ, rate: float, count: int, deadline: Deadline) -> tuple[list[str], float]:
+    """Send ``count`` messages at ``rate`` (see pacing)."""
+    ids: list[str] = []
+    start = time.monotonic()
+    for wait in pacing(rate, count, deadline):
+        time.sleep(wait)
         ids.append(q.send_message(QUEUE, BODY))
     return ids, time.monotonic() - start
 
