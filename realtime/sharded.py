@@ -142,7 +142,7 @@ class ShardedPubSub:
             await asyncio.wait(self._readers, timeout=1.0)
         for pubsub in self._masters.values():
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed in newer redis-py
         for client in self._clients:
             with contextlib.suppress(Exception):
                 await client.aclose()
