@@ -157,7 +157,8 @@ def log_in(client: TestClient, token: str = TOKEN) -> Any:
 
 
 def session_cookie(answer: Any) -> str:
-    found = [h for h in answer.headers.get_list("set-cookie") if h.startswith("session=")]
+    found: list[str] = [h for h in answer.headers.get_list("set-cookie")
+                        if h.startswith("session=")]  # fmt: skip
     assert len(found) == 1, answer.headers
     return found[0]
 

@@ -6,6 +6,9 @@ Protocol (JSON text frames):
   Q (only those of ``ids`` when given). With ``after`` (the last event id the client saw), every
   event since is replayed first, so a reconnecting client misses nothing; without it, each of
   ``ids`` gets its last known status. Answered by ``{"type": "subscribed", "queue": Q}``.
+- With API_TOKEN set, a connection without a login (session cookie or Bearer token) may follow
+  only ids it proves it was given: ``"tickets": [...]``, one per id, from ``/submit``; a
+  whole queue or ``watch`` gets an ``unauthorized`` error frame (see web.auth.ws_refusal).
 - client → ``{"type": "unsubscribe", "queue": Q}``, ``{"type": "ping"}`` (→ ``pong``).
 - client → ``{"type": "watch"}``: a ``{"type": "stats", "queues": {...}, "workers": [...]}``
   snapshot every second (the dashboard).

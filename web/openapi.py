@@ -17,7 +17,8 @@ _RC = {"type": "integer", "minimum": 1}
 # Besides success: 401 without the token (API_TOKEN set); a write also 403 (a foreign Origin)
 # and 415 (a body that is not application/json).
 WRITE = (400, 401, 403, 404, 413, 415)
-TOKEN: list[dict[str, list[str]]] = [{"token": []}]  # every operation but the health check needs the token, when set
+# Every operation but the health check needs the token (when API_TOKEN is set).
+TOKEN: list[dict[str, list[str]]] = [{"token": []}]
 
 
 def _body(
