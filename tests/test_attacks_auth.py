@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,7 +17,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from rsmq_core import RSMQ, AsyncRSMQ
-from tests.test_web_server import WebProcess
+from tests.test_web_server import ROOT, WebProcess
 from web.app import create_app
 from web.openapi import openapi
 from web.settings import SettingError, Settings
@@ -186,6 +189,9 @@ def test_login_needs_the_csrf_token_and_a_local_next(closed):
     no_csrf = closed.post("/login", data={"token": TOKEN}, follow_redirects=False)
     assert no_csrf.status_code == 403 and "expired" in no_csrf.text
     refused(closed.post("/login", data={"token": TOKEN}, headers=EVIL), 403, "foreignOrigin")
+    refused(closed.post("/login", json={"token": TOKEN}), 415, "unsupportedMediaType", "urlencoded")
+    big = closed.post("/login", data={"token": "x" * 5000})
+    refused(big, 413, "bodyTooLarge")
     csrf = csrf_of(closed, "/login")
     away = closed.post("/login?next=//evil.example/x", data={"csrf": csrf, "token": TOKEN},
                        follow_redirects=False)  # fmt: skip
@@ -351,6 +357,14 @@ def test_an_empty_blank_or_short_token_stops_the_start(value, message):
         Settings.from_env({"SESSION_SECRET": "abc"})
     assert Settings.from_env({"API_TOKEN": TOKEN}).api_token == TOKEN
     assert Settings.from_env({}).api_token is None
+
+
+def test_the_web_process_will_not_start_with_a_short_token(redis_url, ns):
+    env = dict(os.environ, API_TOKEN="short", REDIS_URL=redis_url, RSMQ_NS=ns, PORT="1")
+    ran = subprocess.run([sys.executable, "-m", "web"], env=env, capture_output=True,
+                         text=True, timeout=30, cwd=ROOT)  # fmt: skip
+    assert ran.returncode == 2
+    assert "API_TOKEN has 5 characters; use at least 16" in ran.stderr
 
 
 def test_the_openapi_document_says_which_operations_need_the_token(closed):

@@ -40,6 +40,7 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
+FORM_TYPE = "application/x-www-form-urlencoded"
 FORM_LIMIT = 4096  # bytes: the login form holds a token and a CSRF token
 REDIS_CONNECTIONS = 50
 CSP = (
@@ -151,6 +152,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if not access.origin_allowed(request):
                 return api.error_response(403, "foreignOrigin", "log in from this site's page")
             form = await read_form(request)
+            if isinstance(form, Response):
+                return form
             if not access.csrf_matches(request, form.get("csrf", "")):
                 error, status = "The form expired: log in again.", 403
             elif not access.keys_of(request).token_valid(form.get("token", "")):
@@ -171,6 +174,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     async def logout(request: Request) -> Response:
         form = await read_form(request)
+        if isinstance(form, Response):
+            return form
         if not access.origin_allowed(request) or not access.csrf_matches(
             request, form.get("csrf", "")
         ):
@@ -205,13 +210,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
 
 
-async def read_form(request: Request) -> dict[str, str]:
-    """A small urlencoded form (the login's): first value of each field; anything else, {}."""
-    if access.media_type(request) != "application/x-www-form-urlencoded":
-        return {}
+async def read_form(request: Request) -> dict[str, str] | Response:
+    """A small urlencoded form (the login's): the first value of each field, or the refusal."""
+    if access.media_type(request) != FORM_TYPE:
+        return api.error_response(415, "unsupportedMediaType", f"send the form as {FORM_TYPE}")
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > FORM_LIMIT:
-            return {}
+            return api.error_response(413, "bodyTooLarge", f"a form may have {FORM_LIMIT} bytes")
     return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
