@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from rsmq_core import RSMQ
 from tests.test_web_server import WebProcess
 from tests.workers import WorkerProcess
+from web.dashboard import LISTED
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
@@ -86,6 +88,61 @@ def test_click_submit_and_watch_it_reach_done(app):
                 phone.screenshot(path=str(ARTIFACTS / name), full_page=True)
             phone.keyboard.press("Tab")  # the first stop is the link back to the example app
             assert phone.evaluate("document.activeElement.tagName") == "A"
+            assert errors == []
+        finally:
+            browser.close()
+
+
+TOKEN = "browser-token-browser-token"
+
+
+@pytest.fixture
+def closed_app(redis_url: str, ns: str) -> Iterator[WebProcess]:
+    with RSMQ.from_url(redis_url, ns=ns) as q:  # more queues than the dashboard lists
+        for i in range(LISTED + 2):
+            q.create_queue(f"q{i:03}")
+    web = WebProcess(redis_url, ns, API_TOKEN=TOKEN)
+    worker = WorkerProcess(redis_url, ns, handler="tests.handlers:record").start()
+    yield web
+    worker.cleanup()
+    web.stop()
+
+
+@pytest.mark.timeout(120)
+def test_with_a_token_the_page_follows_its_own_and_the_dashboard_needs_a_login(closed_app):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            # The example page stays public: it follows its message by the ticket it was given.
+            page.goto(closed_app.url("/"))
+            expect(page.locator("#connection")).to_have_text("Live", timeout=10_000)
+            page.fill("#message", json.dumps({"sleep": 0.1}))
+            page.click("#submit")
+            status = page.locator("#applications li .status").first
+            expect(status).to_have_text("done", timeout=20_000)
+
+            page.goto(closed_app.url("/dashboard"))  # -> the login form
+            expect(page.locator("h1")).to_have_text("Log in")
+            page.fill("#token", "not-the-token-at-all")
+            page.click("#submit")
+            expect(page.locator("#error")).to_contain_text("Wrong token")
+            page.fill("#token", TOKEN)
+            page.click("#submit")
+            expect(page.locator("h1")).to_have_text("Dashboard", timeout=10_000)
+            expect(page.locator("#queues tbody")).to_contain_text("jobs", timeout=10_000)
+            # Past what it lists, it says so.
+            expect(page.locator("#queues-note")).to_contain_text(
+                f"{LISTED + 3} queues: the first {LISTED}", timeout=10_000
+            )
+            page.click("#logout")
+            expect(page.locator("h1")).to_have_text("Log in")
             assert errors == []
         finally:
             browser.close()

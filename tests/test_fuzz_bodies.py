@@ -36,6 +36,7 @@ BIG = {
     "nul_and_mixed": "\x00é日🎉" * (MIB // 10),  # 10 bytes each: just under 1 MiB
 }
 # The last is a surrogate pair spelled as two code points: UTF-8 cannot encode that either.
+JSON = {"content-type": "application/json"}  # what the API takes (415 otherwise)
 LONE = ["\ud800", "a\udfffb", "\ud83c\udf89"]
 
 
@@ -120,7 +121,7 @@ def test_api_round_trips_every_kind_of_text_and_a_mib(make_client, redis_url, ns
         assert (got["id"], got["message"]) == (mid, text)
     # Raw UTF-8 in the JSON (not \\u escapes) is read the same.
     raw = json.dumps({"message": SAMPLES["astral"]}, ensure_ascii=False).encode()
-    sent = api.post("/api/queues/big/messages", content=raw)
+    sent = api.post("/api/queues/big/messages", content=raw, headers=JSON)
     assert sent.status_code == 202
     assert api.post("/api/queues/big/pop").json()["message"]["message"] == SAMPLES["astral"]
 
@@ -130,17 +131,21 @@ def test_api_refuses_bad_text_clearly(make_client):
     assert api.post("/api/queues", json={"qname": "big", "maxsize": -1}).status_code == 201
     for text in LONE[:2]:  # json.dumps spells them as \\udXXX escapes, which JSON allows
         body = json.dumps({"message": text}).encode()
-        refused = api.post("/api/queues/big/messages", content=body)
+        refused = api.post("/api/queues/big/messages", content=body, headers=JSON)
         assert refused.status_code == 400
         assert refused.json()["error"] == "messageNotString"
         assert "lone surrogate" in refused.json()["message"]
     # In JSON, escapes of a high and a low surrogate are one character, as the spec says.
-    pair = api.post("/api/queues/big/messages", content=b'{"message": "\\ud83c\\udf89"}')
+    pair = api.post(
+        "/api/queues/big/messages", content=b'{"message": "\\ud83c\\udf89"}', headers=JSON
+    )
     assert pair.status_code == 202
     assert api.post("/api/queues/big/pop").json()["message"]["message"] == "🎉"
     too_big = api.post("/api/queues/big/messages", json={"message": BIG["ascii"]})
     assert too_big.status_code == 413 and too_big.json()["error"] == "bodyTooLarge"
-    not_utf8 = api.post("/api/queues/big/messages", content=b'{"message": "\xff\xfe"}')
+    not_utf8 = api.post(
+        "/api/queues/big/messages", content=b'{"message": "\xff\xfe"}', headers=JSON
+    )
     assert not_utf8.status_code == 400 and not_utf8.json()["error"] == "invalidJson"
     assert api.get("/api/queues/big").json()["msgs"] == 0
 

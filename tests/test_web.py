@@ -55,7 +55,8 @@ def test_submit_needs_the_csrf_token(client, r, ns):
     refused(client.post("/submit", json={"message": 5}, headers=csrf), 400, "messageNotString")
     refused(client.post("/submit", json={"message": "x" * 70_000}, headers=csrf),
             413, "messageTooLong")  # fmt: skip
-    refused(client.post("/submit", content=b"{", headers=csrf), 400, "invalidJson")
+    raw = {**csrf, "content-type": "application/json"}
+    refused(client.post("/submit", content=b"{", headers=raw), 400, "invalidJson")
 
 
 def test_queue_endpoints(client, r, ns):
@@ -148,14 +149,15 @@ def test_bad_bodies(client):
     refused(client.post("/api/queues", content=big, **raw), 413, "bodyTooLarge")
 
 
-def test_api_token_guards_writes_only(make_client):
-    client = make_client(api_token="s3cret")
-    refused(client.post("/api/queues", json={"qname": "q"}), 401, "unauthorized")
+def test_api_token_guards_the_api(make_client):
+    client = make_client(api_token="s3cret-s3cret-s3cret")
+    refused(client.post("/api/queues", json={"qname": "q"}), 401, "unauthorized", "Bearer")
     wrong = {"authorization": "Bearer nope"}
     refused(client.post("/api/queues", json={"qname": "q"}, headers=wrong), 401, "unauthorized")
-    good = {"authorization": "Bearer s3cret"}
+    good = {"authorization": "Bearer s3cret-s3cret-s3cret"}
     assert client.post("/api/queues", json={"qname": "q"}, headers=good).status_code == 201
-    assert client.get("/api/queues/q").status_code == 200
+    assert client.get("/api/queues/q", headers=good).status_code == 200
+    refused(client.get("/api/queues/q"), 401, "unauthorized")
 
 
 def test_health_exercises_redis(client, make_client):

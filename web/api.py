@@ -1,15 +1,14 @@
 """The REST API: queues and messages as JSON, with RSMQ's errors.
 
 Errors are ``{"error": <RSMQ error name or our own>, "message": ...}`` with 400 (bad input),
-401 (token), 404 (no such queue or status), 409 (queue exists), 413 (too large) — never a 500
-for bad input.
+401 (token), 403 (a foreign Origin), 404 (no such queue or status), 409 (queue exists),
+413 (too large), 415 (not JSON) — never a 500 for bad input.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,8 @@ from starlette.routing import Route
 from realtime import EventLog, StatusEvent
 from rsmq_core import AsyncRSMQ, Message, RSMQError
 from rsmq_core.connection import explain
+
+from . import auth as access
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,32 @@ def message_json(m: Message | None) -> dict[str, Any] | None:
     return None if m is None else dataclasses.asdict(m)
 
 
-def endpoint(*, write: bool) -> Callable[[Endpoint], Endpoint]:
-    """RSMQ and API errors as JSON; with ``write``, the API token when one is set."""
+def endpoint(*, auth: bool = True) -> Callable[[Endpoint], Endpoint]:
+    """RSMQ and API errors as JSON, after the checks at the door: a foreign Origin may change
+    nothing (403), a body must be JSON (415), and with ``auth`` the API token when one is set
+    (401)."""
 
     def wrap(handler: Endpoint) -> Endpoint:
         async def run(request: Request) -> Response:
-            token = request.app.state.settings.api_token
-            if write and token is not None:
-                given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-                if not hmac.compare_digest(given.encode(), token.encode()):
-                    return error_response(401, "unauthorized", "a valid API token is required")
+            if request.method not in access.SAFE_METHODS and not access.origin_allowed(request):
+                origin = request.headers.get("origin")
+                return error_response(
+                    403, "foreignOrigin", f"a page of {origin} may not change anything here"
+                )
+            if auth and not access.authenticated(request, cookie=False):
+                refusal = error_response(
+                    401,
+                    "unauthorized",
+                    "a valid API token is required: Authorization: Bearer <API_TOKEN>",
+                )
+                refusal.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+                return refusal
+            if access.has_body(request) and access.media_type(request) != access.JSON_TYPE:
+                return error_response(
+                    415,
+                    "unsupportedMediaType",
+                    "the request body must be JSON: send Content-Type: application/json",
+                )
             try:
                 return await handler(request)
             except RSMQError as exc:
@@ -121,12 +138,12 @@ def options(data: dict[str, Any], *names: str) -> dict[str, Any]:
     return {n: data[n] for n in names if n in data}
 
 
-@endpoint(write=False)
+@endpoint()
 async def list_queues(request: Request) -> Response:
     return JSONResponse({"queues": await rsmq_of(request).list_queues()})
 
 
-@endpoint(write=True)
+@endpoint()
 async def create_queue(request: Request) -> Response:
     data = await read_json(request)
     settings = options(data, "qname", "vt", "delay", "maxsize")
@@ -136,20 +153,20 @@ async def create_queue(request: Request) -> Response:
     return JSONResponse({"qname": name, **dataclasses.asdict(attrs)}, status_code=201)
 
 
-@endpoint(write=False)
+@endpoint()
 async def get_queue(request: Request) -> Response:
     attrs = await rsmq_of(request).get_queue_attributes(qname(request))
     return JSONResponse({"qname": qname(request), **dataclasses.asdict(attrs)})
 
 
-@endpoint(write=True)
+@endpoint()
 async def set_queue(request: Request) -> Response:
     settings = options(await read_json(request), "vt", "delay", "maxsize")
     attrs = await rsmq_of(request).set_queue_attributes(qname(request), **settings)
     return JSONResponse({"qname": qname(request), **dataclasses.asdict(attrs)})
 
 
-@endpoint(write=True)
+@endpoint()
 async def delete_queue(request: Request) -> Response:
     await rsmq_of(request).delete_queue(qname(request))
     return Response(status_code=204)
@@ -186,12 +203,12 @@ async def send(request: Request, data: dict[str, Any]) -> Response:
     return JSONResponse(body, status_code=202)
 
 
-@endpoint(write=True)
+@endpoint()
 async def send_messages(request: Request) -> Response:
     return await send(request, await read_json(request))
 
 
-@endpoint(write=True)
+@endpoint()
 async def receive(request: Request) -> Response:
     fields = options(await read_json(request), "vt", "count")
     rsmq, name = rsmq_of(request), qname(request)
@@ -201,7 +218,7 @@ async def receive(request: Request) -> Response:
     return JSONResponse({"message": message_json(await rsmq.receive_message(name, **fields))})
 
 
-@endpoint(write=True)
+@endpoint()
 async def pop(request: Request) -> Response:
     options(await read_json(request))
     return JSONResponse(
@@ -209,7 +226,7 @@ async def pop(request: Request) -> Response:
     )
 
 
-@endpoint(write=True)
+@endpoint()
 async def delete_message(request: Request) -> Response:
     fields = options(await read_json(request), "rc")
     deleted = await rsmq_of(request).delete_message(
@@ -218,7 +235,7 @@ async def delete_message(request: Request) -> Response:
     return JSONResponse({"deleted": deleted})
 
 
-@endpoint(write=True)
+@endpoint()
 async def change_visibility(request: Request) -> Response:
     fields = options(await read_json(request), "vt", "rc")
     if "vt" not in fields:
@@ -229,7 +246,7 @@ async def change_visibility(request: Request) -> Response:
     return JSONResponse({"changed": changed})
 
 
-@endpoint(write=True)
+@endpoint()
 async def redrive(request: Request) -> Response:
     fields = options(await read_json(request), "to", "count")
     if "to" not in fields:
@@ -242,7 +259,7 @@ async def redrive(request: Request) -> Response:
     return JSONResponse({"moved": moved})
 
 
-@endpoint(write=False)
+@endpoint()
 async def message_status(request: Request) -> Response:
     name, mid = qname(request), request.path_params["id"]
     await rsmq_of(request).get_queue_attributes(name)  # 404 for a queue that does not exist
@@ -252,17 +269,23 @@ async def message_status(request: Request) -> Response:
     return JSONResponse(json.loads(last.to_json()))
 
 
-@endpoint(write=False)
+@endpoint(auth=False)
 async def health(request: Request) -> Response:
-    """Exercises Redis and the scripts: the example queue's attributes, one script call."""
+    """Exercises Redis and the scripts: the example queue's attributes, one script call. With
+    API_TOKEN set and no token given, only whether all is well (the rest names internals)."""
     rsmq, queue = rsmq_of(request), request.app.state.settings.queue
+    detailed = access.authenticated(request, cookie=False)
     try:
         attrs = await rsmq.get_queue_attributes(queue)
     except RSMQError as exc:
-        return JSONResponse({"ok": True, "queue": queue, "note": exc.message})
+        return JSONResponse({"ok": True, "queue": queue, "note": exc.message} if detailed
+                            else {"ok": True})  # fmt: skip
     except Exception as exc:  # Redis down, or anything else: unhealthy, and why
+        if not detailed:
+            return JSONResponse({"ok": False}, status_code=503)
         return error_response(503, "unhealthy", f"{type(exc).__name__}: {explain(exc)}")
-    return JSONResponse({"ok": True, "queue": queue, "msgs": attrs.msgs})
+    return JSONResponse({"ok": True, "queue": queue, "msgs": attrs.msgs} if detailed
+                        else {"ok": True})  # fmt: skip
 
 
 ROUTES = [

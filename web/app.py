@@ -8,20 +8,19 @@ lives on ``app.state``, made by the lifespan: no module globals, so two apps in 
 from __future__ import annotations
 
 import contextlib
-import hmac
+import json
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs
 
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -33,6 +32,7 @@ from rsmq_core.client import connect
 from rsmq_core.connection import explain, scrub
 
 from . import api
+from . import auth as access
 from .dashboard import Stats
 from .live import Hub
 from .openapi import openapi
@@ -40,7 +40,8 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
-CSRF_COOKIE = "csrftoken"
+FORM_TYPE = "application/x-www-form-urlencoded"
+FORM_LIMIT = 4096  # bytes: the login form holds a token and a CSRF token
 REDIS_CONNECTIONS = 50
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -83,9 +84,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.events = EventLog(client, settings.ns)
         subscriber = Subscriber(client)
         subscriber.start()
+        app.state.keys = access.Keys(
+            await access.shared_secret(settings, app.state.rsmq), settings.api_token
+        )
         app.state.stats = Stats(app.state.rsmq)
         app.state.hub = Hub(subscriber, app.state.events, keepalive=settings.ws_keepalive,
-                            buffer=settings.ws_buffer, stats=app.state.stats)  # fmt: skip
+                            buffer=settings.ws_buffer, stats=app.state.stats,
+                            authorize=access.ws_refusal)  # fmt: skip
         try:
             await app.state.rsmq.create_queue(settings.queue)
         except QueueExists:
@@ -103,40 +108,100 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await client.aclose()  # and its pool
 
     async def index(request: Request) -> Response:
-        token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+        token = access.csrf_token(request)
         response = templates.TemplateResponse(
             request, "index.html", {"csrf": token, "queue": settings.queue}
         )
-        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
+        access.set_cookie(response, request, access.CSRF_COOKIE, token)
         return response
 
     async def dashboard(request: Request) -> Response:
-        return templates.TemplateResponse(request, "dashboard.html", {})
+        if not access.authenticated(request, cookie=True):
+            return RedirectResponse("/login?next=/dashboard", status_code=303)
+        token = access.csrf_token(request)
+        response = templates.TemplateResponse(
+            request, "dashboard.html", {"csrf": token, "login": settings.api_token is not None}
+        )
+        access.set_cookie(response, request, access.CSRF_COOKIE, token)
+        return response
 
-    @api.endpoint(write=False)  # the page's own form: CSRF guards it, not the API token
+    @api.endpoint(auth=False)  # the page's own form: CSRF guards it, not the API token
     async def submit(request: Request) -> Response:
-        """The example app's button: put an application on the queue, answer with its id."""
-        cookie = request.cookies.get(CSRF_COOKIE, "")
-        header = request.headers.get("x-csrf-token", "")
-        if not cookie or not hmac.compare_digest(cookie.encode(), header.encode()):
+        """The example app's button: put an application on the queue, answer with its id and
+        the ticket that lets this visitor follow it over the websocket."""
+        if not access.csrf_matches(request, request.headers.get("x-csrf-token", "")):
             return api.error_response(403, "csrf", "missing or wrong CSRF token; reload the page")
         data = await api.read_json(request)
         request.path_params["qname"] = settings.queue
-        return await api.send(request, {"message": data.get("message", "")})
+        answer = await api.send(request, {"message": data.get("message", "")})
+        if answer.status_code != 202:
+            return answer
+        mid = json.loads(bytes(answer.body))["id"]
+        ticket = access.keys_of(request).ticket(settings.queue, mid)
+        return JSONResponse({"id": mid, "ticket": ticket}, status_code=202)
+
+    async def login(request: Request) -> Response:
+        """The dashboard's login: a form (no script needed) posting the API token."""
+        goal = request.query_params.get("next", "/dashboard")
+        if not goal.startswith("/") or goal.startswith("//") or "\\" in goal:
+            goal = "/dashboard"  # only a path of this site: never a redirect elsewhere
+        if settings.api_token is None:
+            return RedirectResponse(goal, status_code=303)  # nothing to log in to
+        error, status = "", 200
+        if request.method == "POST":
+            if not access.origin_allowed(request):
+                return api.error_response(403, "foreignOrigin", "log in from this site's page")
+            form = await read_form(request)
+            if isinstance(form, Response):
+                return form
+            if not access.csrf_matches(request, form.get("csrf", "")):
+                error, status = "The form expired: log in again.", 403
+            elif not access.keys_of(request).token_valid(form.get("token", "")):
+                error, status = "Wrong token: give the server's API_TOKEN.", 401
+            else:
+                done = RedirectResponse(goal, status_code=303)
+                session = access.keys_of(request).new_session()
+                access.set_cookie(done, request, access.SESSION_COOKIE, session,
+                                  max_age=access.SESSION_AGE)  # fmt: skip
+                return done
+        token = access.csrf_token(request)
+        response = templates.TemplateResponse(
+            request, "login.html", {"csrf": token, "error": error, "next": goal},
+            status_code=status,
+        )  # fmt: skip
+        access.set_cookie(response, request, access.CSRF_COOKIE, token)
+        return response
+
+    async def logout(request: Request) -> Response:
+        form = await read_form(request)
+        if isinstance(form, Response):
+            return form
+        if not access.origin_allowed(request) or not access.csrf_matches(
+            request, form.get("csrf", "")
+        ):
+            return api.error_response(403, "csrf", "missing or wrong CSRF token; reload the page")
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(access.SESSION_COOKIE, path="/", httponly=True,
+                               samesite="strict", secure=access.https(request))  # fmt: skip
+        return response
 
     async def websocket(ws: WebSocket) -> None:
-        if not origin_allowed(ws, settings):
+        if not access.origin_allowed(ws):
             await ws.close(code=1008, reason="origin not allowed")
             return
         await ws.app.state.hub.serve(ws)
 
     async def openapi_json(request: Request) -> Response:
+        if not access.authenticated(request, cookie=True):
+            return api.error_response(401, "unauthorized", "a valid API token is required")
         return JSONResponse(openapi())
 
     routes = [
         Route("/", index),
         Route("/dashboard", dashboard),
         Route("/submit", submit, methods=["POST"]),
+        Route("/login", login, methods=["GET", "POST"]),
+        Route("/logout", logout, methods=["POST"]),
         Route("/openapi.json", openapi_json),
         WebSocketRoute("/ws", websocket),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
@@ -145,10 +210,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
 
 
-def origin_allowed(ws: WebSocket, settings: Settings) -> bool:
-    """A browser's websocket must come from this app's own pages (or an allowed origin);
-    non-browser clients send no Origin."""
-    origin = ws.headers.get("origin")
-    if origin is None or "*" in settings.allowed_origins or origin in settings.allowed_origins:
-        return True
-    return urlsplit(origin).netloc == ws.headers.get("host", "")
+async def read_form(request: Request) -> dict[str, str] | Response:
+    """A small urlencoded form (the login's): the first value of each field, or the refusal."""
+    if access.media_type(request) != FORM_TYPE:
+        return api.error_response(415, "unsupportedMediaType", f"send the form as {FORM_TYPE}")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_LIMIT:
+            return api.error_response(413, "bodyTooLarge", f"a form may have {FORM_LIMIT} bytes")
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}

@@ -1,4 +1,5 @@
-"""The dashboard's figures: every queue and every live worker, one snapshot a second.
+"""The dashboard's figures: the queues (the first LISTED by name, and how many there are) and
+every live worker, one snapshot a second.
 
 One task per web process reads Redis while at least one dashboard watches (never per client)
 and pushes the snapshot to every watching websocket; rates are the change between snapshots.
@@ -20,19 +21,29 @@ from rsmq_core import AsyncRSMQ, QueueNotFound
 log = logging.getLogger(__name__)
 
 
-async def snapshot(rsmq: AsyncRSMQ, dead_suffix: str = "-dead") -> dict[str, Any]:
-    names = await rsmq.list_queues()
+LISTED = 100  # queues a snapshot lists (the first by name); total_queues says how many exist
+
+
+async def snapshot(
+    rsmq: AsyncRSMQ, dead_suffix: str = "-dead", limit: int = LISTED
+) -> dict[str, Any]:
+    names = sorted(await rsmq.list_queues())
+    listed = names[:limit]
+    # A listed queue's dead-letter count needs its dead-letter queue, listed or not.
+    wanted = listed + sorted({n + dead_suffix for n in listed} & set(names[limit:]))
     queues: dict[str, dict[str, Any]] = {}
-    for name in names:
+    for name in wanted:
         with contextlib.suppress(QueueNotFound):  # deleted meanwhile
             attrs = dataclasses.asdict(await rsmq.get_queue_attributes(name))
             attrs["visible"] = attrs["msgs"] - attrs["hiddenmsgs"]
             queues[name] = attrs
-    for name, attrs in queues.items():
-        dead = queues.get(name + dead_suffix)
-        attrs["dead"] = dead["msgs"] if dead is not None else 0
+    for name in listed:
+        if name in queues:
+            dead = queues.get(name + dead_suffix)
+            queues[name]["dead"] = dead["msgs"] if dead is not None else 0
+    shown = {name: queues[name] for name in listed if name in queues}
     workers = [dataclasses.asdict(w) for w in await live_workers(rsmq.redis, rsmq.ns)]
-    return {"at": time.time(), "queues": queues, "workers": workers}
+    return {"at": time.time(), "queues": shown, "total_queues": len(names), "workers": workers}
 
 
 def with_rates(now: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:

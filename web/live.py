@@ -6,6 +6,9 @@ Protocol (JSON text frames):
   Q (only those of ``ids`` when given). With ``after`` (the last event id the client saw), every
   event since is replayed first, so a reconnecting client misses nothing; without it, each of
   ``ids`` gets its last known status. Answered by ``{"type": "subscribed", "queue": Q}``.
+- With API_TOKEN set, a connection without a login (session cookie or Bearer token) may follow
+  only ids it proves it was given: ``"tickets": [...]``, one per id, from ``/submit``; a
+  whole queue or ``watch`` gets an ``unauthorized`` error frame (see web.auth.ws_refusal).
 - client → ``{"type": "unsubscribe", "queue": Q}``, ``{"type": "ping"}`` (→ ``pong``).
 - client → ``{"type": "watch"}``: a ``{"type": "stats", "queues": {...}, "workers": [...]}``
   snapshot every second (the dashboard).
@@ -29,6 +32,7 @@ import contextlib
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +52,8 @@ MAX_EID_PART = 2**64 - 1  # Redis stream ids are two unsigned 64-bit numbers
 MAX_IDS = 1000
 MAX_FRAME = 64 * 1024
 MAX_QUEUES = 100  # queues one connection may follow at once
+# Why a subscribe or watch frame of this connection is refused (None: allowed); see web.auth
+Authorize = Callable[[WebSocket, dict[str, Any]], str | None]
 
 
 def eid_key(eid: str) -> tuple[int, int]:
@@ -161,8 +167,10 @@ class Hub:
         keepalive: float,
         buffer: int,
         stats: Stats | None = None,
+        authorize: Authorize | None = None,
     ) -> None:
         self._stats = stats
+        self._authorize = authorize
         self._subscriber = subscriber
         self._events = events
         self._keepalive = keepalive
@@ -259,6 +267,11 @@ class Hub:
             self._error(client, "invalidJson", "a frame must be a JSON object")
             return
         kind = frame.get("type")
+        if kind in ("subscribe", "watch") and self._authorize is not None:
+            refusal = self._authorize(client.ws, frame)
+            if refusal is not None:
+                self._error(client, "unauthorized", refusal)
+                return
         if kind == "ping":
             client.put({"type": "pong"})
         elif kind == "subscribe":

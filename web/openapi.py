@@ -14,7 +14,11 @@ _MAXSIZE = {"anyOf": [{"type": "integer", "minimum": 1024, "maximum": 65536},
                       {"type": "integer", "enum": [-1]}]}  # fmt: skip
 _COUNT = {"type": "integer", "minimum": 1, "maximum": 1000}
 _RC = {"type": "integer", "minimum": 1}
-WRITE = (400, 401, 404, 413)  # what a write to a queue may answer besides success
+# Besides success: 401 without the token (API_TOKEN set); a write also 403 (a foreign Origin)
+# and 415 (a body that is not application/json).
+WRITE = (400, 401, 403, 404, 413, 415)
+# Every operation but the health check needs the token (when API_TOKEN is set).
+TOKEN: list[dict[str, list[str]]] = [{"token": []}]
 
 
 def _body(
@@ -43,7 +47,8 @@ def _answers(ok: int, schema: dict[str, Any] | None, *errors: int) -> dict[str, 
 def _op(summary: str, ok: int, schema: dict[str, Any] | None, *errors: int,
         params: list[dict[str, Any]] | None = None,
         body: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
-    op: dict[str, Any] = {"summary": summary, "responses": _answers(ok, schema, *errors)}
+    op: dict[str, Any] = {"summary": summary, "responses": _answers(ok, schema, *errors),
+                          "security": TOKEN}  # fmt: skip
     if params:
         op["parameters"] = params
     if body:
@@ -55,21 +60,30 @@ def openapi() -> dict[str, Any]:
     obj = {"type": "object"}
     attrs = {"$ref": "#/components/schemas/Queue"}
     q, qi = [_QNAME], [_QNAME, _ID]
+    # Open, but without the token (API_TOKEN set) only {"ok": ...}, and 503 {"ok": false}.
+    health = _op("Redis and the scripts answer", 200, obj, 503)
+    health["security"] = [{}, *TOKEN]
+    health["responses"]["503"]["content"]["application/json"]["schema"] = {
+        "anyOf": [_ERROR, {"type": "object", "required": ["ok"],
+                           "properties": {"ok": {"type": "boolean", "enum": [False]}}}]
+    }  # fmt: skip
     return {
         "openapi": "3.0.3",
         "info": {"title": "rsmq-realtime", "version": "0.1.0"},
         "paths": {
-            "/api/health": {"get": _op("Redis and the scripts answer", 200, obj, 503)},
+            "/api/health": {"get": health},
             "/api/queues": {
-                "get": _op("List queues", 200, obj),
+                "get": _op("List queues", 200, obj, 401),
                 "post": _op(
                     "Create a queue",
                     201,
                     attrs,
                     400,
                     401,
+                    403,
                     409,
                     413,
+                    415,
                     body=_body(
                         {
                             "qname": _NAME,
@@ -82,7 +96,7 @@ def openapi() -> dict[str, Any]:
                 ),
             },
             "/api/queues/{qname}": {
-                "get": _op("A queue's attributes", 200, attrs, 400, 404, params=q),
+                "get": _op("A queue's attributes", 200, attrs, 400, 401, 404, params=q),
                 "patch": _op(
                     "Change vt, delay or maxsize",
                     200,
@@ -93,9 +107,7 @@ def openapi() -> dict[str, Any]:
                         {"vt": _SECONDS, "delay": _SECONDS, "maxsize": _MAXSIZE}, minProperties=1
                     ),
                 ),
-                "delete": _op(
-                    "Delete a queue and its messages", 204, None, 400, 401, 404, params=q
-                ),
+                "delete": _op("Delete a queue and its messages", 204, None, *WRITE, params=q),
             },
             "/api/queues/{qname}/messages": {
                 "post": _op(
@@ -163,7 +175,7 @@ def openapi() -> dict[str, Any]:
                 ),
             },
             "/api/queues/{qname}/messages/{id}/status": {
-                "get": _op("A message's last status", 200, obj, 400, 404, params=qi),
+                "get": _op("A message's last status", 200, obj, 400, 401, 404, params=qi),
             },
         },
         "components": {

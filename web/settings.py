@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rsmq_core import _protocol, logs
 from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions
+
+B64TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token
 
 
 class SettingError(ValueError):
@@ -21,7 +24,8 @@ class Settings:
     connection: ConnectionOptions = DEFAULT_OPTIONS  # REDIS_TLS_*
     ns: str = "rsmq"
     queue: str = "jobs"  # the example app's queue: the worker's default QUEUES
-    api_token: str | None = None  # required for write and admin endpoints when set
+    api_token: str | None = None  # when set, every route but the example page needs auth
+    session_secret: str | None = None  # signs cookies and tickets; derived from api_token if unset
     max_body: int = 256 * 1024  # bytes a request body may have
     ws_keepalive: float = 20.0  # seconds; well under Heroku's 55 s idle cut
     ws_buffer: int = 500  # events a slow websocket may lag behind before it is closed
@@ -78,6 +82,8 @@ class Settings:
         except ValueError as exc:
             raise SettingError(str(exc)) from None
         return cls(
+            api_token=secret("API_TOKEN", env),
+            session_secret=secret("SESSION_SECRET", env),
             redis_url=redis_url,
             redis_cluster=flag("REDIS_CLUSTER", d.redis_cluster),
             host=text("HOST", d.host),
@@ -86,9 +92,29 @@ class Settings:
             connection=connection,
             ns=text("RSMQ_NS", d.ns),
             queue=queue,
-            api_token=env.get("API_TOKEN", "").strip() or None,
             max_body=int(number("MAX_BODY", d.max_body, 1024)),
             ws_keepalive=number("WS_KEEPALIVE", d.ws_keepalive, 0.1),
             ws_buffer=int(number("WS_BUFFER", d.ws_buffer, 1)),
             allowed_origins=origins,
         )
+
+
+MIN_SECRET = 16  # characters: a short token can be guessed, an empty one is no token
+
+
+def secret(name: str, env: Mapping[str, str]) -> str | None:
+    """A token or secret: unset is None; set, it must be long enough to be one."""
+    value = env.get(name)
+    if value is None:
+        return None
+    if not B64TOKEN_RE.fullmatch(value):
+        raise SettingError(
+            f"{name} may hold only letters, digits and -._~+/ (no spaces; = at the end), as an "
+            f"HTTP Bearer token does; unset it instead of leaving it empty"
+        )
+    if len(value) < MIN_SECRET:
+        raise SettingError(
+            f"{name} has {len(value)} characters; use at least {MIN_SECRET} "
+            f"(e.g. openssl rand -hex 24)"
+        )
+    return value

@@ -6,6 +6,7 @@ const queue = document.querySelector('meta[name="queue"]').content;
 const list = document.getElementById("applications");
 const connection = document.getElementById("connection");
 const mine = new Map(); // id -> list item
+const tickets = new Map(); // id -> the ticket /submit gave: proof this page may follow it
 let socket = null;
 let lastEid = null;
 let retry = 500;
@@ -47,7 +48,9 @@ function show(event) {
 
 function subscribe() {
   if (socket && socket.readyState === WebSocket.OPEN && mine.size) {
-    const frame = {type: "subscribe", queue: queue, ids: [...mine.keys()]};
+    const ids = [...mine.keys()];
+    const frame = {type: "subscribe", queue: queue, ids: ids,
+                   tickets: ids.map((id) => tickets.get(id))};
     if (lastEid) frame.after = lastEid;
     socket.send(JSON.stringify(frame));
   }
@@ -98,6 +101,7 @@ document.getElementById("apply").addEventListener("submit", async (e) => {
   item.append(status, body, meta);
   list.prepend(item);
   mine.set(data.id, item);
+  tickets.set(data.id, data.ticket);
   subscribe();
 });
 

@@ -25,6 +25,10 @@ function showStats(frame) {
     connection.className = "lost";
     return;
   }
+  const listed = Object.keys(frame.queues).length;
+  note(frame.total_queues > listed
+    ? `${frame.total_queues} queues: the first ${listed} by name are shown, not the other ` +
+      `${frame.total_queues - listed}.` : "");
   fill("queues", Object.entries(frame.queues).map(([name, q]) => {
     const row = document.createElement("tr");
     [name, q.msgs, q.visible, q.hiddenmsgs, q.totalsent, q.totalrecv, q.send_rate,
@@ -43,6 +47,24 @@ function showStats(frame) {
      c.empty_receives].forEach((v) => cell(row, v));
     return row;
   }));
+}
+
+// Said, never silently ignored: queues past what the page lists or the socket may follow.
+const notes = {stats: "", error: ""};
+function note(text, kind = "stats") {
+  notes[kind] = text;
+  const shown = document.getElementById("queues-note");
+  shown.textContent = [notes.stats, notes.error].filter(Boolean).join(" ");
+  shown.hidden = !shown.textContent;
+}
+
+function showError(frame) {
+  if (frame.error === "tooManyQueues") {
+    note("Latency is drawn for the first queues only: " + frame.message + ".", "error");
+  } else {
+    connection.textContent = "Live, but refused: " + frame.message;
+    connection.className = "lost";
+  }
 }
 
 function sentMs(id) { return parseInt(id.slice(0, 10), 36) / 1000; }
@@ -89,6 +111,7 @@ function connect() {
     const frame = JSON.parse(message.data);
     if (frame.type === "stats") showStats(frame);
     else if (frame.type === "event") showEvent(frame.event);
+    else if (frame.type === "error") showError(frame);
   };
   socket.onclose = () => {
     connection.textContent = "Connection lost: reconnecting…";
