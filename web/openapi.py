@@ -61,7 +61,8 @@ def openapi() -> dict[str, Any]:
         "paths": {
             "/api/health": {"get": _op("Redis and the scripts answer", 200, obj, 503)},
             "/api/queues": {
-                "get": _op("List queues", 200, obj),
+                # 409 indexConflict: {ns}:QUEUES is someone else's key, not a set
+                "get": _op("List queues", 200, obj, 409),
                 "post": _op(
                     "Create a queue",
                     201,
@@ -94,7 +95,7 @@ def openapi() -> dict[str, Any]:
                     ),
                 ),
                 "delete": _op(
-                    "Delete a queue and its messages", 204, None, 400, 401, 404, params=q
+                    "Delete a queue and its messages", 204, None, 400, 401, 404, 409, params=q
                 ),
             },
             "/api/queues/{qname}/messages": {
@@ -171,13 +172,31 @@ def openapi() -> dict[str, Any]:
                 "Error": {
                     "type": "object",
                     "required": ["error", "message"],
-                    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+                    "properties": {
+                        "error": {"type": "string", "description": "RSMQ's error name, or ours"},
+                        "message": {"type": "string", "description": "RSMQ's text, exactly"},
+                        "detail": {
+                            "type": "string",
+                            "description": "what was refused and why, when there is more to "
+                            "say than RSMQ's text",
+                        },
+                    },
                 },
                 "Message": {
                     "type": "object",
                     "properties": {
                         "id": {"type": "string"},
-                        "message": {"type": "string"},
+                        "message": {
+                            "type": "string",
+                            "nullable": True,
+                            "description": "the body; null when it is not UTF-8 (another "
+                            "RSMQ client can store any bytes): then see message_base64",
+                        },
+                        "message_base64": {
+                            "type": "string",
+                            "format": "byte",
+                            "description": "only for a body that is not UTF-8: its bytes, base64",
+                        },
                         "rc": {"type": "integer"},
                         "fr": {"type": "integer"},
                         "sent": {"type": "number"},
