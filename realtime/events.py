@@ -59,12 +59,13 @@ class StatusEvent:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
+# Named by rsmq_core's Keys, whose delete_queue deletes them with the queue.
 def stream_key(keys: Keys) -> str:
-    return f"{keys.zset}:events"
+    return keys.events
 
 
 def status_key(keys: Keys, id: str) -> str:
-    return f"{keys.zset}:status:{id}"
+    return keys.status(id)
 
 
 def events_channel(keys: Keys) -> str:

@@ -4,6 +4,7 @@ from ._protocol import Keys
 from .client import AsyncRSMQ
 from .connection import ConnectionOptions
 from .errors import (
+    IndexConflict,
     InvalidFormat,
     InvalidValue,
     MessageNotString,
@@ -21,6 +22,7 @@ __all__ = [
     "RSMQ",
     "AsyncRSMQ",
     "ConnectionOptions",
+    "IndexConflict",
     "InvalidFormat",
     "InvalidValue",
     "Keys",

@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from .errors import (
     ERRORS_BY_NAME,
+    IndexConflict,
     InvalidFormat,
     InvalidValue,
     MessageNotString,
@@ -48,6 +51,9 @@ class Keys:
     touches it (see :func:`create_queue_steps`). Extras of a queue go under ``zset + ":..."``
     and ``channel + ":..."``, which keeps them in the queue's slot.
 
+    Extras that belong to the queue (realtime's status events: :attr:`events` and
+    :meth:`status`) are named here, as :meth:`AsyncRSMQ.delete_queue` deletes them with it.
+
     Compared and hashed by identity: there is one per queue (Keys.of caches them), and the
     batchers hash them on every call.
     """
@@ -58,6 +64,20 @@ class Keys:
     channel: str
     qname: str
     cluster: bool
+
+    @property
+    def events(self) -> str:
+        """The queue's stream of status events."""
+        return f"{self.zset}:events"
+
+    def status(self, id: str) -> str:
+        """The last status of one message of the queue."""
+        return f"{self.zset}:status:{id}"
+
+    @property
+    def statuses(self) -> str:
+        """A SCAN pattern matching every :meth:`status` key of the queue, and only those."""
+        return _glob_escape(self.status("")) + "?" * 32
 
     def notify(self, channel: str) -> str:
         """A channel of this queue as the scripts take it, marked with how to publish on it:
@@ -71,6 +91,11 @@ class Keys:
             return _keys(ns, qname, cluster)
         # A str subclass (a StrEnum) is checked, then used as the plain str it holds.
         return _keys(ns, str.__str__(check_qname(qname)), cluster)
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a Redis MATCH pattern (a namespace may hold ``*?[]``)."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 @lru_cache(maxsize=4096)
@@ -92,15 +117,36 @@ def _is_utf8(text: str) -> bool:
 
 def check_ns(ns: object) -> str:
     if not isinstance(ns, str) or not ns or not _is_utf8(ns):
-        raise InvalidFormat("Invalid ns format: a namespace is a non-empty string of valid Unicode")
+        raise InvalidFormat(
+            "Invalid ns format",
+            detail=f"a namespace is a non-empty string of valid Unicode (got {ns!r})",
+        )
     return ns
+
+
+# Queue names RSMQ accepts but whose keys would be a key of the layout: the queue "QUEUES"
+# has its messages at {ns}:QUEUES, the index of every queue's name (on a cluster its key is
+# {ns}:{QUEUES}, but a name valid on one layout and not the other would make moving between
+# them fail late). No other name can collide: names have no ":", so {ns}:{qname} is never
+# another queue's key nor one of ours ({ns}:{qname}:..., {ns}:@...), and {ns}:{qname}:Q ends
+# in "Q" after a ":", which no other key of the namespace does.
+RESERVED_QNAMES = {
+    "QUEUES": "its messages would be stored at {ns}:QUEUES, the key of the index of queue names",
+}
 
 
 def check_qname(qname: object) -> str:
     if qname is None or qname == "":
         raise MissingParameter("No qname supplied")
     if not isinstance(qname, str) or not QNAME_RE.fullmatch(qname):
-        raise InvalidFormat("Invalid qname format")
+        raise InvalidFormat(
+            "Invalid qname format",
+            detail=f"a queue name is 1 to 160 of a-z, A-Z, 0-9, _ and - (got {qname!r})",
+        )
+    if qname in RESERVED_QNAMES:
+        raise InvalidFormat(
+            "Invalid qname format", detail=f"{qname!r} is reserved: {RESERVED_QNAMES[qname]}"
+        )
     return qname
 
 
@@ -108,48 +154,47 @@ def check_id(id: object) -> str:
     if id is None or id == "":
         raise MissingParameter("No id supplied")
     if not isinstance(id, str) or not ID_RE.fullmatch(id):
-        raise InvalidFormat("Invalid id format")
+        raise InvalidFormat(
+            "Invalid id format",
+            detail=f"a message id is 32 of a-z, A-Z, 0-9 and : (got {id!r})",
+        )
     return id
 
 
-def check_seconds(name: str, value: object) -> int:
-    """vt and delay: whole seconds in 0..9999999, as RSMQ allows."""
-    text = f"{name} must be between 0 and {MAX_SECONDS}"
+def _check_int(name: str, value: object, low: int, high: int, *also: int) -> int:
+    """An int in low..high (or one of ``also``), else RSMQ's "<name> must be between <low> and
+    <high>" with what was refused in the detail."""
+    text = f"{name} must be between {low} and {high}"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidValue(f"{text} (got {value!r}, not an integer)")
-    if not 0 <= value <= MAX_SECONDS:
-        raise InvalidValue(text)
+        raise InvalidValue(text, detail=f"got {value!r}, not an integer")
+    if not low <= value <= high and value not in also:
+        raise InvalidValue(text, detail=f"got {value}")
     # A plain int: redis-py writes an int subclass (an IntEnum) as its repr, not its digits.
     return int(value)
 
 
+def check_seconds(name: str, value: object) -> int:
+    """vt and delay: whole seconds in 0..9999999, as RSMQ allows."""
+    return _check_int(name, value, 0, MAX_SECONDS)
+
+
 def check_maxsize(value: object) -> int:
-    text = f"maxsize must be between {MAXSIZE_MIN} and {MAXSIZE_MAX}"
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidValue(f"{text} (got {value!r}, not an integer)")
-    if value != MAXSIZE_UNLIMITED and not MAXSIZE_MIN <= value <= MAXSIZE_MAX:
-        raise InvalidValue(text)
-    return int(value)
+    return _check_int("maxsize", value, MAXSIZE_MIN, MAXSIZE_MAX, MAXSIZE_UNLIMITED)
 
 
 def check_count(value: object) -> int:
-    text = f"count must be between 1 and {MAX_BATCH}"
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidValue(f"{text} (got {value!r}, not an integer)")
-    if not 1 <= value <= MAX_BATCH:
-        raise InvalidValue(text)
-    return int(value)
+    return _check_int("count", value, 1, MAX_BATCH)
 
 
 def encode_message(message: object) -> bytes:
     """The body as UTF-8: the unit a queue's maxsize is measured in."""
     if not isinstance(message, str):
-        raise MessageNotString(f"Message must be a string (got {type(message).__name__})")
+        raise MessageNotString(detail=f"got {type(message).__name__}")
     try:
         return message.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise MessageNotString(
-            f"Message must be a string of valid Unicode (lone surrogate at index {exc.start})"
+            detail=f"it is not valid Unicode: a lone surrogate at index {exc.start}"
         ) from None
 
 
@@ -191,10 +236,20 @@ def check_status(reply: Sequence[Any]) -> Sequence[Any]:
     status = _text(reply[0])
     if status != "ok":
         cls = ERRORS_BY_NAME.get(status, RSMQError)
+        if cls is IndexConflict:
+            raise index_conflict(_text(reply[1]), _text(reply[2]))
         # A batch refused whole says which of its messages was refused.
-        detail = f" (at index {int(reply[1])} of the batch)" if len(reply) > 1 else ""
-        raise cls(cls.default_message + detail)
+        detail = f"at index {int(reply[1])} of the batch" if len(reply) > 1 else None
+        raise cls(detail=detail)
     return reply
+
+
+def index_conflict(key: str, kind: str) -> IndexConflict:
+    return IndexConflict(
+        f"{key} is a {kind}, not the set of queue names RSMQ keeps there",
+        detail="another program wrote it; nothing here changes or deletes it: "
+        "rename or remove it yourself",
+    )
 
 
 def error_from_name(name: str, message: str | None = None) -> RSMQError:
@@ -290,8 +345,8 @@ def parse_attributes(reply: Sequence[Any]) -> QueueAttributes:
     return QueueAttributes(*values)
 
 
-def parse_queues(reply: Any) -> list[str]:
-    return sorted(_text(x) for x in reply)
+def parse_queues(reply: Sequence[Any]) -> list[str]:
+    return sorted(_text(x) for x in check_status(reply)[1:])
 
 
 # Calls -----------------------------------------------------------------------------------------
@@ -318,6 +373,10 @@ def _index(k: Keys, change: str) -> Call:
     return Call("index", [k.queues], [change, k.qname])
 
 
+def list_queues(ns: str) -> Call:
+    return Call("index", [f"{ns}:QUEUES"], ["list", ""])
+
+
 def create_queue_steps(k: Keys, vt: object, delay: object, maxsize: object) -> Steps:
     args: list[str | int | bytes] = [
         check_seconds("vt", vt),
@@ -328,20 +387,42 @@ def create_queue_steps(k: Keys, vt: object, delay: object, maxsize: object) -> S
     if not k.cluster:
         check_status((yield Call("create_queue", [k.hash, k.queues], args)))
         return
-    # On a cluster the index is another slot: named after the queue exists, and named again
-    # when it exists already, which repairs an index an interrupted create left behind.
+    # On a cluster the index is another slot: checked first (a key of someone else's there
+    # fails the create before anything is written), named after the queue exists, and named
+    # again when it exists already, which repairs an index an interrupted create left behind.
+    check_status((yield _index(k, "check")))
     reply = yield Call("create_queue", [k.hash], args)
-    yield _index(k, "add")
+    check_status((yield _index(k, "add")))
     check_status(reply)
+
+
+# Status keys swept per call: one SCAN of this COUNT holds Redis about a millisecond.
+SWEEP_COUNT = 1000
 
 
 def delete_queue_steps(k: Keys) -> Steps:
+    """Delete the queue's keys, its events stream and its statuses. A queue that is not there
+    still has leftovers of an interrupted delete swept before QueueNotFound is raised.
+
+    Once the queue is deleted, a sweep that fails (Redis gone, a user not allowed SCAN) does
+    not fail the call: what was asked is done, the statuses expire on their own, and the
+    stream, left in place, has the next delete_queue of that name sweep again."""
     if not k.cluster:
-        check_status((yield Call("delete_queue", [k.hash, k.zset, k.queues], [k.qname])))
-        return
-    reply = yield Call("delete_queue", [k.hash, k.zset], [k.qname])
-    yield _index(k, "remove")
-    check_status(reply)
+        reply = yield Call("delete_queue", [k.hash, k.zset, k.events, k.queues], [k.qname])
+    else:
+        check_status((yield _index(k, "check")))
+        reply = yield Call("delete_queue", [k.hash, k.zset, k.events], [k.qname])
+        check_status((yield _index(k, "remove")))
+    if _text(reply[0]) == "indexConflict":
+        check_status(reply)
+    cursor = "0" if int(reply[1]) else ""
+    try:
+        while cursor:
+            swept = yield Call("sweep", [k.events], [cursor, k.statuses, SWEEP_COUNT])
+            cursor = "" if _text(swept[1]) == "0" else _text(swept[1])
+    except RedisError:
+        pass
+    check_status(reply[:1])
 
 
 def get_attributes(k: Keys) -> Call:
@@ -400,7 +481,7 @@ def receive(
     if announce is not None and (
         not isinstance(announce, str) or not announce or not _is_utf8(announce)
     ):
-        raise InvalidValue(f"announce must be a channel name (got {announce!r})")
+        raise InvalidValue("announce must be a channel name", detail=f"got {announce!r}")
     args: list[str | int | bytes] = [vt, count, "pop" if pop else "", announce or ""]
     if announce:
         args[3] = keys.notify(announce)
@@ -413,7 +494,7 @@ def fenced(id: object, rc: object) -> Fenced:
     if rc is None:
         return (check_id(id), "")
     if isinstance(rc, bool) or not isinstance(rc, int) or rc < 1:
-        raise InvalidValue(f"rc must be a receive count of 1 or more (got {rc!r})")
+        raise InvalidValue("rc must be a receive count of 1 or more", detail=f"got {rc!r}")
     return (check_id(id), int(rc))
 
 
@@ -473,7 +554,7 @@ def move_steps(
 def _parse_taken(reply: Sequence[Any], src: Keys) -> list[tuple[bytes, bytes, bytes] | None]:
     """move_out's reply: (id, body, receive count) per message, None for one not there."""
     if _text(reply[0]) == "queueNotFound":
-        raise QueueNotFound(f"Queue not found: {src.qname}")
+        raise QueueNotFound(detail=f"no queue {src.qname!r}")
     rest = reply[1:]
     return [
         (rest[i], rest[i + 1], rest[i + 2]) if rest[i] else None for i in range(0, len(rest), 3)
@@ -482,7 +563,7 @@ def _parse_taken(reply: Sequence[Any], src: Keys) -> list[tuple[bytes, bytes, by
 
 def _parse_moved(reply: Sequence[Any], src: Keys, dst: Keys) -> list[str]:
     if _text(reply[0]) == "queueNotFound":
-        raise QueueNotFound(f"Queue not found: {(src if int(reply[1]) == 1 else dst).qname}")
+        raise QueueNotFound(detail=f"no queue {(src if int(reply[1]) == 1 else dst).qname!r}")
     return [_text(x) for x in reply[1:]]
 
 
@@ -503,11 +584,11 @@ _ID_CHARS_RE = re.compile(r"[a-zA-Z0-9:]*")
 
 def check_ids(ids: object) -> list[str]:
     if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
-        raise InvalidValue(f"ids must be a list of message ids (got {type(ids).__name__})")
+        raise InvalidValue("ids must be a list of message ids", detail=f"got {type(ids).__name__}")
     checked = list(ids)
     if len(checked) > MAX_BATCH:
         # Beyond this the script could not even spread its arguments (Lua's unpack limit).
-        raise InvalidValue(f"at most {MAX_BATCH} ids go in one batch (got {len(checked)})")
+        raise InvalidValue(f"at most {MAX_BATCH} ids go in one batch", detail=f"got {len(checked)}")
     # One pattern match for the whole batch when every id looks right; else the id by id
     # check finds the first bad one and says what is wrong with it.
     if all(type(i) is str and len(i) == 32 for i in checked) and _ID_CHARS_RE.fullmatch(
@@ -520,8 +601,10 @@ def check_ids(ids: object) -> list[str]:
 def check_messages(messages: object) -> list[object]:
     if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
         raise MessageNotString(
-            f"messages must be a list of strings (got {type(messages).__name__})"
+            "messages must be a list of strings", detail=f"got {type(messages).__name__}"
         )
     if len(messages) > MAX_BATCH:
-        raise InvalidValue(f"at most {MAX_BATCH} messages go in one batch (got {len(messages)})")
+        raise InvalidValue(
+            f"at most {MAX_BATCH} messages go in one batch", detail=f"got {len(messages)}"
+        )
     return list(messages)

@@ -21,6 +21,7 @@ NAMES = (
     "index",
     "notify",
     "purge",
+    "sweep",
 )
 
 

@@ -68,7 +68,7 @@ def _stdin_text() -> str:
     try:
         return sys.stdin.buffer.read().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise MessageNotString(f"stdin is not valid UTF-8 (byte {exc.start})") from None
+        raise MessageNotString(detail=f"stdin is not valid UTF-8 (byte {exc.start})") from None
 
 
 def _send(client: RSMQ, args: argparse.Namespace) -> str | list[str]:
@@ -85,7 +85,7 @@ def _send(client: RSMQ, args: argparse.Namespace) -> str | list[str]:
 
 
 def _message(m: Message | None) -> dict[str, Any] | None:
-    return None if m is None else dataclasses.asdict(m)
+    return None if m is None else m.to_json()
 
 
 def _receive(client: RSMQ, args: argparse.Namespace) -> Any:
@@ -293,14 +293,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         return _fail(f"invalid URL {mask_url(url)}: {scrub(str(exc), url)}", EXIT_USAGE)
     except RSMQError as exc:
-        return _fail(f"{exc.name}: {exc.message}", EXIT_ERROR)
+        return _fail(f"{exc.name}: {exc.explain()}", EXIT_ERROR)
     except UNREACHABLE as exc:
         return _unreachable(exc, url)
     try:
         with client:
             result = args.run(client, args)
     except RSMQError as exc:
-        return _fail(f"{exc.name}: {exc.message}", EXIT_ERROR)
+        return _fail(f"{exc.name}: {exc.explain()}", EXIT_ERROR)
     except UNREACHABLE as exc:
         return _unreachable(exc, url)
     except redis.RedisError as exc:
@@ -309,6 +309,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(f"{mask_url(url)} is a node of a Redis Cluster ({exc}): add --cluster "
                          "(or set REDIS_CLUSTER=true)", EXIT_USAGE)  # fmt: skip
         return _fail(f"{type(exc).__name__}: {scrub(explain(exc), url)}", EXIT_ERROR)
-    # ASCII escapes keep the output printable whatever the bodies hold (even lone surrogates).
+    # ASCII escapes keep the output printable whatever the bodies hold.
     print(json.dumps(result, indent=2 if args.pretty else None))
     return EXIT_OK

@@ -126,10 +126,17 @@ class AsyncRSMQ:
         return await self._scripts[call.script](keys=call.keys, args=call.args)
 
     async def _run(self, steps: p.Steps) -> Any:
-        reply = None
+        # A call that fails is thrown into the steps: one that has changed state already may
+        # decide that what fails after it is not the caller's failure.
+        call = steps.send(None)
         try:
             while True:
-                reply = await self._call(steps.send(reply))
+                try:
+                    reply = await self._call(call)
+                except Exception as exc:
+                    call = steps.throw(exc)
+                else:
+                    call = steps.send(reply)
         except StopIteration as done:
             return done.value
 
@@ -148,10 +155,11 @@ class AsyncRSMQ:
 
     async def list_queues(self) -> list[str]:
         """Every queue's name, sorted."""
-        return p.parse_queues(await self.redis.smembers(f"{self.ns}:QUEUES"))
+        return p.parse_queues(await self._call(p.list_queues(self.ns)))
 
     async def delete_queue(self, qname: str) -> None:
-        """Delete a queue and every message in it; ``QueueNotFound`` if there is none."""
+        """Delete a queue, every message in it and every key of ours that belongs to it (its
+        status events); ``QueueNotFound`` if there is none."""
         await self._run(p.delete_queue_steps(self._keys(qname)))
 
     async def get_queue_attributes(self, qname: str) -> QueueAttributes:

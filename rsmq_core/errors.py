@@ -11,7 +11,13 @@ Every error is an :class:`RSMQError`; each subclass carries RSMQ's own error nam
     ├── MissingParameter     missingParameter     "No qname supplied", "No id supplied"
     ├── MessageTooLong       messageTooLong       "Message too long"
     ├── MessageNotString     messageNotString     "Message must be a string"
-    └── NoAttributeSupplied  noAttributeSupplied  "No attribute was supplied"
+    ├── NoAttributeSupplied  noAttributeSupplied  "No attribute was supplied"
+    └── IndexConflict        indexConflict        (ours) "{ns}:QUEUES is a <type>, not ..."
+
+``str(err)`` is RSMQ's message byte for byte, as Node RSMQ gives it for the same bad input, so
+code written against RSMQ's texts keeps working. What we know beyond it (the value refused,
+the index in a batch, why a queue name is reserved) is in ``err.detail`` (None when there is
+nothing to add); the CLI and the web API show it.
 
 An empty receive is not an error: it returns ``None``. Connection problems surface as
 redis-py's own ``redis.exceptions.ConnectionError``.
@@ -28,12 +34,19 @@ class RSMQError(Exception):
     name: ClassVar[str] = "rsmqError"
     default_message: ClassVar[str] = "RSMQ error"
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, detail: str | None = None) -> None:
         self.message = message or self.default_message
+        self.detail = detail
         super().__init__(self.message)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r})"
+        extra = "" if self.detail is None else f", detail={self.detail!r}"
+        return f"{type(self).__name__}({self.message!r}{extra})"
+
+    def explain(self) -> str:
+        """The message with the detail, for people: ``"Message too long (at index 2 of the
+        batch)"``."""
+        return self.message if self.detail is None else f"{self.message} ({self.detail})"
 
 
 class QueueNotFound(RSMQError):
@@ -92,6 +105,16 @@ class NoAttributeSupplied(RSMQError):
     default_message = "No attribute was supplied"
 
 
+class IndexConflict(RSMQError):
+    """The queue index ``{ns}:QUEUES`` holds something else than a set: another program wrote
+    that key. Not one of RSMQ's errors (RSMQ fails with Redis's WRONGTYPE there). rsmq_core
+    never deletes or changes the key: queues cannot be listed, created or deleted in that
+    namespace until someone who knows what it is renames or removes it."""
+
+    name = "indexConflict"
+    default_message = "The queue index is not a set"
+
+
 ERRORS_BY_NAME: dict[str, type[RSMQError]] = {
     cls.name: cls
     for cls in (
@@ -103,5 +126,6 @@ ERRORS_BY_NAME: dict[str, type[RSMQError]] = {
         MessageTooLong,
         MessageNotString,
         NoAttributeSupplied,
+        IndexConflict,
     )
 }

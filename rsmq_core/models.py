@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +21,37 @@ class Message:
     rc: int
     fr: int
     sent: float
+
+    @property
+    def body(self) -> bytes:
+        """The body exactly as stored, whatever wrote it.
+
+        Bodies sent by this library are UTF-8, and ``message`` is their text. Another RSMQ
+        client (or redis-cli) can store any bytes: then ``message`` holds them decoded with
+        ``surrogateescape`` (each byte that is not UTF-8 is a lone surrogate, which no UTF-8
+        encoder accepts), and ``body`` gives the bytes back.
+        """
+        return self.message.encode("utf-8", "surrogateescape")
+
+    @property
+    def is_text(self) -> bool:
+        """Whether the body is UTF-8 text, so ``message`` can go anywhere text goes."""
+        try:
+            self.message.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        """The message as JSON can carry it, losing nothing: RSMQ's fields ``id``, ``message``,
+        ``rc``, ``fr``, ``sent``; for a body that is not UTF-8, ``message`` is None and
+        ``message_base64`` holds the bytes."""
+        out: dict[str, Any] = {"id": self.id, "message": self.message, "rc": self.rc}
+        out["fr"], out["sent"] = self.fr, self.sent
+        if not self.is_text:
+            out["message"] = None
+            out["message_base64"] = base64.b64encode(self.body).decode("ascii")
+        return out
 
 
 @dataclass(frozen=True, slots=True)

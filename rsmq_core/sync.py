@@ -67,10 +67,15 @@ class RSMQ:
         return self._scripts[call.script](keys=call.keys, args=call.args)
 
     def _run(self, steps: p.Steps) -> Any:
-        reply = None
+        call = steps.send(None)
         try:
             while True:
-                reply = self._call(steps.send(reply))
+                try:
+                    reply = self._call(call)
+                except Exception as exc:
+                    call = steps.throw(exc)
+                else:
+                    call = steps.send(reply)
         except StopIteration as done:
             return done.value
 
@@ -85,7 +90,7 @@ class RSMQ:
         self._run(p.create_queue_steps(self._keys(qname), vt, delay, maxsize))
 
     def list_queues(self) -> list[str]:
-        return p.parse_queues(self.redis.smembers(f"{self.ns}:QUEUES"))
+        return p.parse_queues(self._call(p.list_queues(self.ns)))
 
     def delete_queue(self, qname: str) -> None:
         self._run(p.delete_queue_steps(self._keys(qname)))

@@ -63,12 +63,15 @@ def ok(result: Result) -> Any:
     return result.json
 
 
-def refused(result: Result, name: str, message: str, *, detail: bool = False) -> None:
-    """Exit 1 with RSMQ's error name and message (``detail``: and something after it)."""
+def refused(result: Result, name: str, message: str, *, detail: str | bool = False) -> None:
+    """Exit 1 with RSMQ's error name and message, then `` (<detail>)`` when ``detail`` is a
+    string (``True``: anything after the message)."""
     assert result.code == 1, result
     assert result.out == ""
     line = f"rsmq: {name}: {message}"
-    assert result.err.startswith(line) if detail else result.err == line + "\n"
+    if isinstance(detail, str):
+        line += f" ({detail})"
+    assert result.err.startswith(line) if detail is True else result.err == line + "\n"
     assert result.err.count("\n") == 1 and result.err.endswith("\n")
 
 
@@ -188,7 +191,7 @@ def test_send_too_long_sends_nothing(run, r, ns):
     refused(result, "messageTooLong", "Message too long", detail=True)
     batch = b"ok\n" + b"y" * 1025 + b"\n"
     result = run("send", "q", "--batch", stdin=batch)
-    refused(result, "messageTooLong", "Message too long (at index 1 of the batch)")
+    refused(result, "messageTooLong", "Message too long", detail="at index 1 of the batch")
     assert ok(run("send", "q", "x" * 1024))  # exactly maxsize is fine
     assert r.zcard(f"{ns}:q") == 1
     assert r.hget(f"{ns}:q:Q", "totalsent") == "1"
@@ -197,7 +200,12 @@ def test_send_too_long_sends_nothing(run, r, ns):
 def test_send_refuses_stdin_that_is_not_utf8(run, r, ns):
     ok(run("create", "q"))
     result = run("send", "q", "-", stdin=b"ok \xff")
-    refused(result, "messageNotString", "stdin is not valid UTF-8 (byte 3)")
+    refused(
+        result,
+        "messageNotString",
+        "Message must be a string",
+        detail="stdin is not valid UTF-8 (byte 3)",
+    )
     assert r.zcard(f"{ns}:q") == 0
 
 
@@ -252,13 +260,13 @@ def test_delete_counts_what_it_deleted(run, r, ns, client):
     assert r.zrange(f"{ns}:q", 0, -1) == [c]
     assert not r.hexists(f"{ns}:q:Q", a)
     assert ok(run("delete", "q", a)) == 0
-    refused(run("delete", "q", "bad-id"), "invalidFormat", "Invalid id format")
+    refused(run("delete", "q", "bad-id"), "invalidFormat", "Invalid id format", detail=BAD_ID)
 
 
 def test_delete_takes_more_ids_than_one_batch_all_checked_first(run, client):
     ok(run("create", "q"))
     ids = client.send_messages("q", ["m"] * 1000) + client.send_messages("q", ["m"] * 500)
-    refused(run("delete", "q", *ids, "bad-id"), "invalidFormat", "Invalid id format")
+    refused(run("delete", "q", *ids, "bad-id"), "invalidFormat", "Invalid id format", detail=BAD_ID)
     assert client.get_queue_attributes("q").msgs == 1500  # none deleted
     assert ok(run("delete", "q", *ids)) == 1500
     assert client.get_queue_attributes("q").msgs == 0
@@ -300,7 +308,12 @@ def test_redrive_moves_back_from_a_dead_letter_queue(run, r, ns, client):
     assert ok(run("redrive", "q-dead", "q")) == 0
     assert r.zcard(f"{ns}:q") == 2500
     assert client.pop_message("q").message == "0"
-    refused(run("redrive", "q-dead", "nope"), "queueNotFound", "Queue not found: nope")
+    refused(
+        run("redrive", "q-dead", "nope"),
+        "queueNotFound",
+        "Queue not found",
+        detail="no queue 'nope'",
+    )
     refused(
         run("redrive", "q-dead", "q", "--count", "0"), "invalidValue", "count must be", detail=True
     )
@@ -347,26 +360,40 @@ def test_empty_batch_to_a_missing_queue_is_refused(run):
     refused(run("send", "nope", "--batch", stdin=b""), "queueNotFound", "Queue not found")
 
 
-@pytest.mark.parametrize(
-    ("argv", "name", "message"),
-    [
-        (["create", "bad name"], "invalidFormat", "Invalid qname format"),
-        (["create", "q" * 161], "invalidFormat", "Invalid qname format"),
-        (["create", ""], "missingParameter", "No qname supplied"),
-        (["attributes", "a.b"], "invalidFormat", "Invalid qname format"),
-        (["create", "q", "--vt", "-1"], "invalidValue", VT_RANGE),
-        (["create", "q", "--delay", "10000000"], "invalidValue", DELAY_RANGE),
-        (["create", "q", "--maxsize", "100"], "invalidValue", MAXSIZE_RANGE),
-        (["set", "q", "--maxsize", "70000"], "invalidValue", MAXSIZE_RANGE),
-        (["receive", "q", "--vt", "10000000"], "invalidValue", VT_RANGE),
-        (["receive", "q", "--count", "0"], "invalidValue", "count must be between 1 and 1000"),
-        (["send", "q", "x", "--delay", "-5"], "invalidValue", DELAY_RANGE),
-        (["visibility", "q", "short", "1"], "invalidFormat", "Invalid id format"),
-        (["visibility", "q", SOME_ID, "-1"], "invalidValue", VT_RANGE),
-    ],
+BAD_ID = "a message id is 32 of a-z, A-Z, 0-9 and : (got 'bad-id')"
+QNAME_RULE = "a queue name is 1 to 160 of a-z, A-Z, 0-9, _ and - (got {!r})"
+QUEUES_RESERVED = (
+    "'QUEUES' is reserved: its messages would be stored at {ns}:QUEUES, the key of the index "
+    "of queue names"
 )
-def test_invalid_arguments_are_refused(run, r, ns, argv, name, message):
-    refused(run(*argv), name, message)
+
+
+@pytest.mark.parametrize(
+    ("argv", "name", "message", "detail"),
+    [
+        (["create", "bad name"], "invalidFormat", "Invalid qname format",
+         QNAME_RULE.format("bad name")),
+        (["create", "q" * 161], "invalidFormat", "Invalid qname format",
+         QNAME_RULE.format("q" * 161)),
+        (["create", ""], "missingParameter", "No qname supplied", False),
+        (["attributes", "a.b"], "invalidFormat", "Invalid qname format", QNAME_RULE.format("a.b")),
+        (["create", "QUEUES"], "invalidFormat", "Invalid qname format", QUEUES_RESERVED),
+        (["delete-queue", "QUEUES"], "invalidFormat", "Invalid qname format", QUEUES_RESERVED),
+        (["create", "q", "--vt", "-1"], "invalidValue", VT_RANGE, "got -1"),
+        (["create", "q", "--delay", "10000000"], "invalidValue", DELAY_RANGE, "got 10000000"),
+        (["create", "q", "--maxsize", "100"], "invalidValue", MAXSIZE_RANGE, "got 100"),
+        (["set", "q", "--maxsize", "70000"], "invalidValue", MAXSIZE_RANGE, "got 70000"),
+        (["receive", "q", "--vt", "10000000"], "invalidValue", VT_RANGE, "got 10000000"),
+        (["receive", "q", "--count", "0"], "invalidValue", "count must be between 1 and 1000",
+         "got 0"),
+        (["send", "q", "x", "--delay", "-5"], "invalidValue", DELAY_RANGE, "got -5"),
+        (["visibility", "q", "short", "1"], "invalidFormat", "Invalid id format",
+         "a message id is 32 of a-z, A-Z, 0-9 and : (got 'short')"),
+        (["visibility", "q", SOME_ID, "-1"], "invalidValue", VT_RANGE, "got -1"),
+    ],
+)  # fmt: skip
+def test_invalid_arguments_are_refused(run, r, ns, argv, name, message, detail):
+    refused(run(*argv), name, message, detail=detail)
     assert r.keys(f"{ns}:*") == []
 
 

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from rsmq_core import RSMQ, AsyncRSMQ, Message, QueueExists, QueueNotFound
+from rsmq_core import RSMQ, AsyncRSMQ, Message, QueueExists, QueueNotFound, RSMQError
 from tests.conftest import SyncDriven
 
 pytestmark = pytest.mark.node
@@ -160,11 +160,13 @@ class NodeProcess:
 
 
 class NodeRSMQError(Exception):
-    """An error Node RSMQ answered with; ``name`` is RSMQ's (``queueNotFound``, ...)."""
+    """An error Node RSMQ answered with; ``name`` is RSMQ's (``queueNotFound``, ...),
+    ``message`` its text."""
 
     def __init__(self, name: str, message: str) -> None:
         super().__init__(f"{name}: {message}")
         self.name = name
+        self.message = message
 
 
 class NodeRSMQDriver:
@@ -781,3 +783,57 @@ def test_dead_lettered_and_redriven_messages_are_plain_rsmq_messages(
     assert node.call("deleteMessage", qname="jobs", id=back["id"]) == 1
     assert message_fields(r, ns, "jobs") == set()
     assert message_fields(r, ns, "jobs-dead") == set()
+
+
+# 8. Errors, byte for byte ----------------------------------------------------------------------
+
+# Each bad input as Node RSMQ takes it (op, options) and as our clients take it (a call);
+# "q" exists, with maxsize 1024.
+BAD_INPUTS: list[tuple[str, dict[str, Any], Callable[[Any], Any]]] = [
+    ("createQueue", {"qname": ""}, lambda q: q.create_queue("")),
+    ("createQueue", {"qname": "a b"}, lambda q: q.create_queue("a b")),
+    ("createQueue", {"qname": "x" * 161}, lambda q: q.create_queue("x" * 161)),
+    ("createQueue", {"qname": "n", "vt": "x"}, lambda q: q.create_queue("n", vt="x")),
+    ("createQueue", {"qname": "n", "vt": -1}, lambda q: q.create_queue("n", vt=-1)),
+    ("createQueue", {"qname": "n", "delay": 10**7}, lambda q: q.create_queue("n", delay=10**7)),
+    ("createQueue", {"qname": "n", "delay": "x"}, lambda q: q.create_queue("n", delay="x")),
+    ("createQueue", {"qname": "n", "maxsize": 5}, lambda q: q.create_queue("n", maxsize=5)),
+    ("createQueue", {"qname": "n", "maxsize": "x"}, lambda q: q.create_queue("n", maxsize="x")),
+    ("createQueue", {"qname": "q"}, lambda q: q.create_queue("q")),
+    ("getQueueAttributes", {"qname": "nope"}, lambda q: q.get_queue_attributes("nope")),
+    ("deleteQueue", {"qname": "nope"}, lambda q: q.delete_queue("nope")),
+    ("setQueueAttributes", {"qname": "q"}, lambda q: q.set_queue_attributes("q")),
+    ("setQueueAttributes", {"qname": "q", "maxsize": 70000},
+     lambda q: q.set_queue_attributes("q", maxsize=70000)),
+    ("sendMessage", {"qname": "q", "message": 5}, lambda q: q.send_message("q", 5)),
+    ("sendMessage", {"qname": "q", "message": "x" * 1025},
+     lambda q: q.send_message("q", "x" * 1025)),
+    ("sendMessage", {"qname": "q", "message": "x", "delay": -1},
+     lambda q: q.send_message("q", "x", delay=-1)),
+    ("sendMessage", {"qname": "nope", "message": "x"}, lambda q: q.send_message("nope", "x")),
+    ("receiveMessage", {"qname": "q", "vt": "x"}, lambda q: q.receive_message("q", vt="x")),
+    ("receiveMessage", {"qname": "nope"}, lambda q: q.receive_message("nope")),
+    ("popMessage", {"qname": "a.b"}, lambda q: q.pop_message("a.b")),
+    ("deleteMessage", {"qname": "q", "id": ""}, lambda q: q.delete_message("q", "")),
+    ("deleteMessage", {"qname": "q", "id": "short"}, lambda q: q.delete_message("q", "short")),
+    ("changeMessageVisibility", {"qname": "q", "id": "a" * 32, "vt": 10**7},
+     lambda q: q.change_message_visibility("q", "a" * 32, 10**7)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("op", "options", "call"), BAD_INPUTS, ids=[
+    f"{op}-{i}" for i, (op, _, _) in enumerate(BAD_INPUTS)
+])  # fmt: skip
+def test_error_names_and_messages_are_node_rsmqs_byte_for_byte(
+    rsmq: Any, node: NodeRSMQ, op: str, options: dict[str, Any], call: Callable[[Any], Any]
+) -> None:
+    rsmq.create_queue("q", maxsize=1024)
+    # A call that goes to Redis first: RSMQ loads its scripts as it connects, and a client
+    # closed before they are loaded fails noisily.
+    node.attributes("q")
+    with pytest.raises(NodeRSMQError) as from_node:
+        node.call(op, **options)
+    with pytest.raises(RSMQError) as from_python:
+        call(rsmq)
+    theirs = (from_node.value.name, from_node.value.message)
+    assert (from_python.value.name, str(from_python.value)) == theirs

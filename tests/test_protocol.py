@@ -20,6 +20,10 @@ def replies(call: p.Call) -> list[bytes]:
     """A plausible reply to each call, enough to drive an operation through all its steps."""
     if call.script == "move_out":
         return [b"ok", SOME_ID.encode(), b"body", b"1"]
+    if call.script == "delete_queue":
+        return [b"ok", b"1"]  # it has an events stream: the sweep follows
+    if call.script == "sweep":
+        return [b"ok", b"0", b"3"]
     return [b"ok", b"x" * 32]
 
 
@@ -91,13 +95,30 @@ def test_cluster_move_copies_then_deletes_fenced_by_the_count_it_copied():
 
 def test_scripts_touch_only_declared_keys():
     # Keys reach Redis only through KEYS[n]: no script builds a key name from ARGV or text.
+    # One exception: sweep.lua deletes the status keys its SCAN finds (their names are not
+    # known beforehand); they match the queue's own prefix, so on a cluster they are in the
+    # slot of its KEYS[1].
     for name in NAMES:
         text = source(name)
         for command in re.findall(r'redis\.call\("(\w+)", ([^,)]+)', text):
             verb, first = command
-            if verb in ("TIME", "PUBLISH", "SPUBLISH"):
+            if verb in ("TIME", "PUBLISH", "SPUBLISH", "SCAN"):
                 continue
-            assert first.startswith(("KEYS[", "hash", "zset")), f"{name}: {verb} {first}"
+            if (name, verb, first) == ("sweep", "DEL", "unpack(scanned[2]"):
+                continue
+            assert first.startswith(("KEYS[", "hash", "zset", "index")), f"{name}: {verb} {first}"
+
+
+def test_delete_queue_sweeps_statuses_then_the_stream_and_checks_the_index_first():
+    q = p.Keys.of("rsmq", "q", True)
+    calls = calls_of(p.delete_queue_steps(q))
+    assert [(c.script, c.args[:1]) for c in calls] == [
+        ("index", ["check"]),
+        ("delete_queue", ["q"]),
+        ("index", ["remove"]),
+        ("sweep", ["0"]),
+    ]
+    assert calls[3].keys == [q.events] and calls[3].args[1] == "rsmq:{q}:status:" + "?" * 32
 
 
 def test_rsmq_key_layout():

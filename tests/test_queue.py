@@ -459,10 +459,10 @@ def test_move_keeps_a_message_longer_than_the_target_allows(rsmq):
 def test_move_to_or_from_a_missing_queue(rsmq):
     rsmq.create_queue("q")
     mid = rsmq.send_message("q", "x")
-    with pytest.raises(QueueNotFound, match="Queue not found: nope"):
-        rsmq.move_message("q", mid, "nope")
-    with pytest.raises(QueueNotFound, match="Queue not found: nope"):
-        rsmq.move_message("nope", mid, "q")
+    for src, dst in (("q", "nope"), ("nope", "q")):
+        with pytest.raises(QueueNotFound, match=r"^Queue not found$") as refused:
+            rsmq.move_message(src, mid, dst)
+        assert refused.value.detail == "no queue 'nope'"
     assert rsmq.get_queue_attributes("q").msgs == 1
 
 

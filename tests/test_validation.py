@@ -90,8 +90,9 @@ def test_seconds_refused(rsmq, r, option, value):
 
 
 def test_non_integer_names_what_it_got(rsmq):
-    with pytest.raises(InvalidValue, match=r"got '3', not an integer"):
+    with pytest.raises(InvalidValue, match=r"^vt must be between 0 and 9999999$") as refused:
         rsmq.create_queue("q", vt="3")
+    assert refused.value.detail == "got '3', not an integer"
 
 
 @pytest.mark.parametrize("value", [1024, 65536, -1])
@@ -143,8 +144,9 @@ def test_multibyte_message_within_length_but_over_bytes(rsmq):
 
 def test_batch_with_one_message_too_long_sends_none(rsmq):
     rsmq.create_queue("q", maxsize=1024)
-    with pytest.raises(MessageTooLong, match=r"at index 2 of the batch"):
+    with pytest.raises(MessageTooLong, match=r"^Message too long$") as refused:
         rsmq.send_messages("q", ["a", "b", "x" * 1025, "c"])
+    assert refused.value.detail == "at index 2 of the batch"
     assert rsmq.get_queue_attributes("q").msgs == 0
 
 
@@ -161,8 +163,9 @@ def test_message_not_string(rsmq, message):
 
 def test_message_with_lone_surrogate(rsmq):
     rsmq.create_queue("q")
-    with pytest.raises(MessageNotString, match="lone surrogate at index 1"):
+    with pytest.raises(MessageNotString, match=r"^Message must be a string$") as refused:
         rsmq.send_message("q", "a\ud800b")
+    assert refused.value.detail == "it is not valid Unicode: a lone surrogate at index 1"
 
 
 def test_messages_must_be_a_list(rsmq):
@@ -198,16 +201,18 @@ def test_ids_must_be_a_list(rsmq):
     rsmq.create_queue("q")
     with pytest.raises(InvalidValue, match="ids must be a list"):
         rsmq.delete_messages("q", "a" * 32)
-    with pytest.raises(InvalidValue, match=r"^at most 1000 ids go in one batch \(got 3000\)$"):
+    with pytest.raises(InvalidValue, match=r"^at most 1000 ids go in one batch$") as refused:
         rsmq.delete_messages("q", ["a" * 32] * 3000)
+    assert refused.value.detail == "got 3000"
     assert rsmq.delete_messages("q", ["a" * 32] * 1000) == 0
 
 
 def test_delete_messages_takes_at_most_a_batch(rsmq):
     rsmq.create_queue("q")
     ids = rsmq.send_messages("q", ["x"] * 1000)
-    with pytest.raises(InvalidValue, match=r"^at most 1000 ids go in one batch \(got 3000\)"):
+    with pytest.raises(InvalidValue, match=r"^at most 1000 ids go in one batch$") as refused:
         rsmq.delete_messages("q", ids * 3)
+    assert refused.value.detail == "got 3000"
     assert rsmq.get_queue_attributes("q").msgs == 1000
     assert rsmq.delete_messages("q", ids) == 1000
 
@@ -248,9 +253,11 @@ def test_every_error_is_an_rsmq_error_with_rsmq_name():
         and issubclass(getattr(rsmq_core, n), RSMQError)
         and getattr(rsmq_core, n) is not RSMQError
     }
+    # RSMQ's eight, and one of ours: {ns}:QUEUES is someone else's key (RSMQ fails there with
+    # Redis's WRONGTYPE).
     assert names == {
         "queueNotFound", "queueExists", "invalidFormat", "invalidValue", "missingParameter",
-        "messageTooLong", "messageNotString", "noAttributeSupplied",
+        "messageTooLong", "messageNotString", "noAttributeSupplied", "indexConflict",
     }  # fmt: skip
 
 

@@ -1,8 +1,9 @@
 """The REST API: queues and messages as JSON, with RSMQ's errors.
 
-Errors are ``{"error": <RSMQ error name or our own>, "message": ...}`` with 400 (bad input),
-401 (token), 403 (a foreign Origin), 404 (no such queue or status), 409 (queue exists),
-413 (too large), 415 (not JSON) — never a 500 for bad input.
+Errors are ``{"error": <RSMQ error name or our own>, "message": ..., "detail": ...}`` (message
+RSMQ's text, detail only when there is more to say) with 400 (bad input), 401 (token), 403 (a
+foreign Origin), 404 (no such queue or status), 409 (queue exists), 413 (too large), 415 (not
+JSON) — never a 500 for bad input.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ from . import auth as access
 
 log = logging.getLogger(__name__)
 
-STATUS_BY_ERROR = {"queueNotFound": 404, "queueExists": 409, "messageTooLong": 413}
+STATUS_BY_ERROR = {
+    "queueNotFound": 404,
+    "queueExists": 409,
+    "messageTooLong": 413,
+    "indexConflict": 409,  # {ns}:QUEUES is someone else's key: no request of ours can fix it
+}
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -40,8 +46,15 @@ class ApiError(Exception):
         self.status, self.error, self.message = status, error, message
 
 
-def error_response(status: int, error: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": error, "message": message}, status_code=status)
+def error_response(
+    status: int, error: str, message: str, detail: str | None = None
+) -> JSONResponse:
+    """``detail`` (RSMQError.detail: what was refused, and why) only when there is one, so
+    ``message`` stays RSMQ's text byte for byte."""
+    body = {"error": error, "message": message}
+    if detail is not None:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status)
 
 
 async def read_json(request: Request) -> dict[str, Any]:
@@ -67,7 +80,9 @@ async def read_json(request: Request) -> dict[str, Any]:
 
 
 def message_json(m: Message | None) -> dict[str, Any] | None:
-    return None if m is None else dataclasses.asdict(m)
+    """A body that is not UTF-8 (another RSMQ client can store any bytes) comes as
+    ``"message": null`` and ``"message_base64"``: JSON text cannot carry it otherwise."""
+    return None if m is None else m.to_json()
 
 
 def endpoint(*, auth: bool = True) -> Callable[[Endpoint], Endpoint]:
@@ -99,7 +114,8 @@ def endpoint(*, auth: bool = True) -> Callable[[Endpoint], Endpoint]:
             try:
                 return await handler(request)
             except RSMQError as exc:
-                return error_response(STATUS_BY_ERROR.get(exc.name, 400), exc.name, exc.message)
+                status = STATUS_BY_ERROR.get(exc.name, 400)
+                return error_response(status, exc.name, exc.message, exc.detail)
             except ApiError as exc:
                 return error_response(exc.status, exc.error, exc.message)
 

@@ -73,7 +73,8 @@ def openapi() -> dict[str, Any]:
         "paths": {
             "/api/health": {"get": health},
             "/api/queues": {
-                "get": _op("List queues", 200, obj, 401),
+                # 409 indexConflict: {ns}:QUEUES is someone else's key, not a set
+                "get": _op("List queues", 200, obj, 401, 409),
                 "post": _op(
                     "Create a queue",
                     201,
@@ -107,7 +108,7 @@ def openapi() -> dict[str, Any]:
                         {"vt": _SECONDS, "delay": _SECONDS, "maxsize": _MAXSIZE}, minProperties=1
                     ),
                 ),
-                "delete": _op("Delete a queue and its messages", 204, None, *WRITE, params=q),
+                "delete": _op("Delete a queue and its messages", 204, None, *WRITE, 409, params=q),
             },
             "/api/queues/{qname}/messages": {
                 "post": _op(
@@ -183,13 +184,31 @@ def openapi() -> dict[str, Any]:
                 "Error": {
                     "type": "object",
                     "required": ["error", "message"],
-                    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+                    "properties": {
+                        "error": {"type": "string", "description": "RSMQ's error name, or ours"},
+                        "message": {"type": "string", "description": "RSMQ's text, exactly"},
+                        "detail": {
+                            "type": "string",
+                            "description": "what was refused and why, when there is more to "
+                            "say than RSMQ's text",
+                        },
+                    },
                 },
                 "Message": {
                     "type": "object",
                     "properties": {
                         "id": {"type": "string"},
-                        "message": {"type": "string"},
+                        "message": {
+                            "type": "string",
+                            "nullable": True,
+                            "description": "the body; null when it is not UTF-8 (another "
+                            "RSMQ client can store any bytes): then see message_base64",
+                        },
+                        "message_base64": {
+                            "type": "string",
+                            "format": "byte",
+                            "description": "only for a body that is not UTF-8: its bytes, base64",
+                        },
                         "rc": {"type": "integer"},
                         "fr": {"type": "integer"},
                         "sent": {"type": "number"},

@@ -148,3 +148,12 @@ local function delete_fenced(zset, hash, joined, fences, out)
   end
   return out
 end
+
+-- The queue index {ns}:QUEUES must be a set, or absent: a key of another type there is someone
+-- else's, and is reported ({"indexConflict", key, its type}), never written to or deleted.
+-- False when the index is fine.
+local function index_conflict(index)
+  local kind = redis.call("TYPE", index).ok
+  if kind == "set" or kind == "none" then return false end
+  return {"indexConflict", index, kind}
+end

@@ -1,7 +1,11 @@
 -- Create a queue, as RSMQ's createQueue does.
 -- KEYS[1] {ns}:{qname}:Q (hash)   KEYS[2] {ns}:QUEUES (set; absent on a cluster: index.lua)
 -- ARGV    vt, delay, maxsize, qname
--- Returns {"ok"} or {"queueExists"}.
+-- Returns {"ok"}, {"queueExists"} or {"indexConflict", key, type} (nothing written).
+if KEYS[2] then
+  local conflict = index_conflict(KEYS[2])
+  if conflict then return conflict end
+end
 local s = now()
 if redis.call("HSETNX", KEYS[1], "vt", ARGV[1]) == 0 then return {"queueExists"} end
 redis.call("HSETNX", KEYS[1], "delay", ARGV[2])
