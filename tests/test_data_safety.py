@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from realtime import EventLog, StatusEvent
-from rsmq_core import IndexConflict, InvalidFormat, InvalidValue, QueueNotFound
+from rsmq_core import AsyncRSMQ, IndexConflict, InvalidFormat, InvalidValue, QueueNotFound
 from rsmq_core._protocol import SWEEP_COUNT
 from rsmq_core.cli import main
 from rsmq_core.client import connect
@@ -389,3 +389,19 @@ def test_errors_keep_rsmqs_text_and_carry_the_detail(client, make_client):
     # No detail, no field: the body is RSMQ's name and message only.
     missing = api.get("/api/queues/nope")
     assert missing.json() == {"error": "queueNotFound", "message": "Queue not found"}
+
+
+def test_the_dashboard_skips_a_QUEUES_name_an_older_version_left_in_the_index(redis_url, ns, r):
+    from web.dashboard import snapshot
+
+    async def run() -> dict[str, Any]:
+        rsmq = AsyncRSMQ.from_url(redis_url, ns=ns)
+        try:
+            await rsmq.create_queue("jobs")
+            r.sadd(f"{ns}:QUEUES", "QUEUES")  # as an older version (or Node RSMQ) could
+            return await snapshot(rsmq)
+        finally:
+            await rsmq.aclose()
+
+    snap = asyncio.run(run())
+    assert list(snap["queues"]) == ["jobs"]

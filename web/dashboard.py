@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from realtime import live_workers
-from rsmq_core import AsyncRSMQ, QueueNotFound
+from rsmq_core import AsyncRSMQ, InvalidFormat, QueueNotFound
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,9 @@ async def snapshot(
     wanted = listed + sorted({n + dead_suffix for n in listed} & set(names[limit:]))
     queues: dict[str, dict[str, Any]] = {}
     for name in wanted:
-        with contextlib.suppress(QueueNotFound):  # deleted meanwhile
+        # Deleted meanwhile, or a name no operation takes (QUEUES, named in the index by an
+        # older version or another RSMQ client): the rest of the page still shows.
+        with contextlib.suppress(QueueNotFound, InvalidFormat):
             attrs = dataclasses.asdict(await rsmq.get_queue_attributes(name))
             attrs["visible"] = attrs["msgs"] - attrs["hiddenmsgs"]
             queues[name] = attrs
