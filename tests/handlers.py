@@ -11,6 +11,7 @@ the first receive for an hour (to be killed mid-handler).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import time
@@ -47,7 +48,8 @@ async def record(job: Job) -> None:
     ns = os.environ.get("RSMQ_NS", "rsmq")
     started = time.time() * 1000
     r = _redis()
-    entry = {"id": job.id, "rc": job.rc, "t": started, "pid": os.getpid(), "body": job.body}
+    entry = {"id": job.id, "rc": job.rc, "t": started, "pid": os.getpid(), "body": job.body,
+             "raw": base64.b64encode(job.raw).decode()}  # fmt: skip
     r.rpush(started_key(ns), json.dumps(entry))
     try:
         spec = json.loads(job.body)

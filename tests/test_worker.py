@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import time
@@ -46,6 +47,17 @@ def q(redis_url: str, ns: str) -> Iterator[RSMQ]:
 def server_time_ms(r: redis.Redis) -> float:
     s, us = r.time()
     return s * 1000 + us / 1000
+
+
+def test_a_body_that_is_not_utf8_reaches_the_handler_byte_for_byte(spawn, q, r, ns, redis_url):
+    body = b"caf\xe9 \xff\x00 end"  # as another RSMQ client or redis-cli can store it
+    mid = q.send_message("jobs", "placeholder")
+    with redis.Redis.from_url(redis_url) as raw:
+        raw.hset(q.keys("jobs").hash, mid, body)
+    spawn()
+    wait_for(lambda: len(done(r, ns)) == 1, what="the message done")
+    assert base64.b64decode(started(r, ns)[0]["raw"]) == body
+    wait_for(lambda: q.get_queue_attributes("jobs").msgs == 0, what="the queue to empty")
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -27,7 +27,14 @@ class Job:
 
     @property
     def body(self) -> str:
+        """The body as text; one that is not UTF-8 (another RSMQ client can store any bytes)
+        holds each stray byte as a lone surrogate: ``raw`` gives the bytes back."""
         return self.message.message
+
+    @property
+    def raw(self) -> bytes:
+        """The body exactly as stored."""
+        return self.message.body
 
     @property
     def rc(self) -> int:
