@@ -19,12 +19,12 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 
 from realtime import EventLog, Subscriber
@@ -32,7 +32,7 @@ from rsmq_core import AsyncRSMQ, QueueExists
 from rsmq_core.client import connect
 from rsmq_core.connection import explain, scrub
 
-from . import api
+from . import api, guard
 from .dashboard import Stats
 from .live import Hub
 from .openapi import openapi
@@ -42,20 +42,14 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 CSRF_COOKIE = "csrftoken"
 REDIS_CONNECTIONS = 50
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
-    "form-action 'self'"
-)
 
 
-class SecurityHeaders(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        return response
+class App(Starlette):
+    """Starlette with the security headers outside its ServerErrorMiddleware, which answers
+    the 500s and sits outside every middleware of the list."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return guard.SecurityHeaders(super().build_middleware_stack())
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -142,7 +136,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         *api.ROUTES,
     ]
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
+    middleware = [
+        # Host first: a rebound name gets nothing, not even a body read.
+        Middleware(guard.TrustedHosts, allowed_hosts=settings.allowed_hosts),
+        Middleware(guard.BodyLimit, max_body=settings.max_body, timeout=settings.body_timeout),
+    ]
+    return App(routes=routes, lifespan=lifespan, middleware=middleware)
 
 
 def origin_allowed(ws: WebSocket, settings: Settings) -> bool:

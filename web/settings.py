@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rsmq_core import _protocol, logs
 from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
 class SettingError(ValueError):
@@ -26,6 +29,13 @@ class Settings:
     ws_keepalive: float = 20.0  # seconds; well under Heroku's 55 s idle cut
     ws_buffer: int = 500  # events a slow websocket may lag behind before it is closed
     allowed_origins: tuple[str, ...] = ()  # besides the app's own; "*" for any
+    # Host names the app answers to; "*.example.com" for the names under example.com, "*" for
+    # any. From the environment: loopback names when HOST is loopback, else none (and
+    # `python -m web` refuses to start until ALLOWED_HOSTS is set).
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    head_timeout: float = 10.0  # seconds for a request head, from connect or the last response
+    body_timeout: float = 30.0  # seconds for a request body, from the end of its head
+    max_connections: int = 2000  # connections and requests at once per process; then 503
     host: str = "0.0.0.0"  # every interface, as a Heroku dyno needs
     port: int = 8000  # Heroku sets PORT
     log_level: str = "INFO"
@@ -61,6 +71,10 @@ class Settings:
         if not _protocol.QNAME_RE.fullmatch(queue):
             raise SettingError(f"QUEUE={queue!r} is not a valid queue name")
         origins = tuple(o.strip() for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip())
+        host = text("HOST", d.host)
+        hosts = tuple(allowed_host(h) for h in env.get("ALLOWED_HOSTS", "").split(",") if h.strip())
+        if not hosts and is_loopback(host):
+            hosts = LOOPBACK_HOSTS
         redis_url = text("REDIS_URL", d.redis_url)
         try:
             connection = ConnectionOptions.from_env(env)
@@ -80,7 +94,7 @@ class Settings:
         return cls(
             redis_url=redis_url,
             redis_cluster=flag("REDIS_CLUSTER", d.redis_cluster),
-            host=text("HOST", d.host),
+            host=host,
             port=int(port_text),
             log_level=log_level,
             connection=connection,
@@ -91,4 +105,33 @@ class Settings:
             ws_keepalive=number("WS_KEEPALIVE", d.ws_keepalive, 0.1),
             ws_buffer=int(number("WS_BUFFER", d.ws_buffer, 1)),
             allowed_origins=origins,
+            allowed_hosts=hosts,
+            head_timeout=number("HEAD_TIMEOUT", d.head_timeout, 0.1),
+            body_timeout=number("BODY_TIMEOUT", d.body_timeout, 0.1),
+            max_connections=int(number("MAX_CONNECTIONS", d.max_connections, 10)),
         )
+
+
+def is_loopback(host: str) -> bool:
+    """HOST names an interface only this machine reaches."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
+def allowed_host(pattern: str) -> str:
+    """One ALLOWED_HOSTS entry as the Host check compares it: lowercased, IPv6 in brackets."""
+    pattern = pattern.strip().lower()
+    try:
+        return f"[{ipaddress.IPv6Address(pattern.strip('[]'))}]"  # as a Host header writes it
+    except ValueError:
+        pass
+    if ":" in pattern or "/" in pattern:
+        raise SettingError(f"ALLOWED_HOSTS: {pattern!r}: write host names only, no port or scheme")
+    if "*" in pattern[1:] or (pattern[:1] == "*" and pattern != "*" and pattern[:2] != "*."):
+        raise SettingError(
+            f"ALLOWED_HOSTS: {pattern!r}: a wildcard stands for the names under a domain "
+            "(*.example.com), or for any name (*)"
+        )
+    return pattern
