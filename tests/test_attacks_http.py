@@ -287,3 +287,18 @@ def test_the_web_app_will_not_start_on_a_public_interface_without_allowed_hosts(
         "address: set ALLOWED_HOSTS to the names clients reach this app by (comma-separated; "
         "*.herokuapp.com on Heroku, * for any)\n"
     )
+
+
+def test_past_max_connections_a_request_gets_503(start):
+    server = start(MAX_CONNECTIONS="10")
+    holders = [connect(server.port) for _ in range(10)]
+    try:
+        for sock in holders:
+            sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and no more
+        with connect(server.port) as sock:
+            sock.sendall(head("GET", "/api/health", server.port))
+            assert status_and_body(until_closed(sock, 5)[0])[0] == 503
+    finally:
+        for sock in holders:
+            sock.close()
+    wait_for(server.healthy, timeout=10, what="the app to answer once the holders left")
