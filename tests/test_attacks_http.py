@@ -30,6 +30,7 @@ from rsmq_core.embedded import free_port
 from tests.test_web_server import ROOT, WebProcess
 from tests.workers import wait_for
 from web.app import create_app
+from web.guard import host_allowed, host_name
 from web.settings import SettingError, Settings
 
 MIB = 1024 * 1024
@@ -163,6 +164,38 @@ def test_a_request_trickled_byte_by_byte_gets_the_same_deadline(start):
             sock.send(bytes([byte]))
     assert closed and time.monotonic() - start < 5
     assert status_and_body(answer)[0] == 408
+
+
+def test_a_body_slower_than_body_timeout_gets_408(start):
+    server = start(BODY_TIMEOUT="1")
+    with connect(server.port) as sock:
+        sock.sendall(head("POST", SEND, server.port, "Content-Type: application/json",
+                          "Content-Length: 100") + b'{"message": "')  # fmt: skip
+        answer, closed = until_closed(sock, 10)
+    status, _, body = status_and_body(answer)
+    assert status == 408 and closed
+    assert json.loads(body) == {
+        "error": "bodyTimeout",
+        "message": "the request body must arrive within 1 s",
+    }
+
+
+@pytest.mark.parametrize(("header", "name"), [
+    ("LocalHost:8000", "localhost"), ("[::1]:8000", "[::1]"), ("[::1]", "[::1]"),
+    ("example.com", "example.com"), ("", None), ("a:b", None), ("[::1", None),
+    ("[::1]x", None), ("example.com:", None),
+])  # fmt: skip
+def test_the_host_check_reads_the_name_out_of_the_header(header, name):
+    assert host_name(header) == name
+
+
+def test_a_wildcard_admits_the_names_under_a_domain_only():
+    patterns = ("*.herokuapp.com", "example.com")
+    assert host_allowed("my-app.herokuapp.com", patterns)
+    assert not host_allowed("herokuapp.com", patterns)
+    assert not host_allowed("evilherokuapp.com", patterns)
+    assert not host_allowed("www.example.com", patterns)
+    assert host_allowed("anything", ("*",))
 
 
 def test_a_foreign_host_is_refused_on_http_and_on_the_websocket(start):

@@ -71,15 +71,12 @@ def host_name(header: str) -> str | None:
     brackets (``[::1]``). None when the header is not a host."""
     header = header.strip().lower()
     if header.startswith("["):
-        end = header.find("]")
-        name, rest = header[: end + 1], header[end + 1 :]
-        if end < 0 or (rest and not rest.startswith(":")):
-            return None
+        end = header.find("]") + 1
+        name, rest = (header[:end], header[end:]) if end else ("", "")
     else:
-        name, _, rest = header.partition(":")
-        rest = ":" + rest if rest else ""
-    port = rest[1:]
-    if not name or (rest and not port.isdigit()):
+        name, colon, port = header.partition(":")
+        rest = colon + port
+    if not name or (rest and not (rest[:1] == ":" and rest[1:].isdigit())):
         return None
     return name
 
