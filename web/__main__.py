@@ -30,14 +30,9 @@ KEEP_ALIVE = 5  # seconds an idle keep-alive connection is kept
 def main() -> int:
     try:
         settings = Settings.from_env()
+        settings.served_hosts()
     except SettingError as exc:
         print(f"web: bad setting: {exc}", file=sys.stderr)
-        return 2
-    if not settings.allowed_hosts:
-        print(f"web: bad setting: ALLOWED_HOSTS is not set and HOST={settings.host} is not a "
-              "loopback address: set ALLOWED_HOSTS to the names clients reach this app by "
-              "(comma-separated; *.herokuapp.com on Heroku, * for any)",
-              file=sys.stderr)  # fmt: skip
         return 2
     uvicorn.run(
         "web.app:create_app",  # by name: each of WEB_CONCURRENCY processes makes its own app

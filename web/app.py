@@ -138,7 +138,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     middleware = [
         # Host first: a rebound name gets nothing, not even a body read.
-        Middleware(guard.TrustedHosts, allowed_hosts=settings.allowed_hosts),
+        Middleware(guard.TrustedHosts, allowed_hosts=settings.served_hosts()),
         Middleware(guard.BodyLimit, max_body=settings.max_body, timeout=settings.body_timeout),
     ]
     return App(routes=routes, lifespan=lifespan, middleware=middleware)

@@ -40,6 +40,17 @@ class Settings:
     port: int = 8000  # Heroku sets PORT
     log_level: str = "INFO"
 
+    def served_hosts(self) -> tuple[str, ...]:
+        """ALLOWED_HOSTS; SettingError saying what to set when there are none (an app that
+        refuses every Host must not start as if it served)."""
+        if not self.allowed_hosts:
+            raise SettingError(
+                f"ALLOWED_HOSTS is not set and HOST={self.host} is not a loopback address: set "
+                "ALLOWED_HOSTS to the names clients reach this app by (comma-separated; "
+                "*.herokuapp.com on Heroku, * for any)"
+            )
+        return self.allowed_hosts
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
