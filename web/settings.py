@@ -30,8 +30,8 @@ class Settings:
     ws_buffer: int = 500  # events a slow websocket may lag behind before it is closed
     allowed_origins: tuple[str, ...] = ()  # besides the app's own; "*" for any
     # Host names the app answers to; "*.example.com" for the names under example.com, "*" for
-    # any. From the environment: loopback names when HOST is loopback, else none (and
-    # `python -m web` refuses to start until ALLOWED_HOSTS is set).
+    # any. From the environment: loopback names when HOST is loopback, else none, and then
+    # the app is not made (see served_hosts) until ALLOWED_HOSTS is set.
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     head_timeout: float = 10.0  # seconds for a request head, from connect or the last response
     body_timeout: float = 30.0  # seconds for a request body, from the end of its head
