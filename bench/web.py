@@ -214,6 +214,7 @@ class WebServer(WebProcess):
             RSMQ_NS=ns,
             QUEUE=QUEUE,
             PYTHONPATH=str(ROOT),
+            HOST="127.0.0.1",  # what --host says, for the app's settings (ALLOWED_HOSTS)
             **settings,
         )
         env.pop("WS_KEEPALIVE", None)

@@ -60,7 +60,7 @@ async def wait_for_web(port: int) -> None:
         while True:
             try:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(b"GET /api/health HTTP/1.0\r\n\r\n")
+                writer.write(b"GET /api/health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
                 status = await reader.readline()
                 writer.close()
                 if b" 200 " in status:

@@ -120,7 +120,8 @@ def make_client(redis_url: str, ns: str) -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []
 
     def make(**settings: Any) -> TestClient:
-        settings = {"redis_url": redis_url, "ns": ns, **settings}
+        # TestClient's requests say Host: testserver
+        settings = {"redis_url": redis_url, "ns": ns, "allowed_hosts": ("testserver",), **settings}
         client = TestClient(create_app(Settings(**settings)))
         client.__enter__()
         clients.append(client)

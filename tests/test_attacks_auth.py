@@ -199,7 +199,9 @@ def test_login_needs_the_csrf_token_and_a_local_next(closed):
 
 
 def test_the_cookies_are_secure_behind_https(redis_url, ns):
-    app = create_app(Settings(redis_url=redis_url, ns=ns, api_token=TOKEN))
+    app = create_app(
+        Settings(redis_url=redis_url, ns=ns, api_token=TOKEN, allowed_hosts=("testserver",))
+    )
     with TestClient(app, base_url="https://testserver") as client:
         assert "secure" in client.get("/").headers["set-cookie"].lower()
         csrf = csrf_of(client, "/login")

@@ -295,7 +295,9 @@ def test_the_web_app_and_a_worker_over_tls(tls_server, url, ns, certs):
 
 
 def test_the_web_apps_health_says_which_setting_to_look_at(url, ns, user):
-    with TestClient(create_app(WebSettings(redis_url=url, ns=ns))) as client:
+    with TestClient(
+        create_app(WebSettings(redis_url=url, ns=ns, allowed_hosts=("testserver",)))
+    ) as client:
         answer = client.get("/api/health")
     assert answer.status_code == 503
     message = answer.json()["message"]

@@ -4,6 +4,11 @@ Settings are checked here, before uvicorn starts, so a bad one stops the process
 message naming it; logs go to stdout, one line per event. uvicorn still reads its own
 variables: ``WEB_CONCURRENCY`` (processes) and ``FORWARDED_ALLOW_IPS`` (whose
 ``X-Forwarded-*`` headers to trust: ``*`` behind Heroku's router).
+
+The limits are uvicorn's, at the protocol, so nothing is buffered past them: a websocket frame
+over the app's MAX_FRAME is refused from its header (close 1009) instead of after 16 MiB, a
+request head over 16 KiB gets 400, and ``web.protocol`` gives the head a deadline that uvicorn
+lacks. Bodies are bounded by ``web.guard.BodyLimit`` (MAX_BODY, BODY_TIMEOUT).
 """
 
 from __future__ import annotations
@@ -14,12 +19,18 @@ import uvicorn
 
 from rsmq_core import logs
 
+from .live import MAX_FRAME
+from .protocol import GuardedH11
 from .settings import SettingError, Settings
+
+HEAD_MAX = 16 * 1024  # bytes of request line and headers; h11's default, said out loud
+KEEP_ALIVE = 5  # seconds an idle keep-alive connection is kept
 
 
 def main() -> int:
     try:
         settings = Settings.from_env()
+        settings.served_hosts()
     except SettingError as exc:
         print(f"web: bad setting: {exc}", file=sys.stderr)
         return 2
@@ -29,6 +40,12 @@ def main() -> int:
         host=settings.host,
         port=settings.port,
         ws_per_message_deflate=False,  # per-message deflate costs CPU for small JSON frames
+        http=GuardedH11,
+        ws="websockets-sansio",  # reads one message at a time: at most one frame buffered
+        ws_max_size=MAX_FRAME,
+        h11_max_incomplete_event_size=HEAD_MAX,
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=KEEP_ALIVE,
         log_config=logs.config(settings.log_level),
     )
     return 0

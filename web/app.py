@@ -18,12 +18,12 @@ from urllib.parse import parse_qs
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 
 from realtime import EventLog, Subscriber
@@ -31,7 +31,7 @@ from rsmq_core import AsyncRSMQ, QueueExists
 from rsmq_core.client import connect
 from rsmq_core.connection import explain, scrub
 
-from . import api
+from . import api, guard
 from . import auth as access
 from .dashboard import Stats
 from .live import Hub
@@ -43,20 +43,14 @@ HERE = Path(__file__).parent
 FORM_TYPE = "application/x-www-form-urlencoded"
 FORM_LIMIT = 4096  # bytes: the login form holds a token and a CSRF token
 REDIS_CONNECTIONS = 50
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
-    "form-action 'self'"
-)
 
 
-class SecurityHeaders(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        return response
+class App(Starlette):
+    """Starlette with the security headers outside its ServerErrorMiddleware, which answers
+    the 500s and sits outside every middleware of the list."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return guard.SecurityHeaders(super().build_middleware_stack())
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -207,7 +201,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         *api.ROUTES,
     ]
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
+    middleware = [
+        # Host first: a rebound name gets nothing, not even a body read.
+        Middleware(guard.TrustedHosts, allowed_hosts=settings.served_hosts()),
+        Middleware(guard.BodyLimit, max_body=settings.max_body, timeout=settings.body_timeout),
+    ]
+    return App(routes=routes, lifespan=lifespan, middleware=middleware)
 
 
 async def read_form(request: Request) -> dict[str, str] | Response:

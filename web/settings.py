@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -11,6 +12,7 @@ from rsmq_core import _protocol, logs
 from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions
 
 B64TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
 class SettingError(ValueError):
@@ -30,9 +32,27 @@ class Settings:
     ws_keepalive: float = 20.0  # seconds; well under Heroku's 55 s idle cut
     ws_buffer: int = 500  # events a slow websocket may lag behind before it is closed
     allowed_origins: tuple[str, ...] = ()  # besides the app's own; "*" for any
+    # Host names the app answers to; "*.example.com" for the names under example.com, "*" for
+    # any. From the environment: loopback names when HOST is loopback, else none, and then
+    # the app is not made (see served_hosts) until ALLOWED_HOSTS is set.
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    head_timeout: float = 10.0  # seconds for a request head, from connect or the last response
+    body_timeout: float = 30.0  # seconds for a request body, from the end of its head
+    max_connections: int = 2000  # connections and requests at once per process; then 503
     host: str = "0.0.0.0"  # every interface, as a Heroku dyno needs
     port: int = 8000  # Heroku sets PORT
     log_level: str = "INFO"
+
+    def served_hosts(self) -> tuple[str, ...]:
+        """ALLOWED_HOSTS; SettingError saying what to set when there are none (an app that
+        refuses every Host must not start as if it served)."""
+        if not self.allowed_hosts:
+            raise SettingError(
+                f"ALLOWED_HOSTS is not set and HOST={self.host} is not a loopback address: set "
+                "ALLOWED_HOSTS to the names clients reach this app by (comma-separated; "
+                "*.herokuapp.com on Heroku, * for any)"
+            )
+        return self.allowed_hosts
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -65,6 +85,10 @@ class Settings:
         if not _protocol.QNAME_RE.fullmatch(queue):
             raise SettingError(f"QUEUE={queue!r} is not a valid queue name")
         origins = tuple(o.strip() for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip())
+        host = text("HOST", d.host)
+        hosts = tuple(allowed_host(h) for h in env.get("ALLOWED_HOSTS", "").split(",") if h.strip())
+        if not hosts and is_loopback(host):
+            hosts = LOOPBACK_HOSTS
         redis_url = text("REDIS_URL", d.redis_url)
         try:
             connection = ConnectionOptions.from_env(env)
@@ -86,7 +110,7 @@ class Settings:
             session_secret=secret("SESSION_SECRET", env),
             redis_url=redis_url,
             redis_cluster=flag("REDIS_CLUSTER", d.redis_cluster),
-            host=text("HOST", d.host),
+            host=host,
             port=int(port_text),
             log_level=log_level,
             connection=connection,
@@ -96,6 +120,10 @@ class Settings:
             ws_keepalive=number("WS_KEEPALIVE", d.ws_keepalive, 0.1),
             ws_buffer=int(number("WS_BUFFER", d.ws_buffer, 1)),
             allowed_origins=origins,
+            allowed_hosts=hosts,
+            head_timeout=number("HEAD_TIMEOUT", d.head_timeout, 0.1),
+            body_timeout=number("BODY_TIMEOUT", d.body_timeout, 0.1),
+            max_connections=int(number("MAX_CONNECTIONS", d.max_connections, 10)),
         )
 
 
@@ -118,3 +146,28 @@ def secret(name: str, env: Mapping[str, str]) -> str | None:
             f"(e.g. openssl rand -hex 24)"
         )
     return value
+
+
+def is_loopback(host: str) -> bool:
+    """HOST names an interface only this machine reaches."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
+def allowed_host(pattern: str) -> str:
+    """One ALLOWED_HOSTS entry as the Host check compares it: lowercased, IPv6 in brackets."""
+    pattern = pattern.strip().lower()
+    try:
+        return f"[{ipaddress.IPv6Address(pattern.strip('[]'))}]"  # as a Host header writes it
+    except ValueError:
+        pass
+    if ":" in pattern or "/" in pattern:
+        raise SettingError(f"ALLOWED_HOSTS: {pattern!r}: write host names only, no port or scheme")
+    if "*" in pattern[1:] or (pattern[:1] == "*" and pattern != "*" and pattern[:2] != "*."):
+        raise SettingError(
+            f"ALLOWED_HOSTS: {pattern!r}: a wildcard stands for the names under a domain "
+            "(*.example.com), or for any name (*)"
+        )
+    return pattern
