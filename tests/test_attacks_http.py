@@ -319,7 +319,7 @@ def test_an_app_without_allowed_hosts_is_not_made(redis_url, ns):
 
 def test_the_web_app_will_not_start_on_a_public_interface_without_allowed_hosts(ns):
     env = dict(os.environ, HOST="0.0.0.0", PORT=str(free_port()), PYTHONPATH=str(ROOT),
-               RSMQ_NS=ns, API_TOKEN="t")  # fmt: skip
+               RSMQ_NS=ns, API_TOKEN="t" * 16)  # fmt: skip
     env.pop("ALLOWED_HOSTS", None)
     done = subprocess.run([sys.executable, "-m", "web"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=30)  # fmt: skip
