@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import redis
-from starlette.testclient import TestClient
+from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from tests.workers import wait_for
@@ -189,10 +189,16 @@ def next_frame(ws: Any, kind: str) -> dict[str, Any]:
 
 
 def test_websocket_refuses_a_foreign_origin(client):
-    with pytest.raises(WebSocketDisconnect) as exc:
+    with pytest.raises(WebSocketDenialResponse) as exc:
         with client.websocket_connect("/ws", headers={"origin": "http://evil.example"}) as ws:
             ws.receive_json()
-    assert exc.value.code == 1008
+    refusal = exc.value
+    assert refusal.status_code == 403
+    assert refusal.json() == {
+        "error": "foreignOrigin",
+        "message": "Origin 'http://evil.example' may not open the websocket",
+    }
+    assert "default-src" in refusal.headers["content-security-policy"]
 
 
 def test_websocket_pushes_events_of_a_queue_and_resumes(client):

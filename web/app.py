@@ -181,7 +181,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     async def websocket(ws: WebSocket) -> None:
         if not access.origin_allowed(ws):
-            await ws.close(code=1008, reason="origin not allowed")
+            # A response, not a bare close: it says why, with the security headers.
+            why = f"Origin {ws.headers.get('origin')!r} may not open the websocket"
+            await ws.send_denial_response(api.error_response(403, "foreignOrigin", why))
             return
         await ws.app.state.hub.serve(ws)
 
