@@ -149,7 +149,10 @@ class EventLog:
         pipe = self._redis.pipeline(transaction=False)
         pipe.xrevrange(stream_key(queue), count=1)
         if ids:
-            pipe.mget([status_key(queue, i) for i in ids])
+            # As bytes: redis-py passes bytes through, and encoding a thousand strings one by
+            # one would cost more than Redis's whole answer.
+            prefix = status_key(queue, "").encode()
+            pipe.mget([prefix + i.encode() for i in ids])
         rows, *found = await pipe.execute()
         statuses = {
             i: StatusEvent.from_json(data)

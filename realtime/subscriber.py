@@ -242,12 +242,16 @@ class Subscriber:
             changed, self._changed = self._changed, set()
             add = [c for c in changed if c not in self._subscribed and self._wanted(c)]
             drop = [c for c in changed if c in self._subscribed and not self._wanted(c)]
-            for i in range(0, len(add), BATCH):
-                batch = add[i : i + BATCH]
+            await self._batches(pubsub, add, subscribe=True)
+            await self._batches(pubsub, drop, subscribe=False)
+
+    async def _batches(self, pubsub: Any, channels: list[str], *, subscribe: bool) -> None:
+        for i in range(0, len(channels), BATCH):
+            batch = channels[i : i + BATCH]
+            if subscribe:
                 self._subscribed.update(batch)
                 await pubsub.subscribe(*batch)
-            for i in range(0, len(drop), BATCH):
-                batch = drop[i : i + BATCH]
+            else:
                 self._subscribed.difference_update(batch)
                 await pubsub.unsubscribe(*batch)
 
@@ -258,12 +262,12 @@ class Subscriber:
             try:
                 await pubsub.ping()  # connects
                 self._pubsub = pubsub
-                # Everything wanted now goes out in the first batches; what changes later,
-                # in the batches after.
-                self._subscribed = set()
-                self._changed = self._channels()
-                self._dirty.set()
                 self.connected.set()
+                # Everything wanted now is subscribed to before anyone is told to catch up
+                # (a replay must not end before the channel is heard); what changes from
+                # here on goes in the sync task's batches.
+                self._subscribed, self._changed = set(), set()
+                await self._batches(pubsub, list(self._channels()), subscribe=True)
                 if failures:
                     self.reconnects += 1
                     log.info("pub/sub reconnected after %d failed attempt(s)", failures)

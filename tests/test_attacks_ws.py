@@ -230,19 +230,23 @@ async def exchange(process: WebProcess, sent: list[dict[str, Any]]) -> list[dict
         return [f for f in await frames(ws, 1, "pong") if f["type"] != "pong"]
 
 
-def test_subscribes_past_the_rate_are_refused_by_name(own_redis, web):
-    process = start(own_redis, web, WS_SUBSCRIBE_RATE="0.5", WS_SUBSCRIBE_BURST="3")
-    ids = [uuid.uuid4().hex]
-    answers = asyncio.run(
-        exchange(process, [{"type": "subscribe", "queue": "jobs", "ids": ids}] * 5)
-    )
-    assert [a["type"] for a in answers] == ["subscribed"] * 3 + ["error"] * 2
-    refused = answers[-1]
-    assert refused["error"] == "rateLimited"
-    assert refused["message"] == (
-        "at most 0.5 subscribes a second per connection (after a burst of 3): this one was not"
-        " taken; send it again later"
-    )
+def test_subscribes_past_the_rate_are_refused_by_name_and_slowed_down(own_redis, web):
+    """A burst of 12 then one a second; each 20 ids count as one subscribe more. The refused
+    connection is read again once a subscribe could pass: the last one is taken."""
+    process = start(own_redis, web, WS_SUBSCRIBE_RATE="1", WS_SUBSCRIBE_BURST="12")
+
+    def subscribe(ids: int) -> dict[str, Any]:
+        return {"type": "subscribe", "queue": "jobs", "ids": [uuid.uuid4().hex for _ in range(ids)]}
+
+    sent = [subscribe(200), subscribe(40), subscribe(1)]  # 11, 3 (one left: refused), 1
+    answers = asyncio.run(exchange(process, sent))
+    assert [a["type"] for a in answers] == ["subscribed", "error", "subscribed"]
+    assert answers[1] == {
+        "type": "error",
+        "error": "rateLimited",
+        "message": "at most 1 subscribes a second per connection (after a burst of 12; each"
+        " 20 ids count as one more): this one was not taken; send it again later",
+    }
 
 
 def test_too_many_ids_in_a_subscribe_are_refused_by_name(own_redis, web):

@@ -20,8 +20,10 @@ Protocol (JSON text frames):
   - one connection follows at most MAX_QUEUES queues at once (``tooManyQueues``);
   - a subscribe names at most WS_MAX_IDS ids (``tooManyIds``);
   - a connection's subscribes that make the server work (a queue to follow, ids to look up,
-    events to replay) pass at WS_SUBSCRIBE_RATE a second after a burst of WS_SUBSCRIBE_BURST
-    (``rateLimited``: send it again later);
+    events to replay) pass at WS_SUBSCRIBE_RATE a second after a burst of WS_SUBSCRIBE_BURST,
+    each IDS_PER_SUBSCRIBE ids counting as one subscribe more (``rateLimited``: send it again
+    later). A connection refused so is not read again until it could have passed: a client
+    that sends faster than the limit is slowed down, it cannot make the server parse more;
   - the process follows at most WS_MAX_CHANNELS queues for all its connections together
     (``tooManyChannels``: try again later, or another process).
 
@@ -59,11 +61,13 @@ log = logging.getLogger(__name__)
 
 EID_RE = re.compile(r"\d{1,20}-\d{1,20}")
 MAX_EID_PART = 2**64 - 1  # Redis stream ids are two unsigned 64-bit numbers
+MAX_QUEUES = 100  # queues one connection may follow at once
 MAX_IDS = 1000  # ids one subscribe may name (WS_MAX_IDS)
 SUBSCRIBE_RATE = 10.0  # subscribes a second per connection, after a burst (WS_SUBSCRIBE_RATE)
-SUBSCRIBE_BURST = 100  # as many as the queues it may follow (WS_SUBSCRIBE_BURST)
+SUBSCRIBE_BURST = 2 * MAX_QUEUES  # follow them all, and change its mind (WS_SUBSCRIBE_BURST)
+IDS_PER_SUBSCRIBE = 20  # ids that cost as much as one subscribe more (their CPU and Redis)
+MAX_PAUSE = 1.0  # seconds a rate-limited connection is left unread (well within SIGTERM's 2)
 MAX_FRAME = 64 * 1024
-MAX_QUEUES = 100  # queues one connection may follow at once
 
 
 def eid_key(eid: str) -> tuple[int, int]:
@@ -96,14 +100,16 @@ class Budget:
     def __post_init__(self) -> None:
         self.tokens = self.burst
 
-    def take(self) -> bool:
+    def take(self, cost: float = 1.0) -> float:
+        """Takes ``cost`` tokens: 0.0 if they were there, else the seconds until they will be
+        (and nothing is taken)."""
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
+        if self.tokens < cost:
+            return (cost - self.tokens) / self.rate
+        self.tokens -= cost
+        return 0.0
 
 
 @dataclass(eq=False)  # one per connection: hashed by identity
@@ -343,11 +349,16 @@ class Hub:
         # Charged before the work a subscribe costs (checking its ids, reading Redis), after
         # the cheap refusals above; saying again "all of a queue I follow" costs nothing.
         works = new or bool(ids) or after is not None or queue not in client.last_eid
-        if works and not client.budget.take():
+        # Never more than the burst: a bucket that small must still let the largest through.
+        cost = min(1 + len(ids or ()) // IDS_PER_SUBSCRIBE, self._rate[1])
+        if works and (wait := client.budget.take(cost)):
             rate, burst = self._rate
             text = (f"at most {rate:g} subscribes a second per connection (after a burst of "
-                    f"{burst}): this one was not taken; send it again later")  # fmt: skip
+                    f"{burst}; each {IDS_PER_SUBSCRIBE} ids count as one more): this one was "
+                    "not taken; send it again later")  # fmt: skip
             self._error(client, "rateLimited", text)
+            # Read nothing more from it meanwhile: what it sends waits in its socket.
+            await asyncio.sleep(min(wait, MAX_PAUSE))
             return
         well_formed = (isinstance(i, str) and _protocol.ID_RE.fullmatch(i) for i in ids or ())
         if not all(well_formed):

@@ -28,7 +28,7 @@ class Settings:
     ws_max_channels: int = 10_000  # queues one process follows for all its websockets
     ws_max_ids: int = 1000  # ids one subscribe frame may name
     ws_subscribe_rate: float = 10.0  # subscribe frames a second per websocket, after...
-    ws_subscribe_burst: int = 100  # ...a burst of this many (MAX_QUEUES: all its queues)
+    ws_subscribe_burst: int = 200  # ...a burst of this many (twice the queues it may follow)
     ws_redis_connections: int = 10  # the websockets' own Redis pool, apart from the API's
     allowed_origins: tuple[str, ...] = ()  # besides the app's own; "*" for any
     host: str = "0.0.0.0"  # every interface, as a Heroku dyno needs
