@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
 import redis.asyncio as aioredis
@@ -97,6 +98,22 @@ class Listener:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class Handler(Listener):
+    """A listener that takes each delivery (and each RESYNC) at once, in the subscriber's
+    read loop: no buffer, and no task to keep per listener. ``handle`` must be quick; what it
+    raises is logged."""
+
+    def __init__(self, handle: Callable[[Delivery | None], None], channels: tuple[str, ...]):
+        super().__init__(0, channels)
+        self._handle = handle
+
+    def _put(self, item: Delivery | None) -> None:
+        try:
+            self._handle(item)
+        except Exception:
+            log.exception("a pub/sub handler failed on %r", item)
 
 
 class TooManyChannels(Exception):
@@ -186,8 +203,14 @@ class Subscriber:
         self._change(channel)
         return wake
 
-    def listen(self, *channels: str, maxsize: int = 1000) -> Listener:
-        """A Listener receiving every message on ``channels`` (RESYNC after any gap).
+    def listen(
+        self,
+        *channels: str,
+        maxsize: int = 1000,
+        handle: Callable[[Delivery | None], None] | None = None,
+    ) -> Listener:
+        """A Listener receiving every message on ``channels`` (RESYNC after any gap); with
+        ``handle``, a Handler that passes each to it at once.
 
         Raises TooManyChannels, and follows nothing, if the channels not yet followed would
         take the process past ``max_channels``."""
@@ -203,7 +226,7 @@ class Subscriber:
                     f"{self._max_channels}",
                     limit=self._max_channels,
                 )
-        listener = Listener(maxsize, channels)
+        listener = Listener(maxsize, channels) if handle is None else Handler(handle, channels)
         for channel in channels:
             self._listeners.setdefault(channel, {})[listener] = None
             self._change(channel)

@@ -287,3 +287,30 @@ def test_the_process_follows_at_most_its_channels_and_refuses_by_name(own_redis,
     wait_for(lambda: channels(own_redis) == 0, what="the queues let go")
     answers = asyncio.run(exchange(process, [subscribe("d")]))
     assert answers == [{"type": "subscribed", "queue": "d"}]
+
+
+async def test_a_handler_that_raises_is_logged_and_its_channel_still_heard(own_redis, caplog):
+    """The websockets' queues are heard by handlers run in the subscriber's read loop: one
+    that fails on a message (say, garbage published on an events channel) must not end it."""
+    client = aioredis.Redis.from_url(own_redis.url)
+    channel = f"h{uuid.uuid4().hex[:8]}"
+    heard: list[Any] = []
+
+    def handle(item: Any) -> None:
+        if item is not None and item[1] == b"garbage":
+            raise ValueError("not an event")
+        heard.append(item)
+
+    try:
+        async with Subscriber(client) as sub:
+            sub.listen(channel, handle=handle)
+            async with asyncio.timeout(10):
+                while (await client.pubsub_numsub(channel))[0][1] != 1:
+                    await asyncio.sleep(0.01)
+                await client.publish(channel, "garbage")
+                await client.publish(channel, "event")
+                while (channel, b"event") not in heard:
+                    await asyncio.sleep(0.01)
+    finally:
+        await client.aclose()
+    assert f"a pub/sub handler failed on ('{channel}', b'garbage')" in caplog.text

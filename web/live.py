@@ -46,6 +46,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -218,9 +219,9 @@ class Hub:
         self._max_ids = max_ids
         self._rate = (subscribe_rate, subscribe_burst)
         self._clients: set[Client] = set()
-        # queue -> the task that fans its events out, and its listener (let go of with the
-        # task: a task cancelled before it ever ran runs no finally)
-        self._readers: dict[str, tuple[asyncio.Task[None], Listener]] = {}
+        # queue -> what hears its events and fans them out, in the subscriber's read loop (no
+        # task per queue: thousands of queues cost no more than their channels)
+        self._readers: dict[str, Listener] = {}
         # queue -> connections that follow it: an event costs its followers, not everyone
         self._followers: dict[str, set[Client]] = {}
         self._replays: set[asyncio.Task[None]] = set()
@@ -235,13 +236,9 @@ class Hub:
         return len(self._readers)
 
     async def aclose(self) -> None:
-        readers = list(self._readers.values())
-        self._readers.clear()
-        for task, listener in readers:
-            task.cancel()
+        for listener in self._readers.values():
             self._subscriber.unlisten(listener)
-        if readers:
-            await asyncio.wait([task for task, _ in readers])
+        self._readers.clear()
 
     async def serve(self, ws: WebSocket) -> None:
         await ws.accept()
@@ -417,39 +414,38 @@ class Hub:
             del self._followers[queue]
             reader = self._readers.pop(queue, None)
             if reader is not None:
-                task, listener = reader
-                task.cancel()
-                self._subscriber.unlisten(listener)  # the channel goes in the next batch
+                self._subscriber.unlisten(reader)  # the channel goes in the next batch
 
     def _reader(self, queue: str) -> None:
         """Reads the queue's events unless already done; TooManyChannels past the process's
         limit."""
         if queue not in self._readers:
-            listener = self._subscriber.listen(self._events.channel(queue), maxsize=10_000)
-            self._readers[queue] = (asyncio.create_task(self._read(queue, listener)), listener)
+            channel = self._events.channel(queue)
+            self._readers[queue] = self._subscriber.listen(
+                channel, handle=partial(self._hear, queue)
+            )
 
-    async def _read(self, queue: str, listener: Listener) -> None:
-        while True:
-            item = await listener.get()
-            if item is None:
-                # (Re)subscribed, or events were dropped: replay from each client's mark.
-                for client in list(self._followers.get(queue, ())):
-                    mark = client.last_eid.get(queue)
-                    if queue in client.wants and mark is not None:
-                        # Each in a task of its own: one slow client's replay must not
-                        # hold up the live events of all the others.
-                        task = asyncio.create_task(
-                            self._safely(client, self._replay(client, queue, mark))
-                        )
-                        self._replays.add(task)
-                        task.add_done_callback(self._replays.discard)
-                continue
-            eid, event = parse_published(item[1])
-            text = event_frame(eid, event)  # once, for every client
+    def _hear(self, queue: str, item: tuple[str, bytes] | None) -> None:
+        """One delivery of the queue's channel (None: RESYNC)."""
+        if item is None:
+            # (Re)subscribed, or events were dropped: replay from each client's mark.
             for client in list(self._followers.get(queue, ())):
-                if client.wanted(queue, event):
-                    with contextlib.suppress(TooSlow):
-                        client.offer(queue, eid, event, text)
+                mark = client.last_eid.get(queue)
+                if queue in client.wants and mark is not None:
+                    # Each in a task of its own: one slow client's replay must not
+                    # hold up the live events of all the others.
+                    task = asyncio.create_task(
+                        self._safely(client, self._replay(client, queue, mark))
+                    )
+                    self._replays.add(task)
+                    task.add_done_callback(self._replays.discard)
+            return
+        eid, event = parse_published(item[1])
+        text = event_frame(eid, event)  # once, for every client
+        for client in list(self._followers.get(queue, ())):
+            if client.wanted(queue, event):
+                with contextlib.suppress(TooSlow):
+                    client.offer(queue, eid, event, text)
 
     @staticmethod
     async def _safely(client: Client, call: Any) -> None:
