@@ -140,6 +140,28 @@ class EventLog:
         data = await self._redis.get(status_key(self._keys(qname), id))
         return None if data is None else StatusEvent.from_json(data)
 
+    async def snapshot(
+        self, qname: str, ids: Sequence[str] = ()
+    ) -> tuple[str, dict[str, StatusEvent]]:
+        """What a new follower of the queue starts from, in one round trip: the stream id of
+        the newest event ("0-0" when there is none), and the last status of each of ``ids``
+        still kept. One MGET, however many ids: a GET each would hold a connection per id."""
+        queue = self._keys(qname)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xrevrange(stream_key(queue), count=1)
+        if ids:
+            # As bytes: redis-py passes bytes through, and encoding a thousand strings one by
+            # one would cost more than Redis's whole answer.
+            prefix = status_key(queue, "").encode()
+            pipe.mget([prefix + i.encode() for i in ids])
+        rows, *found = await pipe.execute()
+        statuses = {
+            i: StatusEvent.from_json(data)
+            for i, data in zip(ids, found[0] if found else (), strict=False)
+            if data is not None
+        }
+        return (_text(rows[0][0]) if rows else "0-0"), statuses
+
     async def last_id(self, qname: str) -> str:
         """The stream id of the queue's newest event ("0-0" when there is none)."""
         rows: Any = await self._redis.xrevrange(stream_key(self._keys(qname)), count=1)

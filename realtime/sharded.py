@@ -96,14 +96,23 @@ class ShardedPubSub:
             raise lost
         return pubsub
 
-    async def subscribe(self, *channels: str) -> None:
-        # One at a time: an SSUBSCRIBE naming channels of two slots is refused (CROSSSLOT).
+    def _by_slot(self, channels: tuple[str, ...]) -> list[list[str]]:
+        # An SSUBSCRIBE naming channels of two slots is refused (CROSSSLOT): one per slot,
+        # so a queue's channels, which share its hash tag, still go in one command.
+        slots: dict[int, list[str]] = {}
         for channel in channels:
-            await self._master_of(channel).ssubscribe(channel)
+            slots.setdefault(self._cluster.keyslot(channel), []).append(channel)
+        return list(slots.values())
 
-    async def unsubscribe(self, channel: str) -> None:
-        self._dropping[channel.encode()] += 1
-        await self._master_of(channel).sunsubscribe(channel)
+    async def subscribe(self, *channels: str) -> None:
+        for group in self._by_slot(channels):
+            await self._master_of(group[0]).ssubscribe(*group)
+
+    async def unsubscribe(self, *channels: str) -> None:
+        for group in self._by_slot(channels):
+            for channel in group:
+                self._dropping[channel.encode()] += 1
+            await self._master_of(group[0]).sunsubscribe(*group)
 
     async def get_message(
         self, ignore_subscribe_messages: bool = True, timeout: float | None = None

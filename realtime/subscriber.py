@@ -6,6 +6,11 @@ So the subscriber never lets a listener rely on having heard everything. After e
 something") and each :class:`Listener` receives :data:`RESYNC` so it can replay from a
 durable log. Listener buffers are bounded: a slow listener loses its oldest messages and is
 told so (a RESYNC in their place), it never grows memory.
+
+What any number of listeners costs is bounded and paid by whoever causes it: leaving costs what
+the leaver followed (each listener knows its channels), the connection's (UN)SUBSCRIBEs go out
+in batches from one task, and ``max_channels`` caps the channels one process follows, so a
+crowd of clients naming made-up channels can neither hold the event loop nor fill Redis.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
 import redis.asyncio as aioredis
@@ -67,7 +73,8 @@ class Listener:
     """A bounded buffer of (channel, data) deliveries, in the order Redis sent them, with
     RESYNC in place of any it had to drop (and after every reconnect)."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, channels: tuple[str, ...] = ()) -> None:
+        self.channels = channels
         self._items: deque[Delivery | None] = deque()
         self._maxsize = maxsize
         self._ready = asyncio.Event()
@@ -93,10 +100,39 @@ class Listener:
         return len(self._items)
 
 
+class Handler(Listener):
+    """A listener that takes each delivery (and each RESYNC) at once, in the subscriber's
+    read loop: no buffer, and no task to keep per listener. ``handle`` must be quick; what it
+    raises is logged."""
+
+    def __init__(self, handle: Callable[[Delivery | None], None], channels: tuple[str, ...]):
+        super().__init__(0, channels)
+        self._handle = handle
+
+    def _put(self, item: Delivery | None) -> None:
+        try:
+            self._handle(item)
+        except Exception:
+            log.exception("a pub/sub handler failed on %r", item)
+
+
+class TooManyChannels(Exception):
+    """The process already follows as many channels as it may (``max_channels``)."""
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+BATCH = 500  # channels per SUBSCRIBE or UNSUBSCRIBE: a reply of that many fits any buffer
+
+
 class Subscriber:
     """Owns the process's pub/sub connection; reconnects with capped backoff.
 
     Build it on the process's ``redis.asyncio.Redis``; ``async with`` starts and stops it.
+    With ``max_channels``, :meth:`listen` refuses (TooManyChannels) a listener whose new
+    channels would take the process past that many.
     """
 
     def __init__(
@@ -105,16 +141,22 @@ class Subscriber:
         *,
         keepalive: float = 30.0,
         backoff: tuple[float, float] = (0.05, 2.0),
+        max_channels: int | None = None,
     ) -> None:
         self._redis = redis
         self._keepalive = keepalive
         self._backoff = backoff
+        self._max_channels = max_channels
         self._wakeups: dict[str, list[Wakeup]] = {}
-        self._listeners: dict[str, list[Listener]] = {}
+        self._listeners: dict[str, dict[Listener, None]] = {}  # insertion-ordered sets
+        # What the connection holds, and the channels that may now differ from what is
+        # wanted: the sync task brings those (and only those) in line, in batches.
+        self._subscribed: set[str] = set()
+        self._changed: set[str] = set()
+        self._dirty = asyncio.Event()
         self._pubsub: Any = None
         self._pool: aioredis.ConnectionPool | None = None
         self._task: asyncio.Task[None] | None = None
-        self._calls: set[asyncio.Future[None]] = set()
         self._closing = False
         self.connected = asyncio.Event()
         self.reconnects = 0
@@ -139,12 +181,6 @@ class Subscriber:
 
     async def aclose(self) -> None:
         self._closing = True
-        # Calls in flight on the connection first: a pending (un)subscribe would otherwise
-        # hold the connection while the reader is being cancelled.
-        for call in list(self._calls):
-            call.cancel()
-        if self._calls:
-            await asyncio.wait(self._calls, timeout=1.0)
         if self._task is not None:
             task, self._task = self._task, None
             task.cancel()
@@ -153,7 +189,7 @@ class Subscriber:
                 # redis-py can hold on to a cancelled read after an UNSUBSCRIBE; closing the
                 # connection under it ends the read for sure.
                 await self._pubsub.aclose()
-                await asyncio.wait({task}, timeout=2.0)
+                await asyncio.wait({task}, timeout=1.0)
             if not task.done():
                 log.warning("the pub/sub reader did not stop")
         if self._pool is not None:
@@ -164,48 +200,83 @@ class Subscriber:
         wake = Wakeup()
         wake.set()  # nothing was heard before it existed: look once
         self._wakeups.setdefault(channel, []).append(wake)
-        self._subscribe_later(channel)
+        self._change(channel)
         return wake
 
-    def listen(self, *channels: str, maxsize: int = 1000) -> Listener:
-        """A Listener receiving every message on ``channels`` (RESYNC after any gap)."""
-        listener = Listener(maxsize)
+    def listen(
+        self,
+        *channels: str,
+        maxsize: int = 1000,
+        handle: Callable[[Delivery | None], None] | None = None,
+    ) -> Listener:
+        """A Listener receiving every message on ``channels`` (RESYNC after any gap); with
+        ``handle``, a Handler that passes each to it at once.
+
+        Raises TooManyChannels, and follows nothing, if the channels not yet followed would
+        take the process past ``max_channels``."""
+        channels = tuple(dict.fromkeys(channels))
+        if self._max_channels is not None:
+            new = sum(1 for c in channels if not self._wanted(c))
+            followed = len(self._listeners) + sum(
+                1 for c, w in self._wakeups.items() if w and c not in self._listeners
+            )  # wakeups are few (a worker's queues): this stays cheap
+            if new and followed + new > self._max_channels:
+                raise TooManyChannels(
+                    f"this process follows {followed} channels and may follow at most "
+                    f"{self._max_channels}",
+                    limit=self._max_channels,
+                )
+        listener = Listener(maxsize, channels) if handle is None else Handler(handle, channels)
         for channel in channels:
-            self._listeners.setdefault(channel, []).append(listener)
-            self._subscribe_later(channel)
+            self._listeners.setdefault(channel, {})[listener] = None
+            self._change(channel)
         return listener
 
     def unlisten(self, listener: Listener) -> None:
-        """Stop a listener; a channel nobody listens to any more is unsubscribed."""
-        for channel, listeners in list(self._listeners.items()):
-            if listener not in listeners:
+        """Stop a listener; a channel nobody listens to any more is unsubscribed. Costs what
+        the listener followed, whatever else the process follows."""
+        channels, listener.channels = listener.channels, ()
+        for channel in channels:
+            listeners = self._listeners.get(channel)
+            if listeners is None or listener not in listeners:
                 continue
-            listeners.remove(listener)
-            if not listeners and not self._wakeups.get(channel):
+            del listeners[listener]
+            if not listeners:
                 del self._listeners[channel]
-                if self._pubsub is not None and self.connected.is_set():
-                    self._in_background(self._pubsub.unsubscribe(channel))
+                self._change(channel)
 
     def _channels(self) -> set[str]:
-        return {c for c, w in self._wakeups.items() if w} | {
-            c for c, ls in self._listeners.items() if ls
-        }
+        return {c for c, w in self._wakeups.items() if w} | set(self._listeners)
 
-    def _subscribe_later(self, channel: str) -> None:
+    def _wanted(self, channel: str) -> bool:
+        return channel in self._listeners or bool(self._wakeups.get(channel))
+
+    def _change(self, channel: str) -> None:
         # Not connected: the run loop subscribes to every channel when it connects.
-        if self._pubsub is not None and self.connected.is_set():
-            self._in_background(self._pubsub.subscribe(channel))
+        self._changed.add(channel)
+        self._dirty.set()
 
-    def _in_background(self, call: Any) -> None:
-        task = asyncio.ensure_future(self._quietly(call))
-        self._calls.add(task)
-        task.add_done_callback(self._calls.discard)
+    async def _sync(self, pubsub: Any) -> None:
+        """Brings the connection's subscriptions in line with what is wanted, in batches:
+        a thousand listeners leaving at once cost a few UNSUBSCRIBEs, not a thousand."""
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            changed, self._changed = self._changed, set()
+            add = [c for c in changed if c not in self._subscribed and self._wanted(c)]
+            drop = [c for c in changed if c in self._subscribed and not self._wanted(c)]
+            await self._batches(pubsub, add, subscribe=True)
+            await self._batches(pubsub, drop, subscribe=False)
 
-    @staticmethod
-    async def _quietly(call: Any) -> None:
-        # A failure here is a dropped connection: the run loop resubscribes everything.
-        with contextlib.suppress(*CONNECTION_LOST):
-            await call
+    async def _batches(self, pubsub: Any, channels: list[str], *, subscribe: bool) -> None:
+        for i in range(0, len(channels), BATCH):
+            batch = channels[i : i + BATCH]
+            if subscribe:
+                self._subscribed.update(batch)
+                await pubsub.subscribe(*batch)
+            else:
+                self._subscribed.difference_update(batch)
+                await pubsub.unsubscribe(*batch)
 
     async def _run(self) -> None:
         failures = 0
@@ -213,18 +284,19 @@ class Subscriber:
             pubsub = self._new_pubsub()
             try:
                 await pubsub.ping()  # connects
-                # From here on a new channel is subscribed to as it is added; the ones
-                # added before are subscribed to now.
                 self._pubsub = pubsub
                 self.connected.set()
-                if channels := self._channels():
-                    await pubsub.subscribe(*channels)
+                # Everything wanted now is subscribed to before anyone is told to catch up
+                # (a replay must not end before the channel is heard); what changes from
+                # here on goes in the sync task's batches.
+                self._subscribed, self._changed = set(), set()
+                await self._batches(pubsub, list(self._channels()), subscribe=True)
                 if failures:
                     self.reconnects += 1
                     log.info("pub/sub reconnected after %d failed attempt(s)", failures)
                 failures = 0
                 self._catch_up()
-                await self._read(pubsub)
+                await self._serve(pubsub)
             except Exception as exc:
                 # Any failure, not only a dropped connection: a cluster that cannot be reached
                 # at all, a refused subscribe... The subscriber must outlive them all.
@@ -242,6 +314,19 @@ class Subscriber:
                 self._pubsub = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    async def _serve(self, pubsub: Any) -> None:
+        """Reads and syncs on one connection until either fails."""
+        tasks = {asyncio.create_task(self._read(pubsub)), asyncio.create_task(self._sync(pubsub))}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            # Bounded: a read redis-py holds on to ends when _run closes the connection.
+            await asyncio.wait(tasks, timeout=1.0)
 
     def _new_pubsub(self) -> Any:
         if isinstance(self._redis, aioredis.RedisCluster):
@@ -262,8 +347,10 @@ class Subscriber:
 
     async def _read(self, pubsub: Any) -> None:
         while True:
+            # Subscribe confirmations are read, not ignored: redis-py answers an ignored one
+            # with None, which would look like silence and cost a PING each.
             message = await pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=self._keepalive
+                ignore_subscribe_messages=False, timeout=self._keepalive
             )
             if message is None:
                 # Quiet for a while: a PING proves the connection still carries messages

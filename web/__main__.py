@@ -46,6 +46,9 @@ def main() -> int:
         h11_max_incomplete_event_size=HEAD_MAX,
         limit_concurrency=settings.max_connections,
         timeout_keep_alive=KEEP_ALIVE,
+        # SIGTERM stops the process within seconds, whatever its clients do: connections
+        # still open after this are cut, then the lifespan closes (each step bounded).
+        timeout_graceful_shutdown=2,
         log_config=logs.config(settings.log_level),
     )
     return 0

@@ -76,14 +76,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # workers (see api.send), so no worker's "received" can come before it.
         app.state.sender = AsyncRSMQ(client, ns=settings.ns, realtime=False)
         app.state.events = EventLog(client, settings.ns)
-        subscriber = Subscriber(client)
+        # The websockets' reads go through a pool of their own: however many clients ask for
+        # however much, the API's connections stay free.
+        ws_client = connect(settings.redis_url, cluster=settings.redis_cluster,
+                            connection=settings.connection,
+                            max_connections=settings.ws_redis_connections, **blocking)  # fmt: skip
+        subscriber = Subscriber(client, max_channels=settings.ws_max_channels)
         subscriber.start()
         app.state.keys = access.Keys(
             await access.shared_secret(settings, app.state.rsmq), settings.api_token
         )
         app.state.stats = Stats(app.state.rsmq)
-        app.state.hub = Hub(subscriber, app.state.events, keepalive=settings.ws_keepalive,
-                            buffer=settings.ws_buffer, stats=app.state.stats,
+        app.state.hub = Hub(subscriber, EventLog(ws_client, settings.ns),
+                            keepalive=settings.ws_keepalive, buffer=settings.ws_buffer,
+                            stats=app.state.stats, max_ids=settings.ws_max_ids,
+                            subscribe_rate=settings.ws_subscribe_rate,
+                            subscribe_burst=settings.ws_subscribe_burst,
                             authorize=access.ws_refusal)  # fmt: skip
         try:
             await app.state.rsmq.create_queue(settings.queue)
@@ -100,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await subscriber.aclose()
             await app.state.events.flush()
             await client.aclose()  # and its pool
+            await ws_client.aclose()
 
     async def index(request: Request) -> Response:
         token = access.csrf_token(request)

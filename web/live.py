@@ -17,9 +17,24 @@ Protocol (JSON text frames):
   a frame it cannot take (the connection stays open).
 - A client that falls WS_BUFFER events behind is closed with code 1013 ("too slow"): it
   reconnects with its last event id and loses nothing.
-- One connection follows at most MAX_QUEUES queues at once (more: a ``tooManyQueues`` error
-  frame); a queue no connection follows any more is no longer read, so what the process
-  holds is bounded by its connections, whatever names they have asked for.
+- Limits, each refused with an error frame naming it (the frame is not taken, nothing else is
+  lost, the connection stays open):
+
+  - one connection follows at most MAX_QUEUES queues at once (``tooManyQueues``);
+  - a subscribe names at most WS_MAX_IDS ids (``tooManyIds``);
+  - a connection's subscribes that make the server work (a queue to follow, ids to look up,
+    events to replay) pass at WS_SUBSCRIBE_RATE a second after a burst of WS_SUBSCRIBE_BURST,
+    each IDS_PER_SUBSCRIBE ids counting as one subscribe more (``rateLimited``: send it again
+    later). A connection refused so is not read again until it could have passed: a client
+    that sends faster than the limit is slowed down, it cannot make the server parse more;
+  - the process follows at most WS_MAX_CHANNELS queues for all its connections together
+    (``tooManyChannels``: try again later, or another process).
+
+  A queue no connection follows any more is no longer read, and letting go costs what the
+  leaver followed, so what the process holds and does is bounded by its connections, whatever
+  names they have asked for. A subscribe's statuses and starting mark are read in one round
+  trip, on a Redis pool of its own (WS_REDIS_CONNECTIONS): websockets never take the
+  connections the REST API needs.
 
 Each web process listens to a queue's events once (one pub/sub connection, see
 realtime.Subscriber) and fans them out; after any reconnect it replays from the stream.
@@ -32,15 +47,17 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from realtime import EventLog, StatusEvent, Subscriber
 from realtime.events import parse_published
-from realtime.subscriber import CONNECTION_LOST
+from realtime.subscriber import CONNECTION_LOST, Listener, TooManyChannels
 from rsmq_core import _protocol
 
 from .dashboard import Stats
@@ -49,11 +66,15 @@ log = logging.getLogger(__name__)
 
 EID_RE = re.compile(r"\d{1,20}-\d{1,20}")
 MAX_EID_PART = 2**64 - 1  # Redis stream ids are two unsigned 64-bit numbers
-MAX_IDS = 1000
-MAX_FRAME = 64 * 1024
 MAX_QUEUES = 100  # queues one connection may follow at once
 # Why a subscribe or watch frame of this connection is refused (None: allowed); see web.auth
 Authorize = Callable[[WebSocket, dict[str, Any]], str | None]
+MAX_IDS = 1000  # ids one subscribe may name (WS_MAX_IDS)
+SUBSCRIBE_RATE = 10.0  # subscribes a second per connection, after a burst (WS_SUBSCRIBE_RATE)
+SUBSCRIBE_BURST = 2 * MAX_QUEUES  # follow them all, and change its mind (WS_SUBSCRIBE_BURST)
+IDS_PER_SUBSCRIBE = 20  # ids that cost as much as one subscribe more (their CPU and Redis)
+MAX_PAUSE = 1.0  # seconds a rate-limited connection is left unread (well within SIGTERM's 2)
+MAX_FRAME = 64 * 1024
 
 
 def eid_key(eid: str) -> tuple[int, int]:
@@ -74,10 +95,35 @@ class TooSlow(Exception):
     """The client's buffer is full."""
 
 
+@dataclass
+class Budget:
+    """A token bucket: ``burst`` at once, then ``rate`` a second."""
+
+    rate: float
+    burst: float
+    tokens: float = field(init=False)
+    stamp: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.tokens = self.burst
+
+    def take(self, cost: float = 1.0) -> float:
+        """Takes ``cost`` tokens: 0.0 if they were there, else the seconds until they will be
+        (and nothing is taken)."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < cost:
+            return (cost - self.tokens) / self.rate
+        self.tokens -= cost
+        return 0.0
+
+
 @dataclass(eq=False)  # one per connection: hashed by identity
 class Client:
     ws: WebSocket
     buffer: int
+    budget: Budget = field(default_factory=lambda: Budget(SUBSCRIBE_RATE, SUBSCRIBE_BURST))
     # frames serialized once for every client (an event goes to many); CLOSE closes
     outbox: asyncio.Queue[str] = field(init=False)
     # queue -> ids wanted (None: every event of the queue)
@@ -168,6 +214,9 @@ class Hub:
         buffer: int,
         stats: Stats | None = None,
         authorize: Authorize | None = None,
+        max_ids: int = MAX_IDS,
+        subscribe_rate: float = SUBSCRIBE_RATE,
+        subscribe_burst: int = SUBSCRIBE_BURST,
     ) -> None:
         self._stats = stats
         self._authorize = authorize
@@ -175,9 +224,14 @@ class Hub:
         self._events = events
         self._keepalive = keepalive
         self._buffer = buffer
+        self._max_ids = max_ids
+        self._rate = (subscribe_rate, subscribe_burst)
         self._clients: set[Client] = set()
-        self._readers: dict[str, asyncio.Task[None]] = {}
-        self._followers: dict[str, int] = {}  # queue -> connections that follow it
+        # queue -> what hears its events and fans them out, in the subscriber's read loop (no
+        # task per queue: thousands of queues cost no more than their channels)
+        self._readers: dict[str, Listener] = {}
+        # queue -> connections that follow it: an event costs its followers, not everyone
+        self._followers: dict[str, set[Client]] = {}
         self._replays: set[asyncio.Task[None]] = set()
 
     @property
@@ -190,16 +244,13 @@ class Hub:
         return len(self._readers)
 
     async def aclose(self) -> None:
-        for task in self._readers.values():
-            task.cancel()
-        for task in self._readers.values():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for listener in self._readers.values():
+            self._subscriber.unlisten(listener)
         self._readers.clear()
 
     async def serve(self, ws: WebSocket) -> None:
         await ws.accept()
-        client = Client(ws, self._buffer)
+        client = Client(ws, self._buffer, Budget(*self._rate))
         self._clients.add(client)
         sender = asyncio.create_task(self._send(client))
         try:
@@ -290,23 +341,48 @@ class Hub:
         if not isinstance(queue, str) or not _protocol.QNAME_RE.fullmatch(queue):
             self._error(client, "invalidFormat", "queue must be a queue name")
             return
-        if ids is not None and (
-            not isinstance(ids, list)
-            or len(ids) > MAX_IDS
-            or not all(isinstance(i, str) and _protocol.ID_RE.fullmatch(i) for i in ids)
-        ):
-            self._error(client, "invalidFormat", f"ids must be a list of up to {MAX_IDS} ids")
+        if ids is not None and not isinstance(ids, list):
+            self._error(client, "invalidFormat", "ids must be a list of message ids")
+            return
+        if ids is not None and len(ids) > self._max_ids:
+            text = f"a subscribe names at most {self._max_ids} ids; split them across subscribes"
+            self._error(client, "tooManyIds", text)
             return
         if after is not None and not valid_after(after):
             self._error(client, "invalidFormat", "after must be an event id like 1700000-0")
             return
-        if queue not in client.wants:
-            if len(client.wants) >= MAX_QUEUES:
-                text = f"a connection follows at most {MAX_QUEUES} queues; unsubscribe one"
-                self._error(client, "tooManyQueues", text)
-                return
-            self._followers[queue] = self._followers.get(queue, 0) + 1
-        self._reader(queue)
+        new = queue not in client.wants
+        if new and len(client.wants) >= MAX_QUEUES:
+            text = f"a connection follows at most {MAX_QUEUES} queues; unsubscribe one"
+            self._error(client, "tooManyQueues", text)
+            return
+        # Charged before the work a subscribe costs (checking its ids, reading Redis), after
+        # the cheap refusals above; saying again "all of a queue I follow" costs nothing.
+        works = new or bool(ids) or after is not None or queue not in client.last_eid
+        # Never more than the burst: a bucket that small must still let the largest through.
+        cost = min(1 + len(ids or ()) // IDS_PER_SUBSCRIBE, self._rate[1])
+        if works and (wait := client.budget.take(cost)):
+            rate, burst = self._rate
+            text = (f"at most {rate:g} subscribes a second per connection (after a burst of "
+                    f"{burst}; each {IDS_PER_SUBSCRIBE} ids count as one more): this one was "
+                    "not taken; send it again later")  # fmt: skip
+            self._error(client, "rateLimited", text)
+            # Read nothing more from it meanwhile: what it sends waits in its socket.
+            await asyncio.sleep(min(wait, MAX_PAUSE))
+            return
+        well_formed = (isinstance(i, str) and _protocol.ID_RE.fullmatch(i) for i in ids or ())
+        if not all(well_formed):
+            self._error(client, "invalidFormat", "ids must be a list of message ids")
+            return
+        try:
+            self._reader(queue)
+        except TooManyChannels as exc:
+            text = (f"this server follows as many queues as it may ({exc.limit}, for all its "
+                    "connections); try again later")  # fmt: skip
+            self._error(client, "tooManyChannels", text)
+            return
+        if new:
+            self._followers.setdefault(queue, set()).add(client)
         # Live events from here on reach the client (held back during a replay, which fills
         # in what came before; push() drops what both deliver).
         client.wants[queue] = None if ids is None else set(ids)
@@ -314,12 +390,14 @@ class Hub:
         if after is not None:
             await self._replay(client, queue, after)
             return
-        # A mark to replay from should this process's pub/sub connection drop later.
-        client.last_eid.setdefault(queue, await self._events.last_id(queue))
-        for mid in ids or ():
-            last = await self._events.last_status(queue, mid)
-            if last is not None:
-                client.put(event_frame(None, last))
+        if not works:
+            return
+        # A mark to replay from should this process's pub/sub connection drop later, and the
+        # ids' statuses: one round trip.
+        mark, statuses = await self._events.snapshot(queue, ids or ())
+        client.last_eid.setdefault(queue, mark)
+        for last in statuses.values():
+            client.put(event_frame(None, last))
 
     async def _replay(self, client: Client, queue: str, after: str) -> None:
         if queue in client.replaying:
@@ -343,43 +421,44 @@ class Hub:
         """The client no longer follows the queue; stop reading a queue nobody follows."""
         del client.wants[queue]
         client.last_eid.pop(queue, None)
-        self._followers[queue] -= 1
-        if self._followers[queue] == 0:
+        followers = self._followers[queue]
+        followers.discard(client)
+        if not followers:
             del self._followers[queue]
-            task = self._readers.pop(queue, None)
-            if task is not None:
-                task.cancel()  # its finally unlistens, which unsubscribes the channel
+            reader = self._readers.pop(queue, None)
+            if reader is not None:
+                self._subscriber.unlisten(reader)  # the channel goes in the next batch
 
     def _reader(self, queue: str) -> None:
+        """Reads the queue's events unless already done; TooManyChannels past the process's
+        limit."""
         if queue not in self._readers:
-            self._readers[queue] = asyncio.create_task(self._read(queue))
+            channel = self._events.channel(queue)
+            self._readers[queue] = self._subscriber.listen(
+                channel, handle=partial(self._hear, queue)
+            )
 
-    async def _read(self, queue: str) -> None:
-        listener = self._subscriber.listen(self._events.channel(queue), maxsize=10_000)
-        try:
-            while True:
-                item = await listener.get()
-                if item is None:
-                    # (Re)subscribed, or events were dropped: replay from each client's mark.
-                    for client in list(self._clients):
-                        mark = client.last_eid.get(queue)
-                        if queue in client.wants and mark is not None:
-                            # Each in a task of its own: one slow client's replay must not
-                            # hold up the live events of all the others.
-                            task = asyncio.create_task(
-                                self._safely(client, self._replay(client, queue, mark))
-                            )
-                            self._replays.add(task)
-                            task.add_done_callback(self._replays.discard)
-                    continue
-                eid, event = parse_published(item[1])
-                text = event_frame(eid, event)  # once, for every client
-                for client in list(self._clients):
-                    if client.wanted(queue, event):
-                        with contextlib.suppress(TooSlow):
-                            client.offer(queue, eid, event, text)
-        finally:
-            self._subscriber.unlisten(listener)
+    def _hear(self, queue: str, item: tuple[str, bytes] | None) -> None:
+        """One delivery of the queue's channel (None: RESYNC)."""
+        if item is None:
+            # (Re)subscribed, or events were dropped: replay from each client's mark.
+            for client in list(self._followers.get(queue, ())):
+                mark = client.last_eid.get(queue)
+                if queue in client.wants and mark is not None:
+                    # Each in a task of its own: one slow client's replay must not
+                    # hold up the live events of all the others.
+                    task = asyncio.create_task(
+                        self._safely(client, self._replay(client, queue, mark))
+                    )
+                    self._replays.add(task)
+                    task.add_done_callback(self._replays.discard)
+            return
+        eid, event = parse_published(item[1])
+        text = event_frame(eid, event)  # once, for every client
+        for client in list(self._followers.get(queue, ())):
+            if client.wanted(queue, event):
+                with contextlib.suppress(TooSlow):
+                    client.offer(queue, eid, event, text)
 
     @staticmethod
     async def _safely(client: Client, call: Any) -> None:

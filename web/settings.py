@@ -31,6 +31,11 @@ class Settings:
     max_body: int = 256 * 1024  # bytes a request body may have
     ws_keepalive: float = 20.0  # seconds; well under Heroku's 55 s idle cut
     ws_buffer: int = 500  # events a slow websocket may lag behind before it is closed
+    ws_max_channels: int = 10_000  # queues one process follows for all its websockets
+    ws_max_ids: int = 1000  # ids one subscribe frame may name
+    ws_subscribe_rate: float = 10.0  # subscribe frames a second per websocket, after...
+    ws_subscribe_burst: int = 200  # ...a burst of this many (twice the queues it may follow)
+    ws_redis_connections: int = 10  # the websockets' own Redis pool, apart from the API's
     allowed_origins: tuple[str, ...] = ()  # besides the app's own; "*" for any
     # Host names the app answers to; "*.example.com" for the names under example.com, "*" for
     # any. From the environment: loopback names when HOST is loopback, else none, and then
@@ -119,6 +124,11 @@ class Settings:
             max_body=int(number("MAX_BODY", d.max_body, 1024)),
             ws_keepalive=number("WS_KEEPALIVE", d.ws_keepalive, 0.1),
             ws_buffer=int(number("WS_BUFFER", d.ws_buffer, 1)),
+            ws_max_channels=int(number("WS_MAX_CHANNELS", d.ws_max_channels, 1)),
+            ws_max_ids=int(number("WS_MAX_IDS", d.ws_max_ids, 1)),
+            ws_subscribe_rate=number("WS_SUBSCRIBE_RATE", d.ws_subscribe_rate, 0.01),
+            ws_subscribe_burst=int(number("WS_SUBSCRIBE_BURST", d.ws_subscribe_burst, 1)),
+            ws_redis_connections=int(number("WS_REDIS_CONNECTIONS", d.ws_redis_connections, 1)),
             allowed_origins=origins,
             allowed_hosts=hosts,
             head_timeout=number("HEAD_TIMEOUT", d.head_timeout, 0.1),
