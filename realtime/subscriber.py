@@ -1,11 +1,12 @@
 """One pub/sub connection per process, fanned out to in-process listeners.
 
 Redis pub/sub is fire-and-forget: a message published while the connection is down is gone.
-So the subscriber never lets a listener rely on having heard everything. After every
-(re)subscribe each :class:`Wakeup` is set (a catch-up wake: "look again, you may have missed
-something") and each :class:`Listener` receives :data:`RESYNC` so it can replay from a
-durable log. Listener buffers are bounded: a slow listener loses its oldest messages and is
-told so (a RESYNC in their place), it never grows memory.
+So the subscriber never lets a listener rely on having heard everything. Once Redis confirms
+a (re)subscribe, each :class:`Wakeup` of the channel is set (a catch-up wake: "look again,
+you may have missed something") and each :class:`Listener` of it receives :data:`RESYNC` so
+it can replay from a durable log: from that moment on nothing published is missed, so a
+replay that starts then leaves no gap. Listener buffers are bounded: a slow listener loses its
+oldest messages and is told so (a RESYNC in their place), it never grows memory.
 
 What any number of listeners costs is bounded and paid by whoever causes it: leaving costs what
 the leaver followed (each listener knows its channels), the connection's (UN)SUBSCRIBEs go out
@@ -71,10 +72,13 @@ class Wakeup:
 
 class Listener:
     """A bounded buffer of (channel, data) deliveries, in the order Redis sent them, with
-    RESYNC in place of any it had to drop (and after every reconnect)."""
+    RESYNC in place of any it had to drop, and once Redis confirms it hears every channel of
+    the listener (after it is made, and after every reconnect)."""
 
     def __init__(self, maxsize: int, channels: tuple[str, ...] = ()) -> None:
         self.channels = channels
+        # Channels Redis has not yet confirmed: RESYNC when the last one is.
+        self._pending: set[str] = set()
         self._items: deque[Delivery | None] = deque()
         self._maxsize = maxsize
         self._ready = asyncio.Event()
@@ -152,6 +156,8 @@ class Subscriber:
         # What the connection holds, and the channels that may now differ from what is
         # wanted: the sync task brings those (and only those) in line, in batches.
         self._subscribed: set[str] = set()
+        # What Redis has confirmed it hears: from then on nothing published is missed.
+        self._confirmed: set[str] = set()
         self._changed: set[str] = set()
         self._dirty = asyncio.Event()
         self._pubsub: Any = None
@@ -227,6 +233,9 @@ class Subscriber:
                     limit=self._max_channels,
                 )
         listener = Listener(maxsize, channels) if handle is None else Handler(handle, channels)
+        # A channel not yet heard: what is published before Redis confirms it is missed, so
+        # the listener is told to catch up (RESYNC) once it is.
+        listener._pending = {c for c in channels if not self._heard(c)}
         for channel in channels:
             self._listeners.setdefault(channel, {})[listener] = None
             self._change(channel)
@@ -247,6 +256,11 @@ class Subscriber:
 
     def _channels(self) -> set[str]:
         return {c for c, w in self._wakeups.items() if w} | set(self._listeners)
+
+    def _heard(self, channel: str) -> bool:
+        # Subscribed and confirmed; an UNSUBSCRIBE merely queued (still in _changed) is
+        # dropped by the sync task once the channel is wanted again.
+        return channel in self._subscribed and channel in self._confirmed
 
     def _wanted(self, channel: str) -> bool:
         return channel in self._listeners or bool(self._wakeups.get(channel))
@@ -289,13 +303,14 @@ class Subscriber:
                 # Everything wanted now is subscribed to before anyone is told to catch up
                 # (a replay must not end before the channel is heard); what changes from
                 # here on goes in the sync task's batches.
-                self._subscribed, self._changed = set(), set()
+                self._subscribed, self._changed, self._confirmed = set(), set(), set()
+                for listener in {x for ls in self._listeners.values() for x in ls}:
+                    listener._pending = set(listener.channels)
                 await self._batches(pubsub, list(self._channels()), subscribe=True)
                 if failures:
                     self.reconnects += 1
                     log.info("pub/sub reconnected after %d failed attempt(s)", failures)
                 failures = 0
-                self._catch_up()
                 await self._serve(pubsub)
             except Exception as exc:
                 # Any failure, not only a dropped connection: a cluster that cannot be reached
@@ -338,12 +353,20 @@ class Subscriber:
             self._pool = aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
         return aioredis.Redis(connection_pool=self._pool).pubsub()
 
-    def _catch_up(self) -> None:
-        for wakes in self._wakeups.values():
-            for wake in wakes:
-                wake.set()
-        for listener in {id(x): x for ls in self._listeners.values() for x in ls}.values():
-            listener._put(RESYNC)
+    def _confirm(self, kind: str, channel: str) -> None:
+        """Redis now hears ``channel`` (or no longer does): whoever waits on it catches up,
+        since anything published before this moment was not heard."""
+        if kind in ("unsubscribe", "sunsubscribe"):
+            self._confirmed.discard(channel)
+            return
+        self._confirmed.add(channel)
+        for wake in self._wakeups.get(channel, ()):
+            wake.set()
+        for listener in list(self._listeners.get(channel, ())):
+            if channel in listener._pending:
+                listener._pending.discard(channel)
+                if not listener._pending:
+                    listener._put(RESYNC)
 
     async def _read(self, pubsub: Any) -> None:
         while True:
@@ -357,10 +380,14 @@ class Subscriber:
                 # (a dead one raises here, and the loop reconnects).
                 await pubsub.ping()
                 continue
-            if message["type"] != "message":
-                continue
+            kind = message["type"]
+            kind = kind.decode() if isinstance(kind, bytes) else kind
             channel = message["channel"]
             channel = channel.decode() if isinstance(channel, bytes) else channel
+            if kind != "message":
+                if kind in ("subscribe", "ssubscribe", "unsubscribe", "sunsubscribe"):
+                    self._confirm(kind, channel)
+                continue
             for wake in self._wakeups.get(channel, ()):
                 wake.set()
             data = message["data"]

@@ -175,3 +175,22 @@ async def test_registry_lists_and_forgets(ar, ns):
     assert listed.id == "w1" and listed.last_seen > 0
     await unregister(ar, ns, "w1")
     assert await live_workers(ar, ns) == []
+
+
+async def test_a_listener_added_later_catches_up_once_redis_hears_its_channel(ar, ns):
+    # What is published between a listener's start and Redis confirming its SUBSCRIBE is not
+    # heard: the RESYNC that follows the confirmation is what tells the reader to replay.
+    async with Subscriber(ar) as sub:
+        first = sub.listen(f"{ns}:a")
+        assert await asyncio.wait_for(first.get(), 5) is RESYNC
+        wake = sub.wakeup(f"{ns}:b")
+        wake.clear()  # its own "look once" at birth
+        later = sub.listen(f"{ns}:b", f"{ns}:c")
+        assert await asyncio.wait_for(later.get(), 5) is RESYNC
+        # Only now: both channels are heard, and the wakeup of b was set by the confirmation.
+        assert [n for _, n in await ar.pubsub_numsub(f"{ns}:b", f"{ns}:c")] == [1, 1]
+        assert wake.is_set()
+        assert len(later) == 0  # one RESYNC for the pair, not one per channel
+        again = sub.listen(f"{ns}:a")  # already heard: nothing to catch up on
+        await ar.publish(f"{ns}:a", "x")
+        assert await asyncio.wait_for(again.get(), 5) == (f"{ns}:a", b"x")
