@@ -28,7 +28,7 @@ from starlette.templating import Jinja2Templates
 from starlette.websockets import WebSocket
 
 from realtime import EventLog, Subscriber
-from rsmq_core import AsyncRSMQ, QueueExists
+from rsmq_core import AsyncRSMQ, QueueExists, QueueNotFound
 from rsmq_core.client import connect
 from rsmq_core.connection import explain, scrub
 
@@ -62,6 +62,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescapes HTML
 
+    async def create_example_queue(rsmq: AsyncRSMQ) -> bool:
+        """Create QUEUE unless it exists; whether this call created it."""
+        try:
+            await rsmq.create_queue(settings.queue)
+        except QueueExists:
+            return False
+        return True
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # A blocking pool: a burst of requests waits for a free connection instead of failing
@@ -87,9 +95,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.hub = Hub(subscriber, app.state.events, keepalive=settings.ws_keepalive,
                             buffer=settings.ws_buffer, stats=app.state.stats)  # fmt: skip
         try:
-            await app.state.rsmq.create_queue(settings.queue)
-        except QueueExists:
-            pass
+            await create_example_queue(app.state.rsmq)
         except Exception as exc:  # Redis down: serve anyway; /api/health says what is wrong
             log.warning("could not create queue %s: %s", settings.queue,
                         scrub(explain(exc), settings.redis_url))  # fmt: skip
@@ -122,7 +128,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
             return api.error_response(403, "csrf", "missing or wrong CSRF token; reload the page")
         data = await api.read_json(request)
         request.path_params["qname"] = settings.queue
-        return await api.send(request, {"message": data.get("message", "")})
+        body = {"message": data.get("message", "")}
+        try:
+            return await api.send(request, body)
+        except QueueNotFound:
+            # The page's own queue, gone with Redis's data (a restart without persistence, a
+            # FLUSHALL): made again, as at start. Nothing was stored, so the send is tried anew.
+            if await create_example_queue(request.app.state.rsmq):
+                log.warning("queue %s was gone (Redis lost its data, or it was deleted); "
+                            "created it again", settings.queue)  # fmt: skip
+            return await api.send(request, body)
 
     async def websocket(ws: WebSocket) -> None:
         if not origin_allowed(ws, settings):

@@ -199,6 +199,22 @@ class Worker:
             except REDIS_DOWN as exc:
                 log.warning("could not check queue %s yet: %s", qname, exc)
 
+    async def _recreate(self, qname: str) -> bool:
+        """Create a queue of this worker's that a receive found gone (Redis restarted without
+        persistence, a FLUSHALL, a delete): as at start, or the queue would stay missing and
+        every send to it would be refused. Whether it exists again."""
+        try:
+            await self.rsmq.create_queue(qname, vt=self.settings.vt)
+        except QueueExists:
+            return True  # another worker (or the web app) was quicker
+        except RedisError as exc:
+            log.warning("queue %s is gone and could not be created again (%s); trying again "
+                        "in %ds", qname, explain(exc), MISSING_QUEUE_RETRY)  # fmt: skip
+            return False
+        log.warning("queue %s was gone (Redis lost its data, or it was deleted); created it "
+                    "again (vt %ds)", qname, self.settings.vt)  # fmt: skip
+        return True
+
     async def _look_for_unannounced(self) -> None:
         """Catch messages nobody announced: a sender not in realtime mode publishes nothing.
 
@@ -209,13 +225,23 @@ class Worker:
         seconds, micros = await self._redis.time()
         async with self._redis.pipeline(transaction=False) as pipe:
             for qname in self.settings.queues:
-                pipe.zrange(self.rsmq.keys(qname).zset, 0, 0, withscores=True)
-            firsts = await pipe.execute()
+                keys = self.rsmq.keys(qname)
+                pipe.zrange(keys.zset, 0, 0, withscores=True)
+                pipe.exists(keys.hash)
+            replies = await pipe.execute()
         now_ms = seconds * 1000 + micros // 1000
         loop_now = asyncio.get_running_loop().time()
-        for qname, first in zip(self.settings.queues, firsts, strict=True):
+        for qname, first, exists in zip(self.settings.queues, replies[::2], replies[1::2],
+                                        strict=True):  # fmt: skip
             state = self._states.get(qname)
-            if state is None or not first:
+            if state is None:
+                continue
+            if not exists:
+                # Gone (Redis lost its data?): the receive this wakes finds it so and creates
+                # it again, before any sender is refused for long.
+                state.wake.set()
+                continue
+            if not first:
                 continue
             wait = max(0.0, (first[0][1] - now_ms) / 1000)
             if state.due_at is None or loop_now + wait < state.due_at - 0.001:
@@ -289,10 +315,9 @@ class Worker:
                     await self._receive(qname, state)
                     failures = 0
                 except QueueNotFound:
-                    log.error("queue %s does not exist (deleted?); looking again in %ds", qname,
-                              MISSING_QUEUE_RETRY)  # fmt: skip
-                    state.due_at = asyncio.get_running_loop().time() + MISSING_QUEUE_RETRY
-                    state.maybe_more = False
+                    state.maybe_more = await self._recreate(qname)  # then receive at once
+                    if not state.maybe_more:
+                        state.due_at = asyncio.get_running_loop().time() + MISSING_QUEUE_RETRY
                 except REDIS_DOWN as exc:
                     failures += 1
                     delay = min(2.0, 0.05 * 2**failures)
