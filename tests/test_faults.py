@@ -3,7 +3,9 @@ or refuses the process, an ACL user that lacks a permission."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import secrets
 import tempfile
 import urllib.error
 import urllib.request
@@ -13,9 +15,11 @@ from typing import Any
 
 import pytest
 import redis
+import websockets
 
 from rsmq_core import RSMQ
 from tests.redis_server import RedisServer
+from tests.test_tls import QUEUE_ACL
 from tests.test_web_server import WebProcess
 from tests.workers import WorkerProcess, done, wait_for
 
@@ -57,23 +61,23 @@ def request(
     path: str,
     body: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], Any]:
-    """(status, headers, JSON body) of a GET, or a POST of ``body``; errors included."""
+) -> tuple[int, Any, Any]:
+    """(status, headers (case-insensitive), JSON body) of a GET, or a POST of ``body``."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(web.url(path), data=data, headers={
         "content-type": "application/json", **(headers or {})})  # fmt: skip
     try:
         with urllib.request.urlopen(req, timeout=15) as answer:
-            return answer.status, dict(answer.headers), json.loads(answer.read())
+            return answer.status, answer.headers, json.loads(answer.read())
     except urllib.error.HTTPError as answer:
         text = answer.read()
         try:
-            return answer.code, dict(answer.headers), json.loads(text)
+            return answer.code, answer.headers, json.loads(text)
         except ValueError:
-            return answer.code, dict(answer.headers), text.decode(errors="replace")
+            return answer.code, answer.headers, text.decode(errors="replace")
 
 
-def submit(web: WebProcess, message: str) -> tuple[int, dict[str, str], Any]:
+def submit(web: WebProcess, message: str) -> tuple[int, Any, Any]:
     """The page's button: /submit with the CSRF cookie and header."""
     return request(web, "/submit", {"message": message},
                    {"cookie": "csrftoken=t0ken", "x-csrf-token": "t0ken"})  # fmt: skip
@@ -129,3 +133,105 @@ def test_the_web_app_creates_its_queue_again_but_no_other(server, admin, ns, web
     output = log_file.read_text()
     assert output.count(f"queue jobs {GONE}") == 1, output
     assert "Traceback" not in output
+
+
+# 5. Redis away, or refusing the app -----------------------------------------------------------
+
+
+def acl_user(admin: redis.Redis, ns: str, *rules: str) -> tuple[str, str]:
+    """An ACL user allowed the test's namespace with the README's rule, then ``rules``."""
+    name, password = f"app-{ns}", secrets.token_hex(8)
+    admin.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}", f"~{ns}:*",
+                          f"&{ns}:*", *QUEUE_ACL, *rules)  # fmt: skip
+    return name, password
+
+
+def user_url(server: RedisServer, name: str, password: str) -> str:
+    return f"redis://{name}:{password}@127.0.0.1:{server.port}/0"
+
+
+def assert_unavailable(answer: tuple[int, Any, Any], *cause: str) -> None:
+    status, headers, body = answer
+    assert status == 503, answer
+    assert body["error"] == "unavailable", body
+    assert body["message"].startswith("the queue is unavailable: "), body
+    for part in cause:
+        assert part in body["message"], body
+    assert headers["Retry-After"] == "5"
+    assert headers["Content-Type"] == "application/json"
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def ws_frames(web: WebProcess, frame: dict[str, Any]) -> tuple[list[Any], int | None]:
+    """Send ``frame`` on a new websocket: the frames that came back (pings aside) up to the
+    first error, and the close code if the server closed within 2 s after it (else None)."""
+    got: list[Any] = []
+    async with websockets.connect(f"ws://127.0.0.1:{web.port}/ws") as ws:
+        await ws.send(json.dumps(frame))
+        try:
+            async with asyncio.timeout(20):
+                while not got or got[-1]["type"] != "error":
+                    reply = json.loads(await ws.recv())
+                    if reply["type"] != "ping":
+                        got.append(reply)
+            async with asyncio.timeout(2):
+                while True:
+                    await ws.recv()
+        except TimeoutError:
+            return got, None
+        except websockets.ConnectionClosed as closed:
+            return got, closed.rcvd.code if closed.rcvd else None
+
+
+def test_a_redis_outage_answers_json_503_and_logs_it_once(server, ns, web_log, log_file):
+    web = WebProcess(server.url, ns, stdout=web_log, stderr=web_log, LOG_LEVEL="INFO")
+    try:
+        assert submit(web, "before")[0] == 202
+        server.stop(kill=True)
+        answers = [submit(web, "during") for _ in range(3)]
+        answers.append(request(web, "/api/queues"))
+        answers.append(request(web, "/api/queues/jobs/messages", {"message": "x"}))
+        answers.append(request(web, "/api/queues/jobs"))
+        for answer in answers:
+            assert_unavailable(answer, f"Error 111 connecting to 127.0.0.1:{server.port}")
+        # A passing outage: the websocket says so and stays open, to go on once Redis is back.
+        frames, code = asyncio.run(ws_frames(web, {"type": "subscribe", "queue": "jobs"}))
+        assert [f["error"] for f in frames if f["type"] == "error"] == ["unavailable"], frames
+        assert code is None
+        server.start()
+        answer = submit(web, "after")  # the queue went with Redis's data: made again
+        assert answer[0] == 202, answer
+    finally:
+        web.stop()
+    output = log_file.read_text()
+    assert output.count("Redis is unavailable (ConnectionError: ") == 1, output
+    assert output.count("WARNING web.outage") == 1, output
+    assert output.count("INFO web.outage: Redis is available again after ") == 1, output
+    assert "Traceback" not in output and "ERROR" not in output, output
+
+
+def test_a_refused_password_or_permission_answers_503_naming_the_cause(server, admin, ns):
+    name, password = acl_user(admin, ns)
+    web = WebProcess(user_url(server, name, password), ns)
+    try:
+        assert submit(web, "before")[0] == 202
+        admin.execute_command("ACL", "SETUSER", name, "resetpass", ">another")
+        admin.execute_command("CLIENT", "KILL", "USER", name)
+        for answer in (submit(web, "x"), request(web, "/api/queues")):
+            assert_unavailable(answer, "check the user name and password in the URL")
+            assert password not in json.dumps(answer[2])
+        admin.execute_command("ACL", "SETUSER", name, "resetpass", f">{password}", "-@scripting")
+        for answer in (submit(web, "x"), request(web, "/api/queues/jobs")):
+            assert_unavailable(answer, "no permissions to run the 'evalsha' command",
+                               "the README's ACL rule")  # fmt: skip
+        # Without its events (a stream under the queue's keys) the websocket says why and
+        # closes properly, instead of dropping the connection.
+        admin.execute_command("ACL", "SETUSER", name, "+@scripting", "-xrevrange")
+        frames, code = asyncio.run(ws_frames(web, {"type": "subscribe", "queue": "jobs"}))
+        errors = [f for f in frames if f["type"] == "error"]
+        assert [e["error"] for e in errors] == ["unavailable"], frames
+        assert "no permissions to run the 'xrevrange' command" in errors[0]["message"]
+        assert code == 1011
+    finally:
+        web.stop()

@@ -24,6 +24,8 @@ from realtime import EventLog, StatusEvent
 from rsmq_core import AsyncRSMQ, Message, RSMQError
 from rsmq_core.connection import explain
 
+from .outage import Outage, is_outage
+
 log = logging.getLogger(__name__)
 
 STATUS_BY_ERROR = {"queueNotFound": 404, "queueExists": 409, "messageTooLong": 413}
@@ -70,7 +72,8 @@ def message_json(m: Message | None) -> dict[str, Any] | None:
 
 
 def endpoint(*, write: bool) -> Callable[[Endpoint], Endpoint]:
-    """RSMQ and API errors as JSON; with ``write``, the API token when one is set."""
+    """RSMQ and API errors as JSON, Redis outages as 503 (see web.outage); with ``write``,
+    the API token when one is set."""
 
     def wrap(handler: Endpoint) -> Endpoint:
         async def run(request: Request) -> Response:
@@ -79,12 +82,20 @@ def endpoint(*, write: bool) -> Callable[[Endpoint], Endpoint]:
                 given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
                 if not hmac.compare_digest(given.encode(), token.encode()):
                     return error_response(401, "unauthorized", "a valid API token is required")
+            outage: Outage = request.app.state.outage
             try:
-                return await handler(request)
+                response = await handler(request)
             except RSMQError as exc:
                 return error_response(STATUS_BY_ERROR.get(exc.name, 400), exc.name, exc.message)
             except ApiError as exc:
                 return error_response(exc.status, exc.error, exc.message)
+            except RedisError as exc:
+                if not is_outage(exc):
+                    raise
+                return outage.refuse(exc)
+            if response.status_code != 503:  # /api/health's own 503 ends no outage
+                outage.served()
+            return response
 
         run.__name__ = handler.__name__
         run.__doc__ = handler.__doc__

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import json
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -17,15 +18,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from realtime import EventLog, Subscriber
 from rsmq_core import AsyncRSMQ, QueueExists, QueueNotFound
@@ -36,6 +38,7 @@ from . import api
 from .dashboard import Stats
 from .live import Hub
 from .openapi import openapi
+from .outage import UNAVAILABLE, Outage, is_outage
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                          connection=settings.connection, max_connections=REDIS_CONNECTIONS,
                          **blocking)  # fmt: skip
         app.state.settings = settings
+        app.state.outage = Outage(settings.redis_url)
         app.state.rsmq = AsyncRSMQ(client, ns=settings.ns, realtime=True)
         # Sends publish nothing themselves: the API records "queued" first, then wakes the
         # workers (see api.send), so no worker's "received" can come before it.
@@ -157,7 +161,24 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         *api.ROUTES,
     ]
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
+    handlers: dict[Any, Any] = {RedisError: redis_error}  # one handler for HTTP and websocket
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)],
+                     exception_handlers=handlers)  # fmt: skip
+
+
+async def redis_error(conn: HTTPConnection, exc: Exception) -> Response | None:
+    """A Redis outage met outside the API's own handling (the websocket, a page): a 503, or
+    for a websocket an error frame and a close saying why, instead of a dropped connection."""
+    if not is_outage(exc):
+        raise exc
+    outage: Outage = conn.app.state.outage
+    if not isinstance(conn, WebSocket):
+        return outage.refuse(exc)
+    frame = {"type": "error", **outage.report(exc)}
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        await conn.send_text(json.dumps(frame))
+        await conn.close(code=1011, reason=UNAVAILABLE)  # "server error": try again later
+    return None
 
 
 def origin_allowed(ws: WebSocket, settings: Settings) -> bool:
