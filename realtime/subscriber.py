@@ -21,6 +21,7 @@ from redis import exceptions as redis_errors
 
 from rsmq_core.client import AsyncRedis
 
+from .backoff import backoff
 from .sharded import ShardedPubSub, without_retries
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class Listener:
 
 
 class Subscriber:
-    """Owns the process's pub/sub connection; reconnects with capped backoff.
+    """Owns the process's pub/sub connection; reconnects with capped, jittered backoff.
 
     Build it on the process's ``redis.asyncio.Redis``; ``async with`` starts and stops it.
     """
@@ -208,9 +209,11 @@ class Subscriber:
             await call
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         failures = 0
         while not self._closing:
             pubsub = self._new_pubsub()
+            up_since: float | None = None
             try:
                 await pubsub.ping()  # connects
                 # From here on a new channel is subscribed to as it is added; the ones
@@ -222,7 +225,7 @@ class Subscriber:
                 if failures:
                     self.reconnects += 1
                     log.info("pub/sub reconnected after %d failed attempt(s)", failures)
-                failures = 0
+                up_since = loop.time()
                 self._catch_up()
                 await self._read(pubsub)
             except Exception as exc:
@@ -232,10 +235,16 @@ class Subscriber:
                 self._pubsub = None
                 if self._closing:
                     return
+                # The backoff starts again only after a connection that lasted: a subscribe
+                # refused right after connecting (an ACL user without the channel) is a
+                # failure to connect, not a new outage each time.
+                if up_since is not None and loop.time() - up_since >= self._backoff[1]:
+                    failures = 0
                 failures += 1
-                delay = min(self._backoff[1], self._backoff[0] * 2 ** (failures - 1))
+                delay = backoff(failures, *self._backoff)
                 what = exc if isinstance(exc, CONNECTION_LOST) else f"{type(exc).__name__}: {exc}"
-                log.warning("pub/sub connection lost (%s); retrying in %.2fs", what, delay)
+                log.warning("pub/sub connection lost (%s); attempt %d, retrying in %.2fs", what,
+                            failures, delay)  # fmt: skip
                 await asyncio.sleep(delay)
             finally:
                 self.connected.clear()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import secrets
 import tempfile
 import urllib.error
@@ -17,7 +19,9 @@ import pytest
 import redis
 import websockets
 
+from realtime import Subscriber, preflight
 from rsmq_core import RSMQ
+from rsmq_core.client import connect
 from tests.redis_server import RedisServer
 from tests.test_tls import QUEUE_ACL
 from tests.test_web_server import WebProcess
@@ -235,3 +239,135 @@ def test_a_refused_password_or_permission_answers_503_naming_the_cause(server, a
         assert code == 1011
     finally:
         web.stop()
+
+
+# 6. ACL users that lack something -------------------------------------------------------------
+
+# Rules taking away what a process needs, and what it must then say it lacks.
+LACKING = {
+    "pubsub": (["-@pubsub"], "SUBSCRIBE on channel {ns}:rt:jobs"),
+    "read-only": (["-@write"], "ZADD, ZREM on key {ns}:jobs;"),
+    "events": (
+        ["resetkeys", "~{ns}:jobs", "~{ns}:jobs:Q", "~{ns}:QUEUES", "~{ns}:@workers*"],
+        "XADD, XRANGE on key {ns}:jobs:events;",
+    ),
+}
+WEB_LACKING = {
+    "pubsub": "SUBSCRIBE on channel {ns}:rt:jobs:events",
+    "read-only": "ZADD, ZREM on key {ns}:jobs;",
+    "events": "XADD, XRANGE, XREVRANGE on key {ns}:jobs:events;",
+}
+
+
+def lacking_user(admin: redis.Redis, ns: str, lack: str) -> tuple[str, str]:
+    return acl_user(admin, ns, *(rule.format(ns=ns) for rule in LACKING[lack][0]))
+
+
+@pytest.mark.parametrize("lack", LACKING)
+def test_a_worker_whose_user_lacks_a_permission_stops_saying_which(server, admin, ns, lack):
+    name, password = lacking_user(admin, ns, lack)
+    worker = WorkerProcess(user_url(server, name, password), ns, admin=server.client)
+    try:
+        worker.start(ready=False)
+        assert worker.proc is not None
+        assert worker.proc.wait(20) == 2
+        stdout, stderr = worker.stdout(), worker.stderr()
+    finally:
+        worker.cleanup()
+    assert stderr == "", "no traceback"
+    errors = [line for line in stdout.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, stdout
+    assert f"cannot use Redis at redis://{name}:***@127.0.0.1:{server.port}/0: the Redis ACL " \
+           f"user '{name}' may not run what the worker needs: " in errors[0]  # fmt: skip
+    assert LACKING[lack][1].format(ns=ns) in errors[0]
+    assert f"grant them, e.g. ACL SETUSER {name} ~{ns}:* &{ns}:* +@read " in errors[0]
+    assert password not in stdout
+
+
+@pytest.mark.parametrize("lack", LACKING)
+def test_a_web_app_whose_user_lacks_a_permission_stops_saying_which(
+    server, admin, ns, lack, web_log, log_file
+):
+    name, password = lacking_user(admin, ns, lack)
+    web = WebProcess(user_url(server, name, password), ns, stdout=web_log, stderr=web_log,
+                     wait=False)  # fmt: skip
+    assert web.proc.wait(20) == 2
+    output = log_file.read_text()
+    assert output.count("\n") == 1, output  # one line
+    assert output.startswith(f"web: cannot use Redis at redis://{name}:***@127.0.0.1:")
+    assert f"the Redis ACL user '{name}' may not run what the web app needs: " in output
+    assert WEB_LACKING[lack].format(ns=ns) in output
+    assert password not in output
+
+
+def test_a_user_without_scripts_is_told_so(server, admin, ns):
+    name, password = acl_user(admin, ns, "-@scripting")
+
+    async def check() -> None:
+        client = connect(user_url(server, name, password))
+        try:
+            await preflight.check(client, preflight.web_needs(client, ns, "jobs"),
+                                  process="web app", ns=ns)  # fmt: skip
+        finally:
+            await client.aclose()
+
+    with pytest.raises(preflight.MissingPermissions, match="may not run what the web app needs: "
+                       r"EVAL; grant them, e\.g\. ACL SETUSER "):  # fmt: skip
+        asyncio.run(check())
+
+
+def test_the_readmes_acl_rule_is_what_the_processes_need(server, admin, ns):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    found = re.search(r"`ACL SETUSER app on >secret ~rsmq:\* &rsmq:\* ([^`]*)`", readme)
+    assert found is not None, "the README shows the ACL rule"
+    rule = found.group(1).split()
+    assert rule == QUEUE_ACL  # what the TLS tests run the processes with
+    assert " ".join(rule).startswith(preflight.GRANT)  # what a refusal says to grant
+    name, password = f"app-{ns}", secrets.token_hex(8)
+    admin.execute_command("ACL", "SETUSER", name, "on", f">{password}", f"~{ns}:*", f"&{ns}:*",
+                          *rule)  # fmt: skip
+
+    async def check() -> None:
+        client = connect(user_url(server, name, password))
+        try:
+            for needs, process in (
+                (preflight.worker_needs(client, ns, ["jobs", "b"], "w", realtime=True), "worker"),
+                (preflight.web_needs(client, ns, "jobs"), "web app"),
+            ):
+                await preflight.check(client, needs, process=process, ns=ns)
+        finally:
+            await client.aclose()
+
+    asyncio.run(check())
+
+
+def test_the_pub_sub_reconnect_backs_off_with_jitter_when_refused(server, admin, ns, caplog):
+    name, password = acl_user(admin, ns, "-@pubsub", "+ping")
+    backoff = (0.02, 0.5)
+
+    async def run() -> list[tuple[int, float]]:
+        client = connect(user_url(server, name, password))
+        subscriber = Subscriber(client, backoff=backoff)
+        subscriber.listen(f"{ns}:rt:jobs")
+        subscriber.start()
+        try:
+            async with asyncio.timeout(20):
+                while len(attempts := retries()) < 7:
+                    await asyncio.sleep(0.02)
+            return attempts
+        finally:
+            await subscriber.aclose()
+            await client.aclose()
+
+    def retries() -> list[tuple[int, float]]:
+        lines = [r.getMessage() for r in caplog.records if r.name == "realtime.subscriber"]
+        found = [re.search(r"attempt (\d+), retrying in ([\d.]+)s", line) for line in lines]
+        return [(int(m.group(1)), float(m.group(2))) for m in found if m]
+
+    with caplog.at_level(logging.WARNING, logger="realtime.subscriber"):
+        attempts = asyncio.run(run())
+    # Each refused subscribe counts: the waits grow to the cap, none above its bound.
+    assert [n for n, _ in attempts[:7]] == list(range(1, 8)), attempts
+    for n, delay in attempts:
+        assert 0 <= delay <= min(backoff[1], backoff[0] * 2 ** (n - 1)) + 0.005, attempts
+    assert len({delay for _, delay in attempts}) > 1  # jittered

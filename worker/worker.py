@@ -27,7 +27,8 @@ from typing import Any
 
 from redis import RedisError
 
-from realtime import EventLog, StatusEvent, Subscriber, Wakeup
+from realtime import EventLog, StatusEvent, Subscriber, Wakeup, preflight
+from realtime.backoff import backoff
 from realtime.events import Status
 from realtime.registry import WorkerInfo, heartbeat, live_workers, unregister
 from realtime.subscriber import CONNECTION_LOST
@@ -130,7 +131,7 @@ class Worker:
         )  # fmt: skip
         try:
             await self._prepare()
-        except RedisError:  # only what no retry can cure gets here: stop, saying why
+        except (RedisError, preflight.MissingPermissions):  # what no retry can cure: stop
             if self._owns_redis:
                 await self._redis.aclose()
             raise
@@ -159,11 +160,16 @@ class Worker:
             log.info("worker %s stopped: %r", self.id, self)
 
     async def _prepare(self) -> None:
-        """Check the connection and create missing queues. A setting no retry can cure (a
-        certificate that fails verification, a refused password, an ACL user without the
-        permissions a queue needs) raises; an unreachable Redis is waited for as ever."""
+        """Check the connection and the ACL user's permissions (see realtime.preflight), and
+        create missing queues. A setting no retry can cure (a certificate that fails
+        verification, a refused password, an ACL user without the permissions the worker
+        needs) raises; an unreachable Redis is waited for as ever."""
         try:
             await self._redis.ping()
+            ns, realtime = self.settings.ns, self._subscriber is not None
+            needs = preflight.worker_needs(self._redis, ns, self.settings.queues, self.id,
+                                           realtime=realtime)  # fmt: skip
+            await preflight.check(self._redis, needs, process="worker", ns=ns)
         except REDIS_DOWN as exc:
             if is_misconfigured(exc):
                 raise
@@ -320,7 +326,7 @@ class Worker:
                         state.due_at = asyncio.get_running_loop().time() + MISSING_QUEUE_RETRY
                 except REDIS_DOWN as exc:
                     failures += 1
-                    delay = min(2.0, 0.05 * 2**failures)
+                    delay = backoff(failures, 0.05, 2.0)
                     log.warning("queue %s: Redis unavailable (%s); retrying in %.2fs", qname,
                                 exc, delay)  # fmt: skip
                     state.due_at = asyncio.get_running_loop().time() + delay
@@ -486,17 +492,18 @@ class Worker:
         (raises) only at stop or after two visibility timeouts."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + 2 * self.settings.vt
-        delay = 0.1
+        failures = 0
         while True:
             try:
                 return await self.rsmq.delete_message(qname, msg.id, rc=msg.rc)
             except REDIS_DOWN as exc:
+                failures += 1
+                delay = backoff(failures, 0.1, 2.0)
                 if self._stopping.is_set() or loop.time() + delay > give_up:
                     raise
                 log.warning("could not delete handled %s/%s yet (%s); trying again in %.1fs",
                             qname, msg.id, exc, delay)  # fmt: skip
                 await asyncio.sleep(delay)
-                delay = min(2 * delay, 2.0)
 
     async def _run_handler(self, qname: str, msg: Message) -> None:
         loop = asyncio.get_running_loop()
