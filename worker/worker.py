@@ -93,6 +93,8 @@ class Worker:
         self._peers: dict[str, tuple[str, ...]] = {}
         self._states: dict[str, _QueueState] = {}
         self._stopping = asyncio.Event()
+        self._permitted = False  # the ACL user's permissions were checked (see _prepare)
+        self._fatal: Exception | None = None
         self._slot_freed = asyncio.Event()
         self._inflight: dict[asyncio.Task[None], tuple[str, Message]] = {}
         self._reserved = 0  # slots asked for by receives still out
@@ -158,6 +160,8 @@ class Worker:
             if self._owns_redis:
                 await self._redis.aclose()
             log.info("worker %s stopped: %r", self.id, self)
+        if self._fatal is not None:
+            raise self._fatal
 
     async def _prepare(self) -> None:
         """Check the connection and the ACL user's permissions (see realtime.preflight), and
@@ -166,19 +170,26 @@ class Worker:
         needs) raises; an unreachable Redis is waited for as ever."""
         try:
             await self._redis.ping()
-            ns, realtime = self.settings.ns, self._subscriber is not None
-            needs = preflight.worker_needs(self._redis, ns, self.settings.queues, self.id,
-                                           realtime=realtime)  # fmt: skip
-            await preflight.check(self._redis, needs, process="worker", ns=ns)
+            await self._check_permissions()
         except REDIS_DOWN as exc:
             if is_misconfigured(exc):
                 raise
             log.warning("Redis is not reachable yet (%s); retrying", explain(exc))
         await self._create_missing_queues()
 
+    async def _check_permissions(self) -> None:
+        """Raise MissingPermissions if the ACL user may not run all the worker needs; once."""
+        ns, realtime = self.settings.ns, self._subscriber is not None
+        needs = preflight.worker_needs(self._redis, ns, self.settings.queues, self.id,
+                                       realtime=realtime)  # fmt: skip
+        await preflight.check(self._redis, needs, process="worker", ns=ns)
+        self._permitted = True
+
     async def _heartbeat(self, info: WorkerInfo) -> None:
         while True:
             try:
+                if not self._permitted:  # Redis was out of reach at start: check now
+                    await self._check_permissions()
                 await heartbeat(
                     self._redis, self.settings.ns, info, ttl=3 * self.settings.heartbeat
                 )
@@ -187,6 +198,10 @@ class Worker:
                     await self._look_for_unannounced()
             except REDIS_DOWN as exc:
                 log.warning("heartbeat failed: %s", exc)
+            except preflight.MissingPermissions as exc:
+                self._fatal = exc  # run() raises it once stopped
+                self.stop()
+                return
             except Exception:
                 # Logged and tried again: a heartbeat that died quietly would leave the worker
                 # running unregistered and blind to unannounced messages.
