@@ -18,6 +18,9 @@ from tests.workers import WorkerProcess
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync"]  # fmt: skip
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium not found: install Debian's chromium (.ci/run does)"
@@ -39,12 +42,7 @@ def test_click_submit_and_watch_it_reach_done(app):
 
     hostile = "<img src=x onerror=document.title='pwned'>"
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )  # fmt: skip
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         try:
             page = browser.new_page()
             errors: list[str] = []

@@ -23,6 +23,7 @@ from realtime import Subscriber, preflight
 from rsmq_core import RSMQ
 from rsmq_core.client import connect
 from tests.redis_server import RedisServer
+from tests.test_browser import BROWSER_ARGS, CHROMIUM
 from tests.test_tls import QUEUE_ACL
 from tests.test_web_server import WebProcess
 from tests.workers import WorkerProcess, done, wait_for
@@ -420,3 +421,43 @@ def test_a_redis_without_acl_check_cmd_is_not_asked(ns, monkeypatch, caplog):
     finally:
         old.cleanup()
     assert "Redis has no redis.acl_check_cmd (before 7.0): permissions not checked" in caplog.text
+
+
+# 5. ... as the page shows it ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not found: install Debian's chromium")
+def test_the_page_says_the_queue_is_unavailable_and_is_not_live(server, ns):
+    from playwright.sync_api import expect, sync_playwright
+
+    web = WebProcess(server.url, ns)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+            try:
+                page = browser.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(web.url("/"))
+                connection = page.locator("#connection")
+                expect(connection).to_have_text("Live", timeout=10_000)
+                server.stop(kill=True)
+                page.click("#submit")
+                item = page.locator("#applications li").first
+                expect(item).to_have_text(
+                    "Not sent: the queue is unavailable; try again", timeout=10_000
+                )
+                expect(connection).to_have_text(
+                    "The queue is unavailable: waiting for it to come back…"
+                )
+                expect(connection).not_to_have_class("live")
+                server.start()
+                expect(connection).to_have_text("Live", timeout=15_000)
+                page.click("#submit")
+                expect(item.locator(".status")).to_have_text("queued", timeout=10_000)
+                assert errors == []
+            finally:
+                browser.close()
+    finally:
+        web.stop()
