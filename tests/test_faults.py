@@ -23,7 +23,7 @@ from realtime import Subscriber, preflight
 from rsmq_core import RSMQ
 from rsmq_core.client import connect
 from tests.redis_server import RedisServer
-from tests.test_browser import BROWSER_ARGS, CHROMIUM
+from tests.test_browser import BROWSER_ARGS, CHROMIUM, live_page
 from tests.test_tls import QUEUE_ACL
 from tests.test_web_server import WebProcess
 from tests.workers import WorkerProcess, done, wait_for
@@ -436,12 +436,8 @@ def test_the_page_says_the_queue_is_unavailable_and_is_not_live(server, ns):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
             try:
-                page = browser.new_page()
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.goto(web.url("/"))
+                page, errors = live_page(browser, web.url("/"))
                 connection = page.locator("#connection")
-                expect(connection).to_have_text("Live", timeout=10_000)
                 server.stop(kill=True)
                 page.click("#submit")
                 item = page.locator("#applications li").first
