@@ -120,6 +120,30 @@ def test_a_worker_creates_its_queues_again_after_a_flushall(server, admin, ns):
     assert "does not exist" not in output and "Traceback" not in output
 
 
+def test_a_worker_that_cannot_create_a_lost_queue_says_why_and_tries_again(server, admin, ns):
+    name, password = acl_user(admin, ns)
+    worker = WorkerProcess(user_url(server, name, password), ns, admin=server.client)
+    try:
+        worker.start()
+        admin.execute_command("ACL", "SETUSER", name, "-hsetnx")  # create_queue's, not receive's
+        admin.flushall()
+        failed = "queue jobs is gone and could not be created again ("
+        wait_for(lambda: failed in worker.stdout(), what="the failure logged")
+        assert not admin.exists(f"{ns}:jobs:Q")
+        admin.execute_command("ACL", "SETUSER", name, "+hsetnx")
+        wait_for(lambda: admin.exists(f"{ns}:jobs:Q"), timeout=15, what="the queue again")
+    finally:
+        worker.stop()
+        output = worker.output()
+        worker.cleanup()
+    line = next(x for x in output.splitlines() if failed in x)
+    assert "The user executing the script can't run this command" in line
+    assert "the Redis ACL user needs the namespace's keys and channels" in line
+    assert line.endswith("; trying again in 5s")
+    assert password not in output and "Traceback" not in output
+    assert output.count(f"queue jobs {GONE} (vt 30s)") == 1, output
+
+
 def test_the_web_app_creates_its_queue_again_but_no_other(server, admin, ns, web_log, log_file):
     web = WebProcess(server.url, ns, stdout=web_log, stderr=web_log)
     try:
@@ -231,9 +255,12 @@ def test_a_refused_password_or_permission_answers_503_naming_the_cause(server, a
         for answer in (submit(web, "x"), request(web, "/api/queues/jobs")):
             assert_unavailable(answer, "no permissions to run the 'evalsha' command",
                                "the README's ACL rule")  # fmt: skip
+        admin.execute_command("ACL", "SETUSER", name, "+@scripting", "-hincrby")  # in a script
+        assert_unavailable(submit(web, "x"), "The user executing the script can't run this "
+                           "command", "the README's ACL rule")  # fmt: skip
         # Without its events (a stream under the queue's keys) the websocket says why and
         # closes properly, instead of dropping the connection.
-        admin.execute_command("ACL", "SETUSER", name, "+@scripting", "-xrevrange")
+        admin.execute_command("ACL", "SETUSER", name, "+hincrby", "-xrevrange")
         frames, code = asyncio.run(ws_frames(web, {"type": "subscribe", "queue": "jobs"}))
         errors = [f for f in frames if f["type"] == "error"]
         assert [e["error"] for e in errors] == ["unavailable"], frames

@@ -15,6 +15,7 @@ import uvicorn
 from redis import RedisError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 
 from realtime import preflight
 from realtime.preflight import MissingPermissions
@@ -35,7 +36,7 @@ async def check_permissions(settings: Settings) -> None:
     try:
         needs = preflight.web_needs(client, settings.ns, settings.queue)
         await preflight.check(client, needs, process="web app", ns=settings.ns)
-    except RedisError:
+    except (RedisError, RedisClusterException):  # no cluster node answers, say
         pass
     finally:
         await client.aclose()

@@ -15,7 +15,7 @@ import time
 from redis import exceptions as redis_errors
 from starlette.responses import JSONResponse
 
-from rsmq_core.connection import explain, scrub
+from rsmq_core.connection import explain, is_misconfigured, scrub
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,8 @@ _OUTAGES = (
 
 def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` says Redis cannot serve the app now (rather than that a call is wrong)."""
-    if isinstance(exc, _OUTAGES):
-        return True
-    # A refusal inside a script comes back as a plain ResponseError carrying Redis's code.
-    return isinstance(exc, redis_errors.ResponseError) and "NOPERM" in str(exc)
+    # is_misconfigured: a permission refused inside a script too, which has no error class.
+    return isinstance(exc, _OUTAGES) or is_misconfigured(exc)
 
 
 class Outage:
