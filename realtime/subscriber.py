@@ -211,6 +211,9 @@ class Subscriber:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         failures = 0
+        # The last failure was a refusal after connecting (a subscribe the ACL user may not
+        # make): the next connection is not announced, which it would be over and over.
+        refused = False
         while not self._closing:
             pubsub = self._new_pubsub()
             up_since: float | None = None
@@ -224,7 +227,8 @@ class Subscriber:
                     await pubsub.subscribe(*channels)
                 if failures:
                     self.reconnects += 1
-                    log.info("pub/sub reconnected after %d failed attempt(s)", failures)
+                    if not refused:
+                        log.info("pub/sub reconnected after %d failed attempt(s)", failures)
                 up_since = loop.time()
                 self._catch_up()
                 await self._read(pubsub)
@@ -238,13 +242,17 @@ class Subscriber:
                 # The backoff starts again only after a connection that lasted: a subscribe
                 # refused right after connecting (an ACL user without the channel) is a
                 # failure to connect, not a new outage each time.
-                if up_since is not None and loop.time() - up_since >= self._backoff[1]:
+                lasted = None if up_since is None else loop.time() - up_since
+                if lasted is not None and lasted >= self._backoff[1]:
                     failures = 0
+                refused = lasted is not None and not isinstance(exc, CONNECTION_LOST)
                 failures += 1
                 delay = backoff(failures, *self._backoff)
                 what = exc if isinstance(exc, CONNECTION_LOST) else f"{type(exc).__name__}: {exc}"
-                log.warning("pub/sub connection lost (%s); attempt %d, retrying in %.2fs", what,
-                            failures, delay)  # fmt: skip
+                # One warning per outage; its further attempts are details.
+                log.log(logging.WARNING if failures == 1 else logging.DEBUG,
+                        "pub/sub connection lost (%s); attempt %d, retrying in %.2fs", what,
+                        failures, delay)  # fmt: skip
                 await asyncio.sleep(delay)
             finally:
                 self.connected.clear()

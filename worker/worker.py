@@ -334,6 +334,9 @@ class Worker:
                 state.wake.clear()  # notifications from here on mean "look again"
                 try:
                     await self._receive(qname, state)
+                    if failures:
+                        log.info("queue %s: Redis is back after %d failed receive(s)", qname,
+                                 failures)  # fmt: skip
                     failures = 0
                 except QueueNotFound:
                     state.maybe_more = await self._recreate(qname)  # then receive at once
@@ -342,8 +345,10 @@ class Worker:
                 except REDIS_DOWN as exc:
                     failures += 1
                     delay = backoff(failures, 0.05, 2.0)
-                    log.warning("queue %s: Redis unavailable (%s); retrying in %.2fs", qname,
-                                exc, delay)  # fmt: skip
+                    # One warning per outage; its further attempts are details.
+                    log.log(logging.WARNING if failures == 1 else logging.DEBUG,
+                            "queue %s: Redis unavailable (%s); attempt %d, retrying in %.2fs",
+                            qname, exc, failures, delay)  # fmt: skip
                     state.due_at = asyncio.get_running_loop().time() + delay
                 except Exception:
                     # A bug must not silently leave a queue without its consumer.
