@@ -488,3 +488,25 @@ def test_the_page_says_the_queue_is_unavailable_and_is_not_live(server, ns):
                 browser.close()
     finally:
         web.stop()
+
+
+def test_a_worker_logs_a_redis_outage_once_and_its_end_once(server, admin, ns):
+    worker = WorkerProcess(server.url, ns, log_level="DEBUG")
+    try:
+        worker.start()
+        server.stop(kill=True)
+        wait_for(lambda: "heartbeat failed (attempt 4)" in worker.stdout(), what="4 heartbeats")
+        server.start()
+        wait_for(lambda: "heartbeat: Redis is back after " in worker.stdout(), what="the end")
+        with RSMQ.from_url(server.url, ns=ns, realtime=True) as q:
+            mid = q.send_message("jobs", "{}")  # the queue went with the data: made again
+        wait_for(lambda: [d["id"] for d in done(admin, ns)] == [mid], what="a message handled")
+    finally:
+        worker.stop()
+        output = worker.output()
+        worker.cleanup()
+    warnings = [line for line in output.splitlines() if " WARNING " in line]
+    assert sum("heartbeat failed (attempt 1): " in line for line in warnings) == 1, output
+    assert not any("heartbeat failed (attempt 2)" in line for line in warnings), output
+    assert output.count("heartbeat: Redis is back after ") == 1
+    assert "Traceback" not in output

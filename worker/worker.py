@@ -186,6 +186,7 @@ class Worker:
         self._permitted = True
 
     async def _heartbeat(self, info: WorkerInfo) -> None:
+        failures = 0
         while True:
             try:
                 if not self._permitted:  # Redis was out of reach at start: check now
@@ -196,8 +197,14 @@ class Worker:
                 if self._subscriber is not None:
                     await self._refresh_peers()
                     await self._look_for_unannounced()
+                if failures:
+                    log.info("heartbeat: Redis is back after %d failed heartbeat(s)", failures)
+                failures = 0
             except REDIS_DOWN as exc:
-                log.warning("heartbeat failed: %s", exc)
+                failures += 1
+                # One warning per outage; its further attempts are details.
+                log.log(logging.WARNING if failures == 1 else logging.DEBUG,
+                        "heartbeat failed (attempt %d): %s", failures, exc)  # fmt: skip
             except preflight.MissingPermissions as exc:
                 self._fatal = exc  # run() raises it once stopped
                 self.stop()
