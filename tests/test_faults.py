@@ -510,3 +510,27 @@ def test_a_worker_logs_a_redis_outage_once_and_its_end_once(server, admin, ns):
     assert not any("heartbeat failed (attempt 2)" in line for line in warnings), output
     assert output.count("heartbeat: Redis is back after ") == 1
     assert "Traceback" not in output
+
+
+def test_a_web_app_started_while_redis_is_down_serves_503_until_it_is_up(ns):
+    down = RedisServer()  # not started yet
+    web = WebProcess(down.url, ns, wait=False)
+    try:
+        answer = wait_for(lambda: answered(web), timeout=20, what="the app to answer")
+        assert answer is not None
+        assert_unavailable(answer, f"Error 111 connecting to 127.0.0.1:{down.port}")
+        down.start()
+        wait_for(web.healthy, timeout=20, what="the app healthy once Redis is up")
+        assert submit(web, "x")[0] == 202
+    finally:
+        web.stop()
+        down.cleanup()
+
+
+def answered(web: WebProcess) -> tuple[int, Any, Any] | None:
+    """The answer to a /submit, or None while the app does not listen yet."""
+    assert web.proc.poll() is None, "the web app exited"
+    try:
+        return submit(web, "x")
+    except OSError:
+        return None
