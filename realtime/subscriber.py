@@ -28,6 +28,7 @@ from redis import exceptions as redis_errors
 
 from rsmq_core.client import AsyncRedis
 
+from .backoff import backoff
 from .sharded import ShardedPubSub, without_retries
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ BATCH = 500  # channels per SUBSCRIBE or UNSUBSCRIBE: a reply of that many fits 
 
 
 class Subscriber:
-    """Owns the process's pub/sub connection; reconnects with capped backoff.
+    """Owns the process's pub/sub connection; reconnects with capped, jittered backoff.
 
     Build it on the process's ``redis.asyncio.Redis``; ``async with`` starts and stops it.
     With ``max_channels``, :meth:`listen` refuses (TooManyChannels) a listener whose new
@@ -293,9 +294,14 @@ class Subscriber:
                 await pubsub.unsubscribe(*batch)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         failures = 0
+        # The last failure was a refusal after connecting (a subscribe the ACL user may not
+        # make): the next connection is not announced, which it would be over and over.
+        refused = False
         while not self._closing:
             pubsub = self._new_pubsub()
+            up_since: float | None = None
             try:
                 await pubsub.ping()  # connects
                 self._pubsub = pubsub
@@ -309,8 +315,9 @@ class Subscriber:
                 await self._batches(pubsub, list(self._channels()), subscribe=True)
                 if failures:
                     self.reconnects += 1
-                    log.info("pub/sub reconnected after %d failed attempt(s)", failures)
-                failures = 0
+                    if not refused:
+                        log.info("pub/sub reconnected after %d failed attempt(s)", failures)
+                up_since = loop.time()
                 await self._serve(pubsub)
             except Exception as exc:
                 # Any failure, not only a dropped connection: a cluster that cannot be reached
@@ -319,10 +326,20 @@ class Subscriber:
                 self._pubsub = None
                 if self._closing:
                     return
+                # The backoff starts again only after a connection that lasted: a subscribe
+                # refused right after connecting (an ACL user without the channel) is a
+                # failure to connect, not a new outage each time.
+                lasted = None if up_since is None else loop.time() - up_since
+                if lasted is not None and lasted >= self._backoff[1]:
+                    failures = 0
+                refused = lasted is not None and not isinstance(exc, CONNECTION_LOST)
                 failures += 1
-                delay = min(self._backoff[1], self._backoff[0] * 2 ** (failures - 1))
+                delay = backoff(failures, *self._backoff)
                 what = exc if isinstance(exc, CONNECTION_LOST) else f"{type(exc).__name__}: {exc}"
-                log.warning("pub/sub connection lost (%s); retrying in %.2fs", what, delay)
+                # One warning per outage; its further attempts are details.
+                log.log(logging.WARNING if failures == 1 else logging.DEBUG,
+                        "pub/sub connection lost (%s); attempt %d, retrying in %.2fs", what,
+                        failures, delay)  # fmt: skip
                 await asyncio.sleep(delay)
             finally:
                 self.connected.clear()

@@ -204,7 +204,7 @@ def explain(exc: BaseException) -> str:
         )
     if isinstance(exc, redis.AuthenticationError):
         return f"{text} (check the user name and password in the URL)"
-    if isinstance(exc, redis.exceptions.NoPermissionError):
+    if _permission_denied(exc):
         return (
             f"{text} (the Redis ACL user needs the namespace's keys and channels and the "
             "commands a queue runs, scripts included: see the README's ACL rule)"
@@ -216,8 +216,18 @@ def is_misconfigured(exc: BaseException) -> bool:
     """Whether ``exc`` is a failure no retry can cure: a certificate that fails
     verification, a user name or password that Redis refuses, or an ACL user that may not
     run what the queue needs."""
-    return _certificate_failed(exc) or isinstance(
-        exc, redis.AuthenticationError | redis.exceptions.NoPermissionError
+    return (
+        _certificate_failed(exc)
+        or isinstance(exc, redis.AuthenticationError)
+        or _permission_denied(exc)
+    )
+
+
+def _permission_denied(exc: BaseException) -> bool:
+    # Refused inside a script, a command comes back as a plain error without the NOPERM code.
+    return isinstance(exc, redis.exceptions.NoPermissionError) or (
+        isinstance(exc, redis.ResponseError)
+        and str(exc).startswith("The user executing the script can't")
     )
 
 

@@ -10,6 +10,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,9 @@ from web.dashboard import LISTED
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync"]  # fmt: skip
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium not found: install Debian's chromium (.ci/run does)"
@@ -35,24 +39,27 @@ def app(redis_url: str, ns: str) -> Iterator[WebProcess]:
     web.stop()
 
 
+def live_page(browser: Any, url: str) -> tuple[Any, list[str]]:
+    """The example app's page open in ``browser``, once Live; the page's script errors."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    expect(page.locator("#connection")).to_have_text("Live", timeout=10_000)
+    return page, errors
+
+
 @pytest.mark.timeout(120)
 def test_click_submit_and_watch_it_reach_done(app):
     from playwright.sync_api import expect, sync_playwright
 
     hostile = "<img src=x onerror=document.title='pwned'>"
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )  # fmt: skip
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(app.url("/"))
-            expect(page.locator("#connection")).to_have_text("Live", timeout=10_000)
+            page, errors = live_page(browser, app.url("/"))
             page.fill("#message", json.dumps({"note": hostile, "sleep": 0.2}))
             page.click("#submit")
             item = page.locator("#applications li").first

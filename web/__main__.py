@@ -13,11 +13,20 @@ lacks. Bodies are bounded by ``web.guard.BodyLimit`` (MAX_BODY, BODY_TIMEOUT).
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import uvicorn
+from redis import RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 
+from realtime import preflight
+from realtime.preflight import MissingPermissions
 from rsmq_core import logs
+from rsmq_core.client import connect
+from rsmq_core.connection import mask_url
 
 from .live import MAX_FRAME
 from .protocol import GuardedH11
@@ -27,12 +36,33 @@ HEAD_MAX = 16 * 1024  # bytes of request line and headers; h11's default, said o
 KEEP_ALIVE = 5  # seconds an idle keep-alive connection is kept
 
 
+async def check_permissions(settings: Settings) -> None:
+    """Stop at start when the ACL user lacks a permission the app needs (see
+    realtime.preflight). A Redis that cannot be reached or refuses the password is no reason
+    not to serve: requests answer 503 saying why until it can be used."""
+    client = connect(settings.redis_url, cluster=settings.redis_cluster,
+                     connection=settings.connection, socket_connect_timeout=5,
+                     retry=Retry(NoBackoff(), 0))  # fmt: skip
+    try:
+        needs = preflight.web_needs(client, settings.ns, settings.queue)
+        await preflight.check(client, needs, process="web app", ns=settings.ns)
+    except (RedisError, RedisClusterException):  # no cluster node answers, say
+        pass
+    finally:
+        await client.aclose()
+
+
 def main() -> int:
     try:
         settings = Settings.from_env()
         settings.served_hosts()
     except SettingError as exc:
         print(f"web: bad setting: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(check_permissions(settings))
+    except MissingPermissions as exc:
+        print(f"web: cannot use Redis at {mask_url(settings.redis_url)}: {exc}", file=sys.stderr)
         return 2
     uvicorn.run(
         "web.app:create_app",  # by name: each of WEB_CONCURRENCY processes makes its own app

@@ -25,6 +25,7 @@ from rsmq_core import AsyncRSMQ, Message, RSMQError
 from rsmq_core.connection import explain
 
 from . import auth as access
+from .outage import Outage, is_outage
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +112,21 @@ def endpoint(*, auth: bool = True) -> Callable[[Endpoint], Endpoint]:
                     "unsupportedMediaType",
                     "the request body must be JSON: send Content-Type: application/json",
                 )
+            outage: Outage = request.app.state.outage
             try:
-                return await handler(request)
+                response = await handler(request)
             except RSMQError as exc:
                 status = STATUS_BY_ERROR.get(exc.name, 400)
                 return error_response(status, exc.name, exc.message, exc.detail)
             except ApiError as exc:
                 return error_response(exc.status, exc.error, exc.message)
+            except RedisError as exc:
+                if not is_outage(exc):
+                    raise
+                return outage.refuse(exc)
+            if response.status_code != 503:  # /api/health's own 503 ends no outage
+                outage.served()
+            return response
 
         run.__name__ = handler.__name__
         run.__doc__ = handler.__doc__

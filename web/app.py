@@ -16,18 +16,19 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import redis.asyncio as aioredis
+from redis import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from realtime import EventLog, Subscriber
-from rsmq_core import AsyncRSMQ, QueueExists
+from rsmq_core import AsyncRSMQ, QueueExists, QueueNotFound
 from rsmq_core.client import connect
 from rsmq_core.connection import explain, scrub
 
@@ -36,6 +37,7 @@ from . import auth as access
 from .dashboard import Stats
 from .live import Hub
 from .openapi import openapi
+from .outage import UNAVAILABLE, Outage, is_outage
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescapes HTML
 
+    async def create_example_queue(rsmq: AsyncRSMQ) -> bool:
+        """Create QUEUE unless it exists; whether this call created it."""
+        try:
+            await rsmq.create_queue(settings.queue)
+        except QueueExists:
+            return False
+        return True
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # A blocking pool: a burst of requests waits for a free connection instead of failing
@@ -71,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                          connection=settings.connection, max_connections=REDIS_CONNECTIONS,
                          **blocking)  # fmt: skip
         app.state.settings = settings
+        app.state.outage = Outage(settings.redis_url)
         app.state.rsmq = AsyncRSMQ(client, ns=settings.ns, realtime=True)
         # Sends publish nothing themselves: the API records "queued" first, then wakes the
         # workers (see api.send), so no worker's "received" can come before it.
@@ -94,9 +105,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                             subscribe_burst=settings.ws_subscribe_burst,
                             authorize=access.ws_refusal)  # fmt: skip
         try:
-            await app.state.rsmq.create_queue(settings.queue)
-        except QueueExists:
-            pass
+            await create_example_queue(app.state.rsmq)
         except Exception as exc:  # Redis down: serve anyway; /api/health says what is wrong
             log.warning("could not create queue %s: %s", settings.queue,
                         scrub(explain(exc), settings.redis_url))  # fmt: skip
@@ -136,7 +145,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
             return api.error_response(403, "csrf", "missing or wrong CSRF token; reload the page")
         data = await api.read_json(request)
         request.path_params["qname"] = settings.queue
-        answer = await api.send(request, {"message": data.get("message", "")})
+        body = {"message": data.get("message", "")}
+        try:
+            answer = await api.send(request, body)
+        except QueueNotFound:
+            # The page's own queue, gone with Redis's data (a restart without persistence, a
+            # FLUSHALL): made again, as at start. Nothing was stored, so the send is tried anew.
+            if await create_example_queue(request.app.state.rsmq):
+                log.warning("queue %s was gone (Redis lost its data, or it was deleted); "
+                            "created it again", settings.queue)  # fmt: skip
+            answer = await api.send(request, body)
         if answer.status_code != 202:
             return answer
         mid = json.loads(bytes(answer.body))["id"]
@@ -217,7 +235,24 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Middleware(guard.TrustedHosts, allowed_hosts=settings.served_hosts()),
         Middleware(guard.BodyLimit, max_body=settings.max_body, timeout=settings.body_timeout),
     ]
-    return App(routes=routes, lifespan=lifespan, middleware=middleware)
+    handlers: dict[Any, Any] = {RedisError: redis_error}  # one handler for HTTP and websocket
+    return App(routes=routes, lifespan=lifespan, middleware=middleware,
+               exception_handlers=handlers)  # fmt: skip
+
+
+async def redis_error(conn: HTTPConnection, exc: Exception) -> Response | None:
+    """A Redis outage met outside the API's own handling (the websocket, a page): a 503, or
+    for a websocket an error frame and a close saying why, instead of a dropped connection."""
+    if not is_outage(exc):
+        raise exc
+    outage: Outage = conn.app.state.outage
+    if not isinstance(conn, WebSocket):
+        return outage.refuse(exc)
+    frame = {"type": "error", **outage.report(exc)}
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        await conn.send_text(json.dumps(frame))
+        await conn.close(code=1011, reason=UNAVAILABLE)  # "server error": try again later
+    return None
 
 
 async def read_form(request: Request) -> dict[str, str] | Response:

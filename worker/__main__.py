@@ -12,6 +12,7 @@ import threading
 
 from redis import RedisError
 
+from realtime.preflight import MissingPermissions
 from rsmq_core import logs
 from rsmq_core.connection import explain, is_misconfigured, mask_url, scrub
 
@@ -55,6 +56,9 @@ def main() -> int:
     logs.configure(settings.log_level)
     try:
         asyncio.run(serve(settings, handler))
+    except MissingPermissions as exc:
+        log.error("cannot use Redis at %s: %s", mask_url(settings.redis_url), exc)
+        return 2
     except RedisError as exc:
         if not is_misconfigured(exc):
             raise

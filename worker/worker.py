@@ -27,7 +27,8 @@ from typing import Any
 
 from redis import RedisError
 
-from realtime import EventLog, StatusEvent, Subscriber, Wakeup
+from realtime import EventLog, StatusEvent, Subscriber, Wakeup, preflight
+from realtime.backoff import backoff
 from realtime.events import Status
 from realtime.registry import WorkerInfo, heartbeat, live_workers, unregister
 from realtime.subscriber import CONNECTION_LOST
@@ -92,6 +93,8 @@ class Worker:
         self._peers: dict[str, tuple[str, ...]] = {}
         self._states: dict[str, _QueueState] = {}
         self._stopping = asyncio.Event()
+        self._permitted = False  # the ACL user's permissions were checked (see _prepare)
+        self._fatal: Exception | None = None
         self._slot_freed = asyncio.Event()
         self._inflight: dict[asyncio.Task[None], tuple[str, Message]] = {}
         self._reserved = 0  # slots asked for by receives still out
@@ -130,7 +133,7 @@ class Worker:
         )  # fmt: skip
         try:
             await self._prepare()
-        except RedisError:  # only what no retry can cure gets here: stop, saying why
+        except (RedisError, preflight.MissingPermissions):  # what no retry can cure: stop
             if self._owns_redis:
                 await self._redis.aclose()
             raise
@@ -157,30 +160,55 @@ class Worker:
             if self._owns_redis:
                 await self._redis.aclose()
             log.info("worker %s stopped: %r", self.id, self)
+        if self._fatal is not None:
+            raise self._fatal
 
     async def _prepare(self) -> None:
-        """Check the connection and create missing queues. A setting no retry can cure (a
-        certificate that fails verification, a refused password, an ACL user without the
-        permissions a queue needs) raises; an unreachable Redis is waited for as ever."""
+        """Check the connection and the ACL user's permissions (see realtime.preflight), and
+        create missing queues. A setting no retry can cure (a certificate that fails
+        verification, a refused password, an ACL user without the permissions the worker
+        needs) raises; an unreachable Redis is waited for as ever."""
         try:
             await self._redis.ping()
+            await self._check_permissions()
         except REDIS_DOWN as exc:
             if is_misconfigured(exc):
                 raise
             log.warning("Redis is not reachable yet (%s); retrying", explain(exc))
         await self._create_missing_queues()
 
+    async def _check_permissions(self) -> None:
+        """Raise MissingPermissions if the ACL user may not run all the worker needs; once."""
+        ns, realtime = self.settings.ns, self._subscriber is not None
+        needs = preflight.worker_needs(self._redis, ns, self.settings.queues, self.id,
+                                       realtime=realtime)  # fmt: skip
+        await preflight.check(self._redis, needs, process="worker", ns=ns)
+        self._permitted = True
+
     async def _heartbeat(self, info: WorkerInfo) -> None:
+        failures = 0
         while True:
             try:
+                if not self._permitted:  # Redis was out of reach at start: check now
+                    await self._check_permissions()
                 await heartbeat(
                     self._redis, self.settings.ns, info, ttl=3 * self.settings.heartbeat
                 )
                 if self._subscriber is not None:
                     await self._refresh_peers()
                     await self._look_for_unannounced()
+                if failures:
+                    log.info("heartbeat: Redis is back after %d failed heartbeat(s)", failures)
+                failures = 0
             except REDIS_DOWN as exc:
-                log.warning("heartbeat failed: %s", exc)
+                failures += 1
+                # One warning per outage; its further attempts are details.
+                log.log(logging.WARNING if failures == 1 else logging.DEBUG,
+                        "heartbeat failed (attempt %d): %s", failures, exc)  # fmt: skip
+            except preflight.MissingPermissions as exc:
+                self._fatal = exc  # run() raises it once stopped
+                self.stop()
+                return
             except Exception:
                 # Logged and tried again: a heartbeat that died quietly would leave the worker
                 # running unregistered and blind to unannounced messages.
@@ -199,6 +227,22 @@ class Worker:
             except REDIS_DOWN as exc:
                 log.warning("could not check queue %s yet: %s", qname, exc)
 
+    async def _recreate(self, qname: str) -> bool:
+        """Create a queue of this worker's that a receive found gone (Redis restarted without
+        persistence, a FLUSHALL, a delete): as at start, or the queue would stay missing and
+        every send to it would be refused. Whether it exists again."""
+        try:
+            await self.rsmq.create_queue(qname, vt=self.settings.vt)
+        except QueueExists:
+            return True  # another worker (or the web app) was quicker
+        except RedisError as exc:
+            log.warning("queue %s is gone and could not be created again (%s); trying again "
+                        "in %ds", qname, explain(exc), MISSING_QUEUE_RETRY)  # fmt: skip
+            return False
+        log.warning("queue %s was gone (Redis lost its data, or it was deleted); created it "
+                    "again (vt %ds)", qname, self.settings.vt)  # fmt: skip
+        return True
+
     async def _look_for_unannounced(self) -> None:
         """Catch messages nobody announced: a sender not in realtime mode publishes nothing.
 
@@ -209,13 +253,23 @@ class Worker:
         seconds, micros = await self._redis.time()
         async with self._redis.pipeline(transaction=False) as pipe:
             for qname in self.settings.queues:
-                pipe.zrange(self.rsmq.keys(qname).zset, 0, 0, withscores=True)
-            firsts = await pipe.execute()
+                keys = self.rsmq.keys(qname)
+                pipe.zrange(keys.zset, 0, 0, withscores=True)
+                pipe.exists(keys.hash)
+            replies = await pipe.execute()
         now_ms = seconds * 1000 + micros // 1000
         loop_now = asyncio.get_running_loop().time()
-        for qname, first in zip(self.settings.queues, firsts, strict=True):
+        for qname, first, exists in zip(self.settings.queues, replies[::2], replies[1::2],
+                                        strict=True):  # fmt: skip
             state = self._states.get(qname)
-            if state is None or not first:
+            if state is None:
+                continue
+            if not exists:
+                # Gone (Redis lost its data?): the receive this wakes finds it so and creates
+                # it again, before any sender is refused for long.
+                state.wake.set()
+                continue
+            if not first:
                 continue
             wait = max(0.0, (first[0][1] - now_ms) / 1000)
             if state.due_at is None or loop_now + wait < state.due_at - 0.001:
@@ -287,17 +341,21 @@ class Worker:
                 state.wake.clear()  # notifications from here on mean "look again"
                 try:
                     await self._receive(qname, state)
+                    if failures:
+                        log.info("queue %s: Redis is back after %d failed receive(s)", qname,
+                                 failures)  # fmt: skip
                     failures = 0
                 except QueueNotFound:
-                    log.error("queue %s does not exist (deleted?); looking again in %ds", qname,
-                              MISSING_QUEUE_RETRY)  # fmt: skip
-                    state.due_at = asyncio.get_running_loop().time() + MISSING_QUEUE_RETRY
-                    state.maybe_more = False
+                    state.maybe_more = await self._recreate(qname)  # then receive at once
+                    if not state.maybe_more:
+                        state.due_at = asyncio.get_running_loop().time() + MISSING_QUEUE_RETRY
                 except REDIS_DOWN as exc:
                     failures += 1
-                    delay = min(2.0, 0.05 * 2**failures)
-                    log.warning("queue %s: Redis unavailable (%s); retrying in %.2fs", qname,
-                                exc, delay)  # fmt: skip
+                    delay = backoff(failures, 0.05, 2.0)
+                    # One warning per outage; its further attempts are details.
+                    log.log(logging.WARNING if failures == 1 else logging.DEBUG,
+                            "queue %s: Redis unavailable (%s); attempt %d, retrying in %.2fs",
+                            qname, exc, failures, delay)  # fmt: skip
                     state.due_at = asyncio.get_running_loop().time() + delay
                 except Exception:
                     # A bug must not silently leave a queue without its consumer.
@@ -461,17 +519,18 @@ class Worker:
         (raises) only at stop or after two visibility timeouts."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + 2 * self.settings.vt
-        delay = 0.1
+        failures = 0
         while True:
             try:
                 return await self.rsmq.delete_message(qname, msg.id, rc=msg.rc)
             except REDIS_DOWN as exc:
+                failures += 1
+                delay = backoff(failures, 0.1, 2.0)
                 if self._stopping.is_set() or loop.time() + delay > give_up:
                     raise
                 log.warning("could not delete handled %s/%s yet (%s); trying again in %.1fs",
                             qname, msg.id, exc, delay)  # fmt: skip
                 await asyncio.sleep(delay)
-                delay = min(2 * delay, 2.0)
 
     async def _run_handler(self, qname: str, msg: Message) -> None:
         loop = asyncio.get_running_loop()

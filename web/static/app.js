@@ -16,6 +16,26 @@ function setConnection(text, state) {
   connection.className = state;
 }
 
+// The server says Redis is unavailable (a 503, an "unavailable" frame): not "Live" until
+// /api/health answers again.
+let queueDown = null;
+const UNAVAILABLE = "The queue is unavailable: waiting for it to come back…";
+
+function queueUnavailable() {
+  setConnection(UNAVAILABLE, "lost");
+  if (queueDown) return;
+  queueDown = setInterval(async () => {
+    try {
+      if (!(await fetch("/api/health")).ok) return;
+    } catch (err) {
+      return;
+    }
+    clearInterval(queueDown);
+    queueDown = null;
+    if (socket && socket.readyState === WebSocket.OPEN) setConnection("Live", "live");
+  }, 3000);
+}
+
 // Events of one message can arrive out of order (the web app records "queued" while a
 // worker may already have it): a later receive count, or a later step of the same receive,
 // wins; nothing goes back.
@@ -59,10 +79,16 @@ function subscribe() {
 function connect() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   socket = new WebSocket(scheme + "//" + location.host + "/ws");
-  socket.onopen = () => { retry = 500; setConnection("Live", "live"); subscribe(); };
+  socket.onopen = () => {
+    retry = 500;
+    if (queueDown) setConnection(UNAVAILABLE, "lost"); else setConnection("Live", "live");
+    subscribe();
+  };
   socket.onmessage = (message) => {
     const frame = JSON.parse(message.data);
-    if (frame.type === "event") {
+    if (frame.type === "error" && frame.error === "unavailable") {
+      queueUnavailable();
+    } else if (frame.type === "event") {
       if (frame.eid) lastEid = frame.eid;
       show(frame.event);
     }
@@ -77,13 +103,26 @@ function connect() {
 document.getElementById("apply").addEventListener("submit", async (e) => {
   e.preventDefault();
   const text = document.getElementById("message").value;
-  const answer = await fetch("/submit", {
-    method: "POST",
-    headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
-    body: JSON.stringify({message: text}),
-  });
-  const data = await answer.json();
   const item = document.createElement("li");
+  let answer = null;
+  let data = {};
+  try {
+    answer = await fetch("/submit", {
+      method: "POST",
+      headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
+      body: JSON.stringify({message: text}),
+    });
+    data = await answer.json();
+  } catch (err) {
+    // No answer, or one that is not JSON (a proxy's error page): say so, not a parse error.
+  }
+  if (!answer || answer.status === 503 || (!answer.ok && !data.message)) {
+    if (!answer || answer.status === 503) queueUnavailable();
+    item.textContent = "Not sent: " + (answer && answer.status !== 503
+      ? "the server answered " + answer.status : "the queue is unavailable") + "; try again";
+    list.prepend(item);
+    return;
+  }
   if (!answer.ok) {
     item.textContent = "Refused: " + data.message;
     list.prepend(item);
