@@ -22,6 +22,7 @@ from realtime import Subscriber
 from realtime.events import events_channel, parse_published
 from rsmq_core import AsyncRSMQ, Keys, QueueExists
 from rsmq_core.embedded import EmbeddedRedis
+from worker.settings import EXAMPLE_HANDLER
 
 ROOT = Path(__file__).resolve().parent.parent
 NS, QUEUE = "rsmq", "jobs"
@@ -74,6 +75,7 @@ async def run(url: str, *, once: bool) -> int:
     port = int(os.environ.get("PORT", "8000"))
     env = dict(os.environ, REDIS_URL=url, RSMQ_NS=NS, QUEUES=QUEUE, QUEUE=QUEUE,
                MAX_RECEIVES="2", RETRY_BACKOFF="0.5", PYTHONPATH=str(ROOT))  # fmt: skip
+    env |= {"HANDLER": EXAMPLE_HANDLER}  # the demo's work; a worker has no default handler
     # The web app on loopback only, and quiet: its request lines would bury the demo's.
     web_env = dict(env, HOST="127.0.0.1", PORT=str(port), LOG_LEVEL="WARNING")
     children = [

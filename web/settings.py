@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rsmq_core import _protocol, logs
-from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions
+from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions, check_url
 
 
 class SettingError(ValueError):
@@ -22,6 +23,7 @@ class Settings:
     ns: str = "rsmq"
     queue: str = "jobs"  # the example app's queue: the worker's default QUEUES
     api_token: str | None = None  # required for write and admin endpoints when set
+    allow_anonymous: bool = False  # no API_TOKEN on purpose, on a non-loopback HOST
     max_body: int = 256 * 1024  # bytes a request body may have
     ws_keepalive: float = 20.0  # seconds; well under Heroku's 55 s idle cut
     ws_buffer: int = 500  # events a slow websocket may lag behind before it is closed
@@ -67,6 +69,10 @@ class Settings:
         except ValueError as exc:
             raise SettingError(str(exc)) from None
         try:
+            check_url(redis_url)
+        except ValueError as exc:
+            raise SettingError(str(exc)) from None
+        try:
             connection.redis_kwargs(redis_url)
         except ValueError as exc:
             raise SettingError(f"REDIS_URL: {exc}") from None
@@ -77,18 +83,39 @@ class Settings:
             log_level = logs.check_level(text("LOG_LEVEL", d.log_level))
         except ValueError as exc:
             raise SettingError(str(exc)) from None
+        host = text("HOST", d.host)
+        api_token = env.get("API_TOKEN", "").strip() or None
+        allow_anonymous = flag("ALLOW_ANONYMOUS", d.allow_anonymous)
+        if api_token is None and not allow_anonymous and not is_loopback(host):
+            raise SettingError(
+                f"HOST={host!r} is reachable from other machines and API_TOKEN is not set, so "
+                "anyone could send, delete and purge: set API_TOKEN to a secret, or "
+                "ALLOW_ANONYMOUS=true to serve the API without one on purpose"
+            )
         return cls(
             redis_url=redis_url,
             redis_cluster=flag("REDIS_CLUSTER", d.redis_cluster),
-            host=text("HOST", d.host),
+            host=host,
             port=int(port_text),
             log_level=log_level,
             connection=connection,
             ns=text("RSMQ_NS", d.ns),
             queue=queue,
-            api_token=env.get("API_TOKEN", "").strip() or None,
+            api_token=api_token,
+            allow_anonymous=allow_anonymous,
             max_body=int(number("MAX_BODY", d.max_body, 1024)),
             ws_keepalive=number("WS_KEEPALIVE", d.ws_keepalive, 0.1),
             ws_buffer=int(number("WS_BUFFER", d.ws_buffer, 1)),
             allowed_origins=origins,
         )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable from this machine only;
+    a name other than ``localhost`` is not resolved here, so it counts as reachable."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
