@@ -6,11 +6,13 @@ a process of its own against a Redis of the test run's.
 
 from __future__ import annotations
 
+import http.server
 import importlib.metadata
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ import pytest
 import web.settings
 import worker.settings
 from rsmq_core import RSMQ
-from rsmq_core.embedded import free_port
+from rsmq_core.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RSMQ_BIN = str(Path(sys.executable).with_name("rsmq"))
@@ -219,3 +221,84 @@ def test_the_web_process_on_a_public_address_without_token_says_what_to_set():
     result = run("web", HOST="0.0.0.0", PORT=str(free_port()), REDIS_URL="redis://127.0.0.1:1/0")
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == "web: bad setting: " + REFUSED.format(host="0.0.0.0") + "\n"
+
+
+# scripts/run (scripts/launch.py) ---------------------------------------------------------------
+
+
+def launch(timeout: float, **env: str) -> subprocess.CompletedProcess[str]:
+    """scripts/run's body with --once, in the environment given (and PATH)."""
+    env |= {"PATH": os.environ["PATH"]}
+    env.setdefault("PORT", str(free_port()))
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "launch.py"), "--once"], env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def test_run_says_in_one_sentence_within_10_s_that_redis_is_unreachable():
+    # It printed about 100 warnings over 31 s and died with a raw TimeoutError.
+    url = f"redis://:secret@127.0.0.1:{free_port()}/0"  # nothing listens there
+    result = launch(timeout=10, REDIS_URL=url)
+    assert (result.returncode, result.stdout) == (1, "")
+    shown = url.replace("secret", "***")
+    assert result.stderr.startswith(f"Redis at {shown} is unreachable (Error 111 connecting")
+    assert result.stderr.endswith("): start it, or unset REDIS_URL to run an embedded one\n")
+    assert result.stderr.count("\n") == 1 and "secret" not in result.stderr
+
+
+def test_run_names_a_malformed_redis_url():
+    result = launch(timeout=10, REDIS_URL="localhost:6399")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"bad setting: REDIS_URL={URL_CASES[0][1]}\n"
+
+
+class HealthyImpostor(http.server.BaseHTTPRequestHandler):
+    """Another instance of the app holding the port: it answers every health check."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_run_on_a_port_another_instance_holds_says_so_and_never_says_open():
+    # It printed "Open ..." (the other instance answered), sent the demo, then failed.
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HealthyImpostor)
+    serving = threading.Thread(target=other.serve_forever, daemon=True)
+    serving.start()
+    try:
+        port = other.server_address[1]
+        result = launch(timeout=30, PORT=str(port))
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"PORT {port} is in use (is the app already running?): stop what listens there, or set "
+        "PORT to a free port\n"
+    )
+
+
+def test_run_names_a_bad_port():
+    result = launch(timeout=10, PORT="http")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "bad setting: PORT='http' must be a port number, 1 to 65535\n"
+
+
+def test_run_says_at_once_that_redis_refuses_the_password():
+    server = EmbeddedRedis()
+    try:
+        server.start()
+        with server.client() as admin:
+            admin.config_set("requirepass", "right")
+        url = f"redis://:wrong@127.0.0.1:{server.port}/0"
+        result = launch(timeout=10, REDIS_URL=url)
+    finally:
+        server.cleanup()
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith(f"Redis at redis://:***@127.0.0.1:{server.port}/0 refused us: ")
+    assert "check the user name and password in the URL" in result.stderr
+    assert result.stderr.count("\n") == 1 and "wrong" not in result.stderr
