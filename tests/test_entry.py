@@ -302,3 +302,40 @@ def test_run_says_at_once_that_redis_refuses_the_password():
     assert result.stderr.startswith(f"Redis at redis://:***@127.0.0.1:{server.port}/0 refused us: ")
     assert "check the user name and password in the URL" in result.stderr
     assert result.stderr.count("\n") == 1 and "wrong" not in result.stderr
+
+
+# The README's examples ---------------------------------------------------------------------------
+
+README_URL = "redis://localhost:6379/0"
+
+
+def readme_block(heading: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index(f"\n{heading}\n") :]
+    start = section.index("```sh\n") + 6
+    return section[start : section.index("\n```", start)]
+
+
+def test_every_line_of_the_readme_cli_block_works_against_the_redis_it_names():
+    # Found by a newcomer: --url on the first line only, so the others went to localhost:6379.
+    block = readme_block("### CLI")
+    assert README_URL in block.splitlines()[0]
+    server = EmbeddedRedis()  # a Redis of this test's own: the block uses the namespace rsmq
+    try:
+        server.start()
+        # The README's Redis is the machine's, which no test may touch: this test's stands in
+        # for it. Any line not using the URL the block names goes to a closed port and fails.
+        script = "set -euo pipefail\n" + block.replace(README_URL, server.url)
+        env = {"PATH": f"{Path(RSMQ_BIN).parent}:{os.environ['PATH']}",
+               "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}  # fmt: skip
+        result = subprocess.run(
+            ["bash", "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert (result.returncode, result.stderr) == (0, ""), result
+        with server.client(decode_responses=True) as r:
+            assert r.smembers("rsmq:QUEUES") == {"jobs-dead"}  # what the block leaves
+            assert r.hget("rsmq:jobs-dead:Q", "vt") == "30"
+    finally:
+        server.cleanup()
+    assert result.stdout.startswith("true\n")  # the create
