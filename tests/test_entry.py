@@ -10,6 +10,7 @@ import http.server
 import importlib.metadata
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -339,3 +340,58 @@ def test_every_line_of_the_readme_cli_block_works_against_the_redis_it_names():
     finally:
         server.cleanup()
     assert result.stdout.startswith("true\n")  # the create
+
+
+# No test leaves a process behind -----------------------------------------------------------------
+
+LEAKY_TESTS = """
+import os
+import subprocess
+
+KEPT = []
+
+
+def test_leaves_a_child():
+    KEPT.append(subprocess.Popen(["sleep", "60"]))
+    with open(os.environ["PIDS"], "a") as pids:
+        pids.write(f"{KEPT[-1].pid}\\n")
+
+
+def test_leaves_an_orphan():
+    # The shell ends at once; its sleep lives on, with no parent but whoever adopts it.
+    subprocess.run(["sh", "-c", 'sleep 60 & echo $! >> "$PIDS"'], check=True)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the check reads /proc")
+def test_a_run_whose_tests_leave_processes_fails_and_kills_them(tmp_path):
+    # A failing cluster test left its `python -m worker` processes running.
+    (tmp_path / "test_leaky.py").write_text(LEAKY_TESTS)
+    pids = tmp_path / "pids"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.leftovers", "-p", "no:cacheprovider",
+         "--rootdir", str(tmp_path), "-c", os.devnull, str(tmp_path / "test_leaky.py")],
+        env={**os.environ, "PIDS": str(pids), "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    left = [int(pid) for pid in pids.read_text().split()]
+    try:
+        assert len(left) == 2
+        assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
+        assert "2 passed" in result.stdout
+        assert "processes left running by the tests (killed now)" in result.stdout
+        for pid in left:
+            assert f"{pid} sleep 60" in result.stdout
+            assert not alive(pid)
+    finally:
+        for pid in left:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
