@@ -228,13 +228,21 @@ def test_the_web_process_on_a_public_address_without_token_says_what_to_set():
 
 
 def launch(timeout: float, **env: str) -> subprocess.CompletedProcess[str]:
-    """scripts/run's body with --once, in the environment given (and PATH)."""
+    """scripts/run's body with --once, in the environment given (and PATH). Past the
+    timeout it is stopped as Ctrl-C stops it, so it stops what it started, then fails."""
     env |= {"PATH": os.environ["PATH"]}
     env.setdefault("PORT", str(free_port()))
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "launch.py"), "--once"], env=env, cwd=ROOT,
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+    command = [sys.executable, str(ROOT / "scripts" / "launch.py"), "--once"]
+    with subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+            raise AssertionError(f"still running after {timeout}s:\n{out}{err}") from None
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 def test_run_says_in_one_sentence_within_10_s_that_redis_is_unreachable():
