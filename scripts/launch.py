@@ -146,7 +146,7 @@ def check_redis(url: str, options: ConnectionOptions) -> None:
         except redis.RedisError as exc:
             if is_misconfigured(exc) or not isinstance(exc, UNREACHABLE):
                 raise CannotStart(
-                    f"Redis at {mask_url(url)} refused us: {scrub(explain(exc), url)}"
+                    f"Redis at {mask_url(url)} cannot be used: {scrub(explain(exc), url)}"
                 ) from None
             if time.monotonic() > deadline:
                 raise CannotStart(

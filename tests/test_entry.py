@@ -308,7 +308,9 @@ def test_run_says_at_once_that_redis_refuses_the_password():
     finally:
         server.cleanup()
     assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr.startswith(f"Redis at redis://:***@127.0.0.1:{server.port}/0 refused us: ")
+    assert result.stderr.startswith(
+        f"Redis at redis://:***@127.0.0.1:{server.port}/0 cannot be used: "
+    )
     assert "check the user name and password in the URL" in result.stderr
     assert result.stderr.count("\n") == 1 and "wrong" not in result.stderr
 
