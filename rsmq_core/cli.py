@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import json
 import os
 import sys
@@ -21,7 +22,15 @@ import redis
 
 from . import _protocol as p
 from .client import DEFAULT_URL
-from .connection import ENV_NAMES, VERIFY_MODES, ConnectionOptions, explain, mask_url, scrub
+from .connection import (
+    ENV_NAMES,
+    VERIFY_MODES,
+    ConnectionOptions,
+    check_url,
+    explain,
+    mask_url,
+    scrub,
+)
 from .errors import MessageNotString, RSMQError
 from .models import Message
 from .sync import RSMQ
@@ -182,13 +191,24 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def entry_parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of a command of the project (``rsmq``, ``python -m worker``, ``python -m
+    web``): ``--help`` and ``--version`` answer, and exit, before anything reads a setting
+    or touches Redis."""
     parser = argparse.ArgumentParser(
-        prog="rsmq",
-        description="Manage RSMQ queues and messages in Redis.",
-        epilog=EPILOG,
+        prog=prog,
+        description=description,
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--version", action="version", version=importlib.metadata.version("rsmq-realtime")
+    )
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = entry_parser("rsmq", "Manage RSMQ queues and messages in Redis.", EPILOG)
     _global_options(parser, suppress=False)
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common, suppress=True)
@@ -269,13 +289,27 @@ def _connection_options(args: argparse.Namespace) -> ConnectionOptions:
     return ConnectionOptions.parse(values, names)
 
 
+def _cluster(args: argparse.Namespace) -> bool:
+    """--cluster or --no-cluster, else $REDIS_CLUSTER, read as strictly as the worker does."""
+    if args.cluster is not None:
+        return bool(args.cluster)
+    raw = os.environ.get("REDIS_CLUSTER", "").strip()
+    if raw.lower() in ("", "0", "false", "no", "off"):
+        return False
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"REDIS_CLUSTER={raw!r} is not a boolean (use true or false)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (argparse exits 2 itself on a usage error)."""
     args = build_parser().parse_args(argv)
     url: str = args.url or os.environ.get("REDIS_URL") or DEFAULT_URL
-    cluster = args.cluster
-    if cluster is None:
-        cluster = os.environ.get("REDIS_CLUSTER", "").strip().lower() in ("1", "true", "yes", "on")
+    try:
+        check_url(url, "--url" if args.url else "REDIS_URL")
+        cluster = _cluster(args)
+    except ValueError as exc:
+        return _fail(f"bad setting: {exc}", EXIT_USAGE)
     try:
         options = _connection_options(args)
     except ValueError as exc:

@@ -281,3 +281,45 @@ def scrub(text: str, url: str) -> str:
         for form in {secret, unquote(secret)} - {""}:
             text = text.replace(form, "***")
     return text
+
+
+def check_url(url: str, name: str = "REDIS_URL") -> None:
+    """Raise ``ValueError`` saying what is wrong when ``url`` is not a Redis URL, as one line
+    that names the setting (``name``) and shows the URL with its password masked.
+
+    redis-py itself refuses some of these only at the first connection, deep in a traceback,
+    and quietly ignores others (a database that is not a number is database 0).
+    """
+    reason = _url_problem(url)
+    if reason is not None:
+        # A URL without a scheme would not have its password found: mask it as if it had one.
+        scheme = "" if "://" in url else "redis://"
+        masked = mask_url(scheme + url).removeprefix(scheme)
+        shown = masked if "***" in masked else url  # else as typed (urlunsplit normalises)
+        raise ValueError(f"{name}={shown!r} {reason}")
+
+
+def _url_problem(url: str) -> str | None:
+    if "://" not in url:
+        return "has no scheme: begin it with redis:// (rediss:// for TLS, unix:// for a socket)"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "has a port that is not a number from 1 to 65535"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return f"has the scheme {parts.scheme!r}: use redis://, rediss:// (TLS) or unix://"
+    if parts.scheme == "unix":
+        if not parts.path:
+            return "names no socket: unix:///path/to/redis.sock"
+    elif not parts.hostname:
+        return "names no host: redis://host:port/db"
+    elif port == 0:
+        return "has a port that is not a number from 1 to 65535"
+    elif parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        return f"has the database {parts.path.strip('/')!r}: give a number (redis://host:6379/0)"
+    try:
+        redis.ConnectionPool.from_url(url)  # parses only: connects at first use
+    except ValueError as exc:
+        return f"is refused by redis-py: {scrub(str(exc), url)}"
+    return None

@@ -10,18 +10,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import signal
+import socket
 import sys
+import time
 from pathlib import Path
 
+import redis
 import redis.asyncio as aioredis
 
 from realtime import Subscriber
 from realtime.events import events_channel, parse_published
 from rsmq_core import AsyncRSMQ, Keys, QueueExists
+from rsmq_core.connection import (
+    ConnectionOptions,
+    check_url,
+    explain,
+    is_misconfigured,
+    mask_url,
+    scrub,
+    sync_client,
+)
 from rsmq_core.embedded import EmbeddedRedis
+from worker.settings import EXAMPLE_HANDLER
 
 ROOT = Path(__file__).resolve().parent.parent
 NS, QUEUE = "rsmq", "jobs"
@@ -70,10 +84,82 @@ async def wait_for_web(port: int) -> None:
             await asyncio.sleep(0.1)
 
 
-async def run(url: str, *, once: bool) -> int:
-    port = int(os.environ.get("PORT", "8000"))
+# A Redis being started may refuse connections for a moment; the whole check stays well
+# within 10 s even when every try waits out its connect timeout.
+REDIS_PATIENCE, CONNECT_TIMEOUT = 5.0, 2.0
+UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
+
+
+class CannotStart(Exception):
+    """What stops the run before anything started, said in one sentence; ``status`` is the
+    exit status (2 for a bad setting, as the web app and the worker exit)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def preflight(url: str | None) -> int:
+    """The port to serve on, once PORT and REDIS_URL are well-formed, the port is free and
+    Redis at the URL (when one is given) answers."""
+    port_text = os.environ.get("PORT", "8000")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise CannotStart(f"bad setting: PORT={port_text!r} must be a port number, 1 to 65535", 2)
+    if url:
+        try:
+            check_url(url)
+            options = ConnectionOptions.from_env(os.environ)
+        except ValueError as exc:
+            raise CannotStart(f"bad setting: {exc}", 2) from None
+    check_port(int(port_text))
+    if url:
+        check_redis(url, options)
+    return int(port_text)
+
+
+def check_port(port: int) -> None:
+    """That nothing listens on the port: else the web app would fail to start, and another
+    instance there would answer the health check as if it were ours."""
+    with socket.socket() as probe:
+        # As uvicorn binds: a port whose old connections wait in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise CannotStart(
+                f"PORT {port} is in use (is the app already running?): stop what listens "
+                "there, or set PORT to a free port"
+            ) from None
+
+
+def check_redis(url: str, options: ConnectionOptions) -> None:
+    """That Redis at the URL answers PING, within REDIS_PATIENCE plus one connect timeout."""
+    deadline = time.monotonic() + REDIS_PATIENCE
+    while True:
+        try:
+            with sync_client(url, options, socket_connect_timeout=CONNECT_TIMEOUT,
+                             socket_timeout=CONNECT_TIMEOUT) as client:  # fmt: skip
+                client.ping()
+            return
+        except redis.RedisError as exc:
+            if is_misconfigured(exc) or not isinstance(exc, UNREACHABLE):
+                raise CannotStart(
+                    f"Redis at {mask_url(url)} cannot be used: {scrub(explain(exc), url)}"
+                ) from None
+            if time.monotonic() > deadline:
+                raise CannotStart(
+                    f"Redis at {mask_url(url)} is unreachable ({scrub(explain(exc), url)}): "
+                    "start it, or unset REDIS_URL to run an embedded one"
+                ) from None
+        time.sleep(0.2)
+
+
+async def run(url: str, port: int, *, once: bool) -> int:
     env = dict(os.environ, REDIS_URL=url, RSMQ_NS=NS, QUEUES=QUEUE, QUEUE=QUEUE,
                MAX_RECEIVES="2", RETRY_BACKOFF="0.5", PYTHONPATH=str(ROOT))  # fmt: skip
+    env |= {"HANDLER": EXAMPLE_HANDLER}  # the demo's work; a worker has no default handler
     # The web app on loopback only, and quiet: its request lines would bury the demo's.
     web_env = dict(env, HOST="127.0.0.1", PORT=str(port), LOG_LEVEL="WARNING")
     children = [
@@ -89,6 +175,9 @@ async def run(url: str, *, once: bool) -> int:
             print("the web app or the worker exited at start; stopping", file=sys.stderr)
             return 1
         ready.result()
+        if any(e.done() for e in exits):  # it answered, but it is gone: it was not ours
+            print("the web app or the worker exited at start; stopping", file=sys.stderr)
+            return 1
         print(f"\nOpen http://127.0.0.1:{port}/ — the example app (Ctrl-C stops everything)\n")
         showing = asyncio.create_task(demo(url, once=once))
         await asyncio.wait({showing, *exits}, return_when=asyncio.FIRST_COMPLETED)
@@ -116,14 +205,19 @@ def main() -> int:
     server = None
     url = os.environ.get("REDIS_URL")
     try:
+        port = preflight(url)
+        shown = '"$REDIS_URL"' if url else None  # its password stays off the screen
         if not url:
             server = EmbeddedRedis(own_session=True)  # Ctrl-C stops web and worker first
             server.start()
-            url = server.url
+            url = shown = server.url
             print(f"started an embedded Redis at {url} (set REDIS_URL to use your own)")
         if not args.once:
-            print(f"Try the CLI meanwhile: .venv/bin/rsmq --url {url} send jobs hello")
-        return asyncio.run(run(url, once=args.once))
+            print(f"Try the CLI meanwhile: .venv/bin/rsmq --url {shown} send jobs hello")
+        return asyncio.run(run(url, port, once=args.once))
+    except CannotStart as exc:
+        print(exc, file=sys.stderr)
+        return exc.status
     except (KeyboardInterrupt, SystemExit):
         return 0
     finally:

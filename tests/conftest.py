@@ -17,6 +17,9 @@ from tests.redis_server import RedisServer
 from web.app import create_app
 from web.settings import Settings
 
+# Fails the run if a test left a process running (see tests/leftovers.py).
+pytest_plugins = ["tests.leftovers"]
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:

@@ -475,7 +475,10 @@ def test_wrong_password_exits_3_without_it(run, r, ns, redis_url):
 def test_invalid_url_is_a_usage_error(run):
     result = run("list", url="http://:secret@127.0.0.1:1/0")
     assert result.code == 2 and result.out == ""
-    assert result.err.startswith("rsmq: invalid URL http://:***@127.0.0.1:1/0: ")
+    assert result.err == (
+        "rsmq: bad setting: --url='http://:***@127.0.0.1:1/0' has the scheme 'http': "
+        "use redis://, rediss:// (TLS) or unix://\n"
+    )
     assert "secret" not in result.err
 
 

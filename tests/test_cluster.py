@@ -61,6 +61,13 @@ def workers() -> Iterator[list[WorkerProcess]]:
         w.cleanup()
 
 
+def start(workers: list[WorkerProcess], w: WorkerProcess) -> WorkerProcess:
+    """Start w listed for cleanup first: one that never gets ready is killed all the same
+    (it was left running when its wait failed)."""
+    workers.append(w)
+    return w.start()
+
+
 def done_ids(r: redis.RedisCluster, ns: str) -> set[str]:
     return {d["id"] for d in done(r, ns)}
 
@@ -73,7 +80,7 @@ def test_a_realtime_worker_handles_queues_on_every_master(redis_cluster, ns, wor
     names = redis_cluster.queue_names(ns, per_master=2)
     # A heartbeat of 5 s: a pickup well within that came from a notification, not a look.
     w = WorkerProcess(redis_cluster.url, ns, cluster=True, queues=",".join(names), heartbeat=5)
-    workers.append(w.start())
+    start(workers, w)
     with (
         RSMQ.from_url(redis_cluster.url, ns=ns, realtime=True, cluster=True) as q,
         redis.RedisCluster.from_url(redis_cluster.url) as r,
@@ -92,7 +99,7 @@ def test_a_master_restarted_mid_run_loses_nothing(redis_cluster, ns, workers):
     w = WorkerProcess(
         redis_cluster.url, ns, cluster=True, queues=",".join(names), vt=5, max_receives=10
     )
-    workers.append(w.start())
+    start(workers, w)
     body = json.dumps({"sleep": 0.05})
     with (
         RSMQ.from_url(redis_cluster.url, ns=ns, realtime=True, cluster=True) as q,
@@ -113,7 +120,7 @@ def test_a_master_restarted_mid_run_loses_nothing(redis_cluster, ns, workers):
 def test_the_web_app_streams_status_events_from_the_cluster(redis_cluster, ns, workers):
     web = WebProcess(redis_cluster.url, ns, REDIS_CLUSTER="1")
     try:
-        workers.append(WorkerProcess(redis_cluster.url, ns, cluster=True).start())
+        start(workers, WorkerProcess(redis_cluster.url, ns, cluster=True))
         sent: list[str] = []
 
         def send() -> None:
@@ -181,7 +188,7 @@ def test_the_cli_told_cluster_on_a_standalone_redis_says_so(redis_url, ns, capsy
 def test_the_websocket_keeps_its_events_across_a_master_restart(redis_cluster, ns, workers):
     web = WebProcess(redis_cluster.url, ns, REDIS_CLUSTER="1")
     try:
-        workers.append(WorkerProcess(redis_cluster.url, ns, cluster=True).start())
+        start(workers, WorkerProcess(redis_cluster.url, ns, cluster=True))
         victim = redis_cluster.owner(Keys.of(ns, "jobs", cluster=True).zset)
         body = {"message": json.dumps({"sleep": 0.05})}
 

@@ -79,10 +79,15 @@ BAD_ENV = [
 ]
 
 
+# What each process needs to start at all (the worker has no default HANDLER, the web app
+# needs API_TOKEN on a public HOST).
+STARTS = {"HANDLER": "worker.example:handle", "HOST": "127.0.0.1"}
+
+
 @pytest.mark.parametrize(("env", "message"), BAD_ENV)
 def test_the_worker_names_a_bad_tls_setting(env, message):
     with pytest.raises(worker.settings.SettingError) as caught:
-        worker.settings.Settings.from_env(env)
+        worker.settings.Settings.from_env(STARTS | env)
     assert message in str(caught.value)
 
 
@@ -95,10 +100,10 @@ def test_the_web_app_names_a_bad_tls_setting(env, message):
 
 @pytest.mark.parametrize("module", [worker.settings, web.settings])
 def test_both_processes_read_the_tls_settings(module):
-    env = {"REDIS_URL": "rediss://u:p@h:1/0", "REDIS_TLS_CA_FILE": HERE}
+    env = {"REDIS_URL": "rediss://u:p@h:1/0", "REDIS_TLS_CA_FILE": HERE, **STARTS}
     settings = module.Settings.from_env(env)
     assert settings.connection == ConnectionOptions(tls_ca_file=HERE)
-    assert module.Settings.from_env({}).connection == ConnectionOptions()
+    assert module.Settings.from_env(STARTS).connection == ConnectionOptions()
 
 
 def test_only_settings_no_retry_can_cure_count_as_misconfigured():

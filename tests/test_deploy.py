@@ -24,8 +24,8 @@ UVICORN = {"WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS"}
 class Recording(dict[str, str]):
     """An empty environment that remembers every name asked of it."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, **given: str) -> None:
+        super().__init__(given)
         self.asked: set[str] = set()
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -45,7 +45,8 @@ class Recording(dict[str, str]):
 
 
 def read_by(module: Any) -> set[str]:
-    env = Recording()
+    # What no process starts without (HANDLER; API_TOKEN on the default HOST), given.
+    env = Recording(HANDLER="worker.example:handle", API_TOKEN="a-secret-of-16-chars")
     module.Settings.from_env(env)
     return env.asked
 
@@ -86,6 +87,7 @@ def test_app_json_values_are_accepted(module):
     app = json.loads((ROOT / "app.json").read_text())
     env = {name: spec["value"] for name, spec in app["env"].items() if "value" in spec}
     env["REDIS_URL"] = "rediss://:secret@ec2.example:6380"
+    env["API_TOKEN"] = "generated-by-heroku-0123"  # by Heroku's "generator": "secret"
     assert module.Settings.from_env(env).connection.tls_verify == "none"
 
 

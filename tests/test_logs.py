@@ -100,7 +100,7 @@ def test_the_web_process_refuses_a_bad_port_naming_it():
 
 def test_a_bad_log_level_is_named():
     for module in ("web", "worker"):
-        result = run_module(module, LOG_LEVEL="loud")
+        result = run_module(module, LOG_LEVEL="loud", HANDLER="worker.example:handle")
         assert result.returncode == 2
         assert "LOG_LEVEL='loud': use one of DEBUG, INFO, WARNING, ERROR, CRITICAL" in (
             result.stderr
@@ -109,5 +109,8 @@ def test_a_bad_log_level_is_named():
 
 def test_the_procfile_runs_both_processes_by_module():
     procfile = (ROOT / "Procfile").read_text().splitlines()
-    assert procfile == ["web: python -m web", "worker: python -m worker"]
+    # The worker has no default HANDLER: the Procfile names the example app's, unless the
+    # app's config sets another.
+    worker = "worker: HANDLER=${HANDLER:-worker.example:handle} python -m worker"
+    assert procfile == ["web: python -m web", worker]
     assert Path(ROOT / "web" / "__main__.py").is_file()

@@ -6,9 +6,11 @@ import pytest
 
 from worker import SettingError, Settings
 
+HANDLER = {"HANDLER": "worker.example:handle"}  # required: no default
+
 
 def test_defaults():
-    s = Settings.from_env({})
+    s = Settings.from_env(HANDLER)
     assert (s.redis_url, s.ns, s.queues, s.handler) == (
         "redis://localhost:6379/0", "rsmq", ("jobs",), "worker.example:handle",
     )  # fmt: skip
@@ -37,11 +39,11 @@ def test_every_setting_is_read():
 
 @pytest.mark.parametrize("value", ["1", "true", "YES", "on"])
 def test_true_values(value):
-    assert Settings.from_env({"REALTIME": value}).realtime is True
+    assert Settings.from_env({"REALTIME": value, **HANDLER}).realtime is True
 
 
 def test_blank_means_default():
-    assert Settings.from_env({"CONCURRENCY": "  ", "QUEUES": ""}).concurrency == 8
+    assert Settings.from_env({"CONCURRENCY": "  ", "QUEUES": "", **HANDLER}).concurrency == 8
 
 
 @pytest.mark.parametrize(
@@ -65,5 +67,5 @@ def test_blank_means_default():
 )
 def test_bad_values_name_the_setting(env, message):
     with pytest.raises(SettingError) as exc:
-        Settings.from_env(env)
+        Settings.from_env({**HANDLER, **env})
     assert message in str(exc.value)

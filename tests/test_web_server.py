@@ -49,7 +49,11 @@ class WebProcess:
             [sys.executable, "-m", "web"], env=env, cwd=ROOT, stdout=stdout, stderr=stderr
         )
         if wait:
-            wait_for(self.healthy, timeout=20, what="the web app to answer")
+            try:
+                wait_for(self.healthy, timeout=20, what="the web app to answer")
+            except BaseException:
+                self.kill()  # nobody holds it yet to stop it
+                raise
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -73,7 +77,15 @@ class WebProcess:
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(15)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
 
 
 @pytest.fixture

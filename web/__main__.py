@@ -25,6 +25,7 @@ from redis.exceptions import RedisClusterException
 from realtime import preflight
 from realtime.preflight import MissingPermissions
 from rsmq_core import logs
+from rsmq_core.cli import entry_parser
 from rsmq_core.client import connect
 from rsmq_core.connection import mask_url
 
@@ -52,7 +53,30 @@ async def check_permissions(settings: Settings) -> None:
         await client.aclose()
 
 
-def main() -> int:
+USAGE = """\
+Serve the example app, the dashboard, the REST API and the websocket with uvicorn.
+Every setting comes from the environment (the README's Settings table has them all):
+
+  HOST, PORT         where to listen (default 0.0.0.0:8000); on an address other machines
+                     reach, API_TOKEN is required unless ALLOW_ANONYMOUS=true
+  API_TOKEN          the bearer token every API route and the dashboard's login need
+  ALLOW_ANONYMOUS    true: serve the API without API_TOKEN on a non-loopback HOST
+  ALLOWED_HOSTS      the names clients reach the app by (required on a non-loopback HOST)
+  SESSION_SECRET     signs cookies and websocket tickets (default: derived from API_TOKEN)
+  REDIS_URL          redis://host:port/db, rediss:// for TLS (default redis://localhost:6379/0)
+  REDIS_CLUSTER      true when REDIS_URL names a node of a Redis Cluster (default false)
+  REDIS_TLS_VERIFY, REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE
+                     how a rediss:// server is checked, and a client certificate
+  RSMQ_NS, QUEUE, ALLOWED_ORIGINS, LOG_LEVEL
+  limits: MAX_BODY, HEAD_TIMEOUT, BODY_TIMEOUT, MAX_CONNECTIONS, WS_KEEPALIVE, WS_BUFFER,
+          WS_MAX_CHANNELS, WS_MAX_IDS, WS_SUBSCRIBE_RATE, WS_SUBSCRIBE_BURST,
+          WS_REDIS_CONNECTIONS
+  uvicorn's own: WEB_CONCURRENCY, FORWARDED_ALLOW_IPS"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    # --help and --version answer (and exit) before any setting is read or Redis touched.
+    entry_parser("python -m web", USAGE).parse_args(argv)
     try:
         settings = Settings.from_env()
         settings.served_hosts()

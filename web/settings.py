@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rsmq_core import _protocol, logs
-from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions
+from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions, check_url
 
 B64TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
@@ -28,6 +28,7 @@ class Settings:
     queue: str = "jobs"  # the example app's queue: the worker's default QUEUES
     api_token: str | None = None  # when set, every route but the example page needs auth
     session_secret: str | None = None  # signs cookies and tickets; derived from api_token if unset
+    allow_anonymous: bool = False  # no API_TOKEN on purpose, on a non-loopback HOST
     max_body: int = 256 * 1024  # bytes a request body may have
     ws_keepalive: float = 20.0  # seconds; well under Heroku's 55 s idle cut
     ws_buffer: int = 500  # events a slow websocket may lag behind before it is closed
@@ -100,6 +101,10 @@ class Settings:
         except ValueError as exc:
             raise SettingError(str(exc)) from None
         try:
+            check_url(redis_url)
+        except ValueError as exc:
+            raise SettingError(str(exc)) from None
+        try:
             connection.redis_kwargs(redis_url)
         except ValueError as exc:
             raise SettingError(f"REDIS_URL: {exc}") from None
@@ -110,9 +115,17 @@ class Settings:
             log_level = logs.check_level(text("LOG_LEVEL", d.log_level))
         except ValueError as exc:
             raise SettingError(str(exc)) from None
+        api_token, session_secret = secret("API_TOKEN", env), secret("SESSION_SECRET", env)
+        allow_anonymous = flag("ALLOW_ANONYMOUS", d.allow_anonymous)
+        if api_token is None and not allow_anonymous and not is_loopback(host):
+            raise SettingError(
+                f"HOST={host!r} is reachable from other machines and API_TOKEN is not set, so "
+                "anyone could send, delete and purge: set API_TOKEN to a secret, or "
+                "ALLOW_ANONYMOUS=true to serve the API without one on purpose"
+            )
         return cls(
-            api_token=secret("API_TOKEN", env),
-            session_secret=secret("SESSION_SECRET", env),
+            api_token=api_token,
+            session_secret=session_secret,
             redis_url=redis_url,
             redis_cluster=flag("REDIS_CLUSTER", d.redis_cluster),
             host=host,
@@ -121,6 +134,7 @@ class Settings:
             connection=connection,
             ns=text("RSMQ_NS", d.ns),
             queue=queue,
+            allow_anonymous=allow_anonymous,
             max_body=int(number("MAX_BODY", d.max_body, 1024)),
             ws_keepalive=number("WS_KEEPALIVE", d.ws_keepalive, 0.1),
             ws_buffer=int(number("WS_BUFFER", d.ws_buffer, 1)),
@@ -159,11 +173,14 @@ def secret(name: str, env: Mapping[str, str]) -> str | None:
 
 
 def is_loopback(host: str) -> bool:
-    """HOST names an interface only this machine reaches."""
+    """Whether ``host`` (an address or ``localhost``) is reachable from this machine only;
+    a name other than ``localhost`` is not resolved here, so it counts as reachable."""
+    if host.lower() == "localhost":
+        return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
-        return host.lower() == "localhost"
+        return False
 
 
 def allowed_host(pattern: str) -> str:

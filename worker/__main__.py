@@ -14,6 +14,7 @@ from redis import RedisError
 
 from realtime.preflight import MissingPermissions
 from rsmq_core import logs
+from rsmq_core.cli import entry_parser
 from rsmq_core.connection import explain, is_misconfigured, mask_url, scrub
 
 from .settings import SettingError, Settings
@@ -46,7 +47,25 @@ async def serve(settings: Settings, handler: Handler) -> None:
     await worker.run()
 
 
-def main() -> int:
+USAGE = """\
+Receive each message of QUEUES, give it to HANDLER, delete it when the handler returns.
+Every setting comes from the environment (the README's Settings table has them all):
+
+  HANDLER            module:function each message is given to; required
+                     (HANDLER=worker.example:handle runs the example app's)
+  REDIS_URL          redis://host:port/db, rediss:// for TLS (default redis://localhost:6379/0)
+  REDIS_CLUSTER      true when REDIS_URL names a node of a Redis Cluster (default false)
+  REDIS_TLS_VERIFY, REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE
+                     how a rediss:// server is checked, and a client certificate
+  QUEUES             comma-separated queue names (default jobs)
+  RSMQ_NS            key namespace (default rsmq)
+  REALTIME, POLL_INTERVAL, CONCURRENCY, VT, MAX_RECEIVES, RETRY_BACKOFF, RETRY_BACKOFF_MAX,
+  SHUTDOWN_GRACE, DEAD_LETTER_SUFFIX, EVENT_TTL, HEARTBEAT, STAGGER, LOG_LEVEL"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    # --help and --version answer (and exit) before any setting is read or Redis touched.
+    entry_parser("python -m worker", USAGE).parse_args(argv)
     try:
         settings = Settings.from_env()
         handler = load_handler(settings.handler)

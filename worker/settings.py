@@ -11,9 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rsmq_core import _protocol, logs
-from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions
+from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions, check_url
 
-DEFAULT_HANDLER = "worker.example:handle"
+# The example app's handler. Never a default: an installed worker given no HANDLER would
+# consume real messages with it, so the Procfile, app.json and scripts/run name it.
+EXAMPLE_HANDLER = "worker.example:handle"
 
 
 class SettingError(ValueError):
@@ -27,7 +29,7 @@ class Settings:
     connection: ConnectionOptions = DEFAULT_OPTIONS  # REDIS_TLS_*
     ns: str = "rsmq"
     queues: tuple[str, ...] = ("jobs",)
-    handler: str = DEFAULT_HANDLER
+    handler: str = EXAMPLE_HANDLER  # from_env requires HANDLER
     realtime: bool = True
     poll_interval: float = 1.0
     concurrency: int = 8
@@ -56,7 +58,7 @@ class Settings:
             connection=reader.connection(),
             ns=reader.text("RSMQ_NS", d.ns),
             queues=reader.queues("QUEUES", d.queues),
-            handler=reader.handler("HANDLER", d.handler),
+            handler=reader.handler("HANDLER"),
             realtime=reader.boolean("REALTIME", d.realtime),
             poll_interval=reader.number("POLL_INTERVAL", d.poll_interval, low=0.001),
             concurrency=reader.integer("CONCURRENCY", d.concurrency, low=1, high=10_000),
@@ -73,6 +75,10 @@ class Settings:
             stagger=reader.number("STAGGER", d.stagger, low=0),
             log_level=reader.log_level("LOG_LEVEL", d.log_level),
         )
+        try:
+            check_url(settings.redis_url)
+        except ValueError as exc:
+            raise SettingError(str(exc)) from None
         try:
             settings.connection.redis_kwargs(settings.redis_url)
         except ValueError as exc:
@@ -160,8 +166,13 @@ class _Reader:
         except ValueError as exc:
             raise SettingError(str(exc)) from None
 
-    def handler(self, name: str, default: str) -> str:
-        raw = self._raw(name) or default
+    def handler(self, name: str) -> str:
+        raw = self._raw(name)
+        if raw is None:
+            raise SettingError(
+                f"{name} is not set: set {name}=module:function, the function each message is "
+                f"given to ({name}={EXAMPLE_HANDLER} runs the example app's)"
+            )
         if not re.fullmatch(r"[\w.]+:[\w.]+", raw):
             raise SettingError(f"{name}={raw!r} must look like 'package.module:function'")
         return raw
