@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import signal
@@ -435,3 +436,34 @@ def test_the_redis_password_is_never_logged(ns):
         assert "hunter2secret" not in w.output()
     finally:
         w.cleanup()
+
+
+async def test_a_cancel_swallowed_inside_a_heartbeat_does_not_keep_the_worker_from_stopping(
+    redis_url, ns
+):
+    from worker import Worker
+    from worker.settings import Settings
+
+    class Swallowing(Worker):
+        """A cancel that lands in a Redis call comes out as a connection error (redis-py can
+        turn one into the other), which the heartbeat loop survives by design."""
+
+        inside = asyncio.Event()
+
+        async def _refresh_peers(self) -> None:
+            await super()._refresh_peers()
+            if self.counters["receives"]:  # running: the first look happened
+                self.inside.set()
+                try:
+                    await asyncio.sleep(30)  # a Redis call that takes its time
+                except asyncio.CancelledError:
+                    raise redis.ConnectionError("cancelled inside a Redis call") from None
+
+    settings = Settings(redis_url=redis_url, ns=ns, heartbeat=0.05, shutdown_grace=1.0)
+    worker = Swallowing(settings, lambda job: None)
+    run = asyncio.create_task(worker.run())
+    async with asyncio.timeout(10):
+        await worker.inside.wait()
+    worker.stop()
+    async with asyncio.timeout(6):  # the grace (1 s) and the bounded waits, not forever
+        await run

@@ -150,7 +150,8 @@ class Worker:
                 task.cancel()
             beat.cancel()
             # Ended before unregistering: a heartbeat still in flight would register again.
-            await asyncio.wait({beat})
+            # Bounded all the same: nothing may keep a stopping worker past its grace.
+            await asyncio.wait({beat}, timeout=5.0)
             await self.events.flush()
             with contextlib.suppress(*REDIS_DOWN):
                 await unregister(self._redis, self.settings.ns, self.id)
@@ -187,7 +188,10 @@ class Worker:
 
     async def _heartbeat(self, info: WorkerInfo) -> None:
         failures = 0
-        while True:
+        # Ends on stop by itself, not only by cancellation: a cancel that lands inside a Redis
+        # call can come out of redis-py as a connection or timeout error, which this loop
+        # survives by design, and a worker then waited for its heartbeat forever on SIGTERM.
+        while not self._stopping.is_set():
             try:
                 if not self._permitted:  # Redis was out of reach at start: check now
                     await self._check_permissions()
@@ -213,7 +217,9 @@ class Worker:
                 # Logged and tried again: a heartbeat that died quietly would leave the worker
                 # running unregistered and blind to unannounced messages.
                 log.exception("heartbeat failed")
-            await asyncio.sleep(self.settings.heartbeat)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.heartbeat):
+                    await self._stopping.wait()
 
     async def _create_missing_queues(self) -> None:
         """A worker's queues exist from its start (with VT as their visibility timeout), so a
