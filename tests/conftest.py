@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 from rsmq_core import RSMQ, AsyncRSMQ
 from tests.redis_cluster import RedisCluster, unavailable
 from tests.redis_server import RedisServer
+from tests.test_web_server import WebProcess
 from web.app import create_app
 from web.settings import Settings
 
@@ -133,3 +134,17 @@ def make_client(redis_url: str, ns: str) -> Iterator[Callable[..., TestClient]]:
     yield make
     for client in clients:
         client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def start(redis_url: str, ns: str) -> Iterator[Callable[..., WebProcess]]:
+    """``python -m web`` on the test's Redis with the settings given; stopped after."""
+    started: list[WebProcess] = []
+
+    def run(**settings: Any) -> WebProcess:
+        started.append(WebProcess(redis_url, ns, **settings))
+        return started[-1]
+
+    yield run
+    for process in started:
+        process.stop()

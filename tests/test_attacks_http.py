@@ -15,9 +15,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import uvicorn
@@ -27,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rsmq_core.embedded import free_port
-from tests.test_web_server import ROOT, WebProcess
+from tests.test_web_server import ROOT
 from tests.workers import wait_for
 from web.app import create_app
 from web.guard import host_allowed, host_name
@@ -35,20 +34,6 @@ from web.settings import SettingError, Settings
 
 MIB = 1024 * 1024
 SEND = "/api/queues/jobs/messages"
-
-
-@pytest.fixture
-def start(redis_url: str, ns: str) -> Iterator[Callable[..., WebProcess]]:
-    """``python -m web`` on the test's Redis with the settings given; stopped after."""
-    started: list[WebProcess] = []
-
-    def run(**settings: Any) -> WebProcess:
-        started.append(WebProcess(redis_url, ns, **settings))
-        return started[-1]
-
-    yield run
-    for process in started:
-        process.stop()
 
 
 def peak_rss(pid: int) -> int:

@@ -205,6 +205,13 @@ def ws_refusal(conn: HTTPConnection, frame: dict[str, Any]) -> str | None:
     queue, ids, tickets = frame.get("queue"), frame.get("ids"), frame.get("tickets")
     if ids is None:
         return "following a whole queue needs a login (API_TOKEN is set); give ids and tickets"
+    if ids == []:
+        # Every one of no ids has its ticket: without this, a queue of any name, followed
+        # for nothing (a channel each, up to WS_MAX_CHANNELS for everyone).
+        return (
+            "name the ids /submit answered with, each with its ticket (following no id, or a "
+            "whole queue, needs a login: API_TOKEN is set)"
+        )
     if not isinstance(ids, list) or not isinstance(queue, str):
         return None  # malformed: the subscription's own checks say what is wrong
     keys = keys_of(conn)

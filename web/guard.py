@@ -5,7 +5,8 @@
   stack (see ``web.app.App``); HSTS only on requests that came over https.
 - ``TrustedHosts`` answers 400 to a Host that is not one of ALLOWED_HOSTS: a page of another
   site whose name was rebound to this server's address (DNS rebinding) cannot talk to it.
-- ``BodyLimit`` reads a request body before the app sees it: 413 at once on a declared
+- ``BodyLimit`` reads a request body before the app sees it: 400 to one framed both by
+  Content-Length and Transfer-Encoding (request smuggling), 413 at once on a declared
   Content-Length over the limit (before the client sends it), 413 as soon as a chunked body
   passes it, 408 when the body takes longer than its deadline, and one INFO line (no app, no
   traceback) when the client goes away mid-body. The app then gets the body in one piece.
@@ -122,6 +123,12 @@ class BodyLimit:
         declared = headers.get("content-length")
         if declared is None and "transfer-encoding" not in headers:
             await self.app(scope, receive, send)  # no body (HTTP/1.1: neither header, none)
+            return
+        if declared is not None and "transfer-encoding" in headers:
+            # h11 reads the chunks and keeps the connection; a proxy in front that reads the
+            # length would take the rest for another request (request smuggling).
+            both = "a request may not have both Content-Length and Transfer-Encoding"
+            await error(400, "badFraming", both, close=True)(scope, receive, send)
             return
         limit = f"the request body may have at most {self.max_body} bytes"
         too_large = error(413, "bodyTooLarge", limit, close=True)

@@ -20,15 +20,22 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from .guard import HEADERS
 from .settings import Settings
 
-_BODY = b"the request head did not arrive in time"
-TIMED_OUT = b"".join(
-    [
-        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n",
-        *(name + b": " + value + b"\r\n" for name, value in HEADERS),
-        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(_BODY),
-        _BODY,
-    ]
-)
+
+def canned(status: bytes, body: bytes) -> bytes:
+    """A whole plain-text answer written by the protocol itself (no app runs), with the
+    security headers every answer carries, after which the connection is closed."""
+    return b"".join(
+        [
+            b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\n",
+            *(name + b": " + value + b"\r\n" for name, value in HEADERS),
+            b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body),
+            body,
+        ]
+    )
+
+
+TIMED_OUT = canned(b"408 Request Timeout", b"the request head did not arrive in time")
+BUSY = canned(b"503 Service Unavailable", b"too many connections (MAX_CONNECTIONS); try again")
 
 
 @functools.cache
@@ -56,6 +63,22 @@ class GuardedH11(H11Protocol):
         super().on_response_complete()
         if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
             self._arm()  # the next request's head has the same deadline
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's own answer to a request h11 cannot parse, which no middleware sees.
+        self.transport.write(canned(b"400 Bad Request", msg.encode()))
+        self.transport.close()
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        # uvicorn upgrades before it checks limit_concurrency: websockets would be taken
+        # past MAX_CONNECTIONS, without end, while every HTTP request got 503.
+        limit = self.limit_concurrency
+        if limit is not None and len(self.connections) >= limit:
+            self.logger.warning("Exceeded concurrency limit.")
+            self.transport.write(BUSY)
+            self.transport.close()
+            return
+        super().handle_websocket_upgrade(event)
 
     def _arm(self) -> None:
         self._disarm()
