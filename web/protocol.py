@@ -38,6 +38,12 @@ TIMED_OUT = canned(b"408 Request Timeout", b"the request head did not arrive in 
 BUSY = canned(b"503 Service Unavailable", b"too many connections (MAX_CONNECTIONS); try again")
 
 
+def websocket_limit(max_connections: int) -> int:
+    """Websockets one process keeps open at most: MAX_CONNECTIONS less a tenth kept for HTTP
+    requests (at least one: uvicorn counts the request's own connection, so one more)."""
+    return max_connections - 1 - max(1, max_connections // 10)
+
+
 @functools.cache
 def head_timeout() -> float:
     return Settings.from_env().head_timeout
@@ -72,8 +78,14 @@ class GuardedH11(H11Protocol):
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
         # uvicorn upgrades before it checks limit_concurrency: websockets would be taken
         # past MAX_CONNECTIONS, without end, while every HTTP request got 503.
+        # And websockets stay under their own share of it, so that however many one client
+        # holds open, HTTP requests (health checks, the API) still find a free slot.
         limit = self.limit_concurrency
-        if limit is not None and len(self.connections) >= limit:
+        if limit is not None and (
+            len(self.connections) >= limit
+            or sum(1 for c in self.connections if not isinstance(c, H11Protocol))
+            >= websocket_limit(limit)
+        ):
             self.logger.warning("Exceeded concurrency limit.")
             self.transport.write(BUSY)
             self.transport.close()
