@@ -24,10 +24,8 @@ pytest_plugins = ["tests.leftovers"]
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.cleanup()
+    with RedisServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -30,10 +30,8 @@ from tests.workers import wait_for
 
 @pytest.fixture(scope="module")
 def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.cleanup()
+    with RedisServer() as server:
+        yield server
 
 
 @pytest.fixture

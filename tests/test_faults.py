@@ -35,10 +35,8 @@ GONE = "was gone (Redis lost its data, or it was deleted); created it again"
 @pytest.fixture
 def server() -> Iterator[RedisServer]:
     """A Redis of the test's own: tests here flush, stop and reconfigure it."""
-    own = RedisServer()
-    own.start()
-    yield own
-    own.cleanup()
+    with RedisServer() as own:
+        yield own
 
 
 @pytest.fixture

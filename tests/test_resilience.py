@@ -13,10 +13,8 @@ from tests.redis_server import RedisServer
 
 @pytest.fixture
 def own_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.cleanup()
+    with RedisServer() as server:
+        yield server
 
 
 def test_script_flush_between_calls(rsmq, r):
