@@ -146,3 +146,10 @@ def start(redis_url: str, ns: str) -> Iterator[Callable[..., WebProcess]]:
     yield run
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def queues(redis_url: str, ns: str) -> Iterator[RSMQ]:
+    """A sync client on the test's namespace of the session's Redis."""
+    with RSMQ.from_url(redis_url, ns=ns) as client:
+        yield client

@@ -10,13 +10,14 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from rsmq_core import RSMQ, AsyncRSMQ
+from rsmq_core import AsyncRSMQ
+from tests.test_web import next_frame
 from tests.test_web_server import ROOT, WebProcess
 from web.app import create_app
 from web.openapi import openapi
@@ -44,12 +45,6 @@ def open_app(make_client: Callable[..., TestClient]) -> TestClient:
 @pytest.fixture
 def closed(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client(api_token=TOKEN)
-
-
-@pytest.fixture
-def queues(redis_url: str, ns: str) -> Iterator[RSMQ]:
-    with RSMQ.from_url(redis_url, ns=ns) as q:
-        yield q
 
 
 def csrf_of(client: TestClient, page: str = "/") -> str:
@@ -266,14 +261,6 @@ def test_a_session_of_another_token_or_too_old_is_refused(make_client, closed):
 
 
 # Item 8: the websocket -----------------------------------------------------------------------
-
-
-def next_frame(ws: Any, kind: str) -> dict[str, Any]:
-    while True:
-        frame: dict[str, Any] = ws.receive_json()
-        if frame["type"] == kind:
-            return frame
-        assert frame["type"] == "ping", frame
 
 
 def submit(client: TestClient, message: str) -> dict[str, Any]:

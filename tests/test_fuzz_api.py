@@ -9,7 +9,7 @@ requests accepted and schema-invalid ones refused.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jsonschema_rs
@@ -61,12 +61,6 @@ CHECKS = [
 @pytest.fixture
 def api(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client(api_token=TOKEN)
-
-
-@pytest.fixture
-def queues(redis_url: str, ns: str) -> Iterator[RSMQ]:
-    with RSMQ.from_url(redis_url, ns=ns) as client:
-        yield client
 
 
 def stage(q: RSMQ, case: Any) -> None:
