@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM stops the process within seconds, whatever its clients do: connections
         # still open after this are cut, then the lifespan closes (each step bounded).
         timeout_graceful_shutdown=2,
-        log_config=logs.config(settings.log_level),
+        log_config=logs.config(settings.log_level, settings.log_format),
     )
     return 0
 
