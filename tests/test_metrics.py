@@ -76,6 +76,7 @@ def test_queue_figures_are_exact_against_redis(make_client, redis_url, ns, r):
         q.send_message("a", "later", delay=60)  # hidden: delayed
         got = q.receive_message("a", vt=60)  # hidden: in flight (the oldest, ids[0])
         assert got is not None and got.id == ids[0]
+        r.sadd(f"{ns}:QUEUES", "not:a:name", "QUEUES", "")  # no operation takes these: left out
         before = server_ms(r)
         samples = parse(client.get("/metrics").text)
         after = server_ms(r)
@@ -96,6 +97,7 @@ def test_queue_figures_are_exact_against_redis(make_client, redis_url, ns, r):
     for name in ("messages", "visible_messages", "hidden_messages", "oldest_visible_age_seconds"):
         assert value(samples, f"rsmq_queue_{name}", queue="b") == 0
     assert value(samples, "rsmq_queue_sent_total", queue="b") == 0
+    assert {dict(labels).get("queue") for _, labels in samples} == {"a", "b", "jobs", None}
     for status in ("done", "failed", "retrying", "dead"):
         assert value(samples, "rsmq_jobs_total", queue="a", status=status) == 0
     for mode in MODES:

@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from realtime.metrics import MODES, job_families, metrics_key
 from realtime.registry import index_key, info_key
-from rsmq_core import AsyncRSMQ
+from rsmq_core import AsyncRSMQ, RSMQError, _protocol
 from rsmq_core._protocol import sent_ms
 
 from .api import endpoint, error_response
@@ -57,7 +57,7 @@ async def read(rsmq: AsyncRSMQ) -> Scrape:
         pipe.zrange(index, 0, -1)
         pipe.hgetall(metrics_key(index))
         names_raw, ids, raw_fields = await pipe.execute()
-    names = sorted(n.decode() for n in names_raw)
+    names = sorted(n for n in (raw.decode(errors="replace") for raw in names_raw) if usable(n))
     ids = [i.decode() for i in ids]
     async with redis.pipeline(transaction=False) as pipe:
         for name in names:
@@ -79,6 +79,16 @@ async def read(rsmq: AsyncRSMQ) -> Scrape:
     workers = [json.loads(row) for row in (replies[-1] if ids else []) if row is not None]
     fields = {k.decode(): float(v) for k, v in raw_fields.items()}
     return Scrape(queues, workers, fields)
+
+
+def usable(name: str) -> bool:
+    """A name no operation takes (put in the index by another RSMQ client, or "QUEUES") is
+    left out, as the dashboard leaves it out, rather than failing the whole scrape."""
+    try:
+        _protocol.check_qname(name)
+    except RSMQError:  # InvalidFormat, MissingParameter for an empty name
+        return False
+    return True
 
 
 class DeploymentCollector(Collector):
