@@ -3,10 +3,17 @@ prometheus_client's own parser; workers' counters through Redis; what a scrape c
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import functools
 import io
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +29,8 @@ from rsmq_core import RSMQ, AsyncRSMQ, logs
 from rsmq_core._protocol import sent_ms
 from rsmq_core.embedded import free_port
 from tests.handlers import done_key
-from tests.workers import WorkerProcess, wait_for
+from tests.workers import ROOT, WorkerProcess, wait_for
+from web.dashboard import compare
 from web.metrics import read
 from web.settings import SettingError
 from web.settings import Settings as WebSettings
@@ -289,3 +297,48 @@ def test_bad_metrics_port_is_named():
     message = "METRICS_PORT='http' is not a whole number"
     with pytest.raises(WorkerSettingError, match=f"^{re.escape(message)}$"):
         WorkerSettings.from_env({"METRICS_PORT": "http", "HANDLER": "a:b"})
+
+
+async def test_the_dashboard_compares_modes_from_what_workers_wrote(redis_url, ns):
+    rsmq = AsyncRSMQ.from_url(redis_url, ns=ns)
+    workers = []
+    for mode, latencies in (("realtime", (1, 2, 3, 4)), ("polling", (100, 300, 500, 900))):
+        info = WorkerInfo(id=f"w-{mode}", host="h", pid=1, mode=mode, queues=["q"],
+                          concurrency=1, started=1, commands_per_second=4.0)  # fmt: skip
+        rec = Recorder(mode)
+        now = time.time() * 1000
+        rec.pickup("q", now - 400_000 - 7, now - 400_000)  # older than the window: left out
+        for ms in latencies:
+            rec.pickup("q", now - ms, now)
+        taken = rec.take()
+        write = functools.partial(rec.write, taken=taken)
+        await heartbeat(rsmq.redis, ns, info, ttl=60, also=write)
+        workers.append(dataclasses.asdict(info))
+    got = await compare(rsmq.redis, ns, workers)
+    await rsmq.aclose()
+    assert got["realtime"] == {"workers": 1, "pickups": 4, "p50": 2.0, "p95": 4.0, "p99": 4.0,
+                               "commands_per_second": 4.0}  # fmt: skip
+    assert got["polling"]["p50"] == 300.0 and got["polling"]["p99"] == 900.0
+
+
+@pytest.mark.timeout(120)
+def test_run_compare_starts_a_worker_of_each_mode_and_a_trickle(redis_url, r, tmp_path):
+    port = free_port()
+    env = dict(os.environ, REDIS_URL=redis_url, PORT=str(port))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "launch.py"), "--compare", "--once"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=100,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Open http://127.0.0.1:{port}/dashboard" in done.stdout
+    got = asyncio.run(_compare(redis_url))
+    assert got["realtime"]["pickups"] >= 10 and got["polling"]["pickups"] >= 10
+    assert got["polling"]["p50"] > got["realtime"]["p50"]
+
+
+async def _compare(redis_url: str) -> dict[str, Any]:
+    rsmq = AsyncRSMQ.from_url(redis_url, ns="rsmq")
+    try:
+        return await compare(rsmq.redis, "rsmq", [])
+    finally:
+        await rsmq.aclose()
