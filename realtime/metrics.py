@@ -2,7 +2,7 @@
 samples, written at each heartbeat beside the registry entry and read by any web process.
 
 Worker dynos cannot be scraped, so each worker adds what it counted since its last heartbeat
-(deltas, never absolute values) to one hash per namespace, ``{registry}:metrics``, in the same
+(deltas, never absolute values) to one hash per namespace, ``{ns}:@workers-metrics``, in the same
 transaction as its registry entry. The totals therefore live in Redis, not in a worker: a
 worker that dies takes nothing with it but the counts of its last unflushed heartbeat, and a
 Prometheus counter never goes backwards. Fields (queue names cannot contain ``:``):
@@ -12,7 +12,7 @@ Prometheus counter never goes backwards. Fields (queue names cannot contain ``:`
   :data:`DURATION_BUCKETS` (per bucket, not cumulative; the last index is +Inf);
 - ``pickup:{queue}:{mode}:{i}`` / ``:sum`` / ``:count`` -- send -> first receive.
 
-The last pickups of each mode also go to a capped list ``{registry}:pickups:{mode}``
+The last pickups of each mode also go to a capped list ``{ns}:@workers-pickups-{mode}``
 (``"<epoch ms> <latency ms>"``), from which the dashboard takes exact percentiles over the
 last minutes.
 """
@@ -43,12 +43,14 @@ PICKUP_SAMPLES = 1000  # kept per mode, in Redis and per heartbeat in a worker
 Taken = tuple[Counter[str], dict[str, float], list[tuple[int, float]]]
 
 
+# "-", not ":", after the registry's index: ``{index}:*`` are the workers' entries, which
+# readers list by that pattern; these stay in the index's hash slot all the same.
 def metrics_key(index: str) -> str:
-    return f"{index}:metrics"
+    return f"{index}-metrics"
 
 
 def pickups_key(index: str, mode: str) -> str:
-    return f"{index}:pickups:{mode}"
+    return f"{index}-pickups-{mode}"
 
 
 def bucket_index(bounds: tuple[float, ...], value: float) -> int:
