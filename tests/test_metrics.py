@@ -130,7 +130,8 @@ def test_workers_counters_and_histograms_travel_through_redis(spawn, make_client
         for _ in range(3):
             q.send_message("slow", "{}")
         wait_for(lambda: r.llen(done_key(ns)) == 9, what="9 messages done")
-        wait_for(lambda: q.get_queue_attributes("fast-dead").msgs == 2, what="2 dead letters")
+        # (the dead-letter queue is created with the first dead letter)
+        wait_for(lambda: r.zcard(f"{ns}:fast-dead") == 2, what="2 dead letters")
 
     def scraped() -> Samples:
         s = parse(client.get("/metrics").text)
@@ -230,8 +231,8 @@ async def test_a_scrape_costs_three_round_trips_for_100_queues_and_20_workers(re
     await client.aclose()
     assert len(scrape.queues) == 100 and len(scrape.workers) == 20
     assert trips == 3
-    # TIME; SMEMBERS, ZRANGE, HGETALL; four reads a queue and one MGET
-    assert commands == 1 + 3 + 4 * 100 + 1
+    # TIME; SMEMBERS, ZRANGE, HGETALL; four reads a queue and a GET a worker
+    assert commands == 1 + 3 + 4 * 100 + 20
 
 
 def test_metrics_need_api_token_or_metrics_token(make_client):
@@ -347,3 +348,39 @@ async def _compare(redis_url: str) -> dict[str, Any]:
         return await compare(rsmq.redis, "rsmq", [])
     finally:
         await rsmq.aclose()
+
+
+@pytest.mark.timeout(120)
+def test_metrics_on_a_cluster(redis_cluster, ns):
+    from tests.test_web_server import WebProcess
+
+    web = WebProcess(redis_cluster.url, ns, REDIS_CLUSTER="1")
+    worker = WorkerProcess(redis_cluster.url, ns, cluster=True, queues="a,b,c")
+    try:
+        worker.start()
+        with RSMQ.from_url(redis_cluster.url, ns=ns, cluster=True, realtime=True) as q:
+            for name in ("a", "b", "c"):
+                q.send_message(name, "{}")
+
+        def scraped() -> Samples:
+            with urllib.request.urlopen(web.url("/metrics"), timeout=5) as answer:
+                s = parse(answer.read().decode())
+            dones = [value(s, "rsmq_jobs_total", queue=n, status="done") for n in "abc"]
+            return s if dones == [1, 1, 1] else {}
+
+        samples = wait_for(scraped, what="three jobs done, counted through the cluster")
+    finally:
+        worker.cleanup()
+        web.stop()
+    assert value(samples, "rsmq_workers", mode="realtime") == 1
+    for name in "abc":
+        assert value(samples, "rsmq_queue_sent_total", queue=name) == 1
+        assert value(samples, "rsmq_queue_messages", queue=name) == 0
+        pickups = value(samples, "rsmq_pickup_latency_seconds_count", queue=name, mode="realtime")
+        assert pickups == 1
+
+
+def test_a_short_metrics_token_is_refused_at_start():
+    message = "METRICS_TOKEN has 5 characters; use at least 16 (e.g. openssl rand -hex 24)"
+    with pytest.raises(SettingError, match=f"^{re.escape(message)}$"):
+        WebSettings.from_env({"METRICS_TOKEN": "short", "HOST": "127.0.0.1"})

@@ -3,7 +3,7 @@ scrape time, so every web process answers the same and no worker needs to be rea
 
 A scrape costs Redis three round trips, whatever the number of queues and workers: TIME; the
 queue index, the worker index and the metrics hash; then, in one pipeline, four reads per queue
-and one MGET of the workers' entries (see docs/monitoring in the README for the measured
+and a GET of each worker's entry (see docs/monitoring in the README for the measured
 figure). The queue figures are RSMQ's own keys; the job counters and histograms are the totals
 workers add to Redis at each heartbeat (realtime.metrics).
 """
@@ -66,8 +66,8 @@ async def read(rsmq: AsyncRSMQ) -> Scrape:
             pipe.zcard(keys.zset)
             pipe.zcount(keys.zset, "-inf", now_ms)
             pipe.zrangebyscore(keys.zset, "-inf", now_ms, start=0, num=1)
-        if ids:
-            pipe.mget([info_key(redis, ns, i) for i in ids])
+        for worker_id in ids:  # a GET each: a cluster pipeline refuses MGET
+            pipe.get(info_key(redis, ns, worker_id))
         replies = await pipe.execute()
     queues = {}
     for i, name in enumerate(names):
@@ -76,7 +76,7 @@ async def read(rsmq: AsyncRSMQ) -> Scrape:
             continue
         age = max(0.0, (now_ms - sent_ms(first[0].decode())) / 1000) if first else 0.0
         queues[name] = QueueFigures(messages, visible, int(sent or 0), int(received or 0), age)
-    workers = [json.loads(row) for row in (replies[-1] if ids else []) if row is not None]
+    workers = [json.loads(row) for row in replies[4 * len(names) :] if row is not None]
     fields = {k.decode(): float(v) for k, v in raw_fields.items()}
     return Scrape(queues, workers, fields)
 
