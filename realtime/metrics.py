@@ -147,17 +147,18 @@ def count_commands(redis: AsyncRedis) -> Callable[[], int] | None:
 
 
 class Rate:
-    """Per second of a growing count, between the last two readings."""
+    """Per second of a growing count, between the last two readings; None at the first."""
 
     def __init__(self, read: Callable[[], int]) -> None:
         self._read = read
-        self._last = (time.monotonic(), read())
+        self._last: tuple[float, int] | None = None
 
-    def __call__(self) -> float:
+    def __call__(self) -> float | None:
         now, count = time.monotonic(), self._read()
-        then, before = self._last
-        self._last = (now, count)
-        return round((count - before) / (now - then), 2) if now > then else 0.0
+        last, self._last = self._last, (now, count)
+        if last is None or now <= last[0]:
+            return None
+        return round((count - last[1]) / (now - last[0]), 2)
 
 
 async def read_metrics(redis: AsyncRedis, index: str) -> dict[str, float]:

@@ -197,6 +197,11 @@ def test_the_compare_view_shows_polling_picking_up_later_than_realtime(redis_url
                 assert board.locator("#compare-chart text.tick").count() >= 5
                 commands = board.locator('#compare td[data-field="commands"]')
                 expect(commands.nth(1)).not_to_have_text("—", timeout=10_000)
+                per_worker = board.locator('#compare-workers td[data-field="commands"]')
+                expect(per_worker).to_have_count(2)
+                for i in range(2):  # each worker's own figure, a number
+                    expect(per_worker.nth(i)).not_to_have_text("—", timeout=10_000)
+                    float(per_worker.nth(i).inner_text())
                 ARTIFACTS.mkdir(exist_ok=True)
                 board.locator("#compare-title").scroll_into_view_if_needed()
                 board.screenshot(path=str(ARTIFACTS / "dashboard-compare.png"), full_page=True)

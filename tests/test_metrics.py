@@ -4,6 +4,7 @@ prometheus_client's own parser; workers' counters through Redis; what a scrape c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import io
@@ -384,3 +385,42 @@ def test_a_short_metrics_token_is_refused_at_start():
     message = "METRICS_TOKEN has 5 characters; use at least 16 (e.g. openssl rand -hex 24)"
     with pytest.raises(SettingError, match=f"^{re.escape(message)}$"):
         WebSettings.from_env({"METRICS_TOKEN": "short", "HOST": "127.0.0.1"})
+
+
+def test_many_open_dashboards_share_one_read_of_redis(make_client):
+    from tests.test_web import ORIGIN, next_frame
+
+    client = make_client()
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(client.websocket_connect("/ws", headers=ORIGIN))
+                   for _ in range(3)]  # fmt: skip
+        for ws in sockets:
+            ws.send_json({"type": "watch"})
+        seen = [[next_frame(ws, "stats") for _ in range(3)] for ws in sockets]
+    # Every frame a dashboard gets is a snapshot every other dashboard got too: one read of
+    # Redis a tick for all of them (the process's one Stats task), never one per dashboard.
+    last_ticks = [{f["at"] for f in frames[1:]} for frames in seen]
+    assert set.intersection(*last_ticks)
+    assert all(set(f["compare"]) == {"realtime", "polling"} for frames in seen for f in frames)
+
+
+async def test_a_worker_counts_every_command_its_client_sends(redis_url, ns):
+    from realtime.metrics import Rate, count_commands
+    from rsmq_core.client import connect
+
+    client = connect(redis_url)
+    sent = count_commands(client)
+    assert sent is not None
+    rate = Rate(sent)
+    assert rate() is None  # no interval yet
+    await client.ping()
+    connected = sent()  # PING, and what the connection's handshake sent (CLIENT SETINFO...)
+    assert connected >= 1
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.set(f"{ns}:k", 1)
+        pipe.get(f"{ns}:k")
+        await pipe.execute()
+    await client.aclose()
+    assert sent() - connected == 4  # MULTI, SET, GET, EXEC
+    per_second = rate()
+    assert per_second is not None and per_second > 0

@@ -24,6 +24,18 @@ function showCompare(frame) {
     return row;
   });
   document.querySelector("#compare tbody").replaceChildren(...rows);
+  document.querySelector("#compare-workers tbody").replaceChildren(...(frame.workers || []).map(
+    (w) => {
+      const row = document.createElement("tr");
+      for (const [field, v] of [["id", w.id], ["mode", w.mode],
+                                ["commands", w.commands_per_second]]) {
+        const td = document.createElement("td");
+        td.dataset.field = field;
+        td.textContent = v === null || v === undefined ? "—" : String(v);
+        row.append(td);
+      }
+      return row;
+    }));
   drawCompare(frame.compare);
 }
 
