@@ -110,7 +110,8 @@ class Recorder:
         self.pending.update(counts)
         for name, value in sums.items():
             self.pending_sums[name] = self.pending_sums.get(name, 0.0) + value
-        self.samples.extendleft(reversed(samples))
+        # Older than those taken since: when the two are more than kept, these go first.
+        self.samples = deque([*samples, *self.samples], maxlen=PICKUP_SAMPLES)
 
     def write(self, pipe: Any, index: str, taken: Taken) -> None:
         """Queue ``taken`` on ``pipe`` (the heartbeat's transaction)."""

@@ -24,7 +24,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio.connection import Connection
 
-from realtime.metrics import MODES, PICKUP_BUCKETS, Recorder, percentiles
+from realtime.metrics import MODES, PICKUP_BUCKETS, PICKUP_SAMPLES, Recorder, percentiles
 from realtime.registry import WorkerInfo, heartbeat
 from rsmq_core import RSMQ, AsyncRSMQ, logs
 from rsmq_core._protocol import sent_ms
@@ -187,11 +187,19 @@ def test_pickup_samples_give_the_dashboard_exact_percentiles():
 def test_a_failed_heartbeat_gives_its_counts_back_to_the_next():
     rec = Recorder("realtime")
     rec.job("q", "done")
+    for at in range(PICKUP_SAMPLES):
+        rec.pickup("q", at, at + 1)
     taken = rec.take()
     rec.job("q", "done")
+    rec.pickup("q", 5000, 5001)
     rec.give_back(taken)
-    counts, _, _ = rec.take()
+    counts, sums, samples = rec.take()
     assert counts["jobs:q:done"] == 2
+    assert counts["pickup:q:realtime:count"] == PICKUP_SAMPLES + 1
+    assert sums["pickup:q:realtime:sum"] == pytest.approx((PICKUP_SAMPLES + 1) / 1000)
+    # More samples than kept: the oldest go, the newest stay, in order
+    assert len(samples) == PICKUP_SAMPLES
+    assert samples[0][0] == 2 and samples[-1][0] == 5001
 
 
 class CountingConnection(Connection):
