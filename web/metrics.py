@@ -3,7 +3,7 @@ scrape time, so every web process answers the same and no worker needs to be rea
 
 A scrape costs Redis three round trips, whatever the number of queues and workers: TIME; the
 queue index, the worker index and the metrics hash; then, in one pipeline, four reads per queue
-and a GET of each worker's entry (see docs/monitoring in the README for the measured
+and a GET of each worker's entry (the README's Monitoring section has the measured
 figure). The queue figures are RSMQ's own keys; the job counters and histograms are the totals
 workers add to Redis at each heartbeat (realtime.metrics).
 """
