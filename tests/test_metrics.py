@@ -432,3 +432,14 @@ async def test_a_worker_counts_every_command_its_client_sends(redis_url, ns):
     assert sent() - connected == 4  # MULTI, SET, GET, EXEC
     per_second = rate()
     assert per_second is not None and per_second > 0
+
+
+def test_a_worker_with_log_format_json_writes_only_json_lines(spawn, redis_url, ns, r):
+    w = spawn("realtime", queues="logged", log_format="json")
+    with RSMQ.from_url(redis_url, ns=ns, realtime=True) as q:
+        q.send_message("logged", "{}")
+    wait_for(lambda: r.llen(done_key(ns)) == 1, what="the message done")
+    w.stop()
+    records = [json.loads(line) for line in w.stdout().splitlines()]
+    assert any(" done logged/" in rec["message"] for rec in records)
+    assert {"time", "level", "logger", "message"} <= set(records[0])
