@@ -25,6 +25,7 @@ from rsmq_core import Keys
 from rsmq_core.client import AsyncRedis
 
 from .events import events_channel, status_key, stream_key
+from .metrics import metrics_key, pickups_key
 from .registry import index_key, info_key
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,10 @@ def worker_needs(redis: AsyncRedis, ns: str, queues: Iterable[str], worker_id: s
         Need(("zrange", index, "0", "-1"), _key(index)),
         Need(("zrem", index, "x"), _key(index)),
         Need(("zremrangebyscore", index, "0", "1"), _key(index)),
+        Need(("hincrby", metrics_key(index), "f", "1"), _key(metrics_key(index))),
+        Need(("hincrbyfloat", metrics_key(index), "f", "1"), _key(metrics_key(index))),
+        Need(("lpush", pickups_key(index, "x"), "v"), _key(pickups_key(index, "x"))),
+        Need(("ltrim", pickups_key(index, "x"), "0", "1"), _key(pickups_key(index, "x"))),
     ]
     for qname in queues:
         needs += _queue_needs(redis, ns, qname)
@@ -156,6 +161,8 @@ def web_needs(redis: AsyncRedis, ns: str, queue: str) -> list[Need]:
         Need(("xrevrange", stream_key(keys), "+", "-"), _key(stream_key(keys))),
         Need(("zrange", index, "0", "-1"), _key(index)),
         Need(("mget", info_key(redis, ns, "x")), _key(info_key(redis, ns, "x"))),
+        Need(("hgetall", metrics_key(index)), _key(metrics_key(index))),
+        Need(("lrange", pickups_key(index, "x"), "0", "-1"), _key(pickups_key(index, "x"))),
     ]
     return needs + _subscribe(redis, [events_channel(keys)])
 

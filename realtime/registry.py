@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ class WorkerInfo:
     started: int  # epoch ms
     last_seen: int = 0  # epoch ms
     counters: dict[str, int] = field(default_factory=dict)
+    commands_per_second: float | None = None  # Redis commands it sent, since its last heartbeat
 
 
 def index_key(redis: AsyncRedis, ns: str) -> str:
@@ -42,14 +44,24 @@ def info_key(redis: AsyncRedis, ns: str, worker_id: str) -> str:
     return f"{index_key(redis, ns)}:{worker_id}"
 
 
-async def heartbeat(redis: AsyncRedis, ns: str, info: WorkerInfo, *, ttl: float) -> None:
-    """Register or refresh a worker; its entry lapses ``ttl`` seconds after the last one."""
+async def heartbeat(
+    redis: AsyncRedis,
+    ns: str,
+    info: WorkerInfo,
+    *,
+    ttl: float,
+    also: Callable[[Any, str], None] | None = None,
+) -> None:
+    """Register or refresh a worker; its entry lapses ``ttl`` seconds after the last one.
+    ``also(pipe, index)`` adds commands to the same transaction (the worker's metrics)."""
     info.last_seen = int(time.time() * 1000)
     index = index_key(redis, ns)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(info_key(redis, ns, info.id), json.dumps(asdict(info)), px=int(ttl * 1000))
         pipe.zadd(index, {info.id: info.last_seen})
         pipe.zremrangebyscore(index, "-inf", info.last_seen - 10 * ttl * 1000)
+        if also is not None:
+            also(pipe, index)
         await pipe.execute()
 
 

@@ -7,12 +7,15 @@ never configures logging; ``python -m worker`` and ``python -m web`` call :func:
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.config
+from datetime import UTC, datetime
 from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+FORMATS = ("line", "json")  # LOG_FORMAT
 
 
 class OneLineFormatter(logging.Formatter):
@@ -23,17 +26,42 @@ class OneLineFormatter(logging.Formatter):
         return super().format(record).replace("\r\n", "\n").replace("\n", "\\n")
 
 
-def config(level: str = "INFO") -> dict[str, Any]:
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line, for collectors that parse fields: ``time`` (ISO 8601, UTC),
+    ``level``, ``logger``, ``message``, and ``exception`` when there is a traceback. JSON
+    escapes line breaks, so a record stays one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(out, ensure_ascii=False)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
+def config(level: str = "INFO", fmt: str = "line") -> dict[str, Any]:
     """A ``logging.config.dictConfig`` dictionary: everything at ``level`` and above to
-    stdout, one line per record (uvicorn's own loggers included)."""
+    stdout, one line per record (uvicorn's own loggers included), in ``fmt`` (see FORMATS)."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"line": {"()": OneLineFormatter, "fmt": FORMAT}},
+        "formatters": {
+            "line": {"()": OneLineFormatter, "fmt": FORMAT},
+            "json": {"()": JsonFormatter},
+        },
         "handlers": {
             "stdout": {
                 "class": "logging.StreamHandler",
-                "formatter": "line",
+                "formatter": check_format(fmt),
                 "stream": "ext://sys.stdout",
             }
         },
@@ -55,5 +83,13 @@ def check_level(value: str) -> str:
     return level
 
 
-def configure(level: str = "INFO") -> None:
-    logging.config.dictConfig(config(level))
+def check_format(value: str) -> str:
+    """``value`` as a LOG_FORMAT; ValueError naming the choices otherwise."""
+    fmt = value.strip().lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"LOG_FORMAT={value!r}: use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def configure(level: str = "INFO", fmt: str = "line") -> None:
+    logging.config.dictConfig(config(level, fmt))

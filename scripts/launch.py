@@ -4,12 +4,18 @@ It starts the Procfile's two processes — the web app (on $PORT or 8000) and a 
 prints the URL to open, sends a few demo "applications" and prints each status event as it
 happens in the terminal too, then keeps everything running until Ctrl-C. ``--once`` exits when
 the demo applications are done (the test suite runs it so).
+
+``--compare`` shows realtime vs polling instead: the web app, one realtime and one polling
+worker (each on its own queue, the same handler), and a steady trickle of sends to both; the
+dashboard's "Realtime vs polling" section shows their pickup latencies and Redis commands per
+second. With ``--once`` it exits when COMPARE_ONCE messages of each queue are done.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -40,6 +46,9 @@ from worker.settings import EXAMPLE_HANDLER
 ROOT = Path(__file__).resolve().parent.parent
 NS, QUEUE = "rsmq", "jobs"
 DEMO = [{"applicant": "Ada"}, {"applicant": "Grace"}, {"applicant": "Mallory", "fail": True}]
+COMPARE_QUEUES = {"realtime": "compare-realtime", "polling": "compare-polling"}
+COMPARE_EVERY = 0.5  # seconds between sends to each queue
+COMPARE_ONCE = 10  # messages to each queue with --once
 
 
 async def demo(url: str, *, once: bool) -> None:
@@ -65,6 +74,45 @@ async def demo(url: str, *, once: bool) -> None:
             print(f"  {event.id} rc={event.rc} {event.status}{extra}")
             if event.status in ("done", "dead") and event.id in ids:
                 finished.add(event.id)
+    await client.aclose()
+
+
+async def trickle(url: str, *, once: bool) -> None:
+    """One message to each compare queue every COMPARE_EVERY seconds; with ``once``,
+    COMPARE_ONCE each, then wait until every one is done."""
+    client = aioredis.Redis.from_url(url)
+    rsmq = AsyncRSMQ(client, ns=NS, realtime=True)
+    async with Subscriber(client) as sub:
+        events = sub.listen(*(events_channel(Keys.of(NS, q)) for q in COMPARE_QUEUES.values()))
+        for qname in COMPARE_QUEUES.values():
+            with contextlib.suppress(QueueExists):
+                await rsmq.create_queue(qname, vt=30)
+        sent: set[str] = set()
+        done: set[str] = set()
+
+        async def count_done() -> None:
+            while True:
+                item = await events.get()
+                if item is not None:
+                    _, event = parse_published(item[1])
+                    if event.status == "done":
+                        done.add(event.id)
+
+        counting = asyncio.create_task(count_done())
+        n = 0
+        try:
+            while not once or n < COMPARE_ONCE:
+                n += 1
+                for qname in COMPARE_QUEUES.values():
+                    sent.add(await rsmq.send_message(qname, json.dumps({"n": n})))
+                if n % 10 == 0:
+                    print(f"sent {n} messages to each of {', '.join(COMPARE_QUEUES.values())}")
+                await asyncio.sleep(COMPARE_EVERY)
+            async with asyncio.timeout(60):
+                while not sent <= done:
+                    await asyncio.sleep(0.1)
+        finally:
+            counting.cancel()
     await client.aclose()
 
 
@@ -156,16 +204,24 @@ def check_redis(url: str, options: ConnectionOptions) -> None:
         time.sleep(0.2)
 
 
-async def run(url: str, port: int, *, once: bool) -> int:
+async def run(url: str, port: int, *, once: bool, compare: bool = False) -> int:
     env = dict(os.environ, REDIS_URL=url, RSMQ_NS=NS, QUEUES=QUEUE, QUEUE=QUEUE,
                MAX_RECEIVES="2", RETRY_BACKOFF="0.5", PYTHONPATH=str(ROOT))  # fmt: skip
     env |= {"HANDLER": EXAMPLE_HANDLER}  # the demo's work; a worker has no default handler
     # The web app on loopback only, and quiet: its request lines would bury the demo's.
     web_env = dict(env, HOST="127.0.0.1", PORT=str(port), LOG_LEVEL="WARNING")
+    workers = [env]
+    if compare:
+        # Quiet too: a line per message from each worker would bury the instructions.
+        workers = [dict(env, QUEUES=qname, REALTIME=str(mode == "realtime").lower(),
+                        LOG_LEVEL="WARNING") for mode, qname in COMPARE_QUEUES.items()]  # fmt: skip
     children = [
-        await asyncio.create_subprocess_exec(sys.executable, "-m", "worker", env=env, cwd=ROOT),
-        await asyncio.create_subprocess_exec(sys.executable, "-m", "web", env=web_env, cwd=ROOT),
+        await asyncio.create_subprocess_exec(sys.executable, "-m", "worker", env=e, cwd=ROOT)
+        for e in workers
     ]
+    children.append(
+        await asyncio.create_subprocess_exec(sys.executable, "-m", "web", env=web_env, cwd=ROOT)
+    )
     exits = [asyncio.create_task(child.wait()) for child in children]
     try:
         ready = asyncio.create_task(wait_for_web(port))
@@ -178,8 +234,13 @@ async def run(url: str, port: int, *, once: bool) -> int:
         if any(e.done() for e in exits):  # it answered, but it is gone: it was not ours
             print("the web app or the worker exited at start; stopping", file=sys.stderr)
             return 1
-        print(f"\nOpen http://127.0.0.1:{port}/ — the example app (Ctrl-C stops everything)\n")
-        showing = asyncio.create_task(demo(url, once=once))
+        if compare:
+            print(f"\nOpen http://127.0.0.1:{port}/dashboard — realtime vs polling, one worker "
+                  "each, a message to each every 0.5 s (Ctrl-C stops everything)\n")  # fmt: skip
+            showing = asyncio.create_task(trickle(url, once=once))
+        else:
+            print(f"\nOpen http://127.0.0.1:{port}/ — the example app (Ctrl-C stops everything)\n")
+            showing = asyncio.create_task(demo(url, once=once))
         await asyncio.wait({showing, *exits}, return_when=asyncio.FIRST_COMPLETED)
         if not showing.done():
             showing.cancel()
@@ -197,6 +258,9 @@ async def run(url: str, port: int, *, once: bool) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--once", action="store_true", help="exit when the demo is done")
+    parser.add_argument(
+        "--compare", action="store_true", help="realtime vs polling: a worker of each, sends"
+    )
     args = parser.parse_args()
     # Explicitly: a shell that starts us in the background would have SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -214,7 +278,7 @@ def main() -> int:
             print(f"started an embedded Redis at {url} (set REDIS_URL to use your own)")
         if not args.once:
             print(f"Try the CLI meanwhile: .venv/bin/rsmq --url {shown} send jobs hello")
-        return asyncio.run(run(url, port, once=args.once))
+        return asyncio.run(run(url, port, once=args.once, compare=args.compare))
     except CannotStart as exc:
         print(exc, file=sys.stderr)
         return exc.status

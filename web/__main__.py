@@ -63,11 +63,12 @@ Every setting comes from the environment (the README's Settings table has them a
   ALLOW_ANONYMOUS    true: serve the API without API_TOKEN on a non-loopback HOST
   ALLOWED_HOSTS      the names clients reach the app by (required on a non-loopback HOST)
   SESSION_SECRET     signs cookies and websocket tickets (default: derived from API_TOKEN)
+  METRICS_TOKEN      a bearer token that opens /metrics only (API_TOKEN opens it too)
   REDIS_URL          redis://host:port/db, rediss:// for TLS (default redis://localhost:6379/0)
   REDIS_CLUSTER      true when REDIS_URL names a node of a Redis Cluster (default false)
   REDIS_TLS_VERIFY, REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE
                      how a rediss:// server is checked, and a client certificate
-  RSMQ_NS, QUEUE, ALLOWED_ORIGINS, LOG_LEVEL
+  RSMQ_NS, QUEUE, ALLOWED_ORIGINS, LOG_LEVEL, LOG_FORMAT (line or json)
   limits: MAX_BODY, HEAD_TIMEOUT, BODY_TIMEOUT, MAX_CONNECTIONS, WS_KEEPALIVE, WS_BUFFER,
           WS_MAX_CHANNELS, WS_MAX_IDS, WS_SUBSCRIBE_RATE, WS_SUBSCRIBE_BURST,
           WS_REDIS_CONNECTIONS
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM stops the process within seconds, whatever its clients do: connections
         # still open after this are cut, then the lifespan closes (each step bounded).
         timeout_graceful_shutdown=2,
-        log_config=logs.config(settings.log_level),
+        log_config=logs.config(settings.log_level, settings.log_format),
     )
     return 0
 

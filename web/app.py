@@ -36,6 +36,7 @@ from . import api, guard
 from . import auth as access
 from .dashboard import Stats
 from .live import Hub
+from .metrics import metrics
 from .openapi import openapi
 from .outage import UNAVAILABLE, Outage, is_outage
 from .settings import Settings
@@ -226,6 +227,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/login", login, methods=["GET", "POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/openapi.json", openapi_json),
+        Route("/metrics", metrics),
         WebSocketRoute("/ws", websocket),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         *api.ROUTES,

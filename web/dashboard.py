@@ -16,12 +16,16 @@ from collections.abc import Callable
 from typing import Any
 
 from realtime import live_workers
+from realtime.metrics import MODES, parse_samples, percentiles, pickups_key
+from realtime.registry import index_key
 from rsmq_core import AsyncRSMQ, InvalidFormat, QueueNotFound
+from rsmq_core.client import AsyncRedis
 
 log = logging.getLogger(__name__)
 
 
 LISTED = 100  # queues a snapshot lists (the first by name); total_queues says how many exist
+COMPARE_WINDOW = 300  # seconds of pickups the realtime-vs-polling figures cover
 
 
 async def snapshot(
@@ -45,7 +49,39 @@ async def snapshot(
             queues[name]["dead"] = dead["msgs"] if dead is not None else 0
     shown = {name: queues[name] for name in listed if name in queues}
     workers = [dataclasses.asdict(w) for w in await live_workers(rsmq.redis, rsmq.ns)]
-    return {"at": time.time(), "queues": shown, "total_queues": len(names), "workers": workers}
+    return {"at": time.time(), "queues": shown, "total_queues": len(names), "workers": workers,
+            "compare": await compare(rsmq.redis, rsmq.ns, workers)}  # fmt: skip
+
+
+async def compare(
+    redis: AsyncRedis, ns: str, workers: list[dict[str, Any]], window: float = COMPARE_WINDOW
+) -> dict[str, dict[str, Any]]:
+    """Realtime vs polling: per mode, pickup latency (send -> first receive, in ms)
+    percentiles over the last ``window`` seconds (exact, from the pickups workers add to
+    Redis at each heartbeat; at most the last 1000 of a mode), and the Redis commands per
+    second of its live workers (each counts its own and says so at each heartbeat). One
+    round trip; read by the one Stats task of a web process, whatever the dashboards open."""
+    index = index_key(redis, ns)
+    async with redis.pipeline(transaction=False) as pipe:
+        for mode in MODES:
+            pipe.lrange(pickups_key(index, mode), 0, -1)
+        rows = await pipe.execute()
+    since = int((time.time() - window) * 1000)
+    out: dict[str, dict[str, Any]] = {}
+    for mode, raw in zip(MODES, rows, strict=True):
+        latencies = [ms for _, ms in parse_samples(raw, since)]
+        rates = [w["commands_per_second"] for w in workers
+                 if w["mode"] == mode and w.get("commands_per_second") is not None]  # fmt: skip
+        p50, p95, p99 = percentiles(latencies) if latencies else (None, None, None)
+        out[mode] = {
+            "workers": sum(1 for w in workers if w["mode"] == mode),
+            "pickups": len(latencies),
+            "p50": p50,
+            "p95": p95,
+            "p99": p99,
+            "commands_per_second": round(sum(rates) / len(rates), 2) if rates else None,
+        }
+    return out
 
 
 def with_rates(now: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:

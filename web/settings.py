@@ -27,6 +27,7 @@ class Settings:
     ns: str = "rsmq"
     queue: str = "jobs"  # the example app's queue: the worker's default QUEUES
     api_token: str | None = None  # when set, every route but the example page needs auth
+    metrics_token: str | None = None  # also opens /metrics (and only it): a scraper's token
     session_secret: str | None = None  # signs cookies and tickets; derived from api_token if unset
     allow_anonymous: bool = False  # no API_TOKEN on purpose, on a non-loopback HOST
     max_body: int = 256 * 1024  # bytes a request body may have
@@ -48,6 +49,7 @@ class Settings:
     host: str = "0.0.0.0"  # every interface, as a Heroku dyno needs
     port: int = 8000  # Heroku sets PORT
     log_level: str = "INFO"
+    log_format: str = "line"  # LOG_FORMAT: "line" or "json" (rsmq_core.logs)
 
     def served_hosts(self) -> tuple[str, ...]:
         """ALLOWED_HOSTS; SettingError saying what to set when there are none (an app that
@@ -113,6 +115,7 @@ class Settings:
             raise SettingError(f"PORT={port_text!r} must be a port number, 1 to 65535")
         try:
             log_level = logs.check_level(text("LOG_LEVEL", d.log_level))
+            log_format = logs.check_format(text("LOG_FORMAT", d.log_format))
         except ValueError as exc:
             raise SettingError(str(exc)) from None
         api_token, session_secret = secret("API_TOKEN", env), secret("SESSION_SECRET", env)
@@ -125,12 +128,14 @@ class Settings:
             )
         return cls(
             api_token=api_token,
+            metrics_token=secret("METRICS_TOKEN", env),
             session_secret=session_secret,
             redis_url=redis_url,
             redis_cluster=flag("REDIS_CLUSTER", d.redis_cluster),
             host=host,
             port=int(port_text),
             log_level=log_level,
+            log_format=log_format,
             connection=connection,
             ns=text("RSMQ_NS", d.ns),
             queue=queue,

@@ -60,7 +60,8 @@ Every setting comes from the environment (the README's Settings table has them a
   QUEUES             comma-separated queue names (default jobs)
   RSMQ_NS            key namespace (default rsmq)
   REALTIME, POLL_INTERVAL, CONCURRENCY, VT, MAX_RECEIVES, RETRY_BACKOFF, RETRY_BACKOFF_MAX,
-  SHUTDOWN_GRACE, DEAD_LETTER_SUFFIX, EVENT_TTL, HEARTBEAT, STAGGER, LOG_LEVEL"""
+  SHUTDOWN_GRACE, DEAD_LETTER_SUFFIX, EVENT_TTL, HEARTBEAT, STAGGER, LOG_LEVEL,
+  LOG_FORMAT (line or json), METRICS_PORT (serve this worker's own /metrics)"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingError as exc:
         print(f"worker: bad setting: {exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings, handler))
     except MissingPermissions as exc:

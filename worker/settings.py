@@ -43,6 +43,8 @@ class Settings:
     heartbeat: float = 5.0
     stagger: float = 0.004
     log_level: str = "INFO"
+    log_format: str = "line"  # LOG_FORMAT: "line" or "json" (rsmq_core.logs)
+    metrics_port: int | None = None  # METRICS_PORT: serve this worker's own /metrics there
 
     def dead_letter_queue(self, qname: str) -> str:
         return qname + self.dead_letter_suffix
@@ -74,6 +76,8 @@ class Settings:
             heartbeat=reader.number("HEARTBEAT", d.heartbeat, low=0.1),
             stagger=reader.number("STAGGER", d.stagger, low=0),
             log_level=reader.log_level("LOG_LEVEL", d.log_level),
+            log_format=reader.log_format("LOG_FORMAT", d.log_format),
+            metrics_port=reader.integer("METRICS_PORT", 0, low=0, high=65535) or None,
         )
         try:
             check_url(settings.redis_url)
@@ -163,6 +167,12 @@ class _Reader:
     def log_level(self, name: str, default: str) -> str:
         try:
             return logs.check_level(self._raw(name) or default)
+        except ValueError as exc:
+            raise SettingError(str(exc)) from None
+
+    def log_format(self, name: str, default: str) -> str:
+        try:
+            return logs.check_format(self._raw(name) or default)
         except ValueError as exc:
             raise SettingError(str(exc)) from None
 

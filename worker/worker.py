@@ -21,16 +21,20 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 from redis import RedisError
 
 from realtime import EventLog, StatusEvent, Subscriber, Wakeup, preflight
 from realtime.backoff import backoff
 from realtime.events import Status
-from realtime.registry import WorkerInfo, heartbeat, live_workers, unregister
+from realtime.metrics import Rate, Recorder, count_commands, job_families, own_fields
+from realtime.registry import WorkerInfo, heartbeat, index_key, live_workers, unregister
 from realtime.subscriber import CONNECTION_LOST
 from rsmq_core import AsyncRSMQ, Message, QueueExists, QueueNotFound
 from rsmq_core.client import AsyncRedis, connect
@@ -72,6 +76,20 @@ class _QueueState:
             self.stagger = None
 
 
+class _OwnMetrics(Collector):
+    """METRICS_PORT: this worker's own job counters and histograms since it started (the
+    web process's /metrics has every worker's, through Redis)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def collect(self) -> Iterator[Metric]:
+        w = self.worker
+        # Copied whole (one C call, under the GIL) while the loop's thread may add to them.
+        yield from job_families(own_fields(w.metrics), list(w.settings.queues),
+                                lambda _queue: [w.mode])  # fmt: skip
+
+
 class Worker:
     """Runs ``handler`` on the messages of ``settings.queues`` until :meth:`stop`."""
 
@@ -86,6 +104,9 @@ class Worker:
             settings.redis_url, cluster=settings.redis_cluster, connection=settings.connection
         )
         self._owns_redis = redis is None
+        # Only a client of its own: a shared one's count would include others' commands.
+        self._commands = count_commands(self._redis) if self._owns_redis else None
+        self.metrics = Recorder(self.mode)
         self.rsmq = AsyncRSMQ(self._redis, ns=settings.ns)
         self.events = EventLog(self._redis, settings.ns, ttl=settings.event_ttl)
         self._subscriber = Subscriber(self._redis) if settings.realtime else None
@@ -139,6 +160,11 @@ class Worker:
             raise
         if self._subscriber is not None:
             self._subscriber.start()
+        server = None
+        if self.settings.metrics_port is not None:
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(_OwnMetrics(self))
+            server, _ = start_http_server(self.settings.metrics_port, registry=registry)
         beat = asyncio.create_task(self._heartbeat(info))
         consumers = [asyncio.create_task(self._consume(q)) for q in self.settings.queues]
         try:
@@ -154,10 +180,14 @@ class Worker:
             await asyncio.wait({beat}, timeout=5.0)
             await self.events.flush()
             with contextlib.suppress(*REDIS_DOWN):
+                await self._flush_metrics()
+            with contextlib.suppress(*REDIS_DOWN):
                 await unregister(self._redis, self.settings.ns, self.id)
             if self._subscriber is not None:
                 await self._subscriber.aclose()
             self._threads.shutdown(wait=False, cancel_futures=True)
+            if server is not None:
+                server.shutdown()
             if self._owns_redis:
                 await self._redis.aclose()
             log.info("worker %s stopped: %r", self.id, self)
@@ -186,8 +216,28 @@ class Worker:
         await preflight.check(self._redis, needs, process="worker", ns=ns)
         self._permitted = True
 
+    async def _flush_metrics(self, info: WorkerInfo | None = None) -> None:
+        """Add what was counted since the last heartbeat to Redis's totals: with ``info`` in
+        the heartbeat's transaction, else (at stop) on its own. Given back if it failed."""
+        taken = self.metrics.take()
+        try:
+            if info is None:
+                index = index_key(self._redis, self.settings.ns)
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    self.metrics.write(pipe, index, taken)
+                    await pipe.execute()
+            else:
+                await heartbeat(
+                    self._redis, self.settings.ns, info, ttl=3 * self.settings.heartbeat,
+                    also=lambda pipe, index: self.metrics.write(pipe, index, taken),
+                )  # fmt: skip
+        except BaseException:
+            self.metrics.give_back(taken)
+            raise
+
     async def _heartbeat(self, info: WorkerInfo) -> None:
         failures = 0
+        rate = Rate(self._commands) if self._commands is not None else None
         # Ends on stop by itself, not only by cancellation: a cancel that lands inside a Redis
         # call can come out of redis-py as a connection or timeout error, which this loop
         # survives by design, and a worker then waited for its heartbeat forever on SIGTERM.
@@ -195,9 +245,9 @@ class Worker:
             try:
                 if not self._permitted:  # Redis was out of reach at start: check now
                     await self._check_permissions()
-                await heartbeat(
-                    self._redis, self.settings.ns, info, ttl=3 * self.settings.heartbeat
-                )
+                if rate is not None:
+                    info.commands_per_second = rate()
+                await self._flush_metrics(info)
                 if self._subscriber is not None:
                     await self._refresh_peers()
                     await self._look_for_unannounced()
@@ -308,6 +358,7 @@ class Worker:
             with contextlib.suppress(*REDIS_DOWN):
                 if await self.rsmq.change_message_visibility(qname, msg.id, 0, rc=msg.rc):
                     released[qname] += 1
+                    self.metrics.job(qname, "retrying")
                     self._emit("retrying", qname, msg, error="worker shut down", retry_in=0)
         self.counters["released"] += released.total()
         for qname, n in released.items():
@@ -479,6 +530,8 @@ class Worker:
 
     async def _handle(self, qname: str, msg: Message) -> None:
         self.counters["received"] += 1
+        if msg.rc == 1:  # a first receive: fr is when this receive ran, on Redis's clock
+            self.metrics.pickup(qname, msg.sent, msg.fr)
         self._emit("received", qname, msg)
         if msg.rc > self.settings.max_receives:
             # Received more often than allowed without a handler ever failing: its workers
@@ -491,12 +544,15 @@ class Worker:
             self._emit("processing", qname, msg, progress=0.0)
             await self._run_handler(qname, msg)
         except Exception as exc:
+            self.metrics.duration(qname, time.perf_counter() - started)
             await self._failed(qname, msg, exc)
         else:
+            self.metrics.duration(qname, time.perf_counter() - started)
             if await self._delete_handled(qname, msg) or not await self._queued(qname, msg):
                 # Not deleted, yet gone: most likely by a try of this delete whose reply was
                 # lost with its connection (redis-py resent it). The handler finished anyway.
                 self.counters["done"] += 1
+                self.metrics.job(qname, "done")
                 self._emit("done", qname, msg)
                 log.info("%6.3fs done %s/%s rc=%d", time.perf_counter() - started, qname, msg.id,
                          msg.rc)  # fmt: skip
@@ -563,6 +619,7 @@ class Worker:
 
     async def _failed(self, qname: str, msg: Message, exc: Exception) -> None:
         self.counters["failed"] += 1
+        self.metrics.job(qname, "failed")
         error = f"{type(exc).__name__}: {exc}"[:500]
         self._emit("failed", qname, msg, error=error)
         if msg.rc >= self.settings.max_receives:
@@ -574,6 +631,7 @@ class Worker:
         log.warning("failed %s/%s rc=%d (%s); retry in %ds", qname, msg.id, msg.rc, error, delay)
         if await self.rsmq.change_message_visibility(qname, msg.id, delay, rc=msg.rc):
             self.counters["retried"] += 1
+            self.metrics.job(qname, "retrying")
             self._emit("retrying", qname, msg, error=error, retry_in=delay)
             # Nothing announces a message coming back, so this worker looks again now: the
             # receive finds when the earliest message is due (this one, or an earlier one).
@@ -586,6 +644,7 @@ class Worker:
         new_id = await self.rsmq.move_message(qname, msg.id, dead, rc=msg.rc)
         if new_id is not None:
             self.counters["dead"] += 1
+            self.metrics.job(qname, "dead")
             self._emit("dead", qname, msg, error=why, dead_letter_id=new_id)
             log.error("dead-lettered %s/%s rc=%d to %s/%s: %s", qname, msg.id, msg.rc, dead,
                       new_id, why)  # fmt: skip

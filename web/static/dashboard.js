@@ -109,7 +109,10 @@ function connect() {
   };
   socket.onmessage = (message) => {
     const frame = JSON.parse(message.data);
-    if (frame.type === "stats") showStats(frame);
+    if (frame.type === "stats") {
+      showStats(frame);
+      showCompare(frame);  // compare.js
+    }
     else if (frame.type === "event") showEvent(frame.event);
     else if (frame.type === "error") showError(frame);
   };
