@@ -1,0 +1,295 @@
+"""The worker's bookkeeping and timings, in-process against the suite's real Redis.
+
+Each test runs a Worker in the test's own event loop, with a handler the test drives, and a
+HEARTBEAT of a minute unless the heartbeat's look is what the test is about: no wake-up the
+test expects can come from a heartbeat instead. Timings are asserted with a tolerance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from rsmq_core import AsyncRSMQ
+from worker import Job
+from worker.settings import Settings
+from worker.worker import Worker
+
+SLOW_HEARTBEAT = 60.0  # longer than any test: a missing wake-up cannot hide behind it
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        await asyncio.sleep(0.005)
+
+
+async def server_ms(ar: aioredis.Redis) -> float:
+    seconds, micros = await ar.time()
+    return seconds * 1000 + micros / 1000
+
+
+@pytest.fixture
+async def ar(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def q(redis_url: str, ns: str) -> AsyncIterator[AsyncRSMQ]:
+    async with AsyncRSMQ.from_url(redis_url, ns=ns, realtime=True) as client:
+        await client.create_queue("jobs")
+        yield client
+
+
+Run = Callable[..., Awaitable[Worker]]
+
+
+@pytest.fixture
+async def run(redis_url: str, ns: str, ar: aioredis.Redis) -> AsyncIterator[Run]:
+    """Start a Worker on ``handler`` with the settings given; stopped after the test."""
+    running: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    async def start(handler: Callable[[Job], Awaitable[Any]], **settings: Any) -> Worker:
+        settings = {"redis_url": redis_url, "ns": ns, "heartbeat": SLOW_HEARTBEAT, **settings}
+        worker = Worker(Settings(**settings), handler)
+        task = asyncio.create_task(worker.run())
+        running.append((worker, task))
+        await until(lambda: worker.counters["receives"] >= 1, what="the first look")
+        if worker.settings.realtime:
+            channel = worker.rsmq.keys("jobs").channel
+            await until(lambda: worker._subscriber is not None
+                        and worker._subscriber._heard(channel), what="subscribed")  # fmt: skip
+        return worker
+
+    yield start
+    for worker, task in running:
+        worker.stop()
+        async with asyncio.timeout(10):
+            await task
+
+
+async def test_a_fractional_retry_backoff_rounds_up_to_a_whole_second(run, q, ar, ns):
+    failed = asyncio.Event()
+
+    async def fail(job: Job) -> None:
+        failed.set()
+        raise RuntimeError("no")
+
+    w = await run(fail, retry_backoff=0.5, max_receives=5)
+    mid = await q.send_message("jobs", "x")
+    await until(lambda: w.counters["retried"] == 1, what="the retry")
+    now = await server_ms(ar)
+    # Hidden about 1 s (0.5 rounded up), never 0 s: the retry is not at once.
+    assert 800 < await ar.zscore(f"{ns}:jobs", mid) - now <= 1000
+    await w.events.flush()
+    events = [json.loads(f[b"e"]) for _, f in await ar.xrange(f"{ns}:jobs:events")]
+    assert [e.get("retry_in") for e in events if e["status"] == "retrying"] == [1]
+
+
+async def test_a_retry_is_received_again_when_due(run, q, ar, ns):
+    """Nothing announces a message coming back from a retry: the worker looks again itself."""
+    starts: list[tuple[int, float]] = []
+
+    async def fail_first(job: Job) -> None:
+        starts.append((job.rc, await server_ms(ar)))
+        if job.rc == 1:
+            raise RuntimeError("once")
+
+    w = await run(fail_first, retry_backoff=1)
+    await q.send_message("jobs", "x")
+    await until(lambda: w.counters["done"] == 1, timeout=5, what="the retry handled")
+    (rc1, t1), (rc2, t2) = starts
+    assert (rc1, rc2) == (1, 2)
+    assert 950 <= t2 - t1 < 1200, f"retried {t2 - t1:.0f} ms after the failure"
+
+
+async def test_the_lease_keeper_extends_only_its_own_receive(run, q, ar, ns):
+    release = asyncio.Event()
+    began = asyncio.Event()
+
+    async def hold(job: Job) -> None:
+        began.set()
+        await release.wait()
+
+    w = await run(hold, vt=1)
+    mid = await q.send_message("jobs", "x")
+    await asyncio.wait_for(began.wait(), 5)
+    # As if its visibility timeout ran out: another worker receives it (rc 2), for a minute.
+    assert await q.change_message_visibility("jobs", mid, 0)
+    taken = await q.receive_message("jobs", vt=60)
+    assert taken is not None and taken.rc == 2
+    score = await ar.zscore(f"{ns}:jobs", mid)
+    # The keeper tries at 0.6 VT: fenced by rc 1, it must not shorten the new holder's lease.
+    await until(lambda: w.counters["lost_leases"] == 1, timeout=3, what="the keeper to give up")
+    assert await ar.zscore(f"{ns}:jobs", mid) == score
+    release.set()
+    await until(lambda: w.counters["lost_leases"] == 2, what="the fenced delete to fail")
+    assert w.counters["done"] == 0
+    assert await ar.hexists(f"{ns}:jobs:Q", mid)  # still the new holder's
+
+
+async def test_the_lease_keeper_extends_its_own_message(run, q, ar, ns):
+    release = asyncio.Event()
+
+    async def hold(job: Job) -> None:
+        await release.wait()
+
+    w = await run(hold, vt=1)
+    mid = await q.send_message("jobs", "x")
+    await until(lambda: w._inflight, what="the handler to start")
+    first = await ar.zscore(f"{ns}:jobs", mid)
+    await until(lambda: w.counters["receives"] >= 1, what="started")
+    deadline = time.monotonic() + 3
+    while await ar.zscore(f"{ns}:jobs", mid) == first:
+        assert time.monotonic() < deadline, "the lease was never extended"
+        await asyncio.sleep(0.01)
+    release.set()
+    await until(lambda: w.counters["done"] == 1, what="done")
+    assert w.counters["lost_leases"] == 0
+
+
+async def test_a_delete_found_already_gone_counts_as_done(run, q, ar, ns):
+    """As when a delete's reply was lost with its connection and the resend finds the message
+    gone: the handler finished, so it is done, not a lost lease."""
+
+    async def delete_itself(job: Job) -> None:
+        # What the lost first try of the worker's own delete did.
+        await ar.hdel(f"{ns}:jobs:Q", job.id, f"{job.id}:rc", f"{job.id}:fr")
+        await ar.zrem(f"{ns}:jobs", job.id)
+
+    w = await run(delete_itself)
+    mid = await q.send_message("jobs", "x")
+    await until(lambda: w.counters["done"] == 1, what="done")
+    assert w.counters["lost_leases"] == 0
+    await w.events.flush()
+    last = json.loads(await ar.get(f"{ns}:jobs:status:{mid}"))
+    assert last["status"] == "done"
+
+
+async def test_an_earlier_unannounced_message_wakes_a_sleeping_worker_on_time(
+    run, q, ar, ns, redis_url
+):
+    """A worker asleep until a message due in 30 s; a sender not in realtime mode sends one
+    due in 1 s, announcing nothing. The heartbeat's look sees it is earlier and the worker
+    handles it when due, not 29 s late."""
+    handled: dict[str, float] = {}
+
+    async def record(job: Job) -> None:
+        handled[job.id] = await server_ms(ar)
+
+    w = await run(record, heartbeat=0.2)
+    await q.send_message("jobs", "late", delay=30)
+    await until(lambda: w._states["jobs"].due_at is not None, what="the worker to know of it")
+    async with AsyncRSMQ.from_url(redis_url, ns=ns, realtime=False) as quiet:
+        mid = await quiet.send_message("jobs", "early", delay=1)
+    due = int(mid[:10], 36) / 1000 + 1000
+    await until(lambda: mid in handled, timeout=3, what="the early message")
+    assert 0 <= handled[mid] - due < 150, f"handled {handled[mid] - due:.0f} ms after due"
+
+
+async def test_a_peers_due_now_announcement_is_acted_on(run, q, ar, ns, redis_url):
+    """A peer's receive announced "0 0": it left a message due now (one it could not take).
+    The worker, idle with nothing due, receives it without waiting for a notification."""
+    handled: list[str] = []
+
+    async def record(job: Job) -> None:
+        handled.append(job.id)
+
+    w = await run(record)
+    assert w._states["jobs"].due_at is None  # idle: nothing due, asleep until told
+    async with AsyncRSMQ.from_url(redis_url, ns=ns, realtime=False) as quiet:
+        mid = await quiet.send_message("jobs", "x")
+    await ar.publish(f"{ns}:rt:jobs:receives", "0 0")
+    await until(lambda: handled == [mid], timeout=2, what="the message due now")
+
+
+async def test_a_peers_announcement_of_a_later_message_wakes_the_worker_when_due(
+    run, q, ar, ns, redis_url
+):
+    handled: dict[str, float] = {}
+
+    async def record(job: Job) -> None:
+        handled[job.id] = await server_ms(ar)
+
+    w = await run(record)
+    assert w._states["jobs"].due_at is None
+    async with AsyncRSMQ.from_url(redis_url, ns=ns, realtime=False) as quiet:
+        mid = await quiet.send_message("jobs", "x", delay=1)
+    await ar.publish(f"{ns}:rt:jobs:receives", "0 1000")  # as the peer that saw it would
+    due = int(mid[:10], 36) / 1000 + 1000
+    await until(lambda: mid in handled, timeout=3, what="the message when due")
+    assert 0 <= handled[mid] - due < 150
+
+
+async def test_released_messages_are_announced_at_shutdown(redis_url, ns, q, ar):
+    began = asyncio.Event()
+
+    async def hang(job: Job) -> None:
+        began.set()
+        await asyncio.sleep(3600)
+
+    w = Worker(Settings(redis_url=redis_url, ns=ns, heartbeat=SLOW_HEARTBEAT,
+                        shutdown_grace=0.1, vt=60), hang)  # fmt: skip
+    task = asyncio.create_task(w.run())
+    async with ar.pubsub() as pubsub:
+        await pubsub.subscribe(f"{ns}:rt:jobs")
+        assert (await pubsub.get_message(timeout=1))["type"] == "subscribe"
+        mid = await q.send_message("jobs", "x")
+        assert (await pubsub.get_message(timeout=1))["data"] == b"1"  # the send's
+        await asyncio.wait_for(began.wait(), 5)
+        w.stop()
+        async with asyncio.timeout(10):
+            await task
+        # Others are asleep until they hear: the release says so, as a send would.
+        message = await pubsub.get_message(timeout=1)
+    assert message is not None and message["data"] == b"1"
+    assert w.counters["released"] == 1
+    assert await ar.zscore(f"{ns}:jobs", mid) <= await server_ms(ar)
+
+
+async def test_polling_receives_again_at_once_after_a_full_batch(run, q, ar, ns):
+    handled: list[float] = []
+
+    async def record(job: Job) -> None:
+        handled.append(time.monotonic())
+
+    await q.send_messages("jobs", ["x"] * 6)
+    began = time.monotonic()
+    w = await run(record, realtime=False, concurrency=2, poll_interval=5)
+    await until(lambda: len(handled) == 6, timeout=3, what="six messages, three batches")
+    assert max(handled) - began < 1.0  # not a poll interval (5 s) between batches
+    assert w.counters["receives"] >= 3
+
+
+def test_the_receive_rank_rotates_over_the_sorted_peers(redis_url: str) -> None:
+    """As README ("No thundering herd") says: for each notification (its payload, the queue
+    size) one worker has rank 0, the next in sorted id order rank 1, ...; as the payload
+    grows by one, rank 0 passes to the next worker."""
+    ids = ("a-1", "b-2", "c-3")
+    workers = []
+    for wid in reversed(ids):
+        w = Worker(Settings(redis_url=redis_url), lambda job: None)
+        w.id = wid
+        w._peers = {"jobs": ids}
+        workers.append(w)
+    for turn in range(7):
+        ranks = {w.id: w._rank("jobs", str(turn).encode()) for w in workers}
+        first = ids[turn % 3]
+        assert ranks[first] == 0, (turn, ranks)
+        assert sorted(ranks.values()) == [0, 1, 2]
+        assert ranks[ids[(turn + 1) % 3]] == 1
+    lone = workers[0]
+    lone._peers = {}
+    assert lone._rank("jobs", b"5") == 0  # alone, always first
+    lone._peers = {"jobs": ("a-1", "b-2")}  # not yet in the registry: counted in its place
+    assert lone._rank("jobs", b"0") == 2
