@@ -194,3 +194,68 @@ async def test_a_listener_added_later_catches_up_once_redis_hears_its_channel(ar
         again = sub.listen(f"{ns}:a")  # already heard: nothing to catch up on
         await ar.publish(f"{ns}:a", "x")
         assert await asyncio.wait_for(again.get(), 5) == (f"{ns}:a", b"x")
+
+
+def test_backoff_is_exponential_capped_and_jittered():
+    from realtime.backoff import backoff
+
+    for failures, top in [(1, 0.05), (2, 0.1), (3, 0.2), (6, 1.6), (7, 2.0), (40, 2.0)]:
+        waits = [backoff(failures, 0.05, 2.0) for _ in range(300)]
+        assert all(0 <= w <= top for w in waits), (failures, max(waits))
+        # Full jitter: spread over the whole range (all 300 in one half: 2**-300).
+        assert max(waits) > top / 2 and min(waits) < top / 2, failures
+        assert len(set(waits)) > 250
+    assert backoff(0, 0.05, 2.0) <= 0.05  # never a negative exponent
+
+
+@pytest.fixture
+def backoffs(monkeypatch):
+    """The failure counts the subscriber asks its backoff for (the real backoff answers)."""
+    import realtime.subscriber
+
+    seen: list[int] = []
+    real = realtime.subscriber.backoff
+
+    def spy(failures: int, base: float, cap: float) -> float:
+        seen.append(failures)
+        return real(failures, base, cap)
+
+    monkeypatch.setattr(realtime.subscriber, "backoff", spy)
+    return seen
+
+
+async def test_first_reconnect_is_fast_and_the_backoff_resets_after_a_recovery(ar, ns, backoffs):
+    cap = 0.3
+    async with Subscriber(ar, backoff=(0.02, cap)) as sub:
+        wake = sub.wakeup(f"{ns}:a")
+        await until_subscribed(ar, [f"{ns}:a"])
+        await until(lambda: wake.is_set())
+
+        async def kill() -> float:
+            """Seconds until the subscriber is back and has caught up."""
+            wake.clear()
+            began = asyncio.get_running_loop().time()
+            reconnects = sub.reconnects
+            assert await ar.client_kill_filter(_type="pubsub") >= 1
+            await until(lambda: sub.reconnects == reconnects + 1 and wake.is_set())
+            return asyncio.get_running_loop().time() - began
+
+        assert await kill() < 0.2  # the first wait is at most 20 ms
+        assert await kill() < 0.2
+        assert backoffs == [1, 2]  # lost again at once: the same outage, a longer wait
+        await asyncio.sleep(cap)  # a connection that lasts the cap is a recovery
+        await kill()
+        assert backoffs == [1, 2, 1]
+
+
+async def test_the_default_first_reconnect_takes_tens_of_milliseconds(ar, ns, backoffs):
+    async with Subscriber(ar) as sub:
+        wake = sub.wakeup(f"{ns}:a")
+        await until_subscribed(ar, [f"{ns}:a"])
+        await until(lambda: wake.is_set())
+        wake.clear()
+        began = asyncio.get_running_loop().time()
+        assert await ar.client_kill_filter(_type="pubsub") >= 1
+        await until(lambda: sub.reconnects == 1 and wake.is_set())
+        assert asyncio.get_running_loop().time() - began < 0.2
+    assert backoffs == [1]
