@@ -213,7 +213,7 @@ async def test_a_peers_due_now_announcement_is_acted_on(run, q, ar, ns, redis_ur
     await until(lambda: handled == [mid], timeout=2, what="the message due now")
 
 
-async def test_a_peers_announcement_of_a_later_message_wakes_the_worker_when_due(
+async def test_a_peers_announcement_of_an_earlier_message_wakes_the_worker_when_due(
     run, q, ar, ns, redis_url
 ):
     handled: dict[str, float] = {}
@@ -222,7 +222,8 @@ async def test_a_peers_announcement_of_a_later_message_wakes_the_worker_when_due
         handled[job.id] = await server_ms(ar)
 
     w = await run(record)
-    assert w._states["jobs"].due_at is None
+    await q.send_message("jobs", "late", delay=30)  # announced: the worker looks, learns of it
+    await until(lambda: w._states["jobs"].due_at is not None, what="the worker to know of it")
     async with AsyncRSMQ.from_url(redis_url, ns=ns, realtime=False) as quiet:
         mid = await quiet.send_message("jobs", "x", delay=1)
     await ar.publish(f"{ns}:rt:jobs:receives", "0 1000")  # as the peer that saw it would
@@ -293,3 +294,32 @@ def test_the_receive_rank_rotates_over_the_sorted_peers(redis_url: str) -> None:
     assert lone._rank("jobs", b"5") == 0  # alone, always first
     lone._peers = {"jobs": ("a-1", "b-2")}  # not yet in the registry: counted in its place
     assert lone._rank("jobs", b"0") == 2
+
+
+async def test_the_heartbeats_look_wakes_only_for_an_earlier_message(run, q, ar, ns, redis_url):
+    """The look compares each queue's first message with the due time the consumer knows:
+    a message due later (or the one it knows) wakes nothing, an earlier one wakes it; each
+    queue by its own reply."""
+    w = await run(lambda job: asyncio.sleep(0), queues=("other", "jobs"))
+    state = w._states["jobs"]
+    await q.send_message("jobs", "late", delay=30)
+    await until(lambda: state.due_at is not None and not state.wake.is_set(), what="asleep")
+    await w._look_for_unannounced()
+    assert not state.wake.is_set()  # the message it knows of: no receive
+    async with AsyncRSMQ.from_url(redis_url, ns=ns, realtime=False) as quiet:
+        await quiet.send_message("jobs", "later still", delay=60)
+        await w._look_for_unannounced()
+        assert not state.wake.is_set()
+        await quiet.send_message("jobs", "early", delay=2)
+    await w._look_for_unannounced()
+    assert state.wake.is_set()
+    assert not w._states["other"].wake.is_set()  # empty: nothing to look at there
+
+
+async def test_a_running_worker_is_registered_with_its_counters(run, q, ar, ns):
+    from realtime import live_workers
+
+    w = await run(lambda job: asyncio.sleep(0), concurrency=3)
+    (info,) = await live_workers(ar, ns)
+    assert (info.id, info.mode, info.queues, info.concurrency) == (w.id, "realtime", ["jobs"], 3)
+    assert {"receives", "done", "lost_leases"} <= set(info.counters)
