@@ -211,16 +211,15 @@ def test_backoff_is_exponential_capped_and_jittered():
 @pytest.fixture
 def backoffs(monkeypatch):
     """The failure counts the subscriber asks its backoff for (the real backoff answers)."""
-    import realtime.subscriber
+    from realtime.backoff import backoff
 
     seen: list[int] = []
-    real = realtime.subscriber.backoff
 
     def spy(failures: int, base: float, cap: float) -> float:
         seen.append(failures)
-        return real(failures, base, cap)
+        return backoff(failures, base, cap)
 
-    monkeypatch.setattr(realtime.subscriber, "backoff", spy)
+    monkeypatch.setattr("realtime.subscriber.backoff", spy)
     return seen
 
 
