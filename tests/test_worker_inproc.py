@@ -323,3 +323,53 @@ async def test_a_running_worker_is_registered_with_its_counters(run, q, ar, ns):
     (info,) = await live_workers(ar, ns)
     assert (info.id, info.mode, info.queues, info.concurrency) == (w.id, "realtime", ["jobs"], 3)
     assert {"receives", "done", "lost_leases"} <= set(info.counters)
+
+
+async def test_a_notification_wakes_rank_0_at_once_and_rank_1_a_stagger_later(
+    run, q, ar, ns, redis_url
+):
+    """Two peers (the other one only in this worker's view): for each notification one
+    receives at once, the other after STAGGER, and stands down if a peer's receive announces
+    that it emptied the queue."""
+    handled: dict[str, float] = {}
+
+    async def record(job: Job) -> None:
+        handled[job.id] = time.monotonic()
+
+    w = await run(record, stagger=0.5)
+    w._peers = {"jobs": (w.id, w.id + "z")}  # this worker first in sorted order
+    rt = f"{ns}:rt:jobs"
+    async with AsyncRSMQ.from_url(redis_url, ns=ns, realtime=False) as quiet:
+        # Payload 1 (the queue's size): rank (0 - 1) % 2 = 1, a stagger late.
+        first = await quiet.send_message("jobs", "a")
+        began = time.monotonic()
+        await ar.publish(rt, "1")
+        await until(lambda: first in handled, timeout=3, what="rank 1's turn")
+        assert 0.45 <= handled[first] - began < 0.9, handled[first] - began
+        # Rank 1 again, but the rank-0 peer announces it emptied the queue: stand down.
+        second = await quiet.send_message("jobs", "b")
+        await ar.publish(rt, "1")
+        await ar.publish(f"{rt}:receives", "0 -1")
+        await asyncio.sleep(0.8)  # past the stagger: the stood-down receive would be done
+        assert second not in handled
+        # Payload 2: rank 0, at once.
+        began = time.monotonic()
+        await ar.publish(rt, "2")
+        await until(lambda: second in handled, timeout=3, what="rank 0")
+        assert handled[second] - began < 0.3
+
+
+async def test_a_resubscribe_makes_the_worker_look_again(run, q, ar, ns, redis_url):
+    """What was published while the subscription was down is lost: once it is back, the
+    worker receives once, finding what no notification told it of."""
+    handled: list[str] = []
+
+    async def record(job: Job) -> None:
+        handled.append(job.id)
+
+    w = await run(record)
+    async with AsyncRSMQ.from_url(redis_url, ns=ns, realtime=False) as quiet:
+        mid = await quiet.send_message("jobs", "x")  # announced to nobody
+    assert w._subscriber is not None
+    assert await ar.client_kill_filter(_type="pubsub") >= 1
+    await until(lambda: handled == [mid], timeout=3, what="the look after resubscribing")
