@@ -171,6 +171,7 @@ async def test_registry_lists_and_forgets(ar, ns):
     info = WorkerInfo(id="w1", host="h", pid=1, mode="realtime", queues=["q"], concurrency=2,
                       started=1)  # fmt: skip
     await heartbeat(ar, ns, info, ttl=5)
+    assert 4900 < await ar.pttl(f"{ns}:@workers:w1") <= 5000  # lapses ttl seconds after
     (listed,) = await live_workers(ar, ns)
     assert listed.id == "w1" and listed.last_seen > 0
     await unregister(ar, ns, "w1")
@@ -258,3 +259,16 @@ async def test_the_default_first_reconnect_takes_tens_of_milliseconds(ar, ns, ba
         await until(lambda: sub.reconnects == 1 and wake.is_set())
         assert asyncio.get_running_loop().time() - began < 0.2
     assert backoffs == [1]
+
+
+async def test_event_log_snapshot_and_history(ar, ns):
+    log = EventLog(ar, ns)
+    assert await log.snapshot("q", ["a" * 32]) == ("0-0", {})
+    first = await log.record(StatusEvent(status="received", queue="q", id="a" * 32, rc=1))
+    last = await log.record(StatusEvent(status="done", queue="q", id="a" * 32, rc=1))
+    newest, statuses = await log.snapshot("q", ["a" * 32, "b" * 32])
+    assert newest == last == await log.last_id("q")
+    assert {i: e.status for i, e in statuses.items()} == {"a" * 32: "done"}
+    assert [e.status for _, e in await log.history("q")] == ["received", "done"]
+    assert [eid for eid, _ in await log.history("q", after=first)] == [last]
+    assert await log.history("q", after=last) == []
