@@ -272,3 +272,16 @@ async def test_event_log_snapshot_and_history(ar, ns):
     assert [e.status for _, e in await log.history("q")] == ["received", "done"]
     assert [eid for eid, _ in await log.history("q", after=first)] == [last]
     assert await log.history("q", after=last) == []
+
+
+async def test_aclose_stops_the_reader_at_once(ar, ns, caplog):
+    sub = Subscriber(ar)
+    sub.start()
+    sub.wakeup(f"{ns}:a")
+    await until_subscribed(ar, [f"{ns}:a"])
+    began = asyncio.get_running_loop().time()
+    await sub.aclose()
+    # Cancelled, not left to the fallback that closes the connection after 0.5 s.
+    assert asyncio.get_running_loop().time() - began < 0.4
+    assert "did not stop" not in caplog.text
+    assert not sub.connected.is_set()
