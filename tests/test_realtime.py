@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 import redis.asyncio as aioredis
@@ -10,6 +11,7 @@ import redis.asyncio as aioredis
 from realtime import RESYNC, EventLog, Listener, StatusEvent, Subscriber, Wakeup, live_workers
 from realtime.events import events_channel, parse_published
 from realtime.registry import WorkerInfo, heartbeat, unregister
+from realtime.subscriber import TooManyChannels
 from rsmq_core import Keys
 
 
@@ -224,7 +226,10 @@ def backoffs(monkeypatch):
     return seen
 
 
-async def test_first_reconnect_is_fast_and_the_backoff_resets_after_a_recovery(ar, ns, backoffs):
+async def test_first_reconnect_is_fast_and_the_backoff_resets_after_a_recovery(
+    ar, ns, backoffs, caplog
+):
+    caplog.set_level(logging.INFO, logger="realtime.subscriber")
     cap = 0.3
     async with Subscriber(ar, backoff=(0.02, cap)) as sub:
         wake = sub.wakeup(f"{ns}:a")
@@ -246,6 +251,8 @@ async def test_first_reconnect_is_fast_and_the_backoff_resets_after_a_recovery(a
         await asyncio.sleep(cap)  # a connection that lasts the cap is a recovery
         await kill()
         assert backoffs == [1, 2, 1]
+    # Each outage is told once when it ends (a refused subscribe would not be: see _run).
+    assert caplog.text.count("pub/sub reconnected after 1 failed attempt(s)") == 2
 
 
 async def test_the_default_first_reconnect_takes_tens_of_milliseconds(ar, ns, backoffs):
@@ -285,3 +292,17 @@ async def test_aclose_stops_the_reader_at_once(ar, ns, caplog):
     assert asyncio.get_running_loop().time() - began < 0.4
     assert "did not stop" not in caplog.text
     assert not sub.connected.is_set()
+
+
+async def test_listeners_hold_1000_by_default_and_channels_are_capped(ar, ns):
+    sub = Subscriber(ar, max_channels=2)
+    listener = sub.listen("a")
+    for i in range(1001):
+        listener._put(("a", b"%d" % i))
+    assert (len(listener), listener.dropped) == (1000, 1)
+    sub.listen("a", "b")  # one new channel: two in all
+    with pytest.raises(TooManyChannels) as refused:
+        sub.listen("b", "c")
+    assert str(refused.value) == "this process follows 2 channels and may follow at most 2"
+    assert refused.value.limit == 2
+    assert sub._channels() == {"a", "b"}  # the refused listener follows nothing
