@@ -271,3 +271,35 @@ async def test_wraps_a_client_it_does_not_own(redis_url, ns):
         await q.create_queue("q")
     assert await own.ping()  # still open: the caller owns it
     await own.aclose()
+
+
+async def test_a_batch_failing_after_a_caller_was_cancelled_fails_every_other_caller():
+    from rsmq_core._batch import Batcher
+
+    alone, batch_out, fail = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def run(key: str, items: list[int]) -> list[int]:
+        if len(items) == 1:
+            await alone.wait()
+            return items
+        batch_out.set()
+        await fail.wait()
+        raise redis.ConnectionError("the batch failed")
+
+    batcher: Batcher[str, int, int] = Batcher(run, 100, in_flight=1)
+    first = asyncio.create_task(batcher.submit("k", 0))  # alone: goes out at once
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(batcher.submit("k", i)) for i in (1, 2, 3)]
+    await asyncio.sleep(0)
+    alone.set()
+    assert await first == 0
+    await batch_out.wait()  # the three went out together
+    waiting[1].cancel()
+    await asyncio.sleep(0)
+    fail.set()
+    async with asyncio.timeout(2):  # none waits forever
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert isinstance(results[0], redis.ConnectionError)
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert isinstance(results[2], redis.ConnectionError)
+    await batcher.wait_idle()

@@ -579,3 +579,28 @@ def test_a_wrapped_client_that_decodes_replies_itself(backend, ns):
             await aq.redis.aclose()
 
     assert [m.message for m in asyncio.run(run())] == ["c"]
+
+
+def server_ms(r) -> int:
+    seconds, micros = r.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def test_change_visibility_counts_in_milliseconds(rsmq, r):
+    rsmq.create_queue("q", vt=3600)
+    mid = rsmq.send_message("q", "x")
+    rsmq.receive_message("q")
+    before = server_ms(r)
+    assert rsmq.change_message_visibility("q", mid, 2) is True
+    after = server_ms(r)
+    # Hidden 2 s from the script's own clock: exactly 2000 ms past a time between the two.
+    assert before + 2000 <= r.zscore(rsmq.keys("q").zset, mid) <= after + 2000
+
+
+def test_a_vt_0_receive_of_fewer_than_asked_says_look_again_now(rsmq):
+    rsmq.create_queue("q")
+    rsmq.send_messages("q", ["a", "b"])
+    got = rsmq.receive_batch("q", 5, vt=0)
+    assert [m.message for m in got.messages] == ["a", "b"]
+    # Visible again at once: 0 s to wait, not None (which would say the queue is empty).
+    assert got.next_visible_in == 0.0

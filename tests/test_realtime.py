@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 import redis.asyncio as aioredis
@@ -10,6 +11,7 @@ import redis.asyncio as aioredis
 from realtime import RESYNC, EventLog, Listener, StatusEvent, Subscriber, Wakeup, live_workers
 from realtime.events import events_channel, parse_published
 from realtime.registry import WorkerInfo, heartbeat, unregister
+from realtime.subscriber import TooManyChannels
 from rsmq_core import Keys
 
 
@@ -171,6 +173,7 @@ async def test_registry_lists_and_forgets(ar, ns):
     info = WorkerInfo(id="w1", host="h", pid=1, mode="realtime", queues=["q"], concurrency=2,
                       started=1)  # fmt: skip
     await heartbeat(ar, ns, info, ttl=5)
+    assert 4900 < await ar.pttl(f"{ns}:@workers:w1") <= 5000  # lapses ttl seconds after
     (listed,) = await live_workers(ar, ns)
     assert listed.id == "w1" and listed.last_seen > 0
     await unregister(ar, ns, "w1")
@@ -194,3 +197,112 @@ async def test_a_listener_added_later_catches_up_once_redis_hears_its_channel(ar
         again = sub.listen(f"{ns}:a")  # already heard: nothing to catch up on
         await ar.publish(f"{ns}:a", "x")
         assert await asyncio.wait_for(again.get(), 5) == (f"{ns}:a", b"x")
+
+
+def test_backoff_is_exponential_capped_and_jittered():
+    from realtime.backoff import backoff
+
+    for failures, top in [(1, 0.05), (2, 0.1), (3, 0.2), (6, 1.6), (7, 2.0), (40, 2.0)]:
+        waits = [backoff(failures, 0.05, 2.0) for _ in range(300)]
+        assert all(0 <= w <= top for w in waits), (failures, max(waits))
+        # Full jitter: spread over the whole range (all 300 in one half: 2**-300).
+        assert max(waits) > top / 2 and min(waits) < top / 2, failures
+        assert len(set(waits)) > 250
+    assert backoff(0, 0.05, 2.0) <= 0.05  # never a negative exponent
+
+
+@pytest.fixture
+def backoffs(monkeypatch):
+    """The failure counts the subscriber asks its backoff for (the real backoff answers)."""
+    from realtime.backoff import backoff
+
+    seen: list[int] = []
+
+    def spy(failures: int, base: float, cap: float) -> float:
+        seen.append(failures)
+        return backoff(failures, base, cap)
+
+    monkeypatch.setattr("realtime.subscriber.backoff", spy)
+    return seen
+
+
+async def test_first_reconnect_is_fast_and_the_backoff_resets_after_a_recovery(
+    ar, ns, backoffs, caplog
+):
+    caplog.set_level(logging.INFO, logger="realtime.subscriber")
+    cap = 0.3
+    async with Subscriber(ar, backoff=(0.02, cap)) as sub:
+        wake = sub.wakeup(f"{ns}:a")
+        await until_subscribed(ar, [f"{ns}:a"])
+        await until(lambda: wake.is_set())
+
+        async def kill() -> float:
+            """Seconds until the subscriber is back and has caught up."""
+            wake.clear()
+            began = asyncio.get_running_loop().time()
+            reconnects = sub.reconnects
+            assert await ar.client_kill_filter(_type="pubsub") >= 1
+            await until(lambda: sub.reconnects == reconnects + 1 and wake.is_set())
+            return asyncio.get_running_loop().time() - began
+
+        assert await kill() < 0.2  # the first wait is at most 20 ms
+        assert await kill() < 0.2
+        assert backoffs == [1, 2]  # lost again at once: the same outage, a longer wait
+        await asyncio.sleep(cap)  # a connection that lasts the cap is a recovery
+        await kill()
+        assert backoffs == [1, 2, 1]
+    # Each outage is told once when it ends (a refused subscribe would not be: see _run).
+    assert caplog.text.count("pub/sub reconnected after 1 failed attempt(s)") == 2
+
+
+async def test_the_default_first_reconnect_takes_tens_of_milliseconds(ar, ns, backoffs):
+    async with Subscriber(ar) as sub:
+        wake = sub.wakeup(f"{ns}:a")
+        await until_subscribed(ar, [f"{ns}:a"])
+        await until(lambda: wake.is_set())
+        wake.clear()
+        began = asyncio.get_running_loop().time()
+        assert await ar.client_kill_filter(_type="pubsub") >= 1
+        await until(lambda: sub.reconnects == 1 and wake.is_set())
+        assert asyncio.get_running_loop().time() - began < 0.2
+    assert backoffs == [1]
+
+
+async def test_event_log_snapshot_and_history(ar, ns):
+    log = EventLog(ar, ns)
+    assert await log.snapshot("q", ["a" * 32]) == ("0-0", {})
+    first = await log.record(StatusEvent(status="received", queue="q", id="a" * 32, rc=1))
+    last = await log.record(StatusEvent(status="done", queue="q", id="a" * 32, rc=1))
+    newest, statuses = await log.snapshot("q", ["a" * 32, "b" * 32])
+    assert newest == last == await log.last_id("q")
+    assert {i: e.status for i, e in statuses.items()} == {"a" * 32: "done"}
+    assert [e.status for _, e in await log.history("q")] == ["received", "done"]
+    assert [eid for eid, _ in await log.history("q", after=first)] == [last]
+    assert await log.history("q", after=last) == []
+
+
+async def test_aclose_stops_the_reader_at_once(ar, ns, caplog):
+    sub = Subscriber(ar)
+    sub.start()
+    sub.wakeup(f"{ns}:a")
+    await until_subscribed(ar, [f"{ns}:a"])
+    began = asyncio.get_running_loop().time()
+    await sub.aclose()
+    # Cancelled, not left to the fallback that closes the connection after 0.5 s.
+    assert asyncio.get_running_loop().time() - began < 0.4
+    assert "did not stop" not in caplog.text
+    assert not sub.connected.is_set()
+
+
+async def test_listeners_hold_1000_by_default_and_channels_are_capped(ar, ns):
+    sub = Subscriber(ar, max_channels=2)
+    listener = sub.listen("a")
+    for i in range(1001):
+        listener._put(("a", b"%d" % i))
+    assert (len(listener), listener.dropped) == (1000, 1)
+    sub.listen("a", "b")  # one new channel: two in all
+    with pytest.raises(TooManyChannels) as refused:
+        sub.listen("b", "c")
+    assert str(refused.value) == "this process follows 2 channels and may follow at most 2"
+    assert refused.value.limit == 2
+    assert sub._channels() == {"a", "b"}  # the refused listener follows nothing

@@ -314,3 +314,12 @@ def test_str_subclass_queue_names_work_and_are_checked(rsmq, r):
         rsmq.create_queue(Name("no spaces"))
     with pytest.raises(MissingParameter):
         rsmq.create_queue(Name(""))
+
+
+def test_delete_messages_refuses_one_id_past_the_batch(rsmq):
+    rsmq.create_queue("q")
+    ids = rsmq.send_messages("q", ["x"] * 1000)
+    with pytest.raises(InvalidValue, match=r"^at most 1000 ids go in one batch$") as refused:
+        rsmq.delete_messages("q", [*ids, ids[0]])
+    assert refused.value.detail == "got 1001"
+    assert rsmq.get_queue_attributes("q").msgs == 1000

@@ -59,12 +59,25 @@ class _QueueState:
         self.maybe_more = False
         self.due_at: float | None = None  # loop time the next message becomes visible
         self.stagger: asyncio.TimerHandle | None = None
+        self.due_timer: asyncio.TimerHandle | None = None
 
     def set_due(self, wait: float | None, *, keep_earlier: bool = False) -> None:
         due = None if wait is None else asyncio.get_running_loop().time() + wait
         if keep_earlier and self.due_at is not None:
             due = self.due_at if due is None else min(due, self.due_at)
         self.due_at = due
+
+    def wake_when_due(self) -> None:
+        """Wake the consumer at ``due_at``: asleep, it still waits for the due time it knew
+        when it fell asleep (none, or a later one)."""
+        self.cancel_due_timer()
+        if self.due_at is not None:
+            self.due_timer = asyncio.get_running_loop().call_at(self.due_at, self.wake.set)
+
+    def cancel_due_timer(self) -> None:
+        if self.due_timer is not None:
+            self.due_timer.cancel()
+            self.due_timer = None
 
     def fire_stagger(self) -> None:
         self.stagger = None
@@ -454,6 +467,7 @@ class Worker:
             self.counters["empty_receives"] += 1
         state.maybe_more = len(got.messages) == asked
         state.set_due(got.next_visible_in)
+        state.cancel_due_timer()  # the consumer's own wait now knows the due time
         for msg in got.messages:
             self._start(qname, msg)
 
@@ -498,7 +512,14 @@ class Worker:
                     state.cancel_stagger()
                     wait = int(data[2:] or -1)
                     if wait >= 0:
+                        known = state.due_at
                         state.set_due(wait / 1000, keep_earlier=True)
+                        if state.due_at != known:
+                            # Earlier than the consumer's sleep knows (a message due now, or
+                            # when the peer's lease runs out): without this, nothing but a
+                            # notification would wake it, and the heartbeat's look would
+                            # find the due time known and wake nothing either.
+                            state.wake_when_due()
         finally:
             self._subscriber.unlisten(listener)
 
