@@ -1,0 +1,112 @@
+"""Failover soak: time to recover and acknowledged sends lost when Redis Sentinel promotes a
+replica, without and with ``min_replicas=1``.
+
+Run from the repository root (needs redis-server on PATH)::
+
+    .venv/bin/python -m bench.failover                  # 10 failovers per mode, ~3 minutes
+    .venv/bin/python -m bench.failover --failovers 3    # a shorter run
+
+Each mode gets a fresh group (``tests/redis_sentinel.py``: a master, two replicas, three
+sentinels judging a master down after 500 ms, on free loopback ports, no persistence) and one
+``AsyncRSMQ`` on its ``redis+sentinel://`` URL, on which ``--senders`` coroutines send without
+pause. A send counts as acknowledged when it returns an id; a ``NotReplicated`` (too few
+replicas confirmed in time) and any other error do not count (the sender goes on). Then, per
+failover: after ``--traffic`` seconds of sends the master is killed with SIGKILL; "recover" is
+the time from the kill to the first acknowledged send after it; the killed server is started
+again as a replica of the new master, and the next round waits until every sentinel sees the
+group whole. At the end, "lost" is the acknowledged ids the final master does not hold.
+
+Two replicas, so a replica is left to confirm sends while the killed one rejoins; the
+figure with ``min_replicas=1`` includes the moment Sentinel takes to point that replica at the
+new master (until then WAIT cannot be satisfied: the sends are "unconfirmed").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from rsmq_core import AsyncRSMQ, NotReplicated
+from tests.redis_sentinel import SentinelGroup
+
+NS = "bench"
+QUEUE = "soak"
+
+
+@dataclass
+class Tally:
+    acked: set[str] = field(default_factory=set)
+    last_ack: float = 0.0
+    unconfirmed: int = 0
+    failed: int = 0
+
+
+async def sender(q: AsyncRSMQ, tally: Tally, stop: asyncio.Event) -> None:
+    n = 0
+    while not stop.is_set():
+        n += 1
+        try:
+            tally.acked.add(await q.send_message(QUEUE, str(n)))
+            tally.last_ack = time.monotonic()
+        except NotReplicated:
+            tally.unconfirmed += 1
+        except Exception:
+            tally.failed += 1
+            await asyncio.sleep(0.01)  # the master is being replaced: do not spin
+
+
+async def soak(min_replicas: int, failovers: int, senders: int, traffic: float) -> list[str]:
+    group = SentinelGroup(replicas=2)
+    try:
+        group.start()
+        tally, stop = Tally(), asyncio.Event()
+        recoveries = []
+        async with AsyncRSMQ.from_url(
+            group.url, ns=NS, min_replicas=min_replicas, socket_timeout=5
+        ) as q:
+            await q.create_queue(QUEUE)
+            tasks = [asyncio.create_task(sender(q, tally, stop)) for _ in range(senders)]
+            for _ in range(failovers):
+                await asyncio.sleep(traffic)
+                killed = await asyncio.to_thread(group.kill_master)
+                t0 = time.monotonic()
+                while tally.last_ack < t0:
+                    if time.monotonic() - t0 > 60:
+                        raise RuntimeError("no acknowledged send within 60 s of the kill")
+                    await asyncio.sleep(0.005)
+                recoveries.append(tally.last_ack - t0)
+                await asyncio.to_thread(group.rejoin, killed)
+            stop.set()
+            await asyncio.gather(*tasks)
+            held = {i.decode() for i in await q.redis.zrange(q.keys(QUEUE).zset, 0, -1)}
+        lost = len(tally.acked - held)
+        return [
+            str(min_replicas), str(failovers), str(len(tally.acked)), str(lost),
+            str(tally.unconfirmed), str(tally.failed),
+            f"{statistics.median(recoveries):.2f}", f"{max(recoveries):.2f}",
+        ]  # fmt: skip
+    finally:
+        group.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--failovers", type=int, default=10)
+    parser.add_argument("--senders", type=int, default=20, help="concurrent sending coroutines")
+    parser.add_argument("--traffic", type=float, default=2.0, help="seconds of sends per round")
+    args = parser.parse_args()
+    header = [
+        "min_replicas", "failovers", "acked sends", "acked lost", "unconfirmed", "failed",
+        "recover median s", "recover max s",
+    ]  # fmt: skip
+    rows = [asyncio.run(soak(mode, args.failovers, args.senders, args.traffic)) for mode in (0, 1)]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for line in (header, ["-" * w for w in widths], *rows):
+        print(" | ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()
