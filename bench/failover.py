@@ -13,8 +13,10 @@ pause. A send counts as acknowledged when it returns an id; a ``NotReplicated`` 
 replicas confirmed in time) and any other error do not count (the sender goes on). Then, per
 failover: after ``--traffic`` seconds of sends the master is killed with SIGKILL; "recover" is
 the time from the kill to the first acknowledged send after it; the killed server is started
-again as a replica of the new master, and the next round waits until every sentinel sees the
-group whole. At the end, "lost" is the acknowledged ids the final master does not hold.
+again as a replica of the new master (once every sentinel names it), and the round waits
+until every sentinel sees the group whole. Then the senders pause: "lost" counts the ids
+acknowledged in the round that the new master does not hold, and the queue is purged, so that
+a long run's data (and the full sync of each rejoining server) stays small.
 
 Two replicas, so a replica is left to confirm sends while the killed one rejoins; the
 figure with ``min_replicas=1`` includes the moment Sentinel takes to point that replica at the
@@ -25,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -39,15 +43,21 @@ QUEUE = "soak"
 @dataclass
 class Tally:
     acked: set[str] = field(default_factory=set)
+    sent: int = 0
+    lost: int = 0
     last_ack: float = 0.0
     unconfirmed: int = 0
     failed: int = 0
+    running: asyncio.Event = field(default_factory=asyncio.Event)
+    busy: int = 0  # senders inside a send
 
 
 async def sender(q: AsyncRSMQ, tally: Tally, stop: asyncio.Event) -> None:
     n = 0
     while not stop.is_set():
+        await tally.running.wait()
         n += 1
+        tally.busy += 1
         try:
             tally.acked.add(await q.send_message(QUEUE, str(n)))
             tally.last_ack = time.monotonic()
@@ -56,6 +66,21 @@ async def sender(q: AsyncRSMQ, tally: Tally, stop: asyncio.Event) -> None:
         except Exception:
             tally.failed += 1
             await asyncio.sleep(0.01)  # the master is being replaced: do not spin
+        finally:
+            tally.busy -= 1
+
+
+async def settle(q: AsyncRSMQ, tally: Tally) -> None:
+    """Pause the senders, count the round's acknowledged ids the master lacks, purge."""
+    tally.running.clear()
+    while tally.busy:
+        await asyncio.sleep(0.005)
+    held = {i.decode() for i in await q.redis.zrange(q.keys(QUEUE).zset, 0, -1)}
+    tally.lost += len(tally.acked - held)
+    tally.sent += len(tally.acked)
+    tally.acked.clear()
+    await q.purge_queue(QUEUE)
+    tally.running.set()
 
 
 async def soak(min_replicas: int, failovers: int, senders: int, traffic: float) -> list[str]:
@@ -68,8 +93,9 @@ async def soak(min_replicas: int, failovers: int, senders: int, traffic: float) 
             group.url, ns=NS, min_replicas=min_replicas, socket_timeout=5
         ) as q:
             await q.create_queue(QUEUE)
+            tally.running.set()
             tasks = [asyncio.create_task(sender(q, tally, stop)) for _ in range(senders)]
-            for _ in range(failovers):
+            for n in range(1, failovers + 1):
                 await asyncio.sleep(traffic)
                 killed = await asyncio.to_thread(group.kill_master)
                 t0 = time.monotonic()
@@ -78,13 +104,17 @@ async def soak(min_replicas: int, failovers: int, senders: int, traffic: float) 
                         raise RuntimeError("no acknowledged send within 60 s of the kill")
                     await asyncio.sleep(0.005)
                 recoveries.append(tally.last_ack - t0)
+                await asyncio.to_thread(group.wait_failover, killed)
                 await asyncio.to_thread(group.rejoin, killed)
+                await settle(q, tally)
+                took, lost = recoveries[-1], tally.lost
+                print(f"min_replicas={min_replicas} failover {n}: recovered in {took:.2f}s, "
+                      f"{lost} lost so far", file=sys.stderr)  # fmt: skip
             stop.set()
+            tally.running.set()
             await asyncio.gather(*tasks)
-            held = {i.decode() for i in await q.redis.zrange(q.keys(QUEUE).zset, 0, -1)}
-        lost = len(tally.acked - held)
         return [
-            str(min_replicas), str(failovers), str(len(tally.acked)), str(lost),
+            str(min_replicas), str(failovers), str(tally.sent), str(tally.lost),
             str(tally.unconfirmed), str(tally.failed),
             f"{statistics.median(recoveries):.2f}", f"{max(recoveries):.2f}",
         ]  # fmt: skip
@@ -98,6 +128,8 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=20, help="concurrent sending coroutines")
     parser.add_argument("--traffic", type=float, default=2.0, help="seconds of sends per round")
     args = parser.parse_args()
+    # SIGTERM ends the run as Ctrl-C does, through the cleanup that stops every server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     header = [
         "min_replicas", "failovers", "acked sends", "acked lost", "unconfirmed", "failed",
         "recover median s", "recover max s",

@@ -151,7 +151,10 @@ class SentinelGroup:
     def rejoin(self, node: EmbeddedRedis) -> None:
         """Start a stopped server again as a replica of the current master, and wait until
         the group is whole again."""
-        node.extra_args = (*SYNC_ARGS, "--replicaof", "127.0.0.1", str(self.master_port()))
+        master = self.master_port()
+        if master == node.port:
+            raise RuntimeError("the sentinels still name the stopped server master")
+        node.extra_args = (*SYNC_ARGS, "--replicaof", "127.0.0.1", str(master))
         node.start()
         self.wait_ready()
 

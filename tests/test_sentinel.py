@@ -14,6 +14,7 @@ import redis
 
 from realtime.subscriber import Subscriber
 from rsmq_core import RSMQ, AsyncRSMQ, NotReplicated
+from rsmq_core.cli import main as rsmq_cli
 from rsmq_core.connection import SentinelURL, check_url
 from tests.redis_sentinel import SentinelGroup, wait_for
 from tests.test_web_server import WebProcess
@@ -99,6 +100,12 @@ def test_sync_and_async_clients_work_on_a_sentinel_url(group, ns):
     assert asyncio.run(take()) == sent
     with group.master().client() as r:
         assert r.hexists(f"{ns}:q:Q", sent)
+
+
+def test_cli_on_a_sentinel_url(group, ns, capsys):
+    assert rsmq_cli(["--url", group.url, "--ns", ns, "create", "q"]) == 0
+    assert rsmq_cli(["--url", group.url, "--ns", ns, "list"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == ["q"]
 
 
 def test_failover_the_clients_and_the_subscriber_follow(fresh, ns):
