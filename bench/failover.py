@@ -45,7 +45,8 @@ class Tally:
     acked: set[str] = field(default_factory=set)
     sent: int = 0
     lost: int = 0
-    last_ack: float = 0.0
+    kill_at: float = 0.0
+    first_ack: float | None = None  # the first acknowledged send after the last kill
     unconfirmed: int = 0
     failed: int = 0
     running: asyncio.Event = field(default_factory=asyncio.Event)
@@ -60,7 +61,8 @@ async def sender(q: AsyncRSMQ, tally: Tally, stop: asyncio.Event) -> None:
         tally.busy += 1
         try:
             tally.acked.add(await q.send_message(QUEUE, str(n)))
-            tally.last_ack = time.monotonic()
+            if tally.first_ack is None and tally.kill_at:
+                tally.first_ack = time.monotonic()
         except NotReplicated:
             tally.unconfirmed += 1
         except Exception:
@@ -83,8 +85,10 @@ async def settle(q: AsyncRSMQ, tally: Tally) -> None:
     tally.running.set()
 
 
-async def soak(min_replicas: int, failovers: int, senders: int, traffic: float) -> list[str]:
-    group = SentinelGroup(replicas=2)
+async def soak(
+    min_replicas: int, failovers: int, senders: int, traffic: float, down_after: int
+) -> list[str]:
+    group = SentinelGroup(replicas=1, down_after_ms=down_after)
     try:
         group.start()
         tally, stop = Tally(), asyncio.Event()
@@ -97,15 +101,16 @@ async def soak(min_replicas: int, failovers: int, senders: int, traffic: float) 
             tasks = [asyncio.create_task(sender(q, tally, stop)) for _ in range(senders)]
             for n in range(1, failovers + 1):
                 await asyncio.sleep(traffic)
+                tally.first_ack = None
                 killed = await asyncio.to_thread(group.kill_master)
-                t0 = time.monotonic()
-                while tally.last_ack < t0:
+                t0 = tally.kill_at = time.monotonic()
+                await asyncio.to_thread(group.wait_failover, killed)
+                await asyncio.to_thread(group.rejoin, killed)
+                while tally.first_ack is None:
                     if time.monotonic() - t0 > 60:
                         raise RuntimeError("no acknowledged send within 60 s of the kill")
                     await asyncio.sleep(0.005)
-                recoveries.append(tally.last_ack - t0)
-                await asyncio.to_thread(group.wait_failover, killed)
-                await asyncio.to_thread(group.rejoin, killed)
+                recoveries.append(tally.first_ack - t0)
                 await settle(q, tally)
                 took, lost = recoveries[-1], tally.lost
                 print(f"min_replicas={min_replicas} failover {n}: recovered in {took:.2f}s, "
@@ -115,7 +120,7 @@ async def soak(min_replicas: int, failovers: int, senders: int, traffic: float) 
             await asyncio.gather(*tasks)
         return [
             str(min_replicas), str(failovers), str(tally.sent), str(tally.lost),
-            str(tally.unconfirmed), str(tally.failed),
+            str(tally.unconfirmed), str(tally.failed), str(group.failovers()),
             f"{statistics.median(recoveries):.2f}", f"{max(recoveries):.2f}",
         ]  # fmt: skip
     finally:
@@ -127,14 +132,19 @@ def main() -> None:
     parser.add_argument("--failovers", type=int, default=10)
     parser.add_argument("--senders", type=int, default=20, help="concurrent sending coroutines")
     parser.add_argument("--traffic", type=float, default=2.0, help="seconds of sends per round")
+    parser.add_argument("--down-after", type=int, default=1000, help="sentinel down-after, ms")
     args = parser.parse_args()
     # SIGTERM ends the run as Ctrl-C does, through the cleanup that stops every server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     header = [
         "min_replicas", "failovers", "acked sends", "acked lost", "unconfirmed", "failed",
+        "by sentinel",
         "recover median s", "recover max s",
     ]  # fmt: skip
-    rows = [asyncio.run(soak(mode, args.failovers, args.senders, args.traffic)) for mode in (0, 1)]
+    rows = [
+        asyncio.run(soak(mode, args.failovers, args.senders, args.traffic, args.down_after))
+        for mode in (0, 1)
+    ]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     for line in (header, ["-" * w for w in widths], *rows):
         print(" | ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)))

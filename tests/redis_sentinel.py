@@ -42,12 +42,12 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
 class SentinelServer(EmbeddedRedis):
     """redis-server in sentinel mode, with a config file of its own (sentinels rewrite it)."""
 
-    def __init__(self, master_port: int, quorum: int) -> None:
+    def __init__(self, master_port: int, quorum: int, down_after_ms: int) -> None:
         super().__init__()
         self.conf = Path(self.dir) / "sentinel.conf"
         self.conf.write_text(
             f"sentinel monitor {SERVICE} 127.0.0.1 {master_port} {quorum}\n"
-            f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
+            f"sentinel down-after-milliseconds {SERVICE} {down_after_ms}\n"
             f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
             f"sentinel parallel-syncs {SERVICE} 1\n"
         )
@@ -57,9 +57,11 @@ class SentinelServer(EmbeddedRedis):
 
 
 class SentinelGroup:
-    """``replicas`` replicas of one master, watched by three sentinels (quorum two)."""
+    """``replicas`` replicas of one master, watched by three sentinels (quorum two) that judge
+    it down after ``down_after_ms`` without an answer."""
 
-    def __init__(self, replicas: int = 1) -> None:
+    def __init__(self, replicas: int = 1, down_after_ms: int = DOWN_AFTER_MS) -> None:
+        self.down_after_ms = down_after_ms
         self.nodes = [EmbeddedRedis(*SYNC_ARGS) for _ in range(1 + replicas)]
         self.sentinels: list[SentinelServer] = []
 
@@ -75,7 +77,10 @@ class SentinelGroup:
         for node in replicas:
             node.extra_args = (*SYNC_ARGS, "--replicaof", "127.0.0.1", str(master.port))
             node.start()
-        self.sentinels = [SentinelServer(master.port, quorum=2) for _ in range(3)]
+        self.sentinels = [
+            SentinelServer(master.port, quorum=2, down_after_ms=self.down_after_ms)
+            for _ in range(3)
+        ]
         for sentinel in self.sentinels:
             sentinel.start()
         self.wait_ready()
@@ -118,6 +123,11 @@ class SentinelGroup:
             except redis.RedisError:
                 continue
         raise redis.ConnectionError("no sentinel answers")
+
+    def failovers(self) -> int:
+        """How many failovers the sentinels have made (the configuration epoch)."""
+        with self.sentinels[0].client(socket_timeout=1) as s:
+            return int(s.sentinel_master(SERVICE)["config-epoch"])
 
     def master(self) -> EmbeddedRedis:
         port = self.master_port()
