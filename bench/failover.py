@@ -6,21 +6,19 @@ Run from the repository root (needs redis-server on PATH)::
     .venv/bin/python -m bench.failover                  # 10 failovers per mode, ~3 minutes
     .venv/bin/python -m bench.failover --failovers 3    # a shorter run
 
-Each mode gets a fresh group (``tests/redis_sentinel.py``: a master, two replicas, three
-sentinels judging a master down after 500 ms, on free loopback ports, no persistence) and one
-``AsyncRSMQ`` on its ``redis+sentinel://`` URL, on which ``--senders`` coroutines send without
-pause. A send counts as acknowledged when it returns an id; a ``NotReplicated`` (too few
-replicas confirmed in time) and any other error do not count (the sender goes on). Then, per
-failover: after ``--traffic`` seconds of sends the master is killed with SIGKILL; "recover" is
-the time from the kill to the first acknowledged send after it; the killed server is started
-again as a replica of the new master (once every sentinel names it), and the round waits
-until every sentinel sees the group whole. Then the senders pause: "lost" counts the ids
-acknowledged in the round that the new master does not hold, and the queue is purged, so that
-a long run's data (and the full sync of each rejoining server) stays small.
-
-Two replicas, so a replica is left to confirm sends while the killed one rejoins; the
-figure with ``min_replicas=1`` includes the moment Sentinel takes to point that replica at the
-new master (until then WAIT cannot be satisfied: the sends are "unconfirmed").
+Each mode gets a fresh group (``tests/redis_sentinel.py``: a master, one replica, three
+sentinels judging a master down after ``--down-after`` ms, on free loopback ports, no
+persistence) and one ``AsyncRSMQ`` on its ``redis+sentinel://`` URL, on which ``--senders``
+coroutines send without pause. A send counts as acknowledged when it returns an id; a
+``NotReplicated`` ("unconfirmed") and any other error ("failed") do not count, and the sender
+goes on. Per failover: after ``--traffic`` seconds the master is killed with SIGKILL; once every
+sentinel names the promoted replica, the killed server is started again as its replica;
+"recover" is the time from the kill to the first acknowledged send after it (with
+``min_replicas=1`` that needs the rejoined replica). Then the senders pause: "acked lost"
+counts the round's acknowledged ids the new master does not hold, and the queue is purged, so
+the data (and each rejoining server's full sync) stays small. "by sentinel" is how many
+failovers the sentinels made in all: more than were asked means a master too starved to
+answer within down-after was failed over while alive.
 """
 
 from __future__ import annotations
@@ -59,9 +57,10 @@ async def sender(q: AsyncRSMQ, tally: Tally, stop: asyncio.Event) -> None:
         await tally.running.wait()
         n += 1
         tally.busy += 1
+        started = time.monotonic()  # a send begun before the kill does not show recovery
         try:
             tally.acked.add(await q.send_message(QUEUE, str(n)))
-            if tally.first_ack is None and tally.kill_at:
+            if tally.first_ack is None and 0 < tally.kill_at < started:
                 tally.first_ack = time.monotonic()
         except NotReplicated:
             tally.unconfirmed += 1
@@ -101,7 +100,7 @@ async def soak(
             tasks = [asyncio.create_task(sender(q, tally, stop)) for _ in range(senders)]
             for n in range(1, failovers + 1):
                 await asyncio.sleep(traffic)
-                tally.first_ack = None
+                tally.first_ack, tally.kill_at = None, 0.0
                 killed = await asyncio.to_thread(group.kill_master)
                 t0 = tally.kill_at = time.monotonic()
                 await asyncio.to_thread(group.wait_failover, killed)
