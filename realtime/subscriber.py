@@ -25,8 +25,10 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.asyncio.sentinel import SentinelConnectionPool
 
 from rsmq_core.client import AsyncRedis
+from rsmq_core.connection import sentinel_pool
 
 from .backoff import backoff
 from .sharded import ShardedPubSub, without_retries
@@ -367,7 +369,13 @@ class Subscriber:
             # A pool of its own, without the client's retries (see without_retries).
             pool = self._redis.connection_pool
             kwargs = without_retries(pool.connection_kwargs)
-            self._pool = aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+            if isinstance(pool, SentinelConnectionPool):
+                # Through the sentinels, so a reconnect finds the master after a failover.
+                self._pool = sentinel_pool(pool, **kwargs)
+            else:
+                self._pool = aioredis.ConnectionPool(
+                    connection_class=pool.connection_class, **kwargs
+                )
         return aioredis.Redis(connection_pool=self._pool).pubsub()
 
     def _confirm(self, kind: str, channel: str) -> None:

@@ -12,6 +12,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from . import _protocol as p
+from . import _replication as replication
 from ._batch import Batcher
 from ._scripts import NAMES, source
 from .connection import AsyncRedis as AsyncRedis  # where realtime/, worker/, web/ import it
@@ -73,12 +74,21 @@ class AsyncRSMQ:
         *,
         ns: str = "rsmq",
         realtime: bool = False,
+        min_replicas: int = 0,
+        replica_timeout: float = replication.DEFAULT_TIMEOUT,
         _owns_redis: bool = False,
     ) -> None:
         self.redis = redis
         self.ns = p.check_ns(ns)
         self.realtime = realtime
         self.cluster = isinstance(redis, aioredis.RedisCluster)
+        socket_timeout = (
+            None if self.cluster else redis.get_connection_kwargs().get("socket_timeout")
+        )
+        replication.check(
+            min_replicas, replica_timeout, cluster=self.cluster, socket_timeout=socket_timeout
+        )
+        self.min_replicas, self.replica_timeout = min_replicas, replica_timeout
         self._owns_redis = _owns_redis
         self._keys = partial(p.Keys.of, self.ns, cluster=self.cluster)
         self._scripts = {name: redis.register_script(source(name)) for name in NAMES}
@@ -102,18 +112,29 @@ class AsyncRSMQ:
         realtime: bool = False,
         cluster: bool = False,
         connection: ConnectionOptions | None = None,
+        min_replicas: int = 0,
+        replica_timeout: float = replication.DEFAULT_TIMEOUT,
         **kwargs: Any,
     ) -> Self:
         """A client on its own connection pool; extra keyword arguments go to redis-py.
 
         With ``cluster``, ``url`` names any node of a Redis Cluster and the client is
-        redis-py's cluster client. ``rediss://`` URLs verify the server's certificate unless
-        ``connection`` says otherwise (see :class:`~rsmq_core.ConnectionOptions`). A call
-        whose connection drops is retried on a new connection; a send retried that way may,
-        rarely, be stored twice (delivery is at-least-once either way).
+        redis-py's cluster client. ``redis+sentinel://host:port,host:port/service/db`` asks
+        those sentinels for the master of ``service``, and again after a failover.
+        ``rediss://`` URLs verify the server's certificate unless ``connection`` says
+        otherwise (see :class:`~rsmq_core.ConnectionOptions`). A call whose connection drops
+        is retried on a new connection; a send retried that way may, rarely, be stored twice
+        (delivery is at-least-once either way).
+
+        With ``min_replicas``, a send returns only once Redis's ``WAIT`` says that many
+        replicas have its messages; when they do not within ``replica_timeout`` seconds it
+        raises :class:`~rsmq_core.NotReplicated` (the messages are stored on the master).
         """
+        timeout = kwargs.get("socket_timeout")  # checked before a pool is made for nothing
+        replication.check(min_replicas, replica_timeout, cluster=cluster, socket_timeout=timeout)
         client = connect(url, cluster=cluster, connection=connection, **kwargs)
-        return cls(client, ns=ns, realtime=realtime, _owns_redis=True)
+        return cls(client, ns=ns, realtime=realtime, min_replicas=min_replicas,
+                   replica_timeout=replica_timeout, _owns_redis=True)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<AsyncRSMQ ns={self.ns!r} realtime={self.realtime} cluster={self.cluster}>"
@@ -193,7 +214,9 @@ class AsyncRSMQ:
         keys = self._keys(qname)
         bodies = [p.encode_message(m) for m in p.check_messages(messages)]
         call = p.send(keys, bodies, p.delay_arg(delay), all_or_none=True, realtime=self.realtime)
-        return p.parse_batch_ids(await self._call(call))
+        reply, acked = await self._send_call(call)
+        ids = p.parse_batch_ids(reply)
+        return ids if acked is None else self._confirm_all(ids, acked)
 
     async def receive_message(self, qname: str, *, vt: int | None = None) -> Message | None:
         """Take the next visible message and hide it for ``vt`` seconds; None if none is visible."""
@@ -312,7 +335,31 @@ class AsyncRSMQ:
     async def _send_each(self, key: _SendKey, bodies: list[bytes]) -> list[str | RSMQError]:
         keys, delay = key
         call = p.send(keys, bodies, delay, all_or_none=False, realtime=self.realtime)
-        return p.parse_ids(await self._call(call))
+        reply, acked = await self._send_call(call)  # one WAIT for the whole batch
+        ids = p.parse_ids(reply)
+        return ids if acked is None else self._confirm(ids, acked)
+
+    async def _send_call(self, call: p.Call) -> tuple[Any, int | None]:
+        """The send script's reply, and with min_replicas how many replicas confirmed it."""
+        if not self.min_replicas:
+            return await self._call(call), None
+        script = self._scripts[call.script]
+        commands = replication.commands(script.sha, call, self.min_replicas, self.replica_timeout)
+        for _ in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            settled = replication.settle(await pipe.execute(raise_on_error=False))
+            if settled is not None:
+                return settled
+            await self.redis.script_load(script.script)  # a new master: nothing was written
+        raise replication.not_loaded(call.script)
+
+    def _confirm(self, ids: list[str | RSMQError], acked: int) -> list[str | RSMQError]:
+        return replication.confirm(ids, acked, self.min_replicas, self.replica_timeout)
+
+    def _confirm_all(self, ids: list[str], acked: int) -> list[str]:
+        return replication.confirm_all(ids, acked, self.min_replicas, self.replica_timeout)
 
     async def _receive_delete_each(
         self, keys: p.Keys, items: list[_Op]

@@ -1,6 +1,7 @@
 """Every Redis connection of the project is made here: a URL plus :class:`ConnectionOptions`.
 
-The URL says where and who (``rediss://user:password@host:port/db``: TLS, a Redis ACL user);
+The URL says where and who (``rediss://user:password@host:port/db``: TLS, a Redis ACL user;
+``redis+sentinel://host:port,host:port/service/db``: the master Redis Sentinel names);
 the options say what the URL cannot: how to verify the server's TLS certificate and which
 client certificate to show. Keeping both in one place means a new way to connect (a cluster
 client, say) is added once for the library, the CLI, the worker and the web app.
@@ -17,10 +18,17 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.sentinel as aiosentinel
+import redis.sentinel
 
 TlsVerify = Literal["required", "none"]
 VERIFY_MODES: Final = ("required", "none")
 TLS_SCHEMES: Final = ("rediss",)
+SENTINEL_SCHEME: Final = "redis+sentinel"
+SENTINEL_PORT: Final = 26379  # Sentinel's own default port
+# How long a call to a sentinel may take: master discovery moves on to the next sentinel when
+# one does not answer, so one that hangs must not hold every connection attempt.
+SENTINEL_TIMEOUT: Final = 2.0
 
 # The environment variables the worker, the web app and the CLI read the options from.
 ENV_NAMES: Final = {
@@ -161,6 +169,18 @@ def async_client(
     ``url`` names a node of. ``kwargs`` go to redis-py (``max_connections``, the
     connections' ``socket_timeout``, ...)."""
     kwargs.update((options or DEFAULT_OPTIONS).redis_kwargs(url))
+    if is_sentinel_url(url):
+        where = SentinelURL.parse(url)
+        blocking = issubclass(pool_class, aioredis.BlockingConnectionPool)
+        manager = aiosentinel.Sentinel(where.sentinels, sentinel_kwargs=_sentinel_kwargs(kwargs))
+        return cast(_AsyncSentinelRedis, manager.master_for(
+            where.service,
+            redis_class=_AsyncSentinelRedis,
+            connection_class=_AsyncSentinelConnection,
+            connection_pool_class=_BlockingSentinelPool if blocking else _SentinelPool,
+            **where.master_kwargs(),
+            **kwargs,
+        ))  # fmt: skip
     if cluster:
         return aioredis.RedisCluster.from_url(url, **kwargs)
     return aioredis.Redis.from_pool(pool_class.from_url(url, **kwargs))
@@ -183,9 +203,160 @@ def sync_client(
 ) -> redis.Redis | redis.RedisCluster:
     """The blocking twin of :func:`async_client`."""
     kwargs.update((options or DEFAULT_OPTIONS).redis_kwargs(url))
+    if is_sentinel_url(url):
+        where = SentinelURL.parse(url)
+        manager = redis.sentinel.Sentinel(where.sentinels, sentinel_kwargs=_sentinel_kwargs(kwargs))
+        master = manager.master_for(
+            where.service,
+            redis_class=_SentinelRedis,
+            connection_class=_SentinelConnection,
+            **where.master_kwargs(),
+            **kwargs,
+        )
+        return cast(_SentinelRedis, master)
     if cluster:
         return redis.RedisCluster.from_url(url, **kwargs)
     return redis.Redis.from_url(url, **kwargs)
+
+
+# Redis Sentinel ------------------------------------------------------------------------------
+
+
+def is_sentinel_url(url: str) -> bool:
+    """Whether ``url`` names a master through Redis Sentinel (``redis+sentinel://``)."""
+    return url.partition("://")[0].lower() == SENTINEL_SCHEME
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelURL:
+    """``redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]``, taken
+    apart: the sentinels to ask, the name they know the master by, and the database.
+
+    The user and password are the master's (and its replicas'), not the sentinels': sentinels
+    are reached without a password, as they are by default.
+    """
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelURL:
+        """The parts of ``url``; ``ValueError`` saying what is wrong (without the URL)."""
+        rest = url.partition("://")[2]
+        if "?" in rest or "#" in rest:
+            raise ValueError("has query parameters, which a redis+sentinel:// URL does not take")
+        authority, _, path = rest.partition("/")
+        userinfo, at, hosts = authority.rpartition("@")
+        username = password = None
+        if at:
+            user, colon, secret = userinfo.partition(":")
+            username = unquote(user) or None
+            password = unquote(secret) if colon else None
+        sentinels = tuple(_sentinel_address(host) for host in hosts.split(","))
+        service, _, db = path.partition("/")
+        if not service:
+            raise ValueError(
+                "names no service: redis+sentinel://host:26379/<the master's name in sentinel.conf>"
+            )
+        db = db.strip("/")
+        if db and not db.isdigit():
+            raise ValueError(
+                f"has the database {db!r}: give a number (redis+sentinel://host:26379/{service}/0)"
+            )
+        return cls(sentinels, unquote(service), int(db or 0), username, password)
+
+    def master_kwargs(self) -> dict[str, Any]:
+        """redis-py's keyword arguments for connections to the master."""
+        return {"db": self.db, "username": self.username, "password": self.password}
+
+
+def _sentinel_address(text: str) -> tuple[str, int]:
+    try:
+        parts = urlsplit(f"//{text}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        port, host = 0, text
+    if not host or port == 0 or "@" in text:
+        raise ValueError(
+            f"has the sentinel address {text!r}: give host:port pairs separated by commas "
+            "(redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster)"
+        )
+    return host, port or SENTINEL_PORT
+
+
+def _sentinel_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The sentinels' connections: the caller's socket options, with a timeout always."""
+    options = {k: v for k, v in kwargs.items() if k.startswith("socket_")}
+    options.setdefault("socket_timeout", SENTINEL_TIMEOUT)
+    options.setdefault("socket_connect_timeout", SENTINEL_TIMEOUT)
+    return options
+
+
+class _AsyncSentinelConnection(aiosentinel.SentinelManagedConnection):
+    """A connection to the master that asks the sentinels where it is at every (re)connect.
+
+    redis-py asks them when a pooled connection is handed out, but a call retried after its
+    connection dropped reconnects to the address it had: the dead master, once per retry, so
+    the retries a failover needs most would be spent on it.
+    """
+
+    async def _connect(self) -> None:
+        if self.connection_pool.is_master:
+            self.host, self.port = await self.connection_pool.get_master_address()
+        await super()._connect()  # type: ignore[no-untyped-call]
+
+
+class _SentinelConnection(redis.sentinel.SentinelManagedConnection):
+    """The blocking twin of :class:`_AsyncSentinelConnection`."""
+
+    def _connect(self) -> Any:
+        if self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+        return super()._connect()  # type: ignore[no-untyped-call]
+
+
+class _SentinelPool(aiosentinel.SentinelConnectionPool):
+    """Connections to whichever server the sentinels name master at connection time."""
+
+
+class _BlockingSentinelPool(aiosentinel.SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """A sentinel pool that waits for a free connection at its limit instead of failing."""
+
+
+class _AsyncSentinelRedis(aioredis.Redis):
+    """A master's client that closes its sentinels' connections with its own."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        pool = cast(aiosentinel.SentinelConnectionPool, self.connection_pool)
+        await pool.sentinel_manager.aclose()
+
+
+class _SentinelRedis(redis.Redis):
+    """The blocking twin of :class:`_AsyncSentinelRedis`."""
+
+    def close(self) -> None:
+        super().close()
+        pool = cast(redis.sentinel.SentinelConnectionPool, self.connection_pool)
+        for sentinel in pool.sentinel_manager.sentinels:
+            sentinel.close()
+
+
+def sentinel_pool(pool: aioredis.ConnectionPool, **kwargs: Any) -> aioredis.ConnectionPool:
+    """A new pool to the same master as ``pool`` (of a ``redis+sentinel://`` client), that
+    asks the same sentinels where the master is; ``kwargs`` are its connections' settings."""
+    manager = cast(aiosentinel.SentinelConnectionPool, pool)
+    kwargs.pop("connection_pool", None)  # the old pool's own reference to itself
+    made: aioredis.ConnectionPool = cast(Any, _SentinelPool)(
+        manager.service_name,
+        manager.sentinel_manager,
+        connection_class=pool.connection_class,
+        **kwargs,
+    )
+    return made
 
 
 def explain(exc: BaseException) -> str:
@@ -302,13 +473,22 @@ def check_url(url: str, name: str = "REDIS_URL") -> None:
 def _url_problem(url: str) -> str | None:
     if "://" not in url:
         return "has no scheme: begin it with redis:// (rediss:// for TLS, unix:// for a socket)"
+    if is_sentinel_url(url):
+        try:
+            SentinelURL.parse(url)
+        except ValueError as exc:
+            return str(exc)
+        return None
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
         return "has a port that is not a number from 1 to 65535"
     if parts.scheme not in ("redis", "rediss", "unix"):
-        return f"has the scheme {parts.scheme!r}: use redis://, rediss:// (TLS) or unix://"
+        return (
+            f"has the scheme {parts.scheme!r}: use redis://, rediss:// (TLS), "
+            "redis+sentinel:// or unix://"
+        )
     if parts.scheme == "unix":
         if not parts.path:
             return "names no socket: unix:///path/to/redis.sock"

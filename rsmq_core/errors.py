@@ -12,7 +12,8 @@ Every error is an :class:`RSMQError`; each subclass carries RSMQ's own error nam
     ├── MessageTooLong       messageTooLong       "Message too long"
     ├── MessageNotString     messageNotString     "Message must be a string"
     ├── NoAttributeSupplied  noAttributeSupplied  "No attribute was supplied"
-    └── IndexConflict        indexConflict        (ours) "{ns}:QUEUES is a <type>, not ..."
+    ├── IndexConflict        indexConflict        (ours) "{ns}:QUEUES is a <type>, not ..."
+    └── NotReplicated        notReplicated        (ours) "Message <id> is stored on the master..."
 
 ``str(err)`` is RSMQ's message byte for byte, as Node RSMQ gives it for the same bad input, so
 code written against RSMQ's texts keeps working. What we know beyond it (the value refused,
@@ -113,6 +114,29 @@ class IndexConflict(RSMQError):
 
     name = "indexConflict"
     default_message = "The queue index is not a set"
+
+
+class NotReplicated(RSMQError):
+    """A send with ``min_replicas`` whose messages are stored on the master, but fewer
+    replicas than asked confirmed them (Redis's ``WAIT``) within the timeout. Not one of
+    RSMQ's errors. The messages are in the queue (``ids``) and will be delivered; what is
+    not promised is that they survive the master failing before a replica has them.
+    Sending them again would store them twice."""
+
+    name = "notReplicated"
+    default_message = "Message stored on the master but not confirmed by the replicas"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        detail: str | None = None,
+        ids: tuple[str, ...] = (),
+        replicas: int = 0,
+        wanted: int = 0,
+    ) -> None:
+        super().__init__(message, detail=detail)
+        self.ids, self.replicas, self.wanted = ids, replicas, wanted
 
 
 ERRORS_BY_NAME: dict[str, type[RSMQError]] = {

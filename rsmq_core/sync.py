@@ -17,9 +17,11 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from . import _protocol as p
+from . import _replication as replication
 from ._scripts import NAMES, source
 from .client import BACKOFF, DEFAULT_URL, RETRIES
 from .connection import ConnectionOptions, sync_client
+from .errors import RSMQError
 from .models import Message, QueueAttributes, Received
 
 
@@ -32,12 +34,21 @@ class RSMQ:
         *,
         ns: str = "rsmq",
         realtime: bool = False,
+        min_replicas: int = 0,
+        replica_timeout: float = replication.DEFAULT_TIMEOUT,
         _owns_redis: bool = False,
     ) -> None:
         self.redis = redis
         self.ns = p.check_ns(ns)
         self.realtime = realtime
         self.cluster = isinstance(redis, RedisCluster)
+        socket_timeout = (
+            None if self.cluster else redis.get_connection_kwargs().get("socket_timeout")
+        )
+        replication.check(
+            min_replicas, replica_timeout, cluster=self.cluster, socket_timeout=socket_timeout
+        )
+        self.min_replicas, self.replica_timeout = min_replicas, replica_timeout
         self._owns_redis = _owns_redis
         self._keys = partial(p.Keys.of, self.ns, cluster=self.cluster)
         self._scripts = {name: redis.register_script(source(name)) for name in NAMES}
@@ -51,11 +62,16 @@ class RSMQ:
         realtime: bool = False,
         cluster: bool = False,
         connection: ConnectionOptions | None = None,
+        min_replicas: int = 0,
+        replica_timeout: float = replication.DEFAULT_TIMEOUT,
         **kwargs: Any,
     ) -> Self:
+        timeout = kwargs.get("socket_timeout")
+        replication.check(min_replicas, replica_timeout, cluster=cluster, socket_timeout=timeout)
         kwargs.setdefault("retry", Retry(BACKOFF, RETRIES))
         client = sync_client(url, connection, cluster=cluster, **kwargs)
-        return cls(client, ns=ns, realtime=realtime, _owns_redis=True)
+        return cls(client, ns=ns, realtime=realtime, min_replicas=min_replicas,
+                   replica_timeout=replica_timeout, _owns_redis=True)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<RSMQ ns={self.ns!r} realtime={self.realtime} cluster={self.cluster}>"
@@ -114,18 +130,27 @@ class RSMQ:
         keys = self._keys(qname)
         body = p.encode_message(message)
         call = p.send(keys, [body], p.delay_arg(delay), all_or_none=False, realtime=self.realtime)
-        return p.first_id(self._call(call))
+        reply, acked = self._send_call(call)
+        if acked is None:
+            return p.first_id(reply)
+        (result,) = replication.confirm(
+            p.parse_ids(reply), acked, self.min_replicas, self.replica_timeout
+        )
+        if isinstance(result, RSMQError):
+            raise result
+        return result
 
     def send_messages(
         self, qname: str, messages: Sequence[str], *, delay: int | None = None
     ) -> list[str]:
         keys = self._keys(qname)
         bodies = [p.encode_message(m) for m in p.check_messages(messages)]
-        return p.parse_batch_ids(
-            self._call(
-                p.send(keys, bodies, p.delay_arg(delay), all_or_none=True, realtime=self.realtime)
-            )
-        )
+        call = p.send(keys, bodies, p.delay_arg(delay), all_or_none=True, realtime=self.realtime)
+        reply, acked = self._send_call(call)
+        ids = p.parse_batch_ids(reply)
+        if acked is None:
+            return ids
+        return replication.confirm_all(ids, acked, self.min_replicas, self.replica_timeout)
 
     def receive_message(self, qname: str, *, vt: int | None = None) -> Message | None:
         return next(iter(self._receive(qname, 1, vt, pop=False)), None)
@@ -194,6 +219,21 @@ class RSMQ:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _send_call(self, call: p.Call) -> tuple[Any, int | None]:
+        if not self.min_replicas:
+            return self._call(call), None
+        script = self._scripts[call.script]
+        commands = replication.commands(script.sha, call, self.min_replicas, self.replica_timeout)
+        for _ in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            settled = replication.settle(pipe.execute(raise_on_error=False))
+            if settled is not None:
+                return settled
+            self.redis.script_load(script.script)
+        raise replication.not_loaded(call.script)
 
     def _receive(self, qname: str, count: int, vt: int | None, *, pop: bool) -> list[Message]:
         call = p.receive(self._keys(qname), count, p.vt_arg(vt), pop=pop)

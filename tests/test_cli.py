@@ -477,7 +477,7 @@ def test_invalid_url_is_a_usage_error(run):
     assert result.code == 2 and result.out == ""
     assert result.err == (
         "rsmq: bad setting: --url='http://:***@127.0.0.1:1/0' has the scheme 'http': "
-        "use redis://, rediss:// (TLS) or unix://\n"
+        "use redis://, rediss:// (TLS), redis+sentinel:// or unix://\n"
     )
     assert "secret" not in result.err
 

@@ -253,11 +253,12 @@ def test_every_error_is_an_rsmq_error_with_rsmq_name():
         and issubclass(getattr(rsmq_core, n), RSMQError)
         and getattr(rsmq_core, n) is not RSMQError
     }
-    # RSMQ's eight, and one of ours: {ns}:QUEUES is someone else's key (RSMQ fails there with
-    # Redis's WRONGTYPE).
+    # RSMQ's eight, and two of ours: {ns}:QUEUES is someone else's key (RSMQ fails there with
+    # Redis's WRONGTYPE), and a send with min_replicas that the replicas did not confirm.
     assert names == {
         "queueNotFound", "queueExists", "invalidFormat", "invalidValue", "missingParameter",
         "messageTooLong", "messageNotString", "noAttributeSupplied", "indexConflict",
+        "notReplicated",
     }  # fmt: skip
 
 

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from realtime import EventLog, StatusEvent
-from rsmq_core import AsyncRSMQ, Message, RSMQError
+from rsmq_core import AsyncRSMQ, Message, NotReplicated, RSMQError
 from rsmq_core.connection import explain
 
 from . import auth as access
@@ -205,10 +205,16 @@ async def send(request: Request, data: dict[str, Any]) -> Response:
     delay = fields.get("delay")
     if ("message" in fields) == ("messages" in fields):
         raise ApiError(400, "missingParameter", "give either message or messages")
-    if "messages" in fields:
-        ids = await sender.send_messages(name, fields["messages"], delay=delay)
-    else:
-        ids = [await sender.send_message(name, fields["message"], delay=delay)]
+    unconfirmed: NotReplicated | None = None
+    try:
+        if "messages" in fields:
+            ids = await sender.send_messages(name, fields["messages"], delay=delay)
+        else:
+            ids = [await sender.send_message(name, fields["message"], delay=delay)]
+    except NotReplicated as exc:
+        # Stored on the master: a 5xx would invite a resend (a duplicate). The answer is the
+        # ids, as always, with a warning that the replicas did not confirm them in time.
+        ids, unconfirmed = list(exc.ids), exc
     # From here the messages are stored and their ids are the answer: nothing may fail the
     # request now, as an error would invite a resend (and a duplicate).
     # "queued" is recorded before the answer (the page subscribes to the id as soon as it has
@@ -224,7 +230,9 @@ async def send(request: Request, data: dict[str, Any]) -> Response:
     except RedisError as exc:
         # Workers that did not hear find the message at their next heartbeat.
         log.warning("sent %s to %s but could not wake the workers: %s", ids, name, explain(exc))
-    body = {"ids": ids} if "messages" in fields else {"id": ids[0]}
+    body: dict[str, Any] = {"ids": ids} if "messages" in fields else {"id": ids[0]}
+    if unconfirmed is not None:
+        body["warning"] = {"error": unconfirmed.name, "message": unconfirmed.message}
     return JSONResponse(body, status_code=202)
 
 

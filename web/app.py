@@ -86,7 +86,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.rsmq = AsyncRSMQ(client, ns=settings.ns, realtime=True)
         # Sends publish nothing themselves: the API records "queued" first, then wakes the
         # workers (see api.send), so no worker's "received" can come before it.
-        app.state.sender = AsyncRSMQ(client, ns=settings.ns, realtime=False)
+        app.state.sender = AsyncRSMQ(client, ns=settings.ns, realtime=False,
+                                     min_replicas=settings.send_min_replicas,
+                                     replica_timeout=settings.send_replica_timeout)  # fmt: skip
         app.state.events = EventLog(client, settings.ns)
         # The websockets' reads go through a pool of their own: however many clients ask for
         # however much, the API's connections stay free.

@@ -25,6 +25,8 @@ class Settings:
     redis_cluster: bool = False  # REDIS_URL names a node of a Redis Cluster
     connection: ConnectionOptions = DEFAULT_OPTIONS  # REDIS_TLS_*
     ns: str = "rsmq"
+    send_min_replicas: int = 0  # replicas that must confirm a send (WAIT) before it is answered
+    send_replica_timeout: float = 1.0  # seconds a send waits for them
     queue: str = "jobs"  # the example app's queue: the worker's default QUEUES
     api_token: str | None = None  # when set, every route but the example page needs auth
     metrics_token: str | None = None  # also opens /metrics (and only it): a scraper's token
@@ -110,6 +112,14 @@ class Settings:
             connection.redis_kwargs(redis_url)
         except ValueError as exc:
             raise SettingError(f"REDIS_URL: {exc}") from None
+        min_replicas = text("SEND_MIN_REPLICAS", str(d.send_min_replicas))
+        if not min_replicas.isdigit():
+            raise SettingError(
+                f"SEND_MIN_REPLICAS={min_replicas!r} must be a whole number: how many replicas "
+                "must confirm a send, 0 (the default) for none"
+            )
+        if int(min_replicas) and flag("REDIS_CLUSTER", d.redis_cluster):
+            raise SettingError("SEND_MIN_REPLICAS is not supported with REDIS_CLUSTER: use 0")
         port_text = text("PORT", str(d.port))
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise SettingError(f"PORT={port_text!r} must be a port number, 1 to 65535")
@@ -138,6 +148,8 @@ class Settings:
             log_format=log_format,
             connection=connection,
             ns=text("RSMQ_NS", d.ns),
+            send_min_replicas=int(min_replicas),
+            send_replica_timeout=number("SEND_REPLICA_TIMEOUT", d.send_replica_timeout, 0.001),
             queue=queue,
             allow_anonymous=allow_anonymous,
             max_body=int(number("MAX_BODY", d.max_body, 1024)),
