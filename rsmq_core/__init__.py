@@ -15,7 +15,7 @@ from .errors import (
     QueueNotFound,
     RSMQError,
 )
-from .models import Message, QueueAttributes, Received
+from .models import Message, Peek, PeekedMessage, QueueAttributes, Received
 from .sync import RSMQ
 
 __all__ = [
@@ -31,6 +31,8 @@ __all__ = [
     "MessageTooLong",
     "MissingParameter",
     "NoAttributeSupplied",
+    "Peek",
+    "PeekedMessage",
     "QueueAttributes",
     "QueueExists",
     "QueueNotFound",

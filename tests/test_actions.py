@@ -1,0 +1,110 @@
+"""The operator's actions: peek, make visible now, move selected messages, pause and resume;
+in the library (both clients, standalone and cluster), the API, the dashboard's own routes,
+the CLI and the worker."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from rsmq_core import InvalidValue, QueueNotFound
+from tests.redis_cluster import BACKENDS
+
+both = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+
+
+@both
+def test_peek_shows_visible_and_hidden_and_changes_nothing(rsmq, r):
+    rsmq.create_queue("q")
+    first = rsmq.send_message("q", "one")
+    later = rsmq.send_message("q", "two", delay=60)
+    third = rsmq.send_message("q", "three")
+    got = rsmq.receive_message("q", vt=120)  # "one": now hidden, received once
+    assert got.id == first
+    keys = rsmq.keys("q")
+    before = (r.zrange(keys.zset, 0, -1, withscores=True), r.hgetall(keys.hash))
+
+    page = rsmq.peek_messages("q", count=2)
+
+    assert (r.zrange(keys.zset, 0, -1, withscores=True), r.hgetall(keys.hash)) == before
+    assert page.total == 3 and page.offset == 0 and page.next_offset == 2
+    assert [m.id for m in page.messages] == [third, later]  # by visible-at
+    assert [m.visible for m in page.messages] == [True, False]
+    assert page.messages[0].rc == 0 and page.messages[0].fr == 0
+    assert page.messages[1].visible_at == int(r.zscore(keys.zset, later))
+    rest = rsmq.peek_messages("q", offset=page.next_offset, count=2)
+    assert [(m.id, m.rc, m.fr, m.visible) for m in rest.messages] == [(first, 1, got.fr, False)]
+    assert rest.next_offset is None
+    assert rsmq.receive_message("q").id == third  # nothing taken, nothing hidden by peeking
+
+
+@both
+def test_peek_refuses_bad_pages_and_missing_queues(rsmq):
+    rsmq.create_queue("q")
+    with pytest.raises(InvalidValue, match="count must be between 1 and 1000"):
+        rsmq.peek_messages("q", count=1001)
+    with pytest.raises(InvalidValue, match="offset must be between 0 and"):
+        rsmq.peek_messages("q", offset=-1)
+    with pytest.raises(QueueNotFound):
+        rsmq.peek_messages("nope")
+    assert rsmq.peek_messages("q").to_json() == {
+        "messages": [], "offset": 0, "total": 0, "next_offset": None, "paused_since": None,
+    }  # fmt: skip
+
+
+def test_peek_carries_a_body_that_is_not_utf8_as_base64(rsmq, r):
+    rsmq.create_queue("q")
+    mid = rsmq.send_message("q", "x")
+    r.hset(rsmq.keys("q").hash, mid, b"\xff\xfe")
+    shown = rsmq.peek_messages("q").messages[0].to_json()
+    assert shown["message"] is None
+    assert base64.b64decode(shown["message_base64"]) == b"\xff\xfe"
+
+
+@both
+def test_make_visible_brings_a_hidden_message_back_now(rsmq):
+    rsmq.create_queue("q")
+    mid = rsmq.send_message("q", "later", delay=600)
+    assert rsmq.receive_message("q") is None
+    assert rsmq.make_visible("q", mid) is True
+    got = rsmq.receive_message("q")
+    assert got.id == mid and got.rc == 1
+    assert rsmq.make_visible("q", "x" * 32) is False
+    with pytest.raises(QueueNotFound):
+        rsmq.make_visible("nope", mid)
+
+
+@both
+def test_move_messages_moves_only_the_selected(rsmq):
+    rsmq.create_queue("q-dead")
+    rsmq.create_queue("q")
+    ids = rsmq.send_messages("q-dead", ["a", "b", "c"])
+    moved = rsmq.move_messages("q-dead", [ids[0], ids[2], "y" * 32], "q")
+    assert moved[2] == "" and all(moved[:2])
+    assert [m.message for m in rsmq.peek_messages("q").messages] == ["a", "c"]
+    assert [m.id for m in rsmq.peek_messages("q-dead").messages] == [ids[1]]
+    with pytest.raises(InvalidValue, match="ids must be a list of message ids"):
+        rsmq.move_messages("q-dead", [], "q")
+
+
+@both
+def test_pause_and_resume_mark_the_queue_and_say_whether_it_changed(rsmq, r):
+    rsmq.create_queue("q")
+    assert rsmq.is_paused("q") is False
+    assert rsmq.pause_queue("q") is True
+    assert rsmq.pause_queue("q") is False
+    assert rsmq.is_paused("q") is True
+    assert rsmq.peek_messages("q").paused_since is not None
+    mid = rsmq.send_message("q", "still accepted")
+    # The mark is for our workers only: the library's receive (as RSMQ's) still takes it.
+    assert rsmq.receive_message("q").id == mid
+    assert rsmq.resume_queue("q") is True
+    assert rsmq.resume_queue("q") is False
+    assert rsmq.is_paused("q") is False
+    with pytest.raises(QueueNotFound):
+        rsmq.pause_queue("nope")
+    rsmq.pause_queue("q")
+    rsmq.delete_queue("q")  # the mark goes with the queue
+    rsmq.create_queue("q")
+    assert rsmq.is_paused("q") is False
