@@ -29,9 +29,17 @@ from rsmq_core.client import AsyncRedis
 
 log = logging.getLogger(__name__)
 
-Status = Literal["queued", "received", "processing", "done", "failed", "retrying", "dead"]
+Status = Literal[
+    "queued", "received", "processing", "done", "failed", "retrying", "dead",
+    # An operator's actions (the API, the dashboard, the CLI): ``by`` says where from. Those
+    # on a whole queue (paused, resumed, purged, changed) have the id "".
+    "deleted", "made visible", "redriven", "paused", "resumed", "purged", "changed",
+]  # fmt: skip
 STATUSES: tuple[Status, ...] = (
     "queued", "received", "processing", "done", "failed", "retrying", "dead",
+)  # fmt: skip
+ACTIONS: tuple[Status, ...] = (
+    "deleted", "made visible", "redriven", "paused", "resumed", "purged", "changed",
 )  # fmt: skip
 
 
@@ -48,6 +56,8 @@ class StatusEvent:
     error: str | None = None
     retry_in: float | None = None
     dead_letter_id: str | None = None
+    by: str | None = None  # an action's origin: "api 10.0.0.7", "dashboard 10.0.0.7", "cli"
+    detail: str | None = None  # an action's particulars ("vt=60", "to q", "3 messages")
     ts: int | None = None
 
     def to_json(self) -> str:
@@ -166,6 +176,21 @@ class EventLog:
         """The stream id of the queue's newest event ("0-0" when there is none)."""
         rows: Any = await self._redis.xrevrange(stream_key(self._keys(qname)), count=1)
         return _text(rows[0][0]) if rows else "0-0"
+
+    async def timeline(
+        self, qname: str, id: str, *, chunk: int = 1000
+    ) -> list[tuple[str, StatusEvent]]:
+        """Every event of one message the queue's stream still holds, oldest first: a
+        timeline reaches back as far as the stream's cap (``maxlen`` events of the whole
+        queue) keeps. Read in chunks, so one call never holds Redis for long."""
+        out: list[tuple[str, StatusEvent]] = []
+        after = "-"
+        while True:
+            rows = await self.history(qname, after=after, count=chunk)
+            out += [(eid, e) for eid, e in rows if e.id == id]
+            if len(rows) < chunk:
+                return out
+            after = rows[-1][0]
 
     async def history(
         self, qname: str, *, after: str = "-", count: int = 1000

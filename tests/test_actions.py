@@ -8,8 +8,9 @@ import base64
 
 import pytest
 
-from rsmq_core import InvalidValue, QueueNotFound
+from rsmq_core import RSMQ, InvalidValue, QueueNotFound
 from tests.redis_cluster import BACKENDS
+from tests.workers import WorkerProcess, done, started, wait_for
 
 both = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 
@@ -108,3 +109,46 @@ def test_pause_and_resume_mark_the_queue_and_say_whether_it_changed(rsmq, r):
     rsmq.delete_queue("q")  # the mark goes with the queue
     rsmq.create_queue("q")
     assert rsmq.is_paused("q") is False
+
+
+# The worker honours pause ------------------------------------------------------------------
+
+
+@pytest.fixture
+def workers():
+    started: list[WorkerProcess] = []
+    yield started
+    for w in started:
+        w.cleanup()
+
+
+def done_ids(r, ns) -> list[str]:
+    return [d["id"] for d in done(r, ns)]
+
+
+@pytest.mark.parametrize("mode", ["realtime", "polling"])
+def test_a_paused_queue_is_not_received_from_until_resumed(redis_url, ns, r, workers, mode):
+    """Realtime: the pause is heard at once (the heartbeat is too slow to be what stops it).
+    Polling: at the next heartbeat. Another queue of the same worker goes on meanwhile, which
+    shows the worker alive and past the pause; the paused queue's message waits, untouched."""
+    realtime = mode == "realtime"
+    w = WorkerProcess(redis_url, ns, queues="jobs,other", realtime=realtime,
+                      heartbeat=60 if realtime else 0.2, poll_interval=0.05)  # fmt: skip
+    workers.append(w)
+    w.start()
+    with RSMQ.from_url(redis_url, ns=ns, realtime=True) as q:
+        assert q.pause_queue("jobs")
+        if not realtime:  # a heartbeat that began after the pause has read it
+            key = next(iter(r.keys(f"{ns}:@workers*:*")))
+            seen = r.pttl(key)
+            wait_for(lambda: r.pttl(key) > seen, what="a heartbeat after the pause")
+            seen = r.pttl(key)
+            wait_for(lambda: r.pttl(key) > seen, what="a whole heartbeat after the pause")
+        held = q.send_message("jobs", "{}")
+        alive = q.send_message("other", "{}")
+        wait_for(lambda: alive in done_ids(r, ns), what="the other queue's message done")
+        assert held not in [s["id"] for s in started(r, ns)]
+        assert q.peek_messages("jobs").messages[0].rc == 0
+        assert q.resume_queue("jobs")
+        wait_for(lambda: held in done_ids(r, ns), what="the resumed queue's message done")
+    assert w.stop() == 0
