@@ -5,6 +5,7 @@ the CLI and the worker."""
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 
@@ -152,3 +153,162 @@ def test_a_paused_queue_is_not_received_from_until_resumed(redis_url, ns, r, wor
         assert q.resume_queue("jobs")
         wait_for(lambda: held in done_ids(r, ns), what="the resumed queue's message done")
     assert w.stop() == 0
+
+
+# The API and the dashboard's own routes ------------------------------------------------------
+
+TOKEN = "t0ken-t0ken-t0ken-t0ken"
+BEARER = {"authorization": f"Bearer {TOKEN}"}
+
+
+def csrf_of(client, page: str) -> str:
+    found = re.search(r'(?:content|value)="([^"]+\.[^"]+)"', client.get(page).text)
+    assert found
+    return found.group(1)
+
+
+def logged_in(client) -> str:
+    """Log the client in as the dashboard's form does; the page's CSRF token."""
+    answer = client.post("/login", data={"csrf": csrf_of(client, "/login"), "token": TOKEN},
+                         follow_redirects=False)  # fmt: skip
+    assert answer.status_code == 303, answer.text
+    return csrf_of(client, "/dashboard")
+
+
+@pytest.fixture
+def closed(make_client):
+    return make_client(api_token=TOKEN)
+
+
+@pytest.fixture
+def queues(redis_url, ns):
+    with RSMQ.from_url(redis_url, ns=ns) as q:
+        q.create_queue("q")
+        q.create_queue("q-dead")
+        yield q
+
+
+def timeline_of(client, mid, prefix="/api", headers=BEARER):
+    answer = client.get(f"{prefix}/queues/q/messages/{mid}/timeline", headers=headers)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["events"]
+
+
+def test_api_actions_act_and_leave_events_saying_from_where(closed, queues):
+    mid = queues.send_message("q", "hello", delay=600)
+    page = closed.get("/api/queues/q/peek?count=10", headers=BEARER).json()
+    assert [(m["id"], m["message"], m["rc"], m["visible"]) for m in page["messages"]] == [
+        (mid, "hello", 0, False)
+    ]
+    assert closed.post(f"/api/queues/q/messages/{mid}/visible", headers=BEARER).json() == {
+        "changed": True
+    }
+    assert queues.receive_message("q").id == mid
+    assert closed.delete(f"/api/queues/q/messages/{mid}", headers=BEARER).json() == {
+        "deleted": True
+    }
+    events = timeline_of(closed, mid)
+    assert [e["status"] for e in events] == ["made visible", "deleted"]
+    assert all(e["by"] == "api testclient" and e["ts"] for e in events)
+
+    dead = queues.send_messages("q-dead", ["a", "b", "c"])
+    body = {"to": "q", "ids": [dead[1]]}
+    moved = closed.post("/api/queues/q-dead/redrive", json=body, headers=BEARER).json()
+    assert moved["moved"] == 1 and list(moved["ids"]) == [dead[1]]
+    assert [m.message for m in queues.peek_messages("q").messages] == ["b"]
+    rest = closed.post("/api/queues/q-dead/redrive", json={"to": "q"}, headers=BEARER).json()
+    assert rest == {"moved": 2}
+
+    assert closed.post("/api/queues/q/pause", headers=BEARER).json() == {
+        "paused": True, "changed": True,
+    }  # fmt: skip
+    assert queues.is_paused("q")
+    assert closed.post("/api/queues/q/resume", headers=BEARER).json()["changed"] is True
+    assert closed.patch("/api/queues/q", json={"vt": 60}, headers=BEARER).json()["vt"] == 60
+    assert closed.post("/api/queues/q/purge", headers=BEARER).json() == {"purged": 3}
+    history = closed.get("/api/queues/q/history", headers=BEARER).json()["events"]
+    assert [(e["status"], e.get("detail")) for e in history] == [
+        ("paused", None), ("resumed", None), ("changed", "vt=60"), ("purged", "3 message(s)"),
+    ]  # fmt: skip
+    dead_history = closed.get("/api/queues/q-dead/history", headers=BEARER).json()["events"]
+    assert [e.get("detail") for e in dead_history] == ["2 message(s) to q"]
+
+
+def test_a_redriven_message_s_timeline_says_where_it_went(closed, queues):
+    mid = queues.send_message("q-dead", "x")
+    moved = closed.post("/api/queues/q-dead/redrive", json={"to": "q", "ids": [mid]},
+                        headers=BEARER).json()  # fmt: skip
+    (event,) = closed.get(f"/api/queues/q-dead/messages/{mid}/timeline", headers=BEARER).json()[
+        "events"
+    ]
+    assert (event["status"], event["detail"], event["dead_letter_id"]) == (
+        "redriven", "to q", moved["ids"][mid],
+    )  # fmt: skip
+
+
+def test_api_actions_refuse_bad_input_by_name(closed, queues):
+    def refused(answer, status, error, text):
+        assert answer.status_code == status, answer.text
+        assert answer.json()["error"] == error and text in answer.json()["message"]
+
+    refused(closed.get("/api/queues/q/peek?count=x", headers=BEARER), 400, "invalidValue",
+            "count must be an integer")  # fmt: skip
+    refused(closed.get("/api/queues/q/peek?count=5000", headers=BEARER), 400, "invalidValue",
+            "count must be between 1 and 1000")  # fmt: skip
+    refused(closed.get("/api/queues/q/peek?limit=5", headers=BEARER), 400, "unknownField",
+            "limit")  # fmt: skip
+    refused(closed.get("/api/queues/nope/peek", headers=BEARER), 404, "queueNotFound",
+            "Queue not found")  # fmt: skip
+    refused(closed.get("/api/queues/q/messages/short/timeline", headers=BEARER), 400,
+            "invalidFormat", "Invalid id format")  # fmt: skip
+    refused(closed.get(f"/api/queues/nope/messages/{'a' * 32}/timeline", headers=BEARER), 404,
+            "queueNotFound", "Queue not found")  # fmt: skip
+    refused(closed.post("/api/queues/q-dead/redrive", json={"to": "q", "ids": [], },
+                        headers=BEARER), 400, "invalidValue", "ids must be a list")  # fmt: skip
+    refused(closed.post("/api/queues/q-dead/redrive", json={"to": "q", "ids": ["a" * 32],
+                        "count": 1}, headers=BEARER), 400, "invalidValue",
+            "either ids or count")  # fmt: skip
+    refused(closed.post("/api/queues/nope/pause", headers=BEARER), 404, "queueNotFound",
+            "Queue not found")  # fmt: skip
+    refused(closed.post("/api/queues/q/purge", json={"really": True}, headers=BEARER), 400,
+            "unknownField", "really")  # fmt: skip
+    refused(closed.post("/api/queues/q/pause"), 401, "unauthorized", "API token")
+    assert not queues.is_paused("q")
+
+
+def test_the_dashboard_acts_with_its_login_and_csrf_token_only(closed, queues):
+    mid = queues.send_message("q", "x")
+    # The API never takes the cookie; the dashboard's routes need a login.
+    refused = closed.post("/dashboard/api/queues/q/pause")
+    assert (refused.status_code, refused.json()["error"]) == (401, "unauthorized")
+    csrf = logged_in(closed)
+    assert closed.post("/api/queues/q/pause").status_code == 401
+    # Logged in, but without the page's token: what another site's form could send.
+    for headers in ({}, {"x-csrf-token": "made.up"}):
+        answer = closed.post("/dashboard/api/queues/q/pause", headers=headers)
+        assert (answer.status_code, answer.json()["error"]) == (403, "csrf")
+    forged = {"x-csrf-token": csrf, "origin": "https://evil.example"}
+    evil = closed.post("/dashboard/api/queues/q/pause", headers=forged)
+    assert evil.status_code == 403
+    assert not queues.is_paused("q")
+    ok = closed.post("/dashboard/api/queues/q/pause", headers={"x-csrf-token": csrf})
+    assert ok.json() == {"paused": True, "changed": True}
+    assert closed.get("/dashboard/api/queues/q/peek").json()["paused_since"]
+    gone = closed.delete(f"/dashboard/api/queues/q/messages/{mid}",
+                         headers={"x-csrf-token": csrf})  # fmt: skip
+    assert gone.json() == {"deleted": True}
+    (event,) = timeline_of(closed, mid, "/dashboard/api", {})
+    assert (event["status"], event["by"]) == ("deleted", "dashboard testclient")
+
+
+def test_an_action_recorded_nowhere_is_still_done_and_said(closed, queues, redis_url, ns):
+    """The events stream made unwritable (a key of another type in its place): the message is
+    deleted all the same, and the answer says so rather than a 500."""
+    mid = queues.send_message("q", "x")
+    stream = queues.keys("q").events
+    queues.redis.delete(stream)
+    queues.redis.set(stream, "not a stream")
+    answer = closed.delete(f"/api/queues/q/messages/{mid}", headers=BEARER)
+    assert answer.json() == {"deleted": True}
+    assert queues.peek_messages("q").total == 0
+    queues.redis.delete(stream)
