@@ -129,8 +129,10 @@ def _purge(client: RSMQ, args: argparse.Namespace) -> int:
     return client.purge_queue(args.qname)
 
 
-def _redrive(client: RSMQ, args: argparse.Namespace) -> int:
+def _redrive(client: RSMQ, args: argparse.Namespace) -> int | dict[str, str]:
     """Move messages back from a dead-letter queue, oldest first, 1000 per round trip."""
+    if args.ids is not None:
+        return _redrive_selected(client, args)
     left: int | None = args.count
     moved = 0
     while True:
@@ -141,6 +143,33 @@ def _redrive(client: RSMQ, args: argparse.Namespace) -> int:
         left = None if left is None else left - batch
         if batch < step or left == 0:
             return moved
+
+
+def _redrive_selected(client: RSMQ, args: argparse.Namespace) -> dict[str, str]:
+    """Move the messages --ids, 1000 per round trip; prints {old id: new id} of those moved."""
+    ids = [p.check_id(i) for i in args.ids]
+    moved: dict[str, str] = {}
+    for i in range(0, len(ids), p.MAX_BATCH):
+        batch = ids[i : i + p.MAX_BATCH]
+        new = client.move_messages(args.qname, batch, args.to_qname)
+        moved |= {old: n for old, n in zip(batch, new, strict=True) if n}
+    return moved
+
+
+def _peek(client: RSMQ, args: argparse.Namespace) -> dict[str, Any]:
+    return client.peek_messages(args.qname, offset=args.offset, count=args.count).to_json()
+
+
+def _retry(client: RSMQ, args: argparse.Namespace) -> bool:
+    return client.make_visible(args.qname, args.id)
+
+
+def _pause(client: RSMQ, args: argparse.Namespace) -> bool:
+    return client.pause_queue(args.qname)
+
+
+def _resume(client: RSMQ, args: argparse.Namespace) -> bool:
+    return client.resume_queue(args.qname)
 
 
 # Parser --------------------------------------------------------------------------------------
@@ -263,7 +292,22 @@ def build_parser() -> argparse.ArgumentParser:
         "redrive", _redrive, "move messages from QNAME (a dead-letter queue) back to TO_QNAME"
     )
     redrive.add_argument("to_qname", metavar="TO_QNAME")
-    redrive.add_argument("--count", type=int, metavar="N", help="at most N (default: all)")
+    which = redrive.add_mutually_exclusive_group()
+    which.add_argument("--count", type=int, metavar="N", help="at most N (default: all)")
+    which.add_argument(
+        "--ids", nargs="+", metavar="ID", help="only these (prints {old id: new id})"
+    )
+    peek = command(
+        "peek", _peek, "show messages, visible and hidden, without receiving them (a page)"
+    )
+    peek.add_argument("--offset", type=int, default=0, metavar="N", help="from the Nth (0)")
+    peek.add_argument("--count", type=int, default=50, metavar="N", help="at most N (50)")
+    retry = command("retry", _retry, "make a message visible now (prints whether it was there)",
+                    aliases=["make-visible"])  # fmt: skip
+    retry.add_argument("id", metavar="ID")
+    command("pause", _pause, "pause a queue for this project's workers (prints whether it "
+            "changed); sends are still accepted, RSMQ clients are unaffected")  # fmt: skip
+    command("resume", _resume, "resume a paused queue (prints whether it changed)")
     return parser
 
 

@@ -5,11 +5,13 @@ the CLI and the worker."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 
 import pytest
 
 from rsmq_core import RSMQ, InvalidValue, QueueNotFound
+from rsmq_core.cli import main as cli_main
 from tests.redis_cluster import BACKENDS
 from tests.workers import WorkerProcess, done, started, wait_for
 
@@ -312,3 +314,41 @@ def test_an_action_recorded_nowhere_is_still_done_and_said(closed, queues, redis
     assert answer.json() == {"deleted": True}
     assert queues.peek_messages("q").total == 0
     queues.redis.delete(stream)
+
+
+# The CLI -------------------------------------------------------------------------------------
+
+
+def test_cli_peeks_retries_pauses_resumes_and_redrives_the_selected(
+    redis_url, ns, queues, capsys, monkeypatch
+):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+
+    def rsmq(*argv: str):
+        code = cli_main(["--url", redis_url, "--ns", ns, *argv])
+        out, err = capsys.readouterr()
+        return code, (json.loads(out) if out else None), err
+
+    mid = queues.send_message("q", "later", delay=600)
+    code, page, _ = rsmq("peek", "q", "--count", "1")
+    assert code == 0 and page["total"] == 1
+    assert [(m["id"], m["visible"], m["rc"]) for m in page["messages"]] == [(mid, False, 0)]
+    assert rsmq("retry", "q", mid)[:2] == (0, True)
+    assert queues.peek_messages("q").messages[0].visible
+    assert rsmq("pause", "q")[:2] == (0, True)
+    assert queues.is_paused("q")
+    assert rsmq("resume", "q")[:2] == (0, True)
+    assert rsmq("resume", "q")[:2] == (0, False)
+    dead = queues.send_messages("q-dead", ["a", "b"])
+    code, moved, _ = rsmq("redrive", "q-dead", "q", "--ids", dead[1])
+    assert code == 0 and list(moved) == [dead[1]]
+    assert [m.message for m in queues.peek_messages("q-dead").messages] == ["a"]
+    assert rsmq("peek", "q", "--count", "0") == (
+        1,
+        None,
+        "rsmq: invalidValue: count must be between 1 and 1000 (got 0)\n",
+    )
+    with pytest.raises(SystemExit) as usage:
+        rsmq("redrive", "q-dead", "q", "--ids", "a" * 32, "--count", "1")
+    assert usage.value.code == 2
+    assert "--count: not allowed with argument --ids" in capsys.readouterr().err
