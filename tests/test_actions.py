@@ -129,17 +129,23 @@ def done_ids(r, ns) -> list[str]:
     return [d["id"] for d in done(r, ns)]
 
 
-@pytest.mark.parametrize("mode", ["realtime", "polling"])
-def test_a_paused_queue_is_not_received_from_until_resumed(redis_url, ns, r, workers, mode):
+@pytest.mark.parametrize(
+    ("backend", "mode"),
+    [("standalone", "realtime"), ("standalone", "polling"), ("cluster", "realtime")],
+    indirect=["backend"],
+)
+def test_a_paused_queue_is_not_received_from_until_resumed(backend, ns, r, workers, mode):
     """Realtime: the pause is heard at once (the heartbeat is too slow to be what stops it).
     Polling: at the next heartbeat. Another queue of the same worker goes on meanwhile, which
-    shows the worker alive and past the pause; the paused queue's message waits, untouched."""
+    shows the worker alive and past the pause; the paused queue's message waits, untouched.
+    On a cluster the pause channel is in the queue's slot, heard by sharded pub/sub."""
     realtime = mode == "realtime"
-    w = WorkerProcess(redis_url, ns, queues="jobs,other", realtime=realtime,
-                      heartbeat=60 if realtime else 0.2, poll_interval=0.05)  # fmt: skip
+    w = WorkerProcess(backend.url, ns, cluster=backend.cluster, queues="jobs,other",
+                      realtime=realtime, heartbeat=60 if realtime else 0.2,
+                      poll_interval=0.05)  # fmt: skip
     workers.append(w)
     w.start()
-    with RSMQ.from_url(redis_url, ns=ns, realtime=True) as q:
+    with RSMQ.from_url(backend.url, ns=ns, realtime=True, cluster=backend.cluster) as q:
         assert q.pause_queue("jobs")
         if not realtime:  # a heartbeat that began after the pause has read it
             key = next(iter(r.keys(f"{ns}:@workers*:*")))
