@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from rsmq_core import RSMQ
-from tests.test_browser import BROWSER_ARGS, CHROMIUM
+from tests.test_browser import ARTIFACTS, BROWSER_ARGS, CHROMIUM
 from tests.test_web_server import WebProcess
 from tests.workers import WorkerProcess, done, started, wait_for
 
@@ -89,6 +89,8 @@ def test_the_dashboard_peeks_times_deletes_retries_redrives_purges_pauses_and_re
             # Its timeline says what was done, and from where.
             row(page, held).get_by_role("button", name="Timeline").click()
             expect(page.locator("#timeline")).to_contain_text("made visible · by dashboard")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "dashboard-actions.png"), full_page=True)
 
             # Resume: the worker takes it, without a restart.
             page.click("#resume")
