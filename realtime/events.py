@@ -183,14 +183,21 @@ class EventLog:
         """Every event of one message the queue's stream still holds, oldest first: a
         timeline reaches back as far as the stream's cap (``maxlen`` events of the whole
         queue) keeps. Read in chunks, so one call never holds Redis for long."""
+        stream, needle = stream_key(self._keys(qname)), id.encode()
         out: list[tuple[str, StatusEvent]] = []
-        after = "-"
+        start = "-"
         while True:
-            rows = await self.history(qname, after=after, count=chunk)
-            out += [(eid, e) for eid, e in rows if e.id == id]
+            rows: Any = await self._redis.xrange(stream, start, "+", count=chunk)
+            for eid, fields in rows:
+                # Parsed only when the id is in it: a thousand JSON decodes per chunk would
+                # cost more than Redis's whole answer ("" matches every event: then parse all).
+                if needle in fields[b"e"]:
+                    event = StatusEvent.from_json(fields[b"e"])
+                    if event.id == id:
+                        out.append((_text(eid), event))
             if len(rows) < chunk:
                 return out
-            after = rows[-1][0]
+            start = f"({_text(rows[-1][0])}"
 
     async def history(
         self, qname: str, *, after: str = "-", count: int = 1000

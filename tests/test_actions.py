@@ -10,8 +10,11 @@ import re
 
 import pytest
 
-from rsmq_core import RSMQ, InvalidValue, QueueNotFound
+from realtime import EventLog, StatusEvent
+from realtime.events import status_key
+from rsmq_core import RSMQ, InvalidValue, Keys, QueueNotFound
 from rsmq_core.cli import main as cli_main
+from rsmq_core.client import connect
 from tests.redis_cluster import BACKENDS
 from tests.workers import WorkerProcess, done, started, wait_for
 
@@ -358,3 +361,24 @@ def test_cli_peeks_retries_pauses_resumes_and_redrives_the_selected(
         rsmq("redrive", "q-dead", "q", "--ids", "a" * 32, "--count", "1")
     assert usage.value.code == 2
     assert "--count: not allowed with argument --ids" in capsys.readouterr().err
+
+
+# The timeline ---------------------------------------------------------------------------------
+
+
+async def test_a_timeline_is_every_event_of_one_id_across_chunks(redis_url, ns):
+    redis_client = connect(redis_url)
+    log = EventLog(redis_client, ns)
+    try:
+        mine, other = "m" * 32, "o" * 32
+        for i in range(7):
+            await log.record(StatusEvent("received", "q", mine if i % 2 else other, rc=i))
+        await log.record(StatusEvent("paused", "q", "", by="cli"))
+        rows = await log.timeline("q", mine, chunk=2)
+        assert [e.rc for _, e in rows] == [1, 3, 5]
+        assert [eid for eid, _ in rows] == sorted(eid for eid, _ in rows)
+        (queue_event,) = await log.timeline("q", "", chunk=3)
+        assert (queue_event[1].status, queue_event[1].by) == ("paused", "cli")
+        assert await redis_client.exists(status_key(Keys.of(ns, "q"), "")) == 0  # none for ""
+    finally:
+        await redis_client.aclose()
