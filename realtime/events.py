@@ -13,17 +13,19 @@ queue name is hash-tagged, as in :class:`rsmq_core.Keys`, so all share the queue
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
+import socket
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
 
-from rsmq_core import Keys
+from rsmq_core import RSMQ, Keys
 from rsmq_core._batch import Batcher
 from rsmq_core.client import AsyncRedis
 
@@ -91,12 +93,29 @@ def parse_published(data: bytes) -> tuple[str, StatusEvent]:
 _SCRIPT = resources.files(__package__).joinpath("scripts", "emit.lua").read_text("utf-8")
 
 
+MAXLEN = 10_000  # events a queue's stream keeps (about: trimmed with ~)
+TTL = 86_400  # seconds a message's last status stays readable
+
+
+def _write_args(queue: Keys, events: Sequence[StatusEvent], maxlen: int, ttl: int) -> Any:
+    keys = [stream_key(queue)] + [status_key(queue, e.id) for e in events]
+    args: list[Any] = [queue.notify(events_channel(queue)), maxlen, ttl]
+    return keys, args + [e.to_json() for e in events]
+
+
+def record_cli_action(client: RSMQ, what: str, qname: str, id: str, detail: str | None) -> None:
+    """The ``rsmq`` CLI's recorder (entry point group "rsmq_core.actions"): its actions leave
+    an event as the API's do, ``by`` "cli <user>@<host>"."""
+    by = f"cli {getpass.getuser()}@{socket.gethostname()}"
+    event = StatusEvent(cast(Status, what), qname, id, by=by, detail=detail)
+    keys, args = _write_args(client.keys(qname), [event], MAXLEN, TTL)
+    client.redis.register_script(_SCRIPT)(keys=keys, args=args)
+
+
 class EventLog:
     """Writes status events, coalescing concurrent ones into one round trip per queue."""
 
-    def __init__(
-        self, redis: AsyncRedis, ns: str, *, maxlen: int = 10_000, ttl: int = 86_400
-    ) -> None:
+    def __init__(self, redis: AsyncRedis, ns: str, *, maxlen: int = MAXLEN, ttl: int = TTL) -> None:
         self._redis = redis
         self._ns = ns
         self._keys = partial(Keys.of, ns, cluster=isinstance(redis, aioredis.RedisCluster))
@@ -138,10 +157,7 @@ class EventLog:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _write(self, qname: str, events: list[StatusEvent]) -> Sequence[str]:
-        queue = self._keys(qname)
-        keys = [stream_key(queue)] + [status_key(queue, e.id) for e in events]
-        args: list[Any] = [queue.notify(events_channel(queue)), self._maxlen, self._ttl]
-        args += [e.to_json() for e in events]
+        keys, args = _write_args(self._keys(qname), events, self._maxlen, self._ttl)
         reply = await self._script(keys=keys, args=args)
         return [x.decode() if isinstance(x, bytes) else str(x) for x in reply]
 

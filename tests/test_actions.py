@@ -4,9 +4,12 @@ the CLI and the worker."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import getpass
 import json
 import re
+import socket
 
 import pytest
 
@@ -382,3 +385,37 @@ async def test_a_timeline_is_every_event_of_one_id_across_chunks(redis_url, ns):
         assert await redis_client.exists(status_key(Keys.of(ns, "q"), "")) == 0  # none for ""
     finally:
         await redis_client.aclose()
+
+
+def test_cli_actions_leave_events_saying_who_and_where(redis_url, ns, queues, capsys, monkeypatch):
+    """Through the "rsmq_core.actions" entry point realtime registers (rsmq_core itself knows
+    nothing of events); a recorder that fails leaves the action done and says so."""
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    by = f"cli {getpass.getuser()}@{socket.gethostname()}"
+    mid = queues.send_message("q", "x", delay=600)
+    cli = ["--url", redis_url, "--ns", ns]
+    for argv in (["retry", "q", mid], ["pause", "q"], ["set", "q", "--vt", "9"], ["purge", "q"]):
+        assert cli_main([*cli, *argv]) == 0
+    assert capsys.readouterr().err == ""
+
+    async def read() -> tuple[list[tuple[str, StatusEvent]], list[tuple[str, StatusEvent]]]:
+        client = connect(redis_url)
+        try:
+            log = EventLog(client, ns)
+            return await log.timeline("q", mid), await log.timeline("q", "")
+        finally:
+            await client.aclose()
+
+    message, queue = asyncio.run(read())
+    assert [(e.status, e.by) for _, e in message] == [("made visible", by)]
+    assert [(e.status, e.detail) for _, e in queue] == [
+        ("paused", None), ("changed", "vt=9"), ("purged", "1 message(s)"),
+    ]  # fmt: skip
+    stream = queues.keys("q").events
+    queues.redis.delete(stream)
+    queues.redis.set(stream, "not a stream")
+    assert cli_main([*cli, "resume", "q"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "true\n" and not queues.is_paused("q")
+    assert err.startswith("rsmq: done, but events could not record it: WRONGTYPE")
+    queues.redis.delete(stream)
