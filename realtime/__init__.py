@@ -1,10 +1,11 @@
 """realtime: pub/sub wake-ups, status events and the live-worker registry."""
 
-from .events import STATUSES, EventLog, Status, StatusEvent
+from .events import ACTIONS, STATUSES, EventLog, Status, StatusEvent
 from .registry import WorkerInfo, live_workers
 from .subscriber import RESYNC, Listener, Subscriber, Wakeup
 
 __all__ = [
+    "ACTIONS",
     "RESYNC",
     "STATUSES",
     "EventLog",

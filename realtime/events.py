@@ -13,25 +13,35 @@ queue name is hash-tagged, as in :class:`rsmq_core.Keys`, so all share the queue
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
+import socket
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
 
-from rsmq_core import Keys
+from rsmq_core import RSMQ, Keys
 from rsmq_core._batch import Batcher
 from rsmq_core.client import AsyncRedis
 
 log = logging.getLogger(__name__)
 
-Status = Literal["queued", "received", "processing", "done", "failed", "retrying", "dead"]
+Status = Literal[
+    "queued", "received", "processing", "done", "failed", "retrying", "dead",
+    # An operator's actions (the API, the dashboard, the CLI): ``by`` says where from. Those
+    # on a whole queue (paused, resumed, purged, changed) have the id "".
+    "deleted", "made visible", "redriven", "paused", "resumed", "purged", "changed",
+]  # fmt: skip
 STATUSES: tuple[Status, ...] = (
     "queued", "received", "processing", "done", "failed", "retrying", "dead",
+)  # fmt: skip
+ACTIONS: tuple[Status, ...] = (
+    "deleted", "made visible", "redriven", "paused", "resumed", "purged", "changed",
 )  # fmt: skip
 
 
@@ -48,6 +58,8 @@ class StatusEvent:
     error: str | None = None
     retry_in: float | None = None
     dead_letter_id: str | None = None
+    by: str | None = None  # an action's origin: "api 10.0.0.7", "dashboard 10.0.0.7", "cli"
+    detail: str | None = None  # an action's particulars ("vt=60", "to q", "3 messages")
     ts: int | None = None
 
     def to_json(self) -> str:
@@ -81,12 +93,29 @@ def parse_published(data: bytes) -> tuple[str, StatusEvent]:
 _SCRIPT = resources.files(__package__).joinpath("scripts", "emit.lua").read_text("utf-8")
 
 
+MAXLEN = 10_000  # events a queue's stream keeps (about: trimmed with ~)
+TTL = 86_400  # seconds a message's last status stays readable
+
+
+def _write_args(queue: Keys, events: Sequence[StatusEvent], maxlen: int, ttl: int) -> Any:
+    keys = [stream_key(queue)] + [status_key(queue, e.id) for e in events]
+    args: list[Any] = [queue.notify(events_channel(queue)), maxlen, ttl]
+    return keys, args + [e.to_json() for e in events]
+
+
+def record_cli_action(client: RSMQ, what: str, qname: str, id: str, detail: str | None) -> None:
+    """The ``rsmq`` CLI's recorder (entry point group "rsmq_core.actions"): its actions leave
+    an event as the API's do, ``by`` "cli <user>@<host>"."""
+    by = f"cli {getpass.getuser()}@{socket.gethostname()}"
+    event = StatusEvent(cast(Status, what), qname, id, by=by, detail=detail)
+    keys, args = _write_args(client.keys(qname), [event], MAXLEN, TTL)
+    client.redis.register_script(_SCRIPT)(keys=keys, args=args)
+
+
 class EventLog:
     """Writes status events, coalescing concurrent ones into one round trip per queue."""
 
-    def __init__(
-        self, redis: AsyncRedis, ns: str, *, maxlen: int = 10_000, ttl: int = 86_400
-    ) -> None:
+    def __init__(self, redis: AsyncRedis, ns: str, *, maxlen: int = MAXLEN, ttl: int = TTL) -> None:
         self._redis = redis
         self._ns = ns
         self._keys = partial(Keys.of, ns, cluster=isinstance(redis, aioredis.RedisCluster))
@@ -128,10 +157,7 @@ class EventLog:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _write(self, qname: str, events: list[StatusEvent]) -> Sequence[str]:
-        queue = self._keys(qname)
-        keys = [stream_key(queue)] + [status_key(queue, e.id) for e in events]
-        args: list[Any] = [queue.notify(events_channel(queue)), self._maxlen, self._ttl]
-        args += [e.to_json() for e in events]
+        keys, args = _write_args(self._keys(qname), events, self._maxlen, self._ttl)
         reply = await self._script(keys=keys, args=args)
         return [x.decode() if isinstance(x, bytes) else str(x) for x in reply]
 
@@ -166,6 +192,28 @@ class EventLog:
         """The stream id of the queue's newest event ("0-0" when there is none)."""
         rows: Any = await self._redis.xrevrange(stream_key(self._keys(qname)), count=1)
         return _text(rows[0][0]) if rows else "0-0"
+
+    async def timeline(
+        self, qname: str, id: str, *, chunk: int = 1000
+    ) -> list[tuple[str, StatusEvent]]:
+        """Every event of one message the queue's stream still holds, oldest first: a
+        timeline reaches back as far as the stream's cap (``maxlen`` events of the whole
+        queue) keeps. Read in chunks, so one call never holds Redis for long."""
+        stream, needle = stream_key(self._keys(qname)), id.encode()
+        out: list[tuple[str, StatusEvent]] = []
+        start = "-"
+        while True:
+            rows: Any = await self._redis.xrange(stream, start, "+", count=chunk)
+            for eid, fields in rows:
+                # Parsed only when the id is in it: a thousand JSON decodes per chunk would
+                # cost more than Redis's whole answer ("" matches every event: then parse all).
+                if needle in fields[b"e"]:
+                    event = StatusEvent.from_json(fields[b"e"])
+                    if event.id == id:
+                        out.append((_text(eid), event))
+            if len(rows) < chunk:
+                return out
+            start = f"({_text(rows[-1][0])}"
 
     async def history(
         self, qname: str, *, after: str = "-", count: int = 1000

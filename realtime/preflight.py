@@ -88,7 +88,7 @@ def _queue_needs(redis: AsyncRedis, ns: str, qname: str) -> list[Need]:
     cluster = isinstance(redis, aioredis.RedisCluster)
     keys = Keys.of(ns, qname, cluster=cluster)
     stream, status = stream_key(keys), status_key(keys, "<id>")
-    publish = "spublish" if cluster else "publish"
+    publish = _publish(redis)
     needs = [
         Need(("evalsha", _SHA, "2", keys.zset, keys.hash), _key(keys.zset)),
         Need(("script", "load", "return 0"), ""),
@@ -114,6 +114,10 @@ def _queue_needs(redis: AsyncRedis, ns: str, qname: str) -> list[Need]:
         Need((publish, events_channel(keys), "1"), f"channel {events_channel(keys)}"),
     ]
     return needs
+
+
+def _publish(redis: AsyncRedis) -> str:
+    return "spublish" if isinstance(redis, aioredis.RedisCluster) else "publish"
 
 
 def _subscribe(redis: AsyncRedis, channels: Iterable[str]) -> list[Need]:
@@ -145,7 +149,8 @@ def worker_needs(redis: AsyncRedis, ns: str, queues: Iterable[str], worker_id: s
         keys = Keys.of(ns, qname, cluster=isinstance(redis, aioredis.RedisCluster))
         needs += [Need(("exists", keys.hash), _key(keys.hash))]
         if realtime:
-            needs += _subscribe(redis, (keys.channel, f"{keys.channel}:receives"))
+            needs += _subscribe(redis, (keys.channel, f"{keys.channel}:receives",
+                                        keys.pause_channel))  # fmt: skip
     return needs
 
 
@@ -158,6 +163,8 @@ def web_needs(redis: AsyncRedis, ns: str, queue: str) -> list[Need]:
     needs += _queue_needs(redis, ns, queue)
     needs += [
         Need(("smembers", keys.queues), _key(keys.queues)),
+        # pause and resume announce on the queue's pause channel
+        Need((_publish(redis), keys.pause_channel, "1"), f"channel {keys.pause_channel}"),
         Need(("xrevrange", stream_key(keys), "+", "-"), _key(stream_key(keys))),
         Need(("zrange", index, "0", "-1"), _key(index)),
         Need(("mget", info_key(redis, ns, "x")), _key(info_key(redis, ns, "x"))),

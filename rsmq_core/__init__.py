@@ -16,7 +16,7 @@ from .errors import (
     QueueNotFound,
     RSMQError,
 )
-from .models import Message, QueueAttributes, Received
+from .models import Message, Peek, PeekedMessage, QueueAttributes, Received
 from .sync import RSMQ
 
 __all__ = [
@@ -33,6 +33,8 @@ __all__ = [
     "MissingParameter",
     "NoAttributeSupplied",
     "NotReplicated",
+    "Peek",
+    "PeekedMessage",
     "QueueAttributes",
     "QueueExists",
     "QueueNotFound",

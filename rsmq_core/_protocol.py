@@ -27,7 +27,7 @@ from .errors import (
     QueueNotFound,
     RSMQError,
 )
-from .models import Message, QueueAttributes, Received
+from .models import Message, Peek, PeekedMessage, QueueAttributes, Received
 
 QNAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,160}")
 ID_RE = re.compile(r"[a-zA-Z0-9:]{32}")
@@ -64,6 +64,11 @@ class Keys:
     channel: str
     qname: str
     cluster: bool
+
+    @property
+    def pause_channel(self) -> str:
+        """Where pause_queue and resume_queue say "1" (paused) or "0" (resumed)."""
+        return f"{self.channel}:paused"
 
     @property
     def events(self) -> str:
@@ -608,3 +613,48 @@ def check_messages(messages: object) -> list[object]:
             f"at most {MAX_BATCH} messages go in one batch", detail=f"got {len(messages)}"
         )
     return list(messages)
+
+
+# Peeking, pausing, making visible ---------------------------------------------------------------
+
+MAX_PEEK = 1000  # messages a peek returns at most: one page never holds Redis for long
+PAUSED_FIELD = "paused"  # the hash field pause.lua sets (PAUSED in _lib.lua)
+
+
+def peek(k: Keys, offset: object, count: object) -> Call:
+    start = _check_int("offset", offset, 0, 2**53)
+    return Call("peek", [k.zset, k.hash], [start, _check_int("count", count, 1, MAX_PEEK)])
+
+
+def parse_peek(reply: Sequence[Any], offset: int) -> Peek:
+    """peek.lua's reply: {"ok", now, total, paused since, (id, body, rc, fr, score)...}."""
+    rest = check_status(reply)
+    now, total, paused = int(rest[1]), int(rest[2]), _text(rest[3])
+    rows = rest[4:]
+    messages = []
+    for i in range(0, len(rows), 5):
+        mid = _text(rows[i])
+        body = rows[i + 1]
+        text = body.decode("utf-8", "surrogateescape") if isinstance(body, bytes) else body
+        visible_at = int(float(rows[i + 4]))
+        messages.append(PeekedMessage(mid, text, int(rows[i + 2]), int(rows[i + 3]),
+                                      sent_ms(mid), visible_at, visible_at <= now))  # fmt: skip
+    after = offset + len(messages)
+    return Peek(messages, offset, total, after if after < total and messages else None,
+                int(paused) if paused else None)  # fmt: skip
+
+
+def pause(k: Keys, paused: bool) -> Call:
+    return Call("pause", [k.hash], ["1" if paused else "0", k.notify(k.pause_channel)])
+
+
+def make_visible(k: Keys, id: object) -> Call:
+    return Call("make_visible", [k.zset, k.hash], [check_id(id), k.notify(k.channel)])
+
+
+def move_selected_steps(src: Keys, dst: Keys, ids: object, *, realtime: bool) -> Steps:
+    items: list[Fenced] = [(i, "") for i in check_ids(ids)]
+    if not items:
+        raise InvalidValue("ids must be a list of message ids", detail="the list is empty")
+    moved: list[str] = yield from move_steps(src, dst, items, realtime=realtime)
+    return moved

@@ -22,6 +22,9 @@ NAMES = (
     "notify",
     "purge",
     "sweep",
+    "peek",
+    "pause",
+    "make_visible",
 )
 
 

@@ -45,6 +45,11 @@ output: one JSON document on stdout; an empty receive or pop prints null (exit s
 exit status: 0 done, 1 refused by RSMQ or Redis, 2 usage error, 3 cannot connect to Redis."""
 
 Command = Callable[[RSMQ, argparse.Namespace], Any]
+# Records an operator's action: (client, what, queue, message id or "" for the whole queue,
+# detail). rsmq_core knows nothing of status events: a package that does (realtime) registers
+# one under the entry point group "rsmq_core.actions", and the CLI calls each it finds.
+Recorder = Callable[[RSMQ, str, str, str, str | None], None]
+RECORDERS_GROUP = "rsmq_core.actions"
 TLS_OPTIONS = {field: "--" + field.replace("_", "-") for field in ENV_NAMES}
 
 
@@ -70,7 +75,10 @@ def _attributes(client: RSMQ, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _set(client: RSMQ, args: argparse.Namespace) -> dict[str, Any]:
-    return dataclasses.asdict(client.set_queue_attributes(args.qname, **_settings(args)))
+    settings = _settings(args)
+    attributes = dataclasses.asdict(client.set_queue_attributes(args.qname, **settings))
+    _did(args, "changed", detail=", ".join(f"{k}={v}" for k, v in settings.items()))
+    return attributes
 
 
 def _stdin_text() -> str:
@@ -126,11 +134,15 @@ def _delete_queue(client: RSMQ, args: argparse.Namespace) -> bool:
 
 
 def _purge(client: RSMQ, args: argparse.Namespace) -> int:
-    return client.purge_queue(args.qname)
+    count = client.purge_queue(args.qname)
+    _did(args, "purged", detail=f"{count} message(s)")
+    return count
 
 
-def _redrive(client: RSMQ, args: argparse.Namespace) -> int:
+def _redrive(client: RSMQ, args: argparse.Namespace) -> int | dict[str, str]:
     """Move messages back from a dead-letter queue, oldest first, 1000 per round trip."""
+    if args.ids is not None:
+        return _redrive_selected(client, args)
     left: int | None = args.count
     moved = 0
     while True:
@@ -140,7 +152,66 @@ def _redrive(client: RSMQ, args: argparse.Namespace) -> int:
         moved += batch
         left = None if left is None else left - batch
         if batch < step or left == 0:
+            _did(args, "redriven", detail=f"{moved} message(s) to {args.to_qname}")
             return moved
+
+
+def _redrive_selected(client: RSMQ, args: argparse.Namespace) -> dict[str, str]:
+    """Move the messages --ids, 1000 per round trip; prints {old id: new id} of those moved."""
+    ids = [p.check_id(i) for i in args.ids]
+    moved: dict[str, str] = {}
+    for i in range(0, len(ids), p.MAX_BATCH):
+        batch = ids[i : i + p.MAX_BATCH]
+        new = client.move_messages(args.qname, batch, args.to_qname)
+        moved |= {old: n for old, n in zip(batch, new, strict=True) if n}
+    for old, n in moved.items():
+        _did(args, "redriven", old, f"to {args.to_qname} as {n}")
+    return moved
+
+
+def _peek(client: RSMQ, args: argparse.Namespace) -> dict[str, Any]:
+    return client.peek_messages(args.qname, offset=args.offset, count=args.count).to_json()
+
+
+def _did(args: argparse.Namespace, what: str, id: str = "", detail: str | None = None) -> None:
+    """Note an action for the recorders (see Recorder), once it is done."""
+    args.actions.append((what, id, detail))
+
+
+def _retry(client: RSMQ, args: argparse.Namespace) -> bool:
+    changed = client.make_visible(args.qname, args.id)
+    if changed:
+        _did(args, "made visible", args.id)
+    return changed
+
+
+def _pause(client: RSMQ, args: argparse.Namespace) -> bool:
+    changed = client.pause_queue(args.qname)
+    if changed:
+        _did(args, "paused")
+    return changed
+
+
+def _resume(client: RSMQ, args: argparse.Namespace) -> bool:
+    changed = client.resume_queue(args.qname)
+    if changed:
+        _did(args, "resumed")
+    return changed
+
+
+def _record(client: RSMQ, args: argparse.Namespace) -> None:
+    """Hand each action done to each recorder installed. The action is done: a recorder that
+    fails says so on stderr, and the command still succeeds."""
+    if not args.actions:
+        return
+    for entry in importlib.metadata.entry_points(group=RECORDERS_GROUP):
+        try:
+            record: Recorder = entry.load()
+            for what, id, detail in args.actions:
+                record(client, what, args.qname, id, detail)
+        except Exception as exc:
+            print(f"rsmq: done, but {entry.name} could not record it: {explain(exc)}",
+                  file=sys.stderr)  # fmt: skip
 
 
 # Parser --------------------------------------------------------------------------------------
@@ -263,7 +334,22 @@ def build_parser() -> argparse.ArgumentParser:
         "redrive", _redrive, "move messages from QNAME (a dead-letter queue) back to TO_QNAME"
     )
     redrive.add_argument("to_qname", metavar="TO_QNAME")
-    redrive.add_argument("--count", type=int, metavar="N", help="at most N (default: all)")
+    which = redrive.add_mutually_exclusive_group()
+    which.add_argument("--count", type=int, metavar="N", help="at most N (default: all)")
+    which.add_argument(
+        "--ids", nargs="+", metavar="ID", help="only these (prints {old id: new id})"
+    )
+    peek = command(
+        "peek", _peek, "show messages, visible and hidden, without receiving them (a page)"
+    )
+    peek.add_argument("--offset", type=int, default=0, metavar="N", help="from the Nth (0)")
+    peek.add_argument("--count", type=int, default=50, metavar="N", help="at most N (50)")
+    retry = command("retry", _retry, "make a message visible now (prints whether it was there)",
+                    aliases=["make-visible"])  # fmt: skip
+    retry.add_argument("id", metavar="ID")
+    command("pause", _pause, "pause a queue for this project's workers (prints whether it "
+            "changed); sends are still accepted, RSMQ clients are unaffected")  # fmt: skip
+    command("resume", _resume, "resume a paused queue (prints whether it changed)")
     return parser
 
 
@@ -330,9 +416,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{exc.name}: {exc.explain()}", EXIT_ERROR)
     except UNREACHABLE as exc:
         return _unreachable(exc, url)
+    args.actions = []
     try:
         with client:
             result = args.run(client, args)
+            _record(client, args)
     except RSMQError as exc:
         return _fail(f"{exc.name}: {exc.explain()}", EXIT_ERROR)
     except UNREACHABLE as exc:

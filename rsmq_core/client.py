@@ -18,7 +18,7 @@ from ._scripts import NAMES, source
 from .connection import AsyncRedis as AsyncRedis  # where realtime/, worker/, web/ import it
 from .connection import ConnectionOptions, async_client
 from .errors import RSMQError
-from .models import Message, QueueAttributes, Received
+from .models import Message, Peek, QueueAttributes, Received
 
 DEFAULT_URL = "redis://localhost:6379/0"
 # A dropped connection (Redis restarted, a proxy's idle cut) is retried on a new one: three
@@ -309,6 +309,40 @@ class AsyncRSMQ:
     async def purge_queue(self, qname: str) -> int:
         """Remove every message, keeping the queue and its counters; returns how many."""
         return int(p.check_status(await self._call(p.purge(self._keys(qname))))[1])
+
+    async def peek_messages(self, qname: str, *, offset: int = 0, count: int = 50) -> Peek:
+        """Look at up to ``count`` (1..1000) messages from ``offset``, in visible-at order,
+        visible and hidden alike, without receiving them: no receive count, first-receive
+        time, visibility or counter changes. One round trip; page on with ``next_offset``."""
+        return p.parse_peek(await self._call(p.peek(self._keys(qname), offset, count)), offset)
+
+    async def make_visible(self, qname: str, id: str) -> bool:
+        """Make a hidden or delayed message visible now ("retry now") and wake realtime
+        workers; False if there is no such message."""
+        return p.parse_flags(await self._call(p.make_visible(self._keys(qname), id)))[0]
+
+    async def move_messages(self, qname: str, ids: Sequence[str], to_qname: str) -> list[str]:
+        """Move the messages ``ids`` (up to 1000) to another queue, as :meth:`move_message`
+        does; returns each one's new id, "" for one that was not there."""
+        src, dst = self._keys(qname), self._keys(to_qname)
+        moved: list[str] = await self._run(
+            p.move_selected_steps(src, dst, ids, realtime=self.realtime)
+        )
+        return moved
+
+    async def pause_queue(self, qname: str) -> bool:
+        """Mark the queue paused: this project's workers stop receiving from it (at once, or
+        at their next heartbeat) until :meth:`resume_queue`. Sends are still accepted, and
+        RSMQ clients, which do not know the mark, receive as before. False if it already was."""
+        return p.parse_flags(await self._call(p.pause(self._keys(qname), True)))[0]
+
+    async def resume_queue(self, qname: str) -> bool:
+        """Undo :meth:`pause_queue`; False if the queue was not paused."""
+        return p.parse_flags(await self._call(p.pause(self._keys(qname), False)))[0]
+
+    async def is_paused(self, qname: str) -> bool:
+        """Whether the queue is paused (False for a queue that does not exist)."""
+        return bool(await self.redis.hexists(self._keys(qname).hash, p.PAUSED_FIELD))
 
     # Lifecycle ---------------------------------------------------------------------------------
 

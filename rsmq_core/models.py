@@ -36,22 +36,77 @@ class Message:
     @property
     def is_text(self) -> bool:
         """Whether the body is UTF-8 text, so ``message`` can go anywhere text goes."""
-        try:
-            self.message.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
+        return _is_text(self.message)
 
     def to_json(self) -> dict[str, Any]:
         """The message as JSON can carry it, losing nothing: RSMQ's fields ``id``, ``message``,
         ``rc``, ``fr``, ``sent``; for a body that is not UTF-8, ``message`` is None and
         ``message_base64`` holds the bytes."""
-        out: dict[str, Any] = {"id": self.id, "message": self.message, "rc": self.rc}
-        out["fr"], out["sent"] = self.fr, self.sent
-        if not self.is_text:
-            out["message"] = None
-            out["message_base64"] = base64.b64encode(self.body).decode("ascii")
-        return out
+        out = {"id": self.id, "message": None, "rc": self.rc, "fr": self.fr, "sent": self.sent}
+        return _with_body(out, self.message)
+
+
+def _is_text(message: str) -> bool:
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _with_body(out: dict[str, Any], message: str) -> dict[str, Any]:
+    """``out`` with the body as ``message`` (text), or ``message`` None and ``message_base64``
+    (its ``message`` key is there already, so the field keeps its place)."""
+    if _is_text(message):
+        out["message"] = message
+    else:
+        out["message"] = None
+        body = message.encode("utf-8", "surrogateescape")
+        out["message_base64"] = base64.b64encode(body).decode("ascii")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PeekedMessage:
+    """A message as :meth:`~rsmq_core.AsyncRSMQ.peek_messages` sees it, left as it was.
+
+    ``rc`` is how many times it has been received (0: never), ``fr`` the epoch milliseconds of
+    its first receive (0: never), ``sent`` the epoch milliseconds it was sent, ``visible_at``
+    the epoch milliseconds from which a receive may take it (its score), and ``visible``
+    whether that time had come when it was peeked (by Redis's clock).
+    """
+
+    id: str
+    message: str
+    rc: int
+    fr: int
+    sent: float
+    visible_at: int
+    visible: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """As :meth:`Message.to_json`, with ``visible_at`` and ``visible``."""
+        out = {"id": self.id, "message": None, "rc": self.rc, "fr": self.fr, "sent": self.sent,
+               "visible_at": self.visible_at, "visible": self.visible}  # fmt: skip
+        return _with_body(out, self.message)
+
+
+@dataclass(frozen=True, slots=True)
+class Peek:
+    """One page of a queue's messages in visible-at order: ``messages`` from ``offset`` of
+    ``total``; ``next_offset`` is where the next page starts (None: this was the last);
+    ``paused_since`` the epoch milliseconds the queue was paused, None when it is not."""
+
+    messages: list[PeekedMessage]
+    offset: int
+    total: int
+    next_offset: int | None
+    paused_since: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"messages": [m.to_json() for m in self.messages], "offset": self.offset,
+                "total": self.total, "next_offset": self.next_offset,
+                "paused_since": self.paused_since}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

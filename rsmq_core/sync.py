@@ -22,7 +22,7 @@ from ._scripts import NAMES, source
 from .client import BACKOFF, DEFAULT_URL, RETRIES
 from .connection import ConnectionOptions, sync_client
 from .errors import RSMQError
-from .models import Message, QueueAttributes, Received
+from .models import Message, Peek, QueueAttributes, Received
 
 
 class RSMQ:
@@ -204,6 +204,26 @@ class RSMQ:
 
     def purge_queue(self, qname: str) -> int:
         return int(p.check_status(self._call(p.purge(self._keys(qname))))[1])
+
+    def peek_messages(self, qname: str, *, offset: int = 0, count: int = 50) -> Peek:
+        return p.parse_peek(self._call(p.peek(self._keys(qname), offset, count)), offset)
+
+    def make_visible(self, qname: str, id: str) -> bool:
+        return p.parse_flags(self._call(p.make_visible(self._keys(qname), id)))[0]
+
+    def move_messages(self, qname: str, ids: Sequence[str], to_qname: str) -> list[str]:
+        src, dst = self._keys(qname), self._keys(to_qname)
+        moved: list[str] = self._run(p.move_selected_steps(src, dst, ids, realtime=self.realtime))
+        return moved
+
+    def pause_queue(self, qname: str) -> bool:
+        return p.parse_flags(self._call(p.pause(self._keys(qname), True)))[0]
+
+    def resume_queue(self, qname: str) -> bool:
+        return p.parse_flags(self._call(p.pause(self._keys(qname), False)))[0]
+
+    def is_paused(self, qname: str) -> bool:
+        return bool(self.redis.hexists(self._keys(qname).hash, p.PAUSED_FIELD))
 
     def close(self) -> None:
         if self._owns_redis:

@@ -837,3 +837,26 @@ def test_error_names_and_messages_are_node_rsmqs_byte_for_byte(
         call(rsmq)
     theirs = (from_node.value.name, from_node.value.message)
     assert (from_python.value.name, str(from_python.value)) == theirs
+
+
+def test_a_paused_queue_is_an_ordinary_queue_to_node_rsmq(
+    rsmq: Any, node: NodeRSMQ, r: redis.Redis, ns: str
+) -> None:
+    """Pause is for this project's workers only: its mark is a hash field Node RSMQ never
+    reads, so Node sends, receives, deletes, changes and lists a paused queue as ever, and
+    its deleteQueue takes the mark with the queue."""
+    rsmq.create_queue("paused")
+    assert rsmq.pause_queue("paused")
+    mid = node.send("paused", "from node")
+    got = node.receive("paused")
+    assert got is not None and (got["id"], got["message"], got["rc"]) == (mid, "from node", 1)
+    assert node.call("changeMessageVisibility", qname="paused", id=mid, vt=0) == 1
+    peeked = rsmq.peek_messages("paused").messages[0]  # rc and visibility left as node set them
+    assert (peeked.id, peeked.rc, peeked.visible) == (mid, 1, True)
+    assert node.call("deleteMessage", qname="paused", id=mid) == 1
+    attributes = node.call("setQueueAttributes", qname="paused", vt=60)
+    assert (attributes["vt"], attributes["msgs"], attributes["totalsent"]) == (60, 0, 1)
+    assert "paused" in node.call("listQueues")
+    assert rsmq.is_paused("paused")  # through all of that
+    assert node.call("deleteQueue", qname="paused") == 1
+    assert r.exists(f"{ns}:paused:Q") == 0  # the mark went with the queue

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from realtime import EventLog, StatusEvent
 from rsmq_core import AsyncRSMQ, Message, NotReplicated, RSMQError
+from rsmq_core._protocol import check_id
 from rsmq_core.connection import explain
 
 from . import auth as access
@@ -86,10 +87,12 @@ def message_json(m: Message | None) -> dict[str, Any] | None:
     return None if m is None else m.to_json()
 
 
-def endpoint(*, auth: bool = True) -> Callable[[Endpoint], Endpoint]:
+def endpoint(*, auth: bool = True, session: bool = False) -> Callable[[Endpoint], Endpoint]:
     """RSMQ and API errors as JSON, after the checks at the door: a foreign Origin may change
     nothing (403), a body must be JSON (415), and with ``auth`` the API token when one is set
-    (401)."""
+    (401). With ``session`` (the dashboard's own routes, /dashboard/api/...): the API token or
+    the dashboard's login cookie (401), and a change made with the cookie must carry the
+    page's CSRF token in ``X-CSRF-Token`` (403), so another site cannot act through it."""
 
     def wrap(handler: Endpoint) -> Endpoint:
         async def run(request: Request) -> Response:
@@ -98,7 +101,11 @@ def endpoint(*, auth: bool = True) -> Callable[[Endpoint], Endpoint]:
                 return error_response(
                     403, "foreignOrigin", f"a page of {origin} may not change anything here"
                 )
-            if auth and not access.authenticated(request, cookie=False):
+            if session:
+                refused = session_refusal(request)
+                if refused is not None:
+                    return refused
+            elif auth and not access.authenticated(request, cookie=False):
                 refusal = error_response(
                     401,
                     "unauthorized",
@@ -133,6 +140,18 @@ def endpoint(*, auth: bool = True) -> Callable[[Endpoint], Endpoint]:
         return run
 
     return wrap
+
+
+def session_refusal(request: Request) -> Response | None:
+    if not access.authenticated(request, cookie=True):
+        return error_response(401, "unauthorized", "a login is required: log in at /login")
+    if (
+        request.method not in access.SAFE_METHODS
+        and not access.keys_of(request).bearer_valid(request.headers.get("authorization"))
+        and not access.csrf_matches(request, request.headers.get("x-csrf-token", ""))
+    ):  # fmt: skip
+        return error_response(403, "csrf", "missing or wrong CSRF token; reload the page")
+    return None
 
 
 def rsmq_of(request: Request) -> AsyncRSMQ:
@@ -184,10 +203,11 @@ async def get_queue(request: Request) -> Response:
     return JSONResponse({"qname": qname(request), **dataclasses.asdict(attrs)})
 
 
-@endpoint()
 async def set_queue(request: Request) -> Response:
     settings = options(await read_json(request), "vt", "delay", "maxsize")
     attrs = await rsmq_of(request).set_queue_attributes(qname(request), **settings)
+    changed = ", ".join(f"{k}={v}" for k, v in settings.items())
+    await record_actions(request, [StatusEvent("changed", qname(request), "", detail=changed)])
     return JSONResponse({"qname": qname(request), **dataclasses.asdict(attrs)})
 
 
@@ -259,12 +279,12 @@ async def pop(request: Request) -> Response:
     )
 
 
-@endpoint()
 async def delete_message(request: Request) -> Response:
     fields = options(await read_json(request), "rc")
-    deleted = await rsmq_of(request).delete_message(
-        qname(request), request.path_params["id"], rc=fields.get("rc")
-    )
+    mid = request.path_params["id"]
+    deleted = await rsmq_of(request).delete_message(qname(request), mid, rc=fields.get("rc"))
+    if deleted:
+        await record_actions(request, [StatusEvent("deleted", qname(request), mid)])
     return JSONResponse({"deleted": deleted})
 
 
@@ -279,17 +299,119 @@ async def change_visibility(request: Request) -> Response:
     return JSONResponse({"changed": changed})
 
 
-@endpoint()
 async def redrive(request: Request) -> Response:
-    fields = options(await read_json(request), "to", "count")
+    """All (the oldest ``count``), or the messages ``ids``, to the queue ``to``."""
+    fields = options(await read_json(request), "to", "count", "ids")
     if "to" not in fields:
         raise ApiError(
             400, "missingParameter", "to (the queue to move the messages to) is required"
         )
-    moved = await rsmq_of(request).redrive_messages(
-        qname(request), fields["to"], count=fields.get("count", 1000)
-    )
-    return JSONResponse({"moved": moved})
+    name, to = qname(request), fields["to"]
+    if "ids" in fields:
+        if "count" in fields:
+            raise ApiError(400, "invalidValue", "give either ids or count, not both")
+        new_ids = await rsmq_of(request).move_messages(name, fields["ids"], to)
+        moved = {old: new for old, new in zip(fields["ids"], new_ids, strict=True) if new}
+        await record_actions(request, [StatusEvent("redriven", name, old, dead_letter_id=new,
+                                                   detail=f"to {to}")
+                                       for old, new in moved.items()])  # fmt: skip
+        return JSONResponse({"moved": len(moved), "ids": moved})
+    count = await rsmq_of(request).redrive_messages(name, to, count=fields.get("count", 1000))
+    await record_actions(request, [StatusEvent("redriven", name, "",
+                                               detail=f"{count} message(s) to {to}")])  # fmt: skip
+    return JSONResponse({"moved": count})
+
+
+async def make_visible(request: Request) -> Response:
+    """Retry now: a hidden or delayed message becomes visible at once."""
+    options(await read_json(request))
+    name, mid = qname(request), request.path_params["id"]
+    changed = await rsmq_of(request).make_visible(name, mid)
+    if changed:
+        await record_actions(request, [StatusEvent("made visible", name, mid)])
+    return JSONResponse({"changed": changed})
+
+
+async def purge(request: Request) -> Response:
+    """Every message of the queue removed (the dashboard asks for a confirmation first)."""
+    options(await read_json(request))
+    name = qname(request)
+    count = await rsmq_of(request).purge_queue(name)
+    await record_actions(request, [StatusEvent("purged", name, "", detail=f"{count} message(s)")])
+    return JSONResponse({"purged": count})
+
+
+async def _set_paused(request: Request, paused: bool) -> Response:
+    options(await read_json(request))
+    name, rsmq = qname(request), rsmq_of(request)
+    changed = await (rsmq.pause_queue(name) if paused else rsmq.resume_queue(name))
+    if changed:
+        await record_actions(request, [StatusEvent("paused" if paused else "resumed", name, "")])
+    return JSONResponse({"paused": paused, "changed": changed})
+
+
+async def pause(request: Request) -> Response:
+    """This project's workers stop receiving from the queue (sends still accepted)."""
+    return await _set_paused(request, True)
+
+
+async def resume(request: Request) -> Response:
+    return await _set_paused(request, False)
+
+
+def _query_int(request: Request, name: str, default: int) -> int:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ApiError(400, "invalidValue", f"{name} must be an integer (got {text!r})") from None
+
+
+async def peek(request: Request) -> Response:
+    """A page of the queue's messages, visible and hidden, without receiving any."""
+    unknown = sorted(set(request.query_params) - {"offset", "count"})
+    if unknown:
+        raise ApiError(400, "unknownField", f"unknown parameter(s): {', '.join(unknown)}")
+    page = await rsmq_of(request).peek_messages(
+        qname(request), offset=_query_int(request, "offset", 0),
+        count=_query_int(request, "count", 50),
+    )  # fmt: skip
+    return JSONResponse(page.to_json())
+
+
+def _events_json(rows: list[tuple[str, StatusEvent]]) -> list[dict[str, Any]]:
+    return [{"eid": eid, **json.loads(event.to_json())} for eid, event in rows]
+
+
+async def timeline(request: Request) -> Response:
+    """Every event of one message the queue's event stream still holds, oldest first."""
+    name, mid = qname(request), check_id(request.path_params["id"])
+    await rsmq_of(request).get_queue_attributes(name)  # 404 for a queue that does not exist
+    rows = await events_of(request).timeline(name, mid)
+    return JSONResponse({"queue": name, "id": mid, "events": _events_json(rows)})
+
+
+async def history(request: Request) -> Response:
+    """The queue's own actions (paused, resumed, purged, changed, redriven all), oldest first."""
+    name = qname(request)
+    await rsmq_of(request).get_queue_attributes(name)
+    rows = await events_of(request).timeline(name, "")
+    return JSONResponse({"queue": name, "events": _events_json(rows)})
+
+
+async def record_actions(request: Request, events: list[StatusEvent]) -> None:
+    """Record what an operator did, and from where. The action is done already: an event
+    that cannot be recorded is logged, and the answer still says what was done."""
+    where = "dashboard" if request.url.path.startswith("/dashboard/") else "api"
+    host = request.client.host if request.client is not None else "unknown"
+    log_ = events_of(request)
+    try:
+        for event in events:
+            await log_.record(dataclasses.replace(event, by=f"{where} {host}"))
+    except RedisError as exc:
+        log.warning("%s: done, but could not record it: %s", events[0].status, explain(exc))
 
 
 @endpoint()
@@ -321,18 +443,35 @@ async def health(request: Request) -> Response:
                         else {"ok": True})  # fmt: skip
 
 
+# The operator's actions: under /api with the API token, and the same under /dashboard/api
+# for the logged-in dashboard (its cookie and CSRF token; see endpoint).
+ACTIONS: list[tuple[str, Endpoint, list[str]]] = [
+    ("/queues/{qname}", set_queue, ["PATCH"]),
+    ("/queues/{qname}/peek", peek, ["GET"]),
+    ("/queues/{qname}/history", history, ["GET"]),
+    ("/queues/{qname}/redrive", redrive, ["POST"]),
+    ("/queues/{qname}/purge", purge, ["POST"]),
+    ("/queues/{qname}/pause", pause, ["POST"]),
+    ("/queues/{qname}/resume", resume, ["POST"]),
+    ("/queues/{qname}/messages/{id}", delete_message, ["DELETE"]),
+    ("/queues/{qname}/messages/{id}/visible", make_visible, ["POST"]),
+    ("/queues/{qname}/messages/{id}/timeline", timeline, ["GET"]),
+]
+
 ROUTES = [
     Route("/api/health", health),
     Route("/api/queues", list_queues),
     Route("/api/queues", create_queue, methods=["POST"]),
     Route("/api/queues/{qname}", get_queue),
-    Route("/api/queues/{qname}", set_queue, methods=["PATCH"]),
     Route("/api/queues/{qname}", delete_queue, methods=["DELETE"]),
     Route("/api/queues/{qname}/messages", send_messages, methods=["POST"]),
     Route("/api/queues/{qname}/receive", receive, methods=["POST"]),
     Route("/api/queues/{qname}/pop", pop, methods=["POST"]),
-    Route("/api/queues/{qname}/redrive", redrive, methods=["POST"]),
-    Route("/api/queues/{qname}/messages/{id}", delete_message, methods=["DELETE"]),
     Route("/api/queues/{qname}/messages/{id}/visibility", change_visibility, methods=["POST"]),
     Route("/api/queues/{qname}/messages/{id}/status", message_status),
+    *(Route("/api" + path, endpoint()(run), methods=methods) for path, run, methods in ACTIONS),
+    *(
+        Route("/dashboard/api" + path, endpoint(session=True)(run), methods=methods)
+        for path, run, methods in ACTIONS
+    ),
 ]

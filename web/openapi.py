@@ -14,6 +14,18 @@ _MAXSIZE = {"anyOf": [{"type": "integer", "minimum": 1024, "maximum": 65536},
                       {"type": "integer", "enum": [-1]}]}  # fmt: skip
 _COUNT = {"type": "integer", "minimum": 1, "maximum": 1000}
 _RC = {"type": "integer", "minimum": 1}
+_IDS = {"type": "array", "minItems": 1, "maxItems": 1000, "items": _ID["schema"]}
+_EVENTS = {"type": "object", "properties": {"events": {"type": "array", "items": {
+    "type": "object", "required": ["eid", "status", "queue", "id", "ts"]}}}}  # fmt: skip
+
+
+def _query(name: str, low: int, high: int | None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer", "minimum": low}
+    if high is not None:
+        schema["maximum"] = high
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
 # Besides success: 401 without the token (API_TOKEN set); a write also 403 (a foreign Origin)
 # and 415 (a body that is not application/json).
 WRITE = (400, 401, 403, 404, 413, 415)
@@ -25,6 +37,8 @@ def _body(
     properties: dict[str, Any], required: list[str] | None = None, **rules: Any
 ) -> dict[str, Any]:
     """A JSON object body; ``rules`` are further JSON Schema keywords (minProperties, oneOf)."""
+    # not_: JSON Schema's "not" (a Python keyword)
+    rules = {k.rstrip("_"): v for k, v in rules.items()}
     schema: dict[str, Any] = {"type": "object", "properties": properties,
                               "additionalProperties": False, **rules}  # fmt: skip
     if required:
@@ -152,7 +166,50 @@ def openapi() -> dict[str, Any]:
                     obj,
                     *WRITE,
                     params=q,
-                    body=_body({"to": _NAME, "count": _COUNT}, ["to"]),
+                    body=_body(
+                        {"to": _NAME, "count": _COUNT, "ids": _IDS},
+                        ["to"],
+                        # all (the oldest count) or the selected, never both
+                        not_={"required": ["count", "ids"]},
+                    ),
+                ),
+            },
+            "/api/queues/{qname}/purge": {
+                "post": _op("Remove every message (keeps the queue)", 200, obj, *WRITE, params=q),
+            },
+            "/api/queues/{qname}/pause": {
+                "post": _op(
+                    "Pause: this project's workers stop receiving from the queue",
+                    200,
+                    obj,
+                    *WRITE,
+                    params=q,
+                ),
+            },
+            "/api/queues/{qname}/resume": {
+                "post": _op("Resume a paused queue", 200, obj, *WRITE, params=q),
+            },
+            "/api/queues/{qname}/peek": {
+                "get": _op(
+                    "A page of the queue's messages, visible and hidden, in visible-at order, "
+                    "without receiving them",
+                    200,
+                    {"$ref": "#/components/schemas/Peek"},
+                    400,
+                    401,
+                    404,
+                    params=[*q, _query("offset", 0, None), _query("count", 1, 1000)],
+                ),
+            },
+            "/api/queues/{qname}/history": {
+                "get": _op(
+                    "The queue's own actions (paused, purged...), oldest first",
+                    200,
+                    _EVENTS,
+                    400,
+                    401,
+                    404,
+                    params=q,
                 ),
             },
             "/api/queues/{qname}/messages/{id}": {
@@ -173,6 +230,20 @@ def openapi() -> dict[str, Any]:
                     *WRITE,
                     params=qi,
                     body=_body({"vt": _SECONDS, "rc": _RC}, ["vt"]),
+                ),
+            },
+            "/api/queues/{qname}/messages/{id}/visible": {
+                "post": _op("Make a message visible now (retry now)", 200, obj, *WRITE, params=qi),
+            },
+            "/api/queues/{qname}/messages/{id}/timeline": {
+                "get": _op(
+                    "Every event of a message the queue's event stream still holds",
+                    200,
+                    _EVENTS,
+                    400,
+                    401,
+                    404,
+                    params=qi,
                 ),
             },
             "/api/queues/{qname}/messages/{id}/status": {
@@ -212,6 +283,30 @@ def openapi() -> dict[str, Any]:
                         "rc": {"type": "integer"},
                         "fr": {"type": "integer"},
                         "sent": {"type": "number"},
+                    },
+                },
+                "Peek": {
+                    "type": "object",
+                    "properties": {
+                        "messages": {
+                            "type": "array",
+                            "items": {
+                                "allOf": [
+                                    {"$ref": "#/components/schemas/Message"},
+                                    {
+                                        "type": "object",
+                                        "properties": {
+                                            "visible_at": {"type": "integer"},
+                                            "visible": {"type": "boolean"},
+                                        },
+                                    },
+                                ]
+                            },
+                        },
+                        "offset": {"type": "integer"},
+                        "total": {"type": "integer"},
+                        "next_offset": {"type": "integer", "nullable": True},
+                        "paused_since": {"type": "integer", "nullable": True},
                     },
                 },
                 "Queue": {

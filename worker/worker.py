@@ -60,6 +60,13 @@ class _QueueState:
         self.due_at: float | None = None  # loop time the next message becomes visible
         self.stagger: asyncio.TimerHandle | None = None
         self.due_timer: asyncio.TimerHandle | None = None
+        self.paused = False  # pause_queue's mark, as last heard or read
+
+    def set_paused(self, paused: bool) -> None:
+        if self.paused and not paused:
+            self.maybe_more = True  # resumed: receive at once
+            self.wake.set()
+        self.paused = paused
 
     def set_due(self, wait: float | None, *, keep_earlier: bool = False) -> None:
         due = None if wait is None else asyncio.get_running_loop().time() + wait
@@ -261,6 +268,7 @@ class Worker:
                 if rate is not None:
                     info.commands_per_second = rate()
                 await self._flush_metrics(info)
+                await self._refresh_paused()
                 if self._subscriber is not None:
                     await self._refresh_peers()
                     await self._look_for_unannounced()
@@ -345,6 +353,12 @@ class Worker:
                 # Due before this worker thought: receive now (which also says when to look).
                 state.wake.set()
 
+    async def _refresh_paused(self) -> None:
+        """Pause and resume reach a realtime worker at once on the queue's pause channel; this
+        read, with the heartbeat, is how a polling worker (or one that missed it) learns."""
+        for qname, state in list(self._states.items()):
+            state.set_paused(await self.rsmq.is_paused(qname))
+
     async def _refresh_peers(self) -> None:
         workers = await live_workers(self._redis, self.settings.ns)
         self._peers = {
@@ -394,14 +408,24 @@ class Worker:
         dispatch = None
         if self._subscriber is not None:
             dispatch = asyncio.create_task(self._dispatch(qname, state))
+        with contextlib.suppress(*REDIS_DOWN):  # else the heartbeat reads it
+            state.paused = await self.rsmq.is_paused(qname)
         failures = 0
         try:
             while not self._stopping.is_set():
+                if state.paused:
+                    # Until resumed (set_paused wakes it) or stopped; sends meanwhile wake it
+                    # only to find it still paused.
+                    state.wake.clear()
+                    await state.wake.wait()
+                    continue
                 if self._free_slots() <= 0:
                     self._slot_freed.clear()
                     await self._slot_freed.wait()
                     continue
                 if not state.maybe_more and not await self._wait_for_work(state):
+                    continue
+                if state.paused:  # heard while waiting
                     continue
                 if self._free_slots() <= 0:
                     # Another queue took the last slots while this one waited: receive as
@@ -486,8 +510,8 @@ class Worker:
         covers for it, as for a crashed process still in the registry.
         """
         assert self._subscriber is not None
-        rt = self.rsmq.keys(qname).channel
-        listener = self._subscriber.listen(rt, self._peers_channel(qname), maxsize=100)
+        rt, pause = self.rsmq.keys(qname).channel, self.rsmq.keys(qname).pause_channel
+        listener = self._subscriber.listen(rt, self._peers_channel(qname), pause, maxsize=100)
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -497,7 +521,9 @@ class Worker:
                     state.wake.set()
                     continue
                 channel, data = item
-                if channel == rt:
+                if channel == pause:
+                    state.set_paused(data == b"1")
+                elif channel == rt:
                     rank = self._rank(qname, data)
                     if rank == 0:
                         state.cancel_stagger()

@@ -17,7 +17,8 @@ for i = 4, #ARGV do
   event.ts = ms
   local body = cjson.encode(event)
   local eid = redis.call("XADD", KEYS[1], "MAXLEN", "~", ARGV[2], "*", "e", body)
-  redis.call("SET", KEYS[i - 2], body, "EX", ARGV[3])
+  -- An action on a whole queue (its id "") has no message whose last status it would be.
+  if event.id ~= "" then redis.call("SET", KEYS[i - 2], body, "EX", ARGV[3]) end
   redis.call(publish, channel, eid .. " " .. body)
   out[#out + 1] = eid
 end

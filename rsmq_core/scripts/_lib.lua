@@ -1,5 +1,8 @@
 -- Shared helpers, prepended to every script of this folder when it is loaded.
 
+-- The field of a queue's hash that marks it paused (see pause.lua); RSMQ never reads it.
+local PAUSED = "paused"
+
 -- The server's clock, never the client's: seconds, microseconds and epoch milliseconds.
 local function now()
   local t = redis.call("TIME")

@@ -25,6 +25,7 @@ function showStats(frame) {
     connection.className = "lost";
     return;
   }
+  document.dispatchEvent(new CustomEvent("stats", {detail: frame})); // for actions.js
   const listed = Object.keys(frame.queues).length;
   note(frame.total_queues > listed
     ? `${frame.total_queues} queues: the first ${listed} by name are shown, not the other ` +
