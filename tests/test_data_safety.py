@@ -243,13 +243,26 @@ def test_no_state_changing_route_answers_5xx_for_a_body_that_is_not_utf8(make_cl
     again = call("POST", "/api/queues/q/receive", json={"vt": 0})["message"]
     assert base64.b64decode(again["message_base64"]) == NOT_UTF8
     assert call("DELETE", f"/api/queues/q/messages/{again['id']}") == {"deleted": True}
+    # The operator's actions on such a message: peek, retry now, pause, resume, purge.
+    hidden = store_raw(raw, client, "q", NOT_UTF8)
+    call("POST", f"/api/queues/q/messages/{hidden}/visibility", json={"vt": 60})
+    peeked = call("GET", "/api/queues/q/peek")["messages"]
+    assert [base64.b64decode(m["message_base64"]) for m in peeked] == [NOT_UTF8]
+    assert call("POST", f"/api/queues/q/messages/{hidden}/visible") == {"changed": True}
+    assert call("POST", "/api/queues/q/pause")["changed"]
+    assert call("POST", "/api/queues/q/resume")["changed"]
+    assert call("POST", "/api/queues/q/purge") == {"purged": 1}
     store_raw(raw, client, "q", NOT_UTF8)
     call("DELETE", "/api/queues/q")
     # Every route that changes state was run (a new one fails this until it is added above).
     ran = {(m, re.sub(r"/queues/[^/]+", "/queues/{qname}", p)) for m, p, _ in answers}
     ran = {(m, re.sub(r"/messages/[a-zA-Z0-9]{32}", "/messages/{id}", p)) for m, p in ran}
     writes = {(m, route.path) for route in ROUTES for m in route.methods or () if m != "GET"}
-    assert writes - {("HEAD", route.path) for route in ROUTES} <= ran
+    writes -= {("HEAD", route.path) for route in ROUTES}
+    # The dashboard's routes run the same endpoints as /api's (with its session instead).
+    dashboard = {(m, path) for m, path in writes if path.startswith("/dashboard/api/")}
+    assert {(m, "/api/" + path.removeprefix("/dashboard/api/")) for m, path in dashboard} <= writes
+    assert writes - dashboard <= ran
 
 
 def test_the_cli_prints_bodies_that_are_not_utf8_losslessly(capsys, redis_url, ns, client, raw):

@@ -124,8 +124,8 @@ URL_CASES = [
      "for TLS, unix:// for a socket)"),
     ("user:pw@h:1", "'user:***@h:1' has no scheme: begin it with redis:// (rediss:// for TLS, "
      "unix:// for a socket)"),
-    ("http://h:1/0", "'http://h:1/0' has the scheme 'http': use redis://, rediss:// (TLS) or "
-     "unix://"),
+    ("http://h:1/0", "'http://h:1/0' has the scheme 'http': use redis://, rediss:// (TLS), "
+     "redis+sentinel:// or unix://"),
     ("redis://:pw@h:99999/0", "'redis://:***@h:99999/0' has a port that is not a number from "
      "1 to 65535"),
     ("redis://h:1/jobs", "'redis://h:1/jobs' has the database 'jobs': give a number "

@@ -122,6 +122,12 @@ CALLS: dict[str, st.SearchStrategy[tuple[tuple[Any, ...], dict[str, Any]]]] = {
     "purge_queue": st.tuples(st.tuples(qnames), st.just({})),
     "keys": st.tuples(st.tuples(qnames), st.just({})),
     "notify": st.tuples(st.tuples(qnames), st.just({})),
+    "peek_messages": st.tuples(st.tuples(qnames), kw(offset=counts, count=counts)),
+    "make_visible": st.tuples(st.tuples(qnames, ids), st.just({})),
+    "move_messages": st.tuples(st.tuples(qnames, id_lists, qnames), st.just({})),
+    "pause_queue": st.tuples(st.tuples(qnames), st.just({})),
+    "resume_queue": st.tuples(st.tuples(qnames), st.just({})),
+    "is_paused": st.tuples(st.tuples(qnames), st.just({})),
 }
 
 

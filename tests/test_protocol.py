@@ -53,6 +53,10 @@ def every_call(ns: str, *, cluster: bool = False) -> list[p.Call]:
         *calls_of(p.move_steps(keys, dead, [(SOME_ID, "")], realtime=True)),
         p.purge(keys),
         p.notify(keys),
+        p.peek(keys, 0, 50),
+        p.pause(keys, True),
+        p.make_visible(keys, SOME_ID),
+        *calls_of(p.move_selected_steps(keys, dead, [SOME_ID], realtime=True)),
     ]
 
 

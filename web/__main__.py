@@ -67,6 +67,7 @@ Every setting comes from the environment (the README's Settings table has them a
   REDIS_URL          redis://host:port/db, rediss:// for TLS (default redis://localhost:6379/0)
                      redis+sentinel://host:port,host:port/service/db through Redis Sentinel
   SEND_MIN_REPLICAS  replicas that must confirm each send (WAIT) before it is answered (0)
+  SEND_REPLICA_TIMEOUT  seconds a send waits for those replicas (default 1.0)
   REDIS_CLUSTER      true when REDIS_URL names a node of a Redis Cluster (default false)
   REDIS_TLS_VERIFY, REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE
                      how a rediss:// server is checked, and a client certificate
