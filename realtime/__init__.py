@@ -1,6 +1,6 @@
 """realtime: pub/sub wake-ups, status events and the live-worker registry."""
 
-from .events import ACTIONS, STATUSES, EventLog, Status, StatusEvent
+from .events import ACTIONS, STATUSES, EventLog, Status, StatusEvent, events_json
 from .registry import WorkerInfo, live_workers
 from .subscriber import RESYNC, Listener, Subscriber, Wakeup
 
@@ -15,5 +15,6 @@ __all__ = [
     "Subscriber",
     "Wakeup",
     "WorkerInfo",
+    "events_json",
     "live_workers",
 ]

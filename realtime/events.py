@@ -199,21 +199,12 @@ class EventLog:
         """Every event of one message the queue's stream still holds, oldest first: a
         timeline reaches back as far as the stream's cap (``maxlen`` events of the whole
         queue) keeps. Read in chunks, so one call never holds Redis for long."""
-        stream, needle = stream_key(self._keys(qname)), id.encode()
+        stream, start = stream_key(self._keys(qname)), "-"
         out: list[tuple[str, StatusEvent]] = []
-        start = "-"
-        while True:
+        while start:
             rows: Any = await self._redis.xrange(stream, start, "+", count=chunk)
-            for eid, fields in rows:
-                # Parsed only when the id is in it: a thousand JSON decodes per chunk would
-                # cost more than Redis's whole answer ("" matches every event: then parse all).
-                if needle in fields[b"e"]:
-                    event = StatusEvent.from_json(fields[b"e"])
-                    if event.id == id:
-                        out.append((_text(eid), event))
-            if len(rows) < chunk:
-                return out
-            start = f"({_text(rows[-1][0])}"
+            start = _of_id(rows, id, chunk, out)
+        return out
 
     async def history(
         self, qname: str, *, after: str = "-", count: int = 1000
@@ -223,6 +214,35 @@ class EventLog:
         stream = stream_key(self._keys(qname))
         rows: Any = await self._redis.xrange(stream, start, "+", count=count)
         return [(_text(eid), StatusEvent.from_json(fields[b"e"])) for eid, fields in rows]
+
+
+def _of_id(rows: Any, id: str, chunk: int, out: list[tuple[str, StatusEvent]]) -> str:
+    """Add the events of ``id`` among one XRANGE chunk to ``out``; where the next chunk starts
+    ("" when this one was the last)."""
+    needle = id.encode()
+    for eid, fields in rows:
+        # Parsed only when the id is in it: a thousand JSON decodes per chunk would cost more
+        # than Redis's whole answer ("" matches every event: then all are parsed).
+        if needle in fields[b"e"]:
+            event = StatusEvent.from_json(fields[b"e"])
+            if event.id == id:
+                out.append((_text(eid), event))
+    return "" if len(rows) < chunk else f"({_text(rows[-1][0])}"
+
+
+def read_cli_timeline(client: RSMQ, qname: str, id: str) -> list[dict[str, Any]]:
+    """The ``rsmq timeline`` reader (entry point group "rsmq_core.timelines"): as
+    :meth:`EventLog.timeline`, each event with its stream id ``eid``."""
+    stream, start = stream_key(client.keys(qname)), "-"
+    out: list[tuple[str, StatusEvent]] = []
+    while start:
+        start = _of_id(client.redis.xrange(stream, start, "+", count=1000), id, 1000, out)
+    return events_json(out)
+
+
+def events_json(rows: list[tuple[str, StatusEvent]]) -> list[dict[str, Any]]:
+    """Timeline rows as JSON objects, each event with its stream id ``eid``."""
+    return [{"eid": eid, **json.loads(event.to_json())} for eid, event in rows]
 
 
 def _text(value: bytes | str) -> str:

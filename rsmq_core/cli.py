@@ -50,6 +50,10 @@ Command = Callable[[RSMQ, argparse.Namespace], Any]
 # one under the entry point group "rsmq_core.actions", and the CLI calls each it finds.
 Recorder = Callable[[RSMQ, str, str, str, str | None], None]
 RECORDERS_GROUP = "rsmq_core.actions"
+# Reads those events back: (client, queue, message id or "" for the queue's own) -> the events
+# as JSON objects, oldest first; registered under "rsmq_core.timelines".
+Reader = Callable[[RSMQ, str, str], list[dict[str, Any]]]
+READERS_GROUP = "rsmq_core.timelines"
 TLS_OPTIONS = {field: "--" + field.replace("_", "-") for field in ENV_NAMES}
 
 
@@ -116,12 +120,19 @@ def _pop(client: RSMQ, args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def _delete(client: RSMQ, args: argparse.Namespace) -> int:
-    """Any number of ids, 1000 per round trip; every id is checked before any is deleted."""
+    """Any number of ids, 1000 per round trip; every id is checked before any is deleted.
+    The script's answer per id tells which were there, so each of those leaves an event."""
     ids = [p.check_id(i) for i in args.ids]
-    step = p.MAX_BATCH
-    return sum(
-        client.delete_messages(args.qname, ids[i : i + step]) for i in range(0, len(ids), step)
-    )
+    keys = client.keys(args.qname)
+    deleted = 0
+    for i in range(0, len(ids), p.MAX_BATCH):
+        batch = ids[i : i + p.MAX_BATCH]
+        call = p.delete(keys, [p.fenced(id, None) for id in batch])
+        for id, done in zip(batch, p.parse_flags(client._call(call)), strict=True):
+            if done:
+                deleted += 1
+                _did(args, "deleted", id)
+    return deleted
 
 
 def _visibility(client: RSMQ, args: argparse.Namespace) -> bool:
@@ -171,6 +182,18 @@ def _redrive_selected(client: RSMQ, args: argparse.Namespace) -> dict[str, str]:
 
 def _peek(client: RSMQ, args: argparse.Namespace) -> dict[str, Any]:
     return client.peek_messages(args.qname, offset=args.offset, count=args.count).to_json()
+
+
+def _timeline(client: RSMQ, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """A message's events (or, without an id, the queue's own actions), from the reader a
+    package that records them registers; without one there is nothing to read."""
+    id = "" if args.id is None else p.check_id(args.id)
+    client.get_queue_attributes(args.qname)  # queueNotFound for a queue that does not exist
+    readers = list(importlib.metadata.entry_points(group=READERS_GROUP))
+    if not readers:
+        raise LookupError("no package that records events is installed (rsmq-realtime's realtime)")
+    read: Reader = readers[0].load()
+    return read(client, args.qname, id)
 
 
 def _did(args: argparse.Namespace, what: str, id: str = "", detail: str | None = None) -> None:
@@ -350,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("pause", _pause, "pause a queue for this project's workers (prints whether it "
             "changed); sends are still accepted, RSMQ clients are unaffected")  # fmt: skip
     command("resume", _resume, "resume a paused queue (prints whether it changed)")
+    timeline = command("timeline", _timeline, "a message's status events, oldest first, or "
+                       "without ID the queue's own (paused, purged, redriven...)")  # fmt: skip
+    timeline.add_argument("id", nargs="?", metavar="ID")
     return parser
 
 
@@ -425,6 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{exc.name}: {exc.explain()}", EXIT_ERROR)
     except UNREACHABLE as exc:
         return _unreachable(exc, url)
+    except LookupError as exc:
+        return _fail(str(exc), EXIT_USAGE)
     except redis.RedisError as exc:
         if isinstance(exc, redis.exceptions.MovedError | redis.exceptions.ClusterCrossSlotError):
             # A plain client on a node of a cluster: the node refuses keys of other slots.

@@ -16,6 +16,7 @@ import pytest
 from realtime import EventLog, StatusEvent
 from realtime.events import status_key
 from rsmq_core import RSMQ, InvalidValue, Keys, QueueNotFound
+from rsmq_core import cli as cli_module
 from rsmq_core.cli import main as cli_main
 from rsmq_core.client import connect
 from tests.redis_cluster import BACKENDS
@@ -393,8 +394,10 @@ def test_cli_actions_leave_events_saying_who_and_where(redis_url, ns, queues, ca
     monkeypatch.delenv("REDIS_URL", raising=False)
     by = f"cli {getpass.getuser()}@{socket.gethostname()}"
     mid = queues.send_message("q", "x", delay=600)
+    gone = queues.send_message("q", "y")
     cli = ["--url", redis_url, "--ns", ns]
-    for argv in (["retry", "q", mid], ["pause", "q"], ["set", "q", "--vt", "9"], ["purge", "q"]):
+    for argv in (["retry", "q", mid], ["delete", "q", gone, "n" * 32], ["pause", "q"],
+                 ["set", "q", "--vt", "9"], ["purge", "q"]):  # fmt: skip
         assert cli_main([*cli, *argv]) == 0
     assert capsys.readouterr().err == ""
 
@@ -408,6 +411,17 @@ def test_cli_actions_leave_events_saying_who_and_where(redis_url, ns, queues, ca
 
     message, queue = asyncio.run(read())
     assert [(e.status, e.by) for _, e in message] == [("made visible", by)]
+    # The CLI reads them back too: a message's, and the queue's own.
+    assert cli_main([*cli, "timeline", "q", gone]) == 0
+    assert [(e["status"], e["by"]) for e in json.loads(capsys.readouterr().out)] == [
+        ("deleted", by)
+    ]
+    assert cli_main([*cli, "timeline", "q", "n" * 32]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # not there: nothing was deleted
+    assert cli_main([*cli, "timeline", "q"]) == 0
+    assert [e["status"] for e in json.loads(capsys.readouterr().out)] == [
+        "paused", "changed", "purged",
+    ]  # fmt: skip
     assert [(e.status, e.detail) for _, e in queue] == [
         ("paused", None), ("changed", "vt=9"), ("purged", "1 message(s)"),
     ]  # fmt: skip
@@ -419,3 +433,18 @@ def test_cli_actions_leave_events_saying_who_and_where(redis_url, ns, queues, ca
     assert out == "true\n" and not queues.is_paused("q")
     assert err.startswith("rsmq: done, but events could not record it: WRONGTYPE")
     queues.redis.delete(stream)
+
+
+def test_cli_timeline_refuses_what_it_cannot_read(redis_url, ns, queues, capsys, monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    cli = ["--url", redis_url, "--ns", ns, "timeline"]
+    assert cli_main([*cli, "nope", "n" * 32]) == 1
+    assert capsys.readouterr().err == "rsmq: queueNotFound: Queue not found\n"
+    assert cli_main([*cli, "q", "bad-id"]) == 1
+    assert capsys.readouterr().err.startswith("rsmq: invalidFormat: Invalid id format")
+    # Without a package that records events, there is nothing to read: a usage error.
+    monkeypatch.setattr(cli_module, "READERS_GROUP", "no such group")
+    assert cli_main([*cli, "q"]) == 2
+    assert capsys.readouterr().err == (
+        "rsmq: no package that records events is installed (rsmq-realtime's realtime)\n"
+    )

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from realtime import EventLog, StatusEvent
+from realtime import EventLog, StatusEvent, events_json
 from rsmq_core import AsyncRSMQ, Message, NotReplicated, RSMQError
 from rsmq_core._protocol import check_id
 from rsmq_core.connection import explain
@@ -381,16 +381,12 @@ async def peek(request: Request) -> Response:
     return JSONResponse(page.to_json())
 
 
-def _events_json(rows: list[tuple[str, StatusEvent]]) -> list[dict[str, Any]]:
-    return [{"eid": eid, **json.loads(event.to_json())} for eid, event in rows]
-
-
 async def timeline(request: Request) -> Response:
     """Every event of one message the queue's event stream still holds, oldest first."""
     name, mid = qname(request), check_id(request.path_params["id"])
     await rsmq_of(request).get_queue_attributes(name)  # 404 for a queue that does not exist
     rows = await events_of(request).timeline(name, mid)
-    return JSONResponse({"queue": name, "id": mid, "events": _events_json(rows)})
+    return JSONResponse({"queue": name, "id": mid, "events": events_json(rows)})
 
 
 async def history(request: Request) -> Response:
@@ -398,7 +394,7 @@ async def history(request: Request) -> Response:
     name = qname(request)
     await rsmq_of(request).get_queue_attributes(name)
     rows = await events_of(request).timeline(name, "")
-    return JSONResponse({"queue": name, "events": _events_json(rows)})
+    return JSONResponse({"queue": name, "events": events_json(rows)})
 
 
 async def record_actions(request: Request, events: list[StatusEvent]) -> None:
