@@ -220,6 +220,25 @@ def test_websocket_pushes_events_of_a_queue_and_resumes(client):
     assert first != second
 
 
+def test_websocket_events_name_an_actions_origin_without_the_operators_address(client):
+    """A visitor following its own message by ticket learns that the dashboard deleted it,
+    not from which address; the timeline API, behind the login, says it all."""
+    mid = client.post("/api/queues/jobs/messages", json={"message": "x"}).json()["id"]
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws:
+        ws.send_json({"type": "subscribe", "queue": "jobs", "ids": [mid]})
+        next_frame(ws, "subscribed")
+        assert next_frame(ws, "event")["event"]["status"] == "queued"
+        assert client.delete(f"/api/queues/jobs/messages/{mid}").json() == {"deleted": True}
+        live = next_frame(ws, "event")["event"]
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws:
+        ws.send_json({"type": "subscribe", "queue": "jobs", "ids": [mid]})  # its last status
+        next_frame(ws, "subscribed")
+        last = next_frame(ws, "event")["event"]
+    assert (live["status"], live["by"]) == (last["status"], last["by"]) == ("deleted", "api")
+    (kept,) = client.get(f"/api/queues/jobs/messages/{mid}/timeline").json()["events"][-1:]
+    assert kept["by"] == "api testclient"
+
+
 def test_websocket_ids_get_their_last_status(client):
     mid = client.post("/api/queues/jobs/messages", json={"message": "x"}).json()["id"]
     other = client.post("/api/queues/jobs/messages", json={"message": "y"}).json()["id"]

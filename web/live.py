@@ -53,7 +53,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -208,6 +208,11 @@ REPLAY_WAIT = 10.0  # seconds a replay waits for room in a client's outbox
 
 
 def event_frame(eid: str | None, event: StatusEvent) -> str:
+    # An action's origin keeps only its kind ("dashboard", not the operator's address): a
+    # websocket may be a visitor's following a ticket. The timeline API, behind the login, has
+    # all of it.
+    if event.by:
+        event = replace(event, by=event.by.split(" ", 1)[0])
     return f'{{"type": "event", "eid": {json.dumps(eid)}, "event": {event.to_json()}}}'
 
 
