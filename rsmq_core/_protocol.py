@@ -618,11 +618,12 @@ def check_messages(messages: object) -> list[object]:
 # Peeking, pausing, making visible ---------------------------------------------------------------
 
 MAX_PEEK = 1000  # messages a peek returns at most: one page never holds Redis for long
+MAX_OFFSET = 2**53  # where a peek may start: past any queue, and exact in a Lua number
 PAUSED_FIELD = "paused"  # the hash field pause.lua sets (PAUSED in _lib.lua)
 
 
 def peek(k: Keys, offset: object, count: object) -> Call:
-    start = _check_int("offset", offset, 0, 2**53)
+    start = _check_int("offset", offset, 0, MAX_OFFSET)
     return Call("peek", [k.zset, k.hash], [start, _check_int("count", count, 1, MAX_PEEK)])
 
 

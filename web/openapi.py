@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rsmq_core._protocol import MAX_OFFSET, MAX_PEEK
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _NAME = {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,160}$"}
 _QNAME = {"name": "qname", "in": "path", "required": True, "schema": _NAME}
@@ -198,7 +200,7 @@ def openapi() -> dict[str, Any]:
                     400,
                     401,
                     404,
-                    params=[*q, _query("offset", 0, None), _query("count", 1, 1000)],
+                    params=[*q, _query("offset", 0, MAX_OFFSET), _query("count", 1, MAX_PEEK)],
                 ),
             },
             "/api/queues/{qname}/history": {
