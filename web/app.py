@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                             stats=app.state.stats, max_ids=settings.ws_max_ids,
                             subscribe_rate=settings.ws_subscribe_rate,
                             subscribe_burst=settings.ws_subscribe_burst,
+                            redis_connections=settings.ws_redis_connections,
                             authorize=access.ws_refusal)  # fmt: skip
         try:
             await create_example_queue(app.state.rsmq)

@@ -231,7 +231,13 @@ class Hub:
         max_ids: int = MAX_IDS,
         subscribe_rate: float = SUBSCRIBE_RATE,
         subscribe_burst: int = SUBSCRIBE_BURST,
+        redis_connections: int = 10,
     ) -> None:
+        # The reads of subscribes queue here, first come first served, for the events pool's
+        # connections. Left to redis-py's blocking pool, a newcomer could take a connection
+        # freed for an older waiter: under a crowd of subscribes, one waited past the pool's
+        # 10 s and got "unavailable" while Redis was fine.
+        self._reads = asyncio.Semaphore(redis_connections)
         self._stats = stats
         self._authorize = authorize
         self._subscriber = subscriber
@@ -414,7 +420,8 @@ class Hub:
             return
         # A mark to replay from should this process's pub/sub connection drop later, and the
         # ids' statuses: one round trip.
-        mark, statuses = await self._events.snapshot(queue, ids or ())
+        async with self._reads:
+            mark, statuses = await self._events.snapshot(queue, ids or ())
         client.last_eid.setdefault(queue, mark)
         for last in statuses.values():
             client.put(event_frame(None, last))
@@ -425,7 +432,8 @@ class Hub:
         client.replaying[queue] = []
         try:
             while True:
-                rows = await self._events.history(queue, after=after, count=500)
+                async with self._reads:
+                    rows = await self._events.history(queue, after=after, count=500)
                 for eid, event in rows:
                     if client.wanted(queue, event):
                         await client.deliver(queue, eid, event_frame(eid, event))
