@@ -393,23 +393,28 @@ async def test_a_sync_handlers_progress_is_recorded(run, q, ar, ns):
     ]  # fmt: skip
 
 
+@pytest.fixture
+async def acl_url(redis_url: str, ns: str, ar: aioredis.Redis) -> AsyncIterator[tuple[str, str]]:
+    """A user of its own and its URL. Ask for it before ``run``: the user is deleted only after
+    the worker has stopped, so no reconnect of the worker meets a refused AUTH."""
+    user = f"{ns}-user"
+    await ar.execute_command("ACL", "SETUSER", user, "on", f">pw-{ns}", "~*", "&*", "+@all")
+    yield user, redis_url.replace("redis://", f"redis://{user}:pw-{ns}@", 1)
+    await ar.execute_command("ACL", "DELUSER", user)
+
+
 async def test_a_queue_that_cannot_be_created_again_is_tried_again_later_not_at_once(
-    run, ar, ns, redis_url, caplog
+    acl_url, run, ar, ns, caplog
 ):
     """Its queue gone and the ACL user refused the creation: the consumer tries again after
     MISSING_QUEUE_RETRY, not in a loop of receives."""
-    user, password = f"{ns}-user", "pw-" + ns
-    await ar.execute_command("ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all")
-    try:
-        url = redis_url.replace("redis://", f"redis://{user}:{password}@", 1)
-        w = await run(lambda job: asyncio.sleep(0), redis_url=url)
-        await ar.execute_command("ACL", "SETUSER", user, "-hsetnx")  # create_queue's
-        await ar.delete(f"{ns}:jobs", f"{ns}:jobs:Q")
-        await ar.srem(f"{ns}:QUEUES", "jobs")
-        await ar.publish(f"{ns}:rt:jobs", "1")  # the worker looks, and finds it gone
-        await until(lambda: "could not be created again" in caplog.text, what="the failure")
-        await asyncio.sleep(0.5)  # a tenth of the 5 s it waits: a loop would try again
-        assert caplog.text.count("could not be created again") == 1
-        assert w._states["jobs"].due_at is not None  # when it tries again
-    finally:
-        await ar.execute_command("ACL", "DELUSER", user)
+    user, url = acl_url
+    w = await run(lambda job: asyncio.sleep(0), redis_url=url)
+    await ar.execute_command("ACL", "SETUSER", user, "-hsetnx")  # create_queue's
+    await ar.delete(f"{ns}:jobs", f"{ns}:jobs:Q")
+    await ar.srem(f"{ns}:QUEUES", "jobs")
+    await ar.publish(f"{ns}:rt:jobs", "1")  # the worker looks, and finds it gone
+    await until(lambda: "could not be created again" in caplog.text, what="the failure")
+    await asyncio.sleep(0.5)  # a tenth of the 5 s it waits: a loop would try again
+    assert caplog.text.count("could not be created again") == 1
+    assert w._states["jobs"].due_at is not None  # when it tries again
