@@ -12,7 +12,7 @@ import threading
 
 from redis import RedisError
 
-from realtime.preflight import MissingPermissions
+from realtime.preflight import CannotUse
 from rsmq_core import logs
 from rsmq_core.cli import entry_parser
 from rsmq_core.connection import explain, is_misconfigured, mask_url, scrub
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings, handler))
-    except MissingPermissions as exc:
+    except CannotUse as exc:
         log.error("cannot use Redis at %s: %s", mask_url(settings.redis_url), exc)
         return 2
     except RedisError as exc:
