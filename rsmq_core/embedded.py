@@ -16,9 +16,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import redis
+
 
 class NoServerBinary(RuntimeError):
     """No redis-server or valkey-server binary was found to start."""
@@ -142,7 +143,7 @@ class EmbeddedRedis:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> EmbeddedRedis:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -209,7 +209,8 @@ def test_a_process_without_redis_says_in_one_line_how_to_get_one(command, tmp_pa
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(20)
-    assert "redis://:***@127.0.0.1:" in line and "is not reachable yet" in line
+    assert line is not None and "redis://:***@127.0.0.1:" in line
+    assert "is not reachable yet" in line
     assert "pip install 'rsmq-realtime[embedded]' and python -m rsmq_core.embedded" in line
     assert out.read_text().count("No Redis?") == 1 and "secret" not in out.read_text()
 
