@@ -1,4 +1,4 @@
-"""``python -m web``: the Procfile's web process, uvicorn on ``$HOST:$PORT``.
+"""``rsmq-web`` (or ``python -m web``): the Procfile's web process, uvicorn on ``$HOST:$PORT``.
 
 Settings are checked here, before uvicorn starts, so a bad one stops the process with a
 message naming it; logs go to stdout, one line per event. uvicorn still reads its own
@@ -27,7 +27,7 @@ from redis.exceptions import RedisClusterException
 from realtime import preflight
 from realtime.preflight import CannotUse
 from rsmq_core import logs
-from rsmq_core.cli import entry_parser
+from rsmq_core.cli import entry_parser, invoked_as
 from rsmq_core.client import connect
 from rsmq_core.connection import HOW_TO_GET_REDIS, explain, is_misconfigured, mask_url, scrub
 
@@ -90,7 +90,7 @@ Every setting comes from the environment (the README's Settings table has them a
 
 def main(argv: list[str] | None = None) -> int:
     # --help and --version answer (and exit) before any setting is read or Redis touched.
-    entry_parser("python -m web", USAGE).parse_args(argv)
+    entry_parser(invoked_as("web"), USAGE).parse_args(argv)
     try:
         settings = Settings.from_env()
         settings.served_hosts()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rsmq_core import __version__
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _NAME = {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,160}$"}
 _QNAME = {"name": "qname", "in": "path", "required": True, "schema": _NAME}
@@ -83,7 +85,7 @@ def openapi() -> dict[str, Any]:
     }  # fmt: skip
     return {
         "openapi": "3.0.3",
-        "info": {"title": "rsmq-realtime", "version": "0.1.0"},
+        "info": {"title": "rsmq-realtime", "version": __version__},
         "paths": {
             "/api/health": {"get": health},
             "/api/queues": {
