@@ -8,7 +8,9 @@ asks Redis at start which of them its user may not run: one line then names them
 
 Redis answers with ``redis.acl_check_cmd`` inside a script (Redis 7.0 and later): ACL DRYRUN
 would say the same, but is an admin command that a queue's user should not have. A Redis
-without it (6.2) is not asked; a user that may not run scripts at all is told so.
+without it (6.2) is not asked, unless it is a Redis Cluster: cluster mode needs 7.0 (sharded
+pub/sub), which is said at once (:class:`UnsupportedServer`). A user that may not run scripts at
+all is told so.
 """
 
 from __future__ import annotations
@@ -59,7 +61,15 @@ class Need:
         return self.args[0].upper() if self.args[0] != "script" else "SCRIPT LOAD"
 
 
-class MissingPermissions(Exception):
+class CannotUse(Exception):
+    """What a process finds at start that no retry can cure: it stops, saying this."""
+
+
+class UnsupportedServer(CannotUse):
+    """The server lacks what the process's mode needs (Redis Cluster mode: Redis 7.0+)."""
+
+
+class MissingPermissions(CannotUse):
     """The process's ACL user may not run some of what the process needs."""
 
     def __init__(self, user: str, process: str, missing: Sequence[Need], ns: str) -> None:
@@ -202,6 +212,12 @@ async def check(redis: AsyncRedis, needs: Sequence[Need], *, process: str, ns: s
         missing = [Need(("eval", "return 0", "0"), "")]
         raise MissingPermissions(user_of(redis), process, missing, ns) from None
     if refused == -1:
+        if isinstance(redis, aioredis.RedisCluster):
+            # Every queue's notifications are sharded pub/sub there (SPUBLISH, SSUBSCRIBE).
+            raise UnsupportedServer(
+                "Redis Cluster mode needs Redis 7.0 or later (sharded pub/sub: SPUBLISH, "
+                "SSUBSCRIBE), and this cluster's servers are older (no redis.acl_check_cmd)"
+            )
         log.debug("Redis has no redis.acl_check_cmd (before 7.0): permissions not checked")
         return
     if refused:

@@ -1,5 +1,8 @@
 """rsmq_core: Redis Simple Message Queue for Python, wire-compatible with Node RSMQ 0.12."""
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
 from ._protocol import Keys
 from .client import AsyncRSMQ
 from .connection import ConnectionOptions
@@ -18,6 +21,13 @@ from .errors import (
 )
 from .models import Message, Peek, PeekedMessage, QueueAttributes, Received
 from .sync import RSMQ
+
+try:
+    # The one place the version is written is pyproject.toml; every package, --version and
+    # the OpenAPI document read it from the installed distribution.
+    __version__ = _version("rsmq-realtime")
+except PackageNotFoundError:  # run from a checkout that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "RSMQ",

@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from . import __version__
 from . import _protocol as p
 from .client import DEFAULT_URL
 from .connection import (
@@ -285,6 +286,13 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         )
 
 
+def invoked_as(package: str) -> str:
+    """How the process of ``package`` (worker, web) was started, for its usage line: by its
+    console script (``rsmq-worker``) or as ``python -m worker``."""
+    script = f"rsmq-{package}"
+    return script if os.path.basename(sys.argv[0]) == script else f"python -m {package}"
+
+
 def entry_parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
     """The parser of a command of the project (``rsmq``, ``python -m worker``, ``python -m
     web``): ``--help`` and ``--version`` answer, and exit, before anything reads a setting
@@ -295,9 +303,7 @@ def entry_parser(prog: str, description: str, epilog: str | None = None) -> argp
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--version", action="version", version=importlib.metadata.version("rsmq-realtime")
-    )
+    parser.add_argument("--version", action="version", version=__version__)
     return parser
 
 

@@ -359,6 +359,14 @@ def sentinel_pool(pool: aioredis.ConnectionPool, **kwargs: Any) -> aioredis.Conn
     return made
 
 
+# Said, in one sentence, by a process that finds no Redis at its URL: how to get one.
+HOW_TO_GET_REDIS = (
+    "set REDIS_URL to a Redis that runs, or start one: redis-server or valkey-server "
+    "(Redis 6.2+ or Valkey 8; Debian: apt-get install redis-server), or "
+    "pip install 'rsmq-realtime[embedded]' and python -m rsmq_core.embedded"
+)
+
+
 def explain(exc: BaseException) -> str:
     """``exc`` as one line, with what to do about it when it is a setting's fault.
 

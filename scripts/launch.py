@@ -40,7 +40,7 @@ from rsmq_core.connection import (
     scrub,
     sync_client,
 )
-from rsmq_core.embedded import EmbeddedRedis
+from rsmq_core.embedded import EmbeddedRedis, NoServerBinary, redis_server_binary
 from worker.settings import EXAMPLE_HANDLER
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,10 +272,14 @@ def main() -> int:
         port = preflight(url)
         shown = '"$REDIS_URL"' if url else None  # its password stays off the screen
         if not url:
-            server = EmbeddedRedis(own_session=True)  # Ctrl-C stops web and worker first
+            try:
+                binary = redis_server_binary()
+            except NoServerBinary as exc:
+                raise CannotStart(f"{exc}; or set REDIS_URL to a Redis you run") from None
+            server = EmbeddedRedis(own_session=True, binary=binary)  # Ctrl-C: web, worker first
             server.start()
             url = shown = server.url
-            print(f"started an embedded Redis at {url} (set REDIS_URL to use your own)")
+            print(f"started an embedded Redis at {url} ({binary}; set REDIS_URL to use your own)")
         if not args.once:
             print(f"Try the CLI meanwhile: .venv/bin/rsmq --url {shown} send jobs hello")
         return asyncio.run(run(url, port, once=args.once, compare=args.compare))

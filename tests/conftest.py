@@ -13,13 +13,18 @@ from starlette.testclient import TestClient
 
 from rsmq_core import RSMQ, AsyncRSMQ
 from tests.redis_cluster import RedisCluster, unavailable
-from tests.redis_server import RedisServer
+from tests.redis_server import ENV, RedisServer, selected, server_binary
 from tests.test_web_server import WebProcess
 from web.app import create_app
 from web.settings import Settings
 
 # Fails the run if a test left a process running (see tests/leftovers.py).
 pytest_plugins = ["tests.leftovers"]
+
+
+def pytest_report_header() -> str:
+    """Which server the run's standalone tests start (see tests/redis_server.py)."""
+    return f"{ENV}={selected() or '(unset)'}: {server_binary()}"
 
 
 @pytest.fixture(scope="session")

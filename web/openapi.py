@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rsmq_core import __version__
 from rsmq_core._protocol import MAX_OFFSET, MAX_PEEK
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -85,7 +86,7 @@ def openapi() -> dict[str, Any]:
     }  # fmt: skip
     return {
         "openapi": "3.0.3",
-        "info": {"title": "rsmq-realtime", "version": "0.1.0"},
+        "info": {"title": "rsmq-realtime", "version": __version__},
         "paths": {
             "/api/health": {"get": health},
             "/api/queues": {

@@ -1,4 +1,4 @@
-"""``python -m worker``: the Procfile's worker process."""
+"""``rsmq-worker`` (or ``python -m worker``): the Procfile's worker process."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import threading
 
 from redis import RedisError
 
-from realtime.preflight import MissingPermissions
+from realtime.preflight import CannotUse
 from rsmq_core import logs
-from rsmq_core.cli import entry_parser
+from rsmq_core.cli import entry_parser, invoked_as
 from rsmq_core.connection import explain, is_misconfigured, mask_url, scrub
 
 from .settings import SettingError, Settings
@@ -66,7 +66,7 @@ Every setting comes from the environment (the README's Settings table has them a
 
 def main(argv: list[str] | None = None) -> int:
     # --help and --version answer (and exit) before any setting is read or Redis touched.
-    entry_parser("python -m worker", USAGE).parse_args(argv)
+    entry_parser(invoked_as("worker"), USAGE).parse_args(argv)
     try:
         settings = Settings.from_env()
         handler = load_handler(settings.handler)
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings, handler))
-    except MissingPermissions as exc:
+    except CannotUse as exc:
         log.error("cannot use Redis at %s: %s", mask_url(settings.redis_url), exc)
         return 2
     except RedisError as exc:

@@ -38,7 +38,7 @@ from realtime.registry import WorkerInfo, heartbeat, index_key, live_workers, un
 from realtime.subscriber import CONNECTION_LOST
 from rsmq_core import AsyncRSMQ, Message, QueueExists, QueueNotFound
 from rsmq_core.client import AsyncRedis, connect
-from rsmq_core.connection import explain, is_misconfigured
+from rsmq_core.connection import HOW_TO_GET_REDIS, explain, is_misconfigured, mask_url, scrub
 
 from .job import Job
 from .settings import Settings
@@ -174,7 +174,7 @@ class Worker:
         )  # fmt: skip
         try:
             await self._prepare()
-        except (RedisError, preflight.MissingPermissions):  # what no retry can cure: stop
+        except (RedisError, preflight.CannotUse):  # what no retry can cure: stop
             if self._owns_redis:
                 await self._redis.aclose()
             raise
@@ -225,11 +225,16 @@ class Worker:
         except REDIS_DOWN as exc:
             if is_misconfigured(exc):
                 raise
-            log.warning("Redis is not reachable yet (%s); retrying", explain(exc))
+            url = self.settings.redis_url
+            log.warning(
+                "Redis at %s is not reachable yet (%s); retrying. No Redis? %s",
+                mask_url(url), scrub(explain(exc), url), HOW_TO_GET_REDIS,
+            )  # fmt: skip
         await self._create_missing_queues()
 
     async def _check_permissions(self) -> None:
-        """Raise MissingPermissions if the ACL user may not run all the worker needs; once."""
+        """Raise MissingPermissions if the ACL user may not run all the worker needs (or
+        UnsupportedServer, see realtime.preflight); once."""
         ns, realtime = self.settings.ns, self._subscriber is not None
         needs = preflight.worker_needs(self._redis, ns, self.settings.queues, self.id,
                                        realtime=realtime)  # fmt: skip
@@ -280,7 +285,7 @@ class Worker:
                 # One warning per outage; its further attempts are details.
                 log.log(logging.WARNING if failures == 1 else logging.DEBUG,
                         "heartbeat failed (attempt %d): %s", failures, exc)  # fmt: skip
-            except preflight.MissingPermissions as exc:
+            except preflight.CannotUse as exc:
                 self._fatal = exc  # run() raises it once stopped
                 self.stop()
                 return
