@@ -155,6 +155,7 @@ class EventLog:
         """Wait until every emitted event is written (or has failed)."""
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+            await asyncio.sleep(0)  # for the done callbacks: see Batcher.wait_idle
 
     async def _write(self, qname: str, events: list[StatusEvent]) -> Sequence[str]:
         keys, args = _write_args(self._keys(qname), events, self._maxlen, self._ttl)

@@ -67,6 +67,10 @@ class Batcher(Generic[K, I, R]):
         while self._tasks or self._scheduled or self._flying:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+                # A gather of tasks already done returns without yielding (Python 3.12+), and
+                # their done callbacks, which take them off these sets, run only when we yield:
+                # without this the loop spun forever (a worker's shutdown hung on 3.13).
+                await asyncio.sleep(0)
             else:  # only calls made from their callers' own tasks are in flight
                 await asyncio.sleep(0.001)
 
