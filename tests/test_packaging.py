@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import venv
 import zipfile
 from pathlib import Path
@@ -155,3 +156,39 @@ def test_every_readme_link_works_on_pypi_too():
             assert (ROOT / path).is_file(), target
         elif "raw.githubusercontent.com/rsmq-realtime/" in target:
             assert (ROOT / target.split("/main/", 1)[1]).is_file(), target
+
+
+@pytest.mark.parametrize("failing", ["ruff check", "ruff format", "mypy"])
+def test_scripts_check_stops_at_a_failing_step(tmp_path, failing):
+    """Each step of the check fails it, pytest not run: a step on the left of && once failed
+    unnoticed under set -e."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "python").symlink_to(sys.executable)
+    ran = tmp_path / "ran"
+    for tool in ("ruff", "mypy", "pytest"):
+        script = bin_ / tool
+        script.write_text(f'#!/bin/sh\necho "{tool} $1" >> {ran}\n'
+                          f'[ "{tool} $1" = "{failing}" ] && exit 1\n'
+                          f'[ "{tool}" = "{failing}" ] && exit 1\nexit 0\n')  # fmt: skip
+        script.chmod(0o755)
+    (tmp_path / ".installed-dev").touch()  # newer than pyproject.toml: nothing installed
+    done = subprocess.run([ROOT / "scripts" / "check"], env={**os.environ, "VENV": str(tmp_path)},
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode != 0, done
+    steps = ran.read_text().splitlines()
+    assert steps[-1].startswith(failing), steps
+    assert not [s for s in steps if s.startswith("pytest")], steps
+
+
+def test_floors_pin_every_runtime_dependency(tmp_path):
+    from scripts.floors import floors
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = floors()
+    assert len(pins) == len(project["dependencies"])
+    assert "redis==8.1" in pins  # the async Sentinel's aclose came in 8.1
+    bad = tmp_path / "pyproject.toml"
+    bad.write_text('[project]\ndependencies = ["redis[hiredis]>=8.1", "starlette"]\n')
+    with pytest.raises(SystemExit, match="'starlette' declares no >= floor"):
+        floors(bad)
