@@ -1,5 +1,5 @@
-"""What a handler gets (the message, and a way to report progress) and what it may raise
-besides a failure (:class:`Retry`)."""
+"""What a handler gets (the message, a way to report progress, the context its module's
+``startup`` set up) and what it may raise besides a failure (:class:`Retry`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from rsmq_core import Message
 from rsmq_core._protocol import MAX_SECONDS
@@ -18,12 +19,16 @@ class Job:
 
     ``progress(fraction)`` (0.0 to 1.0) records a "processing" event; it never blocks and
     may be called from a sync handler's thread or an async handler alike.
+
+    ``context`` is the dict the handler module's ``startup(ctx)`` was given (and its
+    ``shutdown(ctx)`` will be): one per worker process, shared by every job.
     """
 
     queue: str
     message: Message
     worker: str
     _report: Callable[[float], None] = field(repr=False)
+    context: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def id(self) -> str:

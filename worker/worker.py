@@ -46,12 +46,34 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Job], Awaitable[Any] | Any]
+# A handler module's startup(ctx) and shutdown(ctx), sync or async.
+Hook = Callable[[dict[str, Any]], Awaitable[Any] | Any]
 REDIS_DOWN = CONNECTION_LOST
 MISSING_QUEUE_RETRY = 5  # seconds
 
 
+class StartupFailed(Exception):
+    """The handler module's ``startup`` raised: the worker does not start."""
+
+
 class _TimedOut(Exception):
     """A handler still running at JOB_TIMEOUT."""
+
+
+def _hook_name(hook: Hook) -> str:
+    module = getattr(hook, "__module__", None) or "?"
+    return f"{module}.{getattr(hook, '__qualname__', repr(hook))}"
+
+
+async def _call_hook(hook: Hook, ctx: dict[str, Any]) -> None:
+    if inspect.iscoroutinefunction(hook):
+        await hook(ctx)
+        return
+    # In a thread: a sync startup may block for seconds (connecting a pool), and asyncio.run
+    # inside one would be refused on the loop's own thread.
+    result = await asyncio.to_thread(hook, ctx)
+    if inspect.isawaitable(result):
+        await result
 
 
 class _QueueState:
@@ -115,13 +137,26 @@ class _OwnMetrics(Collector):
 
 
 class Worker:
-    """Runs ``handler`` on the messages of ``settings.queues`` until :meth:`stop`."""
+    """Runs ``handler`` on the messages of ``settings.queues`` until :meth:`stop`.
+
+    ``startup(ctx)`` runs once before the first receive and ``shutdown(ctx)`` once after the
+    last handler, both given :attr:`context`, the dict every job also holds (``job.context``).
+    """
 
     def __init__(
-        self, settings: Settings, handler: Handler, *, redis: AsyncRedis | None = None
+        self,
+        settings: Settings,
+        handler: Handler,
+        *,
+        redis: AsyncRedis | None = None,
+        startup: Hook | None = None,
+        shutdown: Hook | None = None,
     ) -> None:
         self.settings = settings
         self.handler = handler
+        self.startup = startup
+        self.shutdown = shutdown
+        self.context: dict[str, Any] = {}
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.mode = "realtime" if settings.realtime else "polling"
         self._redis = redis or connect(
@@ -180,7 +215,8 @@ class Worker:
         )  # fmt: skip
         try:
             await self._prepare()
-        except (RedisError, preflight.MissingPermissions):  # what no retry can cure: stop
+            await self._start_up()
+        except (RedisError, preflight.MissingPermissions, StartupFailed):  # no retry cures it
             if self._owns_redis:
                 await self._redis.aclose()
             raise
@@ -204,6 +240,7 @@ class Worker:
             # Ended before unregistering: a heartbeat still in flight would register again.
             # Bounded all the same: nothing may keep a stopping worker past its grace.
             await asyncio.wait({beat}, timeout=5.0)
+            await self._shut_down()
             await self.events.flush()
             with contextlib.suppress(*REDIS_DOWN):
                 await self._flush_metrics()
@@ -218,6 +255,27 @@ class Worker:
             log.info("worker %s stopped: %r", self.id, self)
         if self._fatal is not None:
             raise self._fatal
+
+    async def _start_up(self) -> None:
+        if self.startup is None:
+            return
+        try:
+            await _call_hook(self.startup, self.context)
+        except Exception as exc:
+            raise StartupFailed(
+                f"{_hook_name(self.startup)} raised {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def _shut_down(self) -> None:
+        """After the last handler finished or was given up on (a sync handler's thread may
+        still run: it cannot be stopped). A failure is logged; the worker stops all the same."""
+        if self.shutdown is None:
+            return
+        try:
+            await _call_hook(self.shutdown, self.context)
+        except Exception as exc:
+            log.error("%s raised %s: %s", _hook_name(self.shutdown), type(exc).__name__, exc)
+            log.debug("the shutdown's traceback", exc_info=exc)
 
     async def _prepare(self) -> None:
         """Check the connection and the ACL user's permissions (see realtime.preflight), and
@@ -669,7 +727,7 @@ class Worker:
                 with contextlib.suppress(RuntimeError):  # the loop closed: the worker stopped
                     loop.call_soon_threadsafe(emit, fraction)
 
-        job = Job(queue=qname, message=msg, worker=self.id, _report=report)
+        job = Job(queue=qname, message=msg, worker=self.id, _report=report, context=self.context)
         limit = self.settings.job_timeout
         deadline = asyncio.timeout(limit)
         try:
