@@ -90,7 +90,9 @@ async def crowd(
         for i in range(queues):
             await ws.send(json.dumps({"type": "subscribe", "queue": f"made-up-{n}-{i}"}))
         got = await frames(ws, queues, "subscribed")
-        assert [f["type"] for f in got] == ["subscribed"] * queues, [f for f in got if f["type"] != "subscribed"]
+        assert [f["type"] for f in got] == ["subscribed"] * queues, [
+            f for f in got if f["type"] != "subscribed"
+        ]
         return ws
 
     connected = list(await asyncio.gather(*(one(n) for n in range(clients))))
