@@ -18,6 +18,7 @@ def test_defaults():
         True, 1.0, 8, 30, 5,
     )  # fmt: skip
     assert s.shutdown_grace == 25.0  # Heroku kills 30 s after SIGTERM
+    assert s.job_timeout is None  # no limit unless asked for
     assert s.dead_letter_queue("jobs") == "jobs-dead"
 
 
@@ -27,13 +28,13 @@ def test_every_setting_is_read():
         "REALTIME": "off", "POLL_INTERVAL": "0.25", "CONCURRENCY": "3", "VT": "9",
         "MAX_RECEIVES": "2", "SHUTDOWN_GRACE": "0", "RETRY_BACKOFF": "0.5",
         "RETRY_BACKOFF_MAX": "60", "DEAD_LETTER_SUFFIX": "_dlq", "EVENT_TTL": "10",
-        "HEARTBEAT": "1.5",
+        "HEARTBEAT": "1.5", "JOB_TIMEOUT": "2.5",
     })  # fmt: skip
     assert s == Settings(
         redis_url="redis://h:1/2", ns="x", queues=("a", "b"), handler="m.n:f", realtime=False,
         poll_interval=0.25, concurrency=3, vt=9, max_receives=2, shutdown_grace=0,
         retry_backoff=0.5, retry_backoff_max=60, dead_letter_suffix="_dlq", event_ttl=10,
-        heartbeat=1.5,
+        heartbeat=1.5, job_timeout=2.5,
     )  # fmt: skip
 
 
@@ -63,6 +64,15 @@ def test_blank_means_default():
         ({"QUEUES": "q" * 157}, "not a valid queue name"),  # its dead-letter queue is too long
         ({"HANDLER": "module"}, "HANDLER='module' must look like 'package.module:function'"),
         ({"EVENT_TTL": "-5"}, "EVENT_TTL='-5' must be at least 1"),
+        ({"JOB_TIMEOUT": "soon"}, "JOB_TIMEOUT='soon' is not a number of seconds"),
+        *(
+            (
+                {"JOB_TIMEOUT": value},
+                f"JOB_TIMEOUT={value!r} must be a finite number of seconds "
+                "above 0 (leave it unset for no limit)",
+            )
+            for value in ("0", "-1", "nan", "inf")
+        ),
     ],
 )
 def test_bad_values_name_the_setting(env, message):

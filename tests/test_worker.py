@@ -363,6 +363,7 @@ def test_registration_lists_live_workers(spawn, r, ns, q):
         ("SHUTDOWN_GRACE", "soon", "SHUTDOWN_GRACE='soon' is not a number"),
         ("MAX_RECEIVES", "1.5", "MAX_RECEIVES='1.5' is not a whole number"),
         ("DEAD_LETTER_SUFFIX", ":dead", "not a valid queue name"),
+        ("JOB_TIMEOUT", "0", "JOB_TIMEOUT='0' must be a finite number of seconds above 0"),
     ],
 )
 def test_bad_setting_stops_the_worker_at_start(redis_url, ns, setting, value, named):

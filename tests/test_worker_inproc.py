@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from rsmq_core import AsyncRSMQ
 from worker import Job
 from worker.settings import Settings
-from worker.worker import Worker
+from worker.worker import Hook, Worker
 
 SLOW_HEARTBEAT = 60.0  # longer than any test: a missing wake-up cannot hide behind it
 
@@ -59,9 +59,15 @@ async def run(redis_url: str, ns: str, ar: aioredis.Redis) -> AsyncIterator[Run]
     """Start a Worker on ``handler`` with the settings given; stopped after the test."""
     running: list[tuple[Worker, asyncio.Task[None]]] = []
 
-    async def start(handler: Callable[[Job], Awaitable[Any]], **settings: Any) -> Worker:
+    async def start(
+        handler: Callable[[Job], Awaitable[Any]],
+        *,
+        startup: Hook | None = None,
+        shutdown: Hook | None = None,
+        **settings: Any,
+    ) -> Worker:
         settings = {"redis_url": redis_url, "ns": ns, "heartbeat": SLOW_HEARTBEAT, **settings}
-        worker = Worker(Settings(**settings), handler)
+        worker = Worker(Settings(**settings), handler, startup=startup, shutdown=shutdown)
         task = asyncio.create_task(worker.run())
         running.append((worker, task))
         await until(lambda: worker.counters["receives"] >= 1, what="the first look")

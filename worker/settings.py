@@ -36,6 +36,7 @@ class Settings:
     vt: int = 30
     max_receives: int = 5
     shutdown_grace: float = 25.0
+    job_timeout: float | None = None  # JOB_TIMEOUT: seconds a handler may run; None: no limit
     retry_backoff: float = 1.0
     retry_backoff_max: int = 3600
     dead_letter_suffix: str = "-dead"
@@ -67,6 +68,7 @@ class Settings:
             vt=reader.integer("VT", d.vt, low=1, high=_protocol.MAX_SECONDS),
             max_receives=reader.integer("MAX_RECEIVES", d.max_receives, low=1),
             shutdown_grace=reader.number("SHUTDOWN_GRACE", d.shutdown_grace, low=0),
+            job_timeout=reader.limit("JOB_TIMEOUT"),
             retry_backoff=reader.number("RETRY_BACKOFF", d.retry_backoff, low=0),
             retry_backoff_max=reader.integer(
                 "RETRY_BACKOFF_MAX", d.retry_backoff_max, low=0, high=_protocol.MAX_SECONDS
@@ -98,6 +100,13 @@ class Settings:
         return settings
 
 
+def _seconds(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingError(f"{name}={raw!r} is not a number of seconds") from None
+
+
 class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
@@ -126,12 +135,23 @@ class _Reader:
         raw = self._raw(name)
         if raw is None:
             return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise SettingError(f"{name}={raw!r} is not a number of seconds") from None
+        value = _seconds(name, raw)
         if not value >= low or value == float("inf"):
             raise SettingError(f"{name}={raw!r} must be a finite number, at least {low}")
+        return value
+
+    def limit(self, name: str) -> float | None:
+        """Seconds above 0, or None (no limit) when unset: 0 would fail every job at once, so
+        it is refused rather than read as "off"."""
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        value = _seconds(name, raw)
+        if not 0 < value < float("inf"):
+            raise SettingError(
+                f"{name}={raw!r} must be a finite number of seconds above 0 "
+                "(leave it unset for no limit)"
+            )
         return value
 
     def boolean(self, name: str, default: bool) -> bool:

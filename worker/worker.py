@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import logging
 import math
 import os
@@ -22,7 +23,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -40,14 +40,40 @@ from rsmq_core import AsyncRSMQ, Message, QueueExists, QueueNotFound
 from rsmq_core.client import AsyncRedis, connect
 from rsmq_core.connection import HOW_TO_GET_REDIS, explain, is_misconfigured, mask_url, scrub
 
-from .job import Job
+from .job import Job, Retry
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Job], Awaitable[Any] | Any]
+# A handler module's startup(ctx) and shutdown(ctx), sync or async.
+Hook = Callable[[dict[str, Any]], Awaitable[Any] | Any]
 REDIS_DOWN = CONNECTION_LOST
 MISSING_QUEUE_RETRY = 5  # seconds
+
+
+class StartupFailed(Exception):
+    """The handler module's ``startup`` raised: the worker does not start."""
+
+
+class _TimedOut(Exception):
+    """A handler still running at JOB_TIMEOUT."""
+
+
+def _hook_name(hook: Hook) -> str:
+    module = getattr(hook, "__module__", None) or "?"
+    return f"{module}.{getattr(hook, '__qualname__', repr(hook))}"
+
+
+async def _call_hook(hook: Hook, ctx: dict[str, Any]) -> None:
+    if inspect.iscoroutinefunction(hook):
+        await hook(ctx)
+        return
+    # In a thread: a sync startup may block for seconds (connecting a pool), and asyncio.run
+    # inside one would be refused on the loop's own thread.
+    result = await asyncio.to_thread(hook, ctx)
+    if inspect.isawaitable(result):
+        await result
 
 
 class _QueueState:
@@ -111,13 +137,26 @@ class _OwnMetrics(Collector):
 
 
 class Worker:
-    """Runs ``handler`` on the messages of ``settings.queues`` until :meth:`stop`."""
+    """Runs ``handler`` on the messages of ``settings.queues`` until :meth:`stop`.
+
+    ``startup(ctx)`` runs once before the first receive and ``shutdown(ctx)`` once after the
+    last handler, both given :attr:`context`, the dict every job also holds (``job.context``).
+    """
 
     def __init__(
-        self, settings: Settings, handler: Handler, *, redis: AsyncRedis | None = None
+        self,
+        settings: Settings,
+        handler: Handler,
+        *,
+        redis: AsyncRedis | None = None,
+        startup: Hook | None = None,
+        shutdown: Hook | None = None,
     ) -> None:
         self.settings = settings
         self.handler = handler
+        self.startup = startup
+        self.shutdown = shutdown
+        self.context: dict[str, Any] = {}
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.mode = "realtime" if settings.realtime else "polling"
         self._redis = redis or connect(
@@ -139,10 +178,12 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._inflight: dict[asyncio.Task[None], tuple[str, Message]] = {}
         self._reserved = 0  # slots asked for by receives still out
-        self._threads = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="handler")
+        # Not a pool: a thread given up on at JOB_TIMEOUT runs on, and in a pool it would hold
+        # a place that a later job then waited for (its own deadline ticking meanwhile).
+        self._thread_ids = itertools.count(1)
         self.counters = dict.fromkeys(
             ("receives", "empty_receives", "received", "done", "failed", "retried", "dead",
-             "lost_leases", "released"),
+             "lost_leases", "released", "timed_out"),
             0,
         )  # fmt: skip
 
@@ -174,7 +215,8 @@ class Worker:
         )  # fmt: skip
         try:
             await self._prepare()
-        except (RedisError, preflight.CannotUse):  # what no retry can cure: stop
+            await self._start_up()
+        except (RedisError, preflight.CannotUse, StartupFailed):  # no retry cures it
             if self._owns_redis:
                 await self._redis.aclose()
             raise
@@ -198,6 +240,7 @@ class Worker:
             # Ended before unregistering: a heartbeat still in flight would register again.
             # Bounded all the same: nothing may keep a stopping worker past its grace.
             await asyncio.wait({beat}, timeout=5.0)
+            await self._shut_down()
             await self.events.flush()
             with contextlib.suppress(*REDIS_DOWN):
                 await self._flush_metrics()
@@ -205,7 +248,6 @@ class Worker:
                 await unregister(self._redis, self.settings.ns, self.id)
             if self._subscriber is not None:
                 await self._subscriber.aclose()
-            self._threads.shutdown(wait=False, cancel_futures=True)
             if server is not None:
                 server.shutdown()
             if self._owns_redis:
@@ -213,6 +255,27 @@ class Worker:
             log.info("worker %s stopped: %r", self.id, self)
         if self._fatal is not None:
             raise self._fatal
+
+    async def _start_up(self) -> None:
+        if self.startup is None:
+            return
+        try:
+            await _call_hook(self.startup, self.context)
+        except Exception as exc:
+            raise StartupFailed(
+                f"{_hook_name(self.startup)} raised {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def _shut_down(self) -> None:
+        """After the last handler finished or was given up on (a sync handler's thread may
+        still run: it cannot be stopped). A failure is logged; the worker stops all the same."""
+        if self.shutdown is None:
+            return
+        try:
+            await _call_hook(self.shutdown, self.context)
+        except Exception as exc:
+            log.error("%s raised %s: %s", _hook_name(self.shutdown), type(exc).__name__, exc)
+            log.debug("the shutdown's traceback", exc_info=exc)
 
     async def _prepare(self) -> None:
         """Check the connection and the ACL user's permissions (see realtime.preflight), and
@@ -595,6 +658,9 @@ class Worker:
         try:
             self._emit("processing", qname, msg, progress=0.0)
             await self._run_handler(qname, msg)
+        except Retry as retry:
+            self.metrics.duration(qname, time.perf_counter() - started)
+            await self._retry(qname, msg, retry)
         except Exception as exc:
             self.metrics.duration(qname, time.perf_counter() - started)
             await self._failed(qname, msg, exc)
@@ -647,32 +713,85 @@ class Worker:
                 await asyncio.sleep(delay)
 
     async def _run_handler(self, qname: str, msg: Message) -> None:
+        """Run the handler, within JOB_TIMEOUT if set: an async one is cancelled at the
+        deadline, a sync one's thread is given up on (a thread cannot be stopped)."""
         loop = asyncio.get_running_loop()
-
         loop_thread = threading.get_ident()
+        over = threading.Event()  # the deadline passed: what the handler says now is stale
+
+        def emit(fraction: float) -> None:
+            if not over.is_set():
+                self._emit("processing", qname, msg, progress=fraction)
 
         def report(fraction: float) -> None:
             # In order with the handler's other events: directly from the loop's own thread,
             # through the loop from a sync handler's thread.
             if threading.get_ident() == loop_thread:
-                self._emit("processing", qname, msg, progress=fraction)
+                emit(fraction)
             else:
-                loop.call_soon_threadsafe(
-                    lambda: self._emit("processing", qname, msg, progress=fraction)
-                )
+                with contextlib.suppress(RuntimeError):  # the loop closed: the worker stopped
+                    loop.call_soon_threadsafe(emit, fraction)
 
-        job = Job(queue=qname, message=msg, worker=self.id, _report=report)
+        job = Job(queue=qname, message=msg, worker=self.id, _report=report, context=self.context)
+        limit = self.settings.job_timeout
+        deadline = asyncio.timeout(limit)
+        try:
+            async with deadline:
+                await self._call_handler(qname, job)
+        except Exception:
+            if not deadline.expired():
+                raise  # the handler's own failure (a TimeoutError of its own included)
+        if deadline.expired():
+            # Whatever came out past the deadline (the TimeoutError of its cancellation, or a
+            # return or Retry from a handler that caught it) is too late, as a thread's is.
+            over.set()
+            raise _TimedOut(f"timed out after {limit:g} s")
+
+    async def _call_handler(self, qname: str, job: Job) -> None:
         if inspect.iscoroutinefunction(self.handler):
             await self.handler(job)
-        else:
-            result = await loop.run_in_executor(self._threads, self.handler, job)
-            if inspect.isawaitable(result):
-                await result
+            return
+        result = await self._in_thread(qname, job)
+        if inspect.isawaitable(result):
+            await result
+
+    def _in_thread(self, qname: str, job: Job) -> asyncio.Future[Any]:
+        """A sync handler in a thread of its own. Its future may be given up on (JOB_TIMEOUT, a
+        shutdown): the thread runs on, but what it returns or raises then reaches nothing, so
+        it can never delete the message or count as done."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        began = time.monotonic()
+
+        def settle(result: Any, exc: BaseException | None) -> None:
+            if future.done():  # given up on
+                log.warning("%s/%s: the handler given up on returned after %.1fs; ignored",
+                            qname, job.id, time.monotonic() - began)  # fmt: skip
+            elif exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+        def run() -> None:
+            try:
+                outcome: tuple[Any, BaseException | None] = (self.handler(job), None)
+            except BaseException as exc:  # as a ThreadPoolExecutor hands it over
+                outcome = (None, exc)
+            with contextlib.suppress(RuntimeError):  # the loop closed: the worker stopped
+                loop.call_soon_threadsafe(settle, *outcome)
+
+        name = f"handler-{next(self._thread_ids)}"  # __main__ looks for these at exit
+        threading.Thread(target=run, name=name, daemon=True).start()
+        return future
 
     async def _failed(self, qname: str, msg: Message, exc: Exception) -> None:
         self.counters["failed"] += 1
         self.metrics.job(qname, "failed")
-        error = f"{type(exc).__name__}: {exc}"[:500]
+        if isinstance(exc, _TimedOut):
+            self.counters["timed_out"] += 1
+            error = str(exc)
+        else:
+            error = f"{type(exc).__name__}: {exc}"[:500]
         self._emit("failed", qname, msg, error=error)
         if msg.rc >= self.settings.max_receives:
             await self._dead_letter(qname, msg, error)
@@ -681,6 +800,24 @@ class Worker:
                       self.settings.retry_backoff_max)  # fmt: skip
         delay = math.ceil(backoff)  # RSMQ's visibility timeouts are whole seconds
         log.warning("failed %s/%s rc=%d (%s); retry in %ds", qname, msg.id, msg.rc, error, delay)
+        await self._hand_back(qname, msg, delay, error=error)
+
+    async def _retry(self, qname: str, msg: Message, retry: Retry) -> None:
+        """The handler raised Retry(delay): back in ``delay`` seconds, not after the backoff;
+        not a failure, but a receive, so MAX_RECEIVES still ends it."""
+        if msg.rc >= self.settings.max_receives:
+            why = (f"asked to retry in {retry.seconds}s at receive {msg.rc}, and "
+                   f"MAX_RECEIVES is {self.settings.max_receives}")  # fmt: skip
+            await self._dead_letter(qname, msg, why)
+            return
+        log.info("%s/%s rc=%d: the handler asked to retry in %ds", qname, msg.id, msg.rc,
+                 retry.seconds)  # fmt: skip
+        await self._hand_back(qname, msg, retry.seconds)
+
+    async def _hand_back(
+        self, qname: str, msg: Message, delay: int, *, error: str | None = None
+    ) -> None:
+        """Make the message visible again in ``delay`` seconds, if it is still this receive's."""
         if await self.rsmq.change_message_visibility(qname, msg.id, delay, rc=msg.rc):
             self.counters["retried"] += 1
             self.metrics.job(qname, "retrying")
