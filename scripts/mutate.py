@@ -58,7 +58,7 @@ PACKAGES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "worker": (
         ["worker/worker.py", "worker/job.py"],
-        ["tests/test_worker_inproc.py"],
+        ["tests/test_worker_inproc.py", "tests/test_worker_limits.py"],
     ),
 }  # fmt: skip
 
