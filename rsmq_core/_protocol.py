@@ -6,6 +6,7 @@ the async core and the sync facade cannot drift apart.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import string
@@ -74,6 +75,22 @@ class Keys:
     def events(self) -> str:
         """The queue's stream of status events."""
         return f"{self.zset}:events"
+
+    def dedup(self, dedup_id: str) -> str:
+        """The message id a dedup id was first sent as, kept for the queue's dedup window.
+        Retry markers (see send.lua) live beside them as ``dedup:#...``: dedup ids have no
+        ``#``."""
+        return f"{self.zset}:dedup:{dedup_id}"
+
+    @property
+    def dedups(self) -> str:
+        """A SCAN pattern matching every :meth:`dedup` key and retry marker of the queue."""
+        return _glob_escape(self.dedup("")) + "*"
+
+    @property
+    def dedup_sweep(self) -> str:
+        """Set while a deleted queue's dedup keys are still to be swept."""
+        return f"{self.zset}:dedup-sweep"
 
     def status(self, id: str) -> str:
         """The last status of one message of the queue."""
@@ -189,6 +206,60 @@ def check_maxsize(value: object) -> int:
 
 def check_count(value: object) -> int:
     return _check_int("count", value, 1, MAX_BATCH)
+
+
+# Idempotent sends. SQS's window, and its id's length; the characters are those a header, a
+# URL and a Redis key carry as they are (no "," that joins them for the script, no "#" of the
+# retry markers, no glob character).
+DEFAULT_DEDUP_WINDOW, MAX_DEDUP_WINDOW = 300, 86_400
+DEDUP_ID_RE = re.compile(r"[a-zA-Z0-9_.:/=+@-]{1,128}")
+
+
+def check_dedup_window(value: object) -> int:
+    return _check_int("dedup_window", value, 1, MAX_DEDUP_WINDOW)
+
+
+def check_dedup_id(dedup_id: object) -> str:
+    if isinstance(dedup_id, str) and DEDUP_ID_RE.fullmatch(dedup_id):
+        return dedup_id
+    if not isinstance(dedup_id, str):
+        got = f"got {type(dedup_id).__name__}"
+    elif not dedup_id or len(dedup_id) > 128:
+        got = f"got {len(dedup_id)} characters"
+    else:
+        bad = next(c for c in dedup_id if not DEDUP_ID_RE.fullmatch(c))
+        got = f"got {bad!r} at index {dedup_id.index(bad)}"
+    raise InvalidFormat(
+        "Invalid dedup_id format",
+        detail=f"a dedup id is 1 to 128 of a-z, A-Z, 0-9 and _ . : / = + @ - ({got})",
+    )
+
+
+def check_dedup_ids(dedup_ids: object, n: int) -> list[str] | None:
+    """A dedup id (or None) per message of a batch; None when none has one."""
+    if dedup_ids is None:
+        return None
+    if isinstance(dedup_ids, str | bytes) or not isinstance(dedup_ids, Sequence):
+        raise InvalidValue(
+            "dedup_ids must be a list of dedup ids", detail=f"got {type(dedup_ids).__name__}"
+        )
+    if len(dedup_ids) != n:
+        raise InvalidValue(
+            "dedup_ids must have one item per message",
+            detail=f"got {len(dedup_ids)} for {n} messages",
+        )
+    return ["" if d is None else check_dedup_id(d) for d in dedup_ids]
+
+
+# How long a send's retry marker is kept (see send.lua): redis-py retries a call whose
+# connection dropped within about a second (RETRIES tries, backoff capped at 0.5 s), each try
+# waiting at most the socket timeout; the rest is margin for a slow reconnect.
+RETRY_MARGIN = 10
+
+
+def retry_marker_ttl(socket_timeout: object, retries: int) -> int:
+    wait = socket_timeout if isinstance(socket_timeout, int | float) else 0
+    return RETRY_MARGIN + math.ceil((retries + 1) * (wait + 0.5))
 
 
 def encode_message(message: object) -> bytes:
@@ -382,12 +453,15 @@ def list_queues(ns: str) -> Call:
     return Call("index", [f"{ns}:QUEUES"], ["list", ""])
 
 
-def create_queue_steps(k: Keys, vt: object, delay: object, maxsize: object) -> Steps:
+def create_queue_steps(
+    k: Keys, vt: object, delay: object, maxsize: object, dedup_window: object = None
+) -> Steps:
     args: list[str | int | bytes] = [
         check_seconds("vt", vt),
         check_seconds("delay", delay),
         check_maxsize(maxsize),
         k.qname,
+        "" if dedup_window is None else check_dedup_window(dedup_window),
     ]
     if not k.cluster:
         check_status((yield Call("create_queue", [k.hash, k.queues], args)))
@@ -412,19 +486,22 @@ def delete_queue_steps(k: Keys) -> Steps:
     Once the queue is deleted, a sweep that fails (Redis gone, a user not allowed SCAN) does
     not fail the call: what was asked is done, the statuses expire on their own, and the
     stream, left in place, has the next delete_queue of that name sweep again."""
+    keys = [k.hash, k.zset, k.events, k.dedup_sweep]
     if not k.cluster:
-        reply = yield Call("delete_queue", [k.hash, k.zset, k.events, k.queues], [k.qname])
+        reply = yield Call("delete_queue", [*keys, k.queues], [k.qname])
     else:
         check_status((yield _index(k, "check")))
-        reply = yield Call("delete_queue", [k.hash, k.zset, k.events], [k.qname])
+        reply = yield Call("delete_queue", keys, [k.qname])
         check_status((yield _index(k, "remove")))
     if _text(reply[0]) == "indexConflict":
         check_status(reply)
-    cursor = "0" if int(reply[1]) else ""
+    sweeps = [(k.events, k.statuses), (k.dedup_sweep, k.dedups)]
     try:
-        while cursor:
-            swept = yield Call("sweep", [k.events], [cursor, k.statuses, SWEEP_COUNT])
-            cursor = "" if _text(swept[1]) == "0" else _text(swept[1])
+        for due, (last, pattern) in zip(reply[1:3], sweeps, strict=True):
+            cursor = "0" if int(due) else ""
+            while cursor:
+                swept = yield Call("sweep", [last], [cursor, pattern, SWEEP_COUNT])
+                cursor = "" if _text(swept[1]) == "0" else _text(swept[1])
     except RedisError:
         pass
     check_status(reply[:1])
@@ -434,29 +511,48 @@ def get_attributes(k: Keys) -> Call:
     return Call("get_attributes", [k.hash, k.zset], [])
 
 
-def set_attributes(k: Keys, vt: object, delay: object, maxsize: object) -> Call:
-    if vt is None and delay is None and maxsize is None:
+def set_attributes(
+    k: Keys, vt: object, delay: object, maxsize: object, dedup_window: object = None
+) -> Call:
+    if vt is None and delay is None and maxsize is None and dedup_window is None:
         raise NoAttributeSupplied()
     args: list[str | int | bytes] = [
         "" if vt is None else check_seconds("vt", vt),
         "" if delay is None else check_seconds("delay", delay),
         "" if maxsize is None else check_maxsize(maxsize),
+        "" if dedup_window is None else check_dedup_window(dedup_window),
     ]
     return Call("set_attributes", [k.hash, k.zset], args)
 
 
 def send(
-    keys: Keys, bodies: Sequence[bytes], delay: str | int, *, all_or_none: bool, realtime: bool
+    keys: Keys,
+    bodies: Sequence[bytes],
+    delay: str | int,
+    *,
+    all_or_none: bool,
+    realtime: bool,
+    marker_ttl: int | str = "",
+    dedup_ids: Sequence[str] | None = None,
 ) -> Call:
+    """``dedup_ids``: checked ones (see :func:`check_dedup_ids`), "" for a message without.
+    ``marker_ttl``: how long the call's retry marker lives ("" for none; see send.lua)."""
+    suffixes = new_id_suffixes(len(bodies))
     args: list[str | int | bytes] = [
         keys.notify(keys.channel) if realtime else "",
         "all" if all_or_none else "each",
         delay,
-        new_id_suffixes(len(bodies)),
+        suffixes,
         ",".join(str(len(b)) for b in bodies),
         b"".join(bodies),
+        marker_ttl,
+        "",
     ]
-    return Call("send", [keys.zset, keys.hash], args)
+    names = [keys.zset, keys.hash, keys.dedup("#" + suffixes[:22])]
+    if dedup_ids:
+        args[7] = "".join("d" if d else "-" for d in dedup_ids)
+        names += [keys.dedup(d) for d in dedup_ids if d]
+    return Call("send", names, args)
 
 
 Fenced = tuple[str, str | int]  # a message id and the receive count it must have, or ""

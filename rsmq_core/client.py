@@ -89,6 +89,7 @@ class AsyncRSMQ:
             min_replicas, replica_timeout, cluster=self.cluster, socket_timeout=socket_timeout
         )
         self.min_replicas, self.replica_timeout = min_replicas, replica_timeout
+        self._marker_ttl = p.retry_marker_ttl(socket_timeout, RETRIES)
         self._owns_redis = _owns_redis
         self._keys = partial(p.Keys.of, self.ns, cluster=self.cluster)
         self._scripts = {name: redis.register_script(source(name)) for name in NAMES}
@@ -123,8 +124,8 @@ class AsyncRSMQ:
         those sentinels for the master of ``service``, and again after a failover.
         ``rediss://`` URLs verify the server's certificate unless ``connection`` says
         otherwise (see :class:`~rsmq_core.ConnectionOptions`). A call whose connection drops
-        is retried on a new connection; a send retried that way may, rarely, be stored twice
-        (delivery is at-least-once either way).
+        is retried on a new connection; a send retried that way is stored once (its first try
+        leaves a marker that lives as long as a retry can come).
 
         With ``min_replicas``, a send returns only once Redis's ``WAIT`` says that many
         replicas have its messages; when they do not within ``replica_timeout`` seconds it
@@ -170,9 +171,12 @@ class AsyncRSMQ:
         vt: int = p.DEFAULT_VT,
         delay: int = p.DEFAULT_DELAY,
         maxsize: int = p.DEFAULT_MAXSIZE,
+        dedup_window: int | None = None,
     ) -> None:
-        """Create a queue; ``QueueExists`` if it is there already."""
-        await self._run(p.create_queue_steps(self._keys(qname), vt, delay, maxsize))
+        """Create a queue; ``QueueExists`` if it is there already. ``dedup_window``: the
+        seconds (1..86400) a dedup id is remembered, 300 when not given."""
+        steps = p.create_queue_steps(self._keys(qname), vt, delay, maxsize, dedup_window)
+        await self._run(steps)
 
     async def list_queues(self) -> list[str]:
         """Every queue's name, sorted."""
@@ -194,26 +198,52 @@ class AsyncRSMQ:
         vt: int | None = None,
         delay: int | None = None,
         maxsize: int | None = None,
+        dedup_window: int | None = None,
     ) -> QueueAttributes:
-        """Change any of vt, delay and maxsize; returns the attributes after the change."""
-        call = p.set_attributes(self._keys(qname), vt, delay, maxsize)
+        """Change any of vt, delay, maxsize and dedup_window; returns the attributes after
+        the change."""
+        call = p.set_attributes(self._keys(qname), vt, delay, maxsize, dedup_window)
         return p.parse_attributes(await self._call(call))
 
     # Messages ----------------------------------------------------------------------------------
 
-    async def send_message(self, qname: str, message: str, *, delay: int | None = None) -> str:
-        """Put a message on the queue (visible after ``delay`` seconds); returns its id."""
+    async def send_message(
+        self, qname: str, message: str, *, delay: int | None = None, dedup_id: str | None = None
+    ) -> str:
+        """Put a message on the queue (visible after ``delay`` seconds); returns its id.
+
+        With ``dedup_id``, a send of the same id within the queue's dedup window stores
+        nothing and returns the first message's id."""
         keys = self._keys(qname)
         body = p.encode_message(message)
-        return await self._sends.submit((keys, p.delay_arg(delay)), body)
+        if dedup_id is None:
+            return await self._sends.submit((keys, p.delay_arg(delay)), body)
+        dedup = [p.check_dedup_id(dedup_id)]
+        call = p.send(keys, [body], p.delay_arg(delay), all_or_none=False, realtime=self.realtime,
+                      marker_ttl=self._marker_ttl, dedup_ids=dedup)  # fmt: skip
+        # Not coalesced: a batch has one dedup id per message, and these sends are rare.
+        reply, acked = await self._send_call(call)
+        ids = p.parse_ids(reply)
+        (result,) = ids if acked is None else self._confirm(ids, acked)
+        if isinstance(result, RSMQError):
+            raise result
+        return result
 
     async def send_messages(
-        self, qname: str, messages: Sequence[str], *, delay: int | None = None
+        self,
+        qname: str,
+        messages: Sequence[str],
+        *,
+        delay: int | None = None,
+        dedup_ids: Sequence[str | None] | None = None,
     ) -> list[str]:
-        """Send up to 1000 messages in one round trip, all or none; returns their ids in order."""
+        """Send up to 1000 messages in one round trip, all or none; returns their ids in order.
+        ``dedup_ids``: one per message (None for one without), as ``send_message``'s."""
         keys = self._keys(qname)
         bodies = [p.encode_message(m) for m in p.check_messages(messages)]
-        call = p.send(keys, bodies, p.delay_arg(delay), all_or_none=True, realtime=self.realtime)
+        dedup = p.check_dedup_ids(dedup_ids, len(bodies))
+        call = p.send(keys, bodies, p.delay_arg(delay), all_or_none=True, realtime=self.realtime,
+                      marker_ttl=self._marker_ttl, dedup_ids=dedup)  # fmt: skip
         reply, acked = await self._send_call(call)
         ids = p.parse_batch_ids(reply)
         return ids if acked is None else self._confirm_all(ids, acked)
@@ -368,7 +398,8 @@ class AsyncRSMQ:
 
     async def _send_each(self, key: _SendKey, bodies: list[bytes]) -> list[str | RSMQError]:
         keys, delay = key
-        call = p.send(keys, bodies, delay, all_or_none=False, realtime=self.realtime)
+        call = p.send(keys, bodies, delay, all_or_none=False, realtime=self.realtime,
+                      marker_ttl=self._marker_ttl)  # fmt: skip
         reply, acked = await self._send_call(call)  # one WAIT for the whole batch
         ids = p.parse_ids(reply)
         return ids if acked is None else self._confirm(ids, acked)

@@ -21,7 +21,7 @@ def replies(call: p.Call) -> list[bytes]:
     if call.script == "move_out":
         return [b"ok", SOME_ID.encode(), b"body", b"1"]
     if call.script == "delete_queue":
-        return [b"ok", b"1"]  # it has an events stream: the sweep follows
+        return [b"ok", b"1", b"0"]  # it has an events stream (the sweep follows), no dedup keys
     if call.script == "sweep":
         return [b"ok", b"0", b"3"]
     return [b"ok", b"x" * 32]

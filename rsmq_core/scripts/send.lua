@@ -1,5 +1,7 @@
 -- Send messages, as RSMQ's sendMessage does, any number in one call.
 -- KEYS[1] {ns}:{qname} (zset)   KEYS[2] {ns}:{qname}:Q (hash)
+-- KEYS[3] {ns}:{qname}:dedup:#{the call's first 22 random id characters} (the retry marker)
+-- KEYS[4...] {ns}:{qname}:dedup:{dedup id}, one per message that has a dedup id, in order
 -- ARGV[1] the realtime channel {ns}:rt:{qname} (marked: see notify in _lib.lua), or
 -- "" when not in realtime mode
 -- ARGV[2] "all" (refuse the whole batch if one message is too long) or "each"
@@ -8,10 +10,26 @@
 -- ARGV[5] the bodies' lengths in bytes, joined with ","   ARGV[6] the bodies, joined
 -- (Joined rather than one argument each: redis-py's asyncio client packs each argument in
 -- Python, which costs more than the whole script for a large batch.)
--- Returns {"ok", id...} where an id is "!messageTooLong" for a message refused in "each" mode,
--- or {"queueNotFound"}, or {"messageTooLong", index} in "all" mode.
-local cfg = redis.call("HMGET", KEYS[2], "delay", "maxsize")
+-- ARGV[7] seconds to keep this call's retry marker, or "" for none
+-- ARGV[8] per message "d" (it has a dedup id: the next of KEYS[4...]) or "-", or "" for none
+-- Returns {"ok", id...} where an id is "!messageTooLong" for a message refused in "each" mode
+-- (a duplicate's id is the first message's), or {"queueNotFound"}, or
+-- {"messageTooLong", index} in "all" mode.
+local cfg = redis.call("HMGET", KEYS[2], "delay", "maxsize", DEDUP_WINDOW, DEDUP_USED)
 if not cfg[1] then return {"queueNotFound"} end
+-- The retry marker: redis-py sends a call again, arguments and all, when its connection drops
+-- before the reply comes, and Redis may have run the first try. The call's first 22 random id
+-- characters name it; a try that finds its marker answers what the first one stored instead of
+-- storing it again. It lives only as long as a retry can come (the client says how long).
+local marker = ARGV[7] ~= ""
+if marker then
+  local done = redis.call("GET", KEYS[3])
+  if done then
+    local again = {"ok"}
+    for id in string.gmatch(done, "[^,]+") do again[#again + 1] = id end
+    return again
+  end
+end
 local maxsize = tonumber(cfg[2])
 local delay = ARGV[3] == "" and tonumber(cfg[1]) or tonumber(ARGV[3])
 local bodies, at = {}, 1
@@ -38,8 +56,20 @@ local high = (stamp - low) / 1296
 local heads = {}
 local suffixes = ARGV[4]
 local out, zadd, hset, sent = {"ok"}, {}, {}, 0
+local window = tonumber(cfg[3] or DEFAULT_DEDUP_WINDOW)
+local seen, deduped, next_key = {}, 0, 4
 for i = 1, n do
-  if too_long(i) then
+  local d = false
+  local first = false
+  if string.sub(ARGV[8], i, i) == "d" then
+    d = next_key
+    next_key = next_key + 1
+    -- The same id twice in one call: the second is a duplicate of the first.
+    first = seen[KEYS[d]] or redis.call("GET", KEYS[d])
+  end
+  if first then
+    out[i + 1] = first
+  elseif too_long(i) then
     out[i + 1] = "!messageTooLong"
   else
     local v = low + sent
@@ -59,7 +89,17 @@ for i = 1, n do
     hset[#hset + 1] = bodies[i]
     sent = sent + 1
     out[i + 1] = id
+    if d then
+      seen[KEYS[d]] = id
+      redis.call("SET", KEYS[d], id, "EX", window)
+      deduped = deduped + 1
+    end
   end
+end
+-- Says delete_queue has dedup keys to sweep; written once, as RSMQ never reads it.
+if deduped > 0 and not cfg[4] then redis.call("HSET", KEYS[2], DEDUP_USED, "1") end
+if marker and sent > 0 then
+  redis.call("SET", KEYS[3], table.concat(out, ",", 2), "EX", ARGV[7])
 end
 if sent > 0 then
   redis.call("ZADD", KEYS[1], unpack(zadd))
