@@ -1,0 +1,287 @@
+"""Idempotent sends: dedup ids within a queue's dedup window, and a send that the client
+retries after its reply was lost, stored once. Against RSMQ and AsyncRSMQ (the `rsmq`
+fixture), on a standalone Redis and on a Redis Cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections import Counter
+
+import pytest
+import redis
+
+from rsmq_core import RSMQ, AsyncRSMQ, InvalidFormat, InvalidValue, NoAttributeSupplied
+from rsmq_core import _protocol as p
+from tests.redis_cluster import BACKENDS
+
+backends = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+
+
+@backends
+def test_a_repeated_dedup_id_returns_the_first_id_and_stores_nothing(rsmq, r):
+    rsmq.create_queue("q")
+    first = rsmq.send_message("q", "a", dedup_id="order-1")
+    assert rsmq.send_message("q", "other body", dedup_id="order-1") == first
+    other = rsmq.send_message("q", "b", dedup_id="order-2")
+    assert other != first
+    assert rsmq.get_queue_attributes("q").totalsent == 2
+    assert [m.message for m in rsmq.pop_messages("q", 10)] == ["a", "b"]
+    # Still a duplicate once the first was received and deleted: the window decides.
+    assert rsmq.send_message("q", "a", dedup_id="order-1") == first
+    assert rsmq.receive_message("q") is None
+    k = rsmq.keys("q")
+    assert r.get(k.dedup("order-1")) == first
+    assert 295 <= r.ttl(k.dedup("order-1")) <= 300
+
+
+@backends
+def test_dedup_ids_are_per_queue_and_sends_without_one_are_never_deduplicated(rsmq):
+    rsmq.create_queue("q")
+    rsmq.create_queue("q2")
+    a = rsmq.send_message("q", "x", dedup_id="same")
+    b = rsmq.send_message("q2", "x", dedup_id="same")
+    assert a != b
+    assert rsmq.send_message("q", "x") != rsmq.send_message("q", "x")
+    assert rsmq.get_queue_attributes("q").msgs == 3
+
+
+@backends
+def test_a_batch_with_dedup_ids_within_it_and_against_earlier_sends(rsmq):
+    rsmq.create_queue("q")
+    before = rsmq.send_message("q", "0", dedup_id="k0")
+    ids = rsmq.send_messages(
+        "q", ["a", "b", "c", "d", "e"], dedup_ids=["k0", "k1", None, "k1", "k2"]
+    )
+    assert ids[0] == before
+    assert ids[3] == ids[1]
+    assert len({ids[1], ids[2], ids[4], before}) == 4
+    assert [m.message for m in rsmq.pop_messages("q", 10)] == ["0", "b", "c", "e"]
+
+
+@backends
+def test_the_dedup_window_is_an_attribute_rsmq_ignores(rsmq, r):
+    rsmq.create_queue("q")
+    assert rsmq.get_queue_attributes("q").dedup_window == p.DEFAULT_DEDUP_WINDOW
+    assert "dedup_window" not in r.hkeys(rsmq.keys("q").hash)  # the default is not stored
+    rsmq.create_queue("w", dedup_window=1)
+    assert rsmq.get_queue_attributes("w").dedup_window == 1
+    assert rsmq.set_queue_attributes("q", dedup_window=3600).dedup_window == 3600
+    assert r.hget(rsmq.keys("q").hash, "dedup_window") == "3600"
+    rsmq.send_message("q", "x", dedup_id="d")
+    assert 3595 <= r.ttl(rsmq.keys("q").dedup("d")) <= 3600
+
+
+@backends
+def test_a_dedup_id_is_forgotten_after_the_window(rsmq, r):
+    rsmq.create_queue("q", dedup_window=1)
+    first = rsmq.send_message("q", "x", dedup_id="d")
+    key = rsmq.keys("q").dedup("d")
+    deadline = time.monotonic() + 5
+    while r.exists(key):  # Redis expires it; the test waits for that, with a deadline
+        assert time.monotonic() < deadline, "the dedup key outlived its window"
+        time.sleep(0.05)
+    assert rsmq.send_message("q", "x", dedup_id="d") != first
+
+
+@backends
+def test_deleting_a_queue_deletes_its_dedup_keys(rsmq, r):
+    rsmq.create_queue("q")
+    rsmq.create_queue("q2")  # a neighbour whose keys start with q's name
+    for i in range(5):
+        rsmq.send_message("q", "x", dedup_id=f"d{i}")
+    rsmq.send_message("q2", "x", dedup_id="d0")
+    k, k2 = rsmq.keys("q"), rsmq.keys("q2")
+    rsmq.delete_queue("q")
+    assert not any(r.exists(k.dedup(f"d{i}")) for i in range(5))
+    assert not r.exists(k.dedup_sweep)
+    assert r.exists(k2.dedup("d0"))
+    rsmq.create_queue("q")  # a new queue of the name remembers nothing of the old one
+    rsmq.send_message("q", "y", dedup_id="d0")
+    assert rsmq.get_queue_attributes("q").msgs == 1
+
+
+@backends
+def test_a_repeated_delete_sweeps_the_dedup_keys_an_interrupted_one_left(rsmq, r):
+    k = rsmq.keys("q")
+    with r.pipeline() as pipe:
+        for i in range(2 * p.SWEEP_COUNT + 5):
+            pipe.set(k.dedup(f"id{i}"), "x" * 32, ex=600)
+        pipe.set(k.dedup_sweep, "1")
+        pipe.execute()
+    with pytest.raises(Exception, match=r"^Queue not found$"):
+        rsmq.delete_queue("q")
+    assert not r.exists(k.dedup_sweep)
+    assert list(r.scan_iter(match=k.dedups, count=1000)) == []
+
+
+@backends
+def test_dedup_input_is_validated_with_clear_errors(rsmq):
+    rsmq.create_queue("q")
+    for bad, detail in [
+        ("", "got 0 characters"),
+        ("x" * 129, "got 129 characters"),
+        ("a,b", "got ',' at index 1"),
+        ("a b", "got ' ' at index 1"),
+        ("a#b", "got '#' at index 1"),
+        ("é", "got 'é' at index 0"),
+        (5, "got int"),
+    ]:
+        with pytest.raises(InvalidFormat, match=r"^Invalid dedup_id format$") as exc:
+            rsmq.send_message("q", "x", dedup_id=bad)
+        assert detail in str(exc.value.detail)
+        with pytest.raises(InvalidFormat):
+            rsmq.send_messages("q", ["x"], dedup_ids=[bad])
+    assert rsmq.send_message("q", "x", dedup_id="a" * 128)
+    assert rsmq.send_message("q", "x", dedup_id="Az09_.:/=+@-")
+    with pytest.raises(InvalidValue, match=r"^dedup_ids must have one item per message$"):
+        rsmq.send_messages("q", ["x", "y"], dedup_ids=["a"])
+    with pytest.raises(InvalidValue, match=r"^dedup_ids must be a list of dedup ids$"):
+        rsmq.send_messages("q", ["x"], dedup_ids="a")
+    for bad in (0, 86401, -1, 1.5, True, "300"):
+        with pytest.raises(InvalidValue, match=r"^dedup_window must be between 1 and 86400$"):
+            rsmq.create_queue("w", dedup_window=bad)
+        with pytest.raises(InvalidValue, match=r"^dedup_window must be between 1 and 86400$"):
+            rsmq.set_queue_attributes("q", dedup_window=bad)
+    with pytest.raises(NoAttributeSupplied):
+        rsmq.set_queue_attributes("q")
+    assert rsmq.get_queue_attributes("q").msgs == 2
+
+
+# The client's own retry ---------------------------------------------------------------------
+
+
+class ReplyDropper:
+    """A loopback proxy to Redis that, for every ``every``-th send script call it forwards,
+    lets Redis run it and then cuts the connection instead of passing the reply on: the reply
+    is lost, and redis-py retries the call on a new connection."""
+
+    def __init__(self, target: tuple[str, int], marker: bytes, every: int = 3) -> None:
+        self.target, self.marker, self.every = target, marker, every
+        self.sends = 0
+        self.dropped = 0
+        self.lock = threading.Lock()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.closed = False
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.conns += [client, upstream]
+            drop = threading.Event()
+            threading.Thread(target=self.up, args=(client, upstream, drop), daemon=True).start()
+            threading.Thread(target=self.down, args=(upstream, client, drop), daemon=True).start()
+
+    def up(self, client: socket.socket, upstream: socket.socket, drop: threading.Event) -> None:
+        while data := self.recv(client):
+            if self.marker in data:
+                with self.lock:
+                    self.sends += 1
+                    if self.sends % self.every == 0:
+                        drop.set()
+            try:
+                upstream.sendall(data)
+            except OSError:
+                return
+
+    def down(self, upstream: socket.socket, client: socket.socket, drop: threading.Event) -> None:
+        while data := self.recv(upstream):
+            if drop.is_set():
+                with self.lock:
+                    self.dropped += 1
+                for s in (client, upstream):
+                    self.cut(s)
+                return
+            try:
+                client.sendall(data)
+            except OSError:
+                return
+
+    @staticmethod
+    def recv(s: socket.socket) -> bytes:
+        try:
+            return s.recv(65536)
+        except OSError:
+            return b""
+
+    @staticmethod
+    def cut(s: socket.socket) -> None:
+        # shutdown, not only close: close leaves the other thread's recv waiting, and the
+        # client would never hear of the cut.
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        s.close()
+
+    def close(self) -> None:
+        self.server.close()
+        for s in self.conns:
+            self.cut(s)
+
+
+def direct(redis_url: str) -> tuple[str, int, int]:
+    kw = redis.Redis.from_url(redis_url).get_connection_kwargs()
+    return kw["host"], kw["port"], kw.get("db", 0)
+
+
+def test_a_send_whose_reply_is_lost_is_retried_and_stored_once(redis_url, ns):
+    """The soak's fault, made deterministic: every third send's reply is lost after Redis ran
+    it. The client retries it by itself; every message is stored once and every send answers
+    the id it was stored under. Without the retry marker a third of them were stored twice."""
+    host, port, db = direct(redis_url)
+    proxy = ReplyDropper((host, port), b"EVALSHA")
+    try:
+        url = f"redis://127.0.0.1:{proxy.port}/{db}"
+        with RSMQ.from_url(url, ns=ns) as rsmq:
+            rsmq.create_queue("q")
+            sent = {rsmq.send_message("q", f"m{i}"): f"m{i}" for i in range(60)}
+            batch = rsmq.send_messages("q", [f"b{i}" for i in range(10)])
+        assert proxy.dropped >= 20  # the fault did happen, to sends the client then retried
+        with RSMQ.from_url(redis_url, ns=ns) as stored:
+            peek = stored.peek_messages("q", count=1000)
+        bodies = Counter(m.message for m in peek.messages)
+        assert [b for b, n in bodies.items() if n > 1] == []  # 0 duplicates from retried sends
+        assert len(peek.messages) == 70
+        assert {m.id: m.message for m in peek.messages} == {
+            **sent,
+            **{mid: f"b{i}" for i, mid in enumerate(batch)},
+        }
+    finally:
+        proxy.close()
+
+
+def test_an_async_send_whose_reply_is_lost_is_retried_and_stored_once(redis_url, ns):
+    host, port, db = direct(redis_url)
+    proxy = ReplyDropper((host, port), b"EVALSHA")
+
+    async def scenario() -> dict[str, str]:
+        url = f"redis://127.0.0.1:{proxy.port}/{db}"
+        async with AsyncRSMQ.from_url(url, ns=ns) as rsmq:
+            await rsmq.create_queue("q")
+            sent = {}
+            for i in range(30):  # one at a time: each its own script call
+                sent[await rsmq.send_message("q", f"m{i}")] = f"m{i}"
+            # Concurrent: coalesced into batches, each batch's call retried whole.
+            ids = await asyncio.gather(*(rsmq.send_message("q", f"c{i}") for i in range(30)))
+            sent.update({mid: f"c{i}" for i, mid in enumerate(ids)})
+            return sent
+
+    try:
+        sent = asyncio.run(scenario())
+        assert proxy.dropped >= 10
+        with RSMQ.from_url(redis_url, ns=ns) as rsmq:
+            peek = rsmq.peek_messages("q", count=1000)
+        assert Counter(m.message for m in peek.messages).most_common(1)[0][1] == 1
+        assert {m.id: m.message for m in peek.messages} == sent
+    finally:
+        proxy.close()
