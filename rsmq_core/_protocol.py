@@ -334,11 +334,25 @@ def error_from_name(name: str, message: str | None = None) -> RSMQError:
 
 
 def parse_ids(reply: Sequence[Any]) -> list[str | RSMQError]:
-    """Send replies: one id per message, or "!<errorName>" for a message refused."""
+    """Send replies: one id per message, or "!<errorName>" for a message refused ("=<id>" for
+    a duplicate is its id)."""
     out: list[str | RSMQError] = []
     for item in check_status(reply)[1:]:
         text = _text(item)
-        out.append(error_from_name(text[1:]) if text.startswith("!") else text)
+        if text.startswith("!"):
+            out.append(error_from_name(text[1:]))
+        else:
+            out.append(text.removeprefix("="))
+    return out
+
+
+def parse_sent(reply: Sequence[Any]) -> list[tuple[str, bool]]:
+    """An all-or-none send's reply: each message's id, and whether it was a duplicate (of a
+    message sent before with its dedup id, which stored nothing)."""
+    out = []
+    for item in check_status(reply)[1:]:
+        text = _text(item)
+        out.append((text.removeprefix("="), text.startswith("=")))
     return out
 
 
@@ -352,7 +366,7 @@ def first_id(reply: Sequence[Any]) -> str:
 
 def parse_batch_ids(reply: Sequence[Any]) -> list[str]:
     """Send replies of an all-or-none batch: refused whole, or every id."""
-    return [_text(item) for item in check_status(reply)[1:]]
+    return [_text(item).removeprefix("=") for item in check_status(reply)[1:]]
 
 
 def parse_wait(reply: Sequence[Any]) -> float | None:

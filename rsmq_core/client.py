@@ -248,6 +248,27 @@ class AsyncRSMQ:
         ids = p.parse_batch_ids(reply)
         return ids if acked is None else self._confirm_all(ids, acked)
 
+    async def _send_deduplicated(
+        self,
+        qname: str,
+        messages: Sequence[str],
+        dedup_ids: Sequence[str | None],
+        *,
+        delay: int | None = None,
+    ) -> list[tuple[str, bool]]:
+        """As :meth:`send_messages`, saying of each message whether it was a duplicate (for the
+        web API, which records and announces only what was stored)."""
+        keys = self._keys(qname)
+        bodies = [p.encode_message(m) for m in p.check_messages(messages)]
+        dedup = p.check_dedup_ids(dedup_ids, len(bodies))
+        call = p.send(keys, bodies, p.delay_arg(delay), all_or_none=True, realtime=self.realtime,
+                      marker_ttl=self._marker_ttl, dedup_ids=dedup)  # fmt: skip
+        reply, acked = await self._send_call(call)
+        sent = p.parse_sent(reply)
+        if acked is not None:
+            self._confirm_all([mid for mid, _ in sent], acked)
+        return sent
+
     async def receive_message(self, qname: str, *, vt: int | None = None) -> Message | None:
         """Take the next visible message and hide it for ``vt`` seconds; None if none is visible."""
         op = _RECEIVE if vt is None else _Receive(p.vt_arg(vt), False)

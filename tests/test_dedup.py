@@ -285,3 +285,66 @@ def test_an_async_send_whose_reply_is_lost_is_retried_and_stored_once(redis_url,
         assert {m.id: m.message for m in peek.messages} == sent
     finally:
         proxy.close()
+
+
+# The REST API ---------------------------------------------------------------------------------
+
+
+def test_api_send_with_an_idempotency_key_or_a_dedup_id(make_client, queues):
+    api = make_client()
+    assert (
+        api.post("/api/queues", json={"qname": "q", "dedup_window": 60}).json()["dedup_window"]
+        == 60
+    )
+    send = "/api/queues/q/messages"
+    first = api.post(send, json={"message": "a"}, headers={"Idempotency-Key": "k1"})
+    assert first.status_code == 202 and first.json()["duplicate"] is False
+    again = api.post(send, json={"message": "a"}, headers={"Idempotency-Key": "k1"})
+    assert again.status_code == 202
+    assert again.json() == {"id": first.json()["id"], "duplicate": True}
+    # The body's dedup_id is the same id space; a message's own dedup_id wins over the header.
+    assert api.post(send, json={"message": "a", "dedup_id": "k1"}).json()["duplicate"] is True
+    own = api.post(send, json={"message": "b", "dedup_id": "k2"}, headers={"Idempotency-Key": "k1"})
+    assert own.json()["duplicate"] is False
+    assert "duplicate" not in api.post(send, json={"message": "c"}).json()
+    assert queues.get_queue_attributes("q").msgs == 3
+    # A duplicate is not recorded "queued" again: its status stays as its worker left it.
+    events = api.get(f"/api/queues/q/messages/{first.json()['id']}/timeline").json()["events"]
+    assert [e["status"] for e in events] == ["queued"]
+
+
+def test_api_batch_dedup_per_message_and_by_the_requests_key(make_client, queues):
+    api = make_client()
+    api.post("/api/queues", json={"qname": "q"})
+    send = "/api/queues/q/messages"
+    body = {"messages": ["a", {"message": "b", "dedup_id": "own"}, {"message": "c"}]}
+    first = api.post(send, json=body, headers={"Idempotency-Key": "batch-1"}).json()
+    assert first["duplicate"] == [False, False, False]
+    again = api.post(send, json=body, headers={"Idempotency-Key": "batch-1"}).json()
+    assert again == {"ids": first["ids"], "duplicate": [True, True, True]}
+    assert queues.get_queue_attributes("q").msgs == 3
+    assert queues.send_message("q", "x", dedup_id="batch-1/0") == first["ids"][0]
+    mixed = api.post(send, json={"messages": [{"message": "d", "dedup_id": "own"}, "e"]}).json()
+    assert mixed == {"ids": [first["ids"][1], mixed["ids"][1]], "duplicate": [True, False]}
+
+
+def test_api_refuses_bad_dedup_input_clearly(make_client):
+    api = make_client()
+    api.post("/api/queues", json={"qname": "q"})
+    send = "/api/queues/q/messages"
+    bad = api.post(send, json={"message": "a", "dedup_id": "a b"})
+    assert bad.status_code == 400
+    assert bad.json()["message"] == "Invalid dedup_id format"
+    assert "' ' at index 1" in bad.json()["detail"]
+    long = api.post(send, json={"message": "a"}, headers={"Idempotency-Key": "k" * 121})
+    assert long.status_code == 400 and "at most 120" in long.json()["message"]
+    odd = api.post(send, json={"message": "a"}, headers={"Idempotency-Key": "a,b"})
+    assert odd.status_code == 400 and odd.json()["message"] == "Invalid dedup_id format"
+    both = api.post(send, json={"messages": ["a"], "dedup_id": "x"})
+    assert both.status_code == 400
+    extra = api.post(send, json={"messages": [{"message": "a", "nope": 1}]})
+    assert extra.status_code == 400 and "messages[0]" in extra.json()["message"]
+    window = api.patch("/api/queues/q", json={"dedup_window": 0})
+    assert window.status_code == 400
+    assert window.json()["message"] == "dedup_window must be between 1 and 86400"
+    assert api.patch("/api/queues/q", json={"dedup_window": 10}).json()["dedup_window"] == 10

@@ -13,7 +13,7 @@
 -- ARGV[7] seconds to keep this call's retry marker, or "" for none
 -- ARGV[8] per message "d" (it has a dedup id: the next of KEYS[4...]) or "-", or "" for none
 -- Returns {"ok", id...} where an id is "!messageTooLong" for a message refused in "each" mode
--- (a duplicate's id is the first message's), or {"queueNotFound"}, or
+-- and "=" before the id of a duplicate (the first message's), or {"queueNotFound"}, or
 -- {"messageTooLong", index} in "all" mode.
 local cfg = redis.call("HMGET", KEYS[2], "delay", "maxsize", DEDUP_WINDOW, DEDUP_USED)
 if not cfg[1] then return {"queueNotFound"} end
@@ -68,7 +68,7 @@ for i = 1, n do
     first = seen[KEYS[d]] or redis.call("GET", KEYS[d])
   end
   if first then
-    out[i + 1] = first
+    out[i + 1] = "=" .. first
   elseif too_long(i) then
     out[i + 1] = "!messageTooLong"
   else
