@@ -172,11 +172,9 @@ def openapi() -> dict[str, Any]:
                             },
                             "delay": _SECONDS,
                         },
-                        # one message (dedup_id with it) or a batch, never both
-                        oneOf=[
-                            {"required": ["message"]},
-                            {"required": ["messages"], "not": {"required": ["dedup_id"]}},
-                        ],
+                        # one message or a batch, never both; dedup_id goes with one message
+                        oneOf=[{"required": ["message"]}, {"required": ["messages"]}],
+                        not_={"required": ["messages", "dedup_id"]},
                     ),
                 ),
             },
