@@ -6,7 +6,6 @@ the async core and the sync facade cannot drift apart.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import string
@@ -77,14 +76,18 @@ class Keys:
         return f"{self.zset}:events"
 
     def dedup(self, dedup_id: str) -> str:
-        """The message id a dedup id was first sent as, kept for the queue's dedup window.
-        Retry markers (see send.lua) live beside them as ``dedup:#...``: dedup ids have no
-        ``#``."""
+        """The message id a dedup id was first sent as (after the queue's created time), kept
+        for the queue's dedup window."""
         return f"{self.zset}:dedup:{dedup_id}"
 
     @property
+    def sent(self) -> tuple[str, str]:
+        """The two hashes of the retry markers of the queue's sends (see send.lua)."""
+        return f"{self.zset}:sent:0", f"{self.zset}:sent:1"
+
+    @property
     def dedups(self) -> str:
-        """A SCAN pattern matching every :meth:`dedup` key and retry marker of the queue."""
+        """A SCAN pattern matching every :meth:`dedup` key of the queue."""
         return _glob_escape(self.dedup("")) + "*"
 
     @property
@@ -209,8 +212,7 @@ def check_count(value: object) -> int:
 
 
 # Idempotent sends. SQS's window, and its id's length; the characters are those a header, a
-# URL and a Redis key carry as they are (no "," that joins them for the script, no "#" of the
-# retry markers, no glob character).
+# URL and a Redis key carry as they are (no glob character, nothing a shell quotes).
 DEFAULT_DEDUP_WINDOW, MAX_DEDUP_WINDOW = 300, 86_400
 DEDUP_ID_RE = re.compile(r"[a-zA-Z0-9_.:/=+@-]{1,128}")
 
@@ -249,17 +251,6 @@ def check_dedup_ids(dedup_ids: object, n: int) -> list[str] | None:
             detail=f"got {len(dedup_ids)} for {n} messages",
         )
     return ["" if d is None else check_dedup_id(d) for d in dedup_ids]
-
-
-# How long a send's retry marker is kept (see send.lua): redis-py retries a call whose
-# connection dropped within about a second (RETRIES tries, backoff capped at 0.5 s), each try
-# waiting at most the socket timeout; the rest is margin for a slow reconnect.
-RETRY_MARGIN = 10
-
-
-def retry_marker_ttl(socket_timeout: object, retries: int) -> int:
-    wait = socket_timeout if isinstance(socket_timeout, int | float) else 0
-    return RETRY_MARGIN + math.ceil((retries + 1) * (wait + 0.5))
 
 
 def encode_message(message: object) -> bytes:
@@ -500,7 +491,7 @@ def delete_queue_steps(k: Keys) -> Steps:
     Once the queue is deleted, a sweep that fails (Redis gone, a user not allowed SCAN) does
     not fail the call: what was asked is done, the statuses expire on their own, and the
     stream, left in place, has the next delete_queue of that name sweep again."""
-    keys = [k.hash, k.zset, k.events, k.dedup_sweep]
+    keys = [k.hash, k.zset, k.events, k.dedup_sweep, *k.sent]
     if not k.cluster:
         reply = yield Call("delete_queue", [*keys, k.queues], [k.qname])
     else:
@@ -546,11 +537,11 @@ def send(
     *,
     all_or_none: bool,
     realtime: bool,
-    marker_ttl: int | str = "",
     dedup_ids: Sequence[str] | None = None,
 ) -> Call:
     """``dedup_ids``: checked ones (see :func:`check_dedup_ids`), "" for a message without.
-    ``marker_ttl``: how long the call's retry marker lives ("" for none; see send.lua)."""
+    Every call leaves a retry marker (see send.lua), so redis-py's retry of it after a lost
+    reply stores nothing twice."""
     suffixes = new_id_suffixes(len(bodies))
     args: list[str | int | bytes] = [
         keys.notify(keys.channel) if realtime else "",
@@ -559,10 +550,10 @@ def send(
         suffixes,
         ",".join(str(len(b)) for b in bodies),
         b"".join(bodies),
-        marker_ttl,
+        "1",
         "",
     ]
-    names = [keys.zset, keys.hash, keys.dedup("#" + suffixes[:22])]
+    names = [keys.zset, keys.hash, *keys.sent]
     if dedup_ids:
         args[7] = "".join("d" if d else "-" for d in dedup_ids)
         names += [keys.dedup(d) for d in dedup_ids if d]

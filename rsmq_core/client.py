@@ -89,7 +89,6 @@ class AsyncRSMQ:
             min_replicas, replica_timeout, cluster=self.cluster, socket_timeout=socket_timeout
         )
         self.min_replicas, self.replica_timeout = min_replicas, replica_timeout
-        self._marker_ttl = p.retry_marker_ttl(socket_timeout, RETRIES)
         self._owns_redis = _owns_redis
         self._keys = partial(p.Keys.of, self.ns, cluster=self.cluster)
         self._scripts = {name: redis.register_script(source(name)) for name in NAMES}
@@ -219,8 +218,14 @@ class AsyncRSMQ:
         if dedup_id is None:
             return await self._sends.submit((keys, p.delay_arg(delay)), body)
         dedup = [p.check_dedup_id(dedup_id)]
-        call = p.send(keys, [body], p.delay_arg(delay), all_or_none=False, realtime=self.realtime,
-                      marker_ttl=self._marker_ttl, dedup_ids=dedup)  # fmt: skip
+        call = p.send(
+            keys,
+            [body],
+            p.delay_arg(delay),
+            all_or_none=False,
+            realtime=self.realtime,
+            dedup_ids=dedup,
+        )
         # Not coalesced: a batch has one dedup id per message, and these sends are rare.
         reply, acked = await self._send_call(call)
         ids = p.parse_ids(reply)
@@ -242,8 +247,14 @@ class AsyncRSMQ:
         keys = self._keys(qname)
         bodies = [p.encode_message(m) for m in p.check_messages(messages)]
         dedup = p.check_dedup_ids(dedup_ids, len(bodies))
-        call = p.send(keys, bodies, p.delay_arg(delay), all_or_none=True, realtime=self.realtime,
-                      marker_ttl=self._marker_ttl, dedup_ids=dedup)  # fmt: skip
+        call = p.send(
+            keys,
+            bodies,
+            p.delay_arg(delay),
+            all_or_none=True,
+            realtime=self.realtime,
+            dedup_ids=dedup,
+        )
         reply, acked = await self._send_call(call)
         ids = p.parse_batch_ids(reply)
         return ids if acked is None else self._confirm_all(ids, acked)
@@ -261,8 +272,14 @@ class AsyncRSMQ:
         keys = self._keys(qname)
         bodies = [p.encode_message(m) for m in p.check_messages(messages)]
         dedup = p.check_dedup_ids(dedup_ids, len(bodies))
-        call = p.send(keys, bodies, p.delay_arg(delay), all_or_none=True, realtime=self.realtime,
-                      marker_ttl=self._marker_ttl, dedup_ids=dedup)  # fmt: skip
+        call = p.send(
+            keys,
+            bodies,
+            p.delay_arg(delay),
+            all_or_none=True,
+            realtime=self.realtime,
+            dedup_ids=dedup,
+        )
         reply, acked = await self._send_call(call)
         sent = p.parse_sent(reply)
         if acked is not None:
@@ -419,8 +436,7 @@ class AsyncRSMQ:
 
     async def _send_each(self, key: _SendKey, bodies: list[bytes]) -> list[str | RSMQError]:
         keys, delay = key
-        call = p.send(keys, bodies, delay, all_or_none=False, realtime=self.realtime,
-                      marker_ttl=self._marker_ttl)  # fmt: skip
+        call = p.send(keys, bodies, delay, all_or_none=False, realtime=self.realtime)
         reply, acked = await self._send_call(call)  # one WAIT for the whole batch
         ids = p.parse_ids(reply)
         return ids if acked is None else self._confirm(ids, acked)

@@ -49,7 +49,6 @@ class RSMQ:
             min_replicas, replica_timeout, cluster=self.cluster, socket_timeout=socket_timeout
         )
         self.min_replicas, self.replica_timeout = min_replicas, replica_timeout
-        self._marker_ttl = p.retry_marker_ttl(socket_timeout, RETRIES)
         self._owns_redis = _owns_redis
         self._keys = partial(p.Keys.of, self.ns, cluster=self.cluster)
         self._scripts = {name: redis.register_script(source(name)) for name in NAMES}
@@ -134,8 +133,14 @@ class RSMQ:
         keys = self._keys(qname)
         body = p.encode_message(message)
         dedup = None if dedup_id is None else [p.check_dedup_id(dedup_id)]
-        call = p.send(keys, [body], p.delay_arg(delay), all_or_none=False, realtime=self.realtime,
-                      marker_ttl=self._marker_ttl, dedup_ids=dedup)  # fmt: skip
+        call = p.send(
+            keys,
+            [body],
+            p.delay_arg(delay),
+            all_or_none=False,
+            realtime=self.realtime,
+            dedup_ids=dedup,
+        )
         reply, acked = self._send_call(call)
         if acked is None:
             return p.first_id(reply)
@@ -157,8 +162,14 @@ class RSMQ:
         keys = self._keys(qname)
         bodies = [p.encode_message(m) for m in p.check_messages(messages)]
         dedup = p.check_dedup_ids(dedup_ids, len(bodies))
-        call = p.send(keys, bodies, p.delay_arg(delay), all_or_none=True, realtime=self.realtime,
-                      marker_ttl=self._marker_ttl, dedup_ids=dedup)  # fmt: skip
+        call = p.send(
+            keys,
+            bodies,
+            p.delay_arg(delay),
+            all_or_none=True,
+            realtime=self.realtime,
+            dedup_ids=dedup,
+        )
         reply, acked = self._send_call(call)
         ids = p.parse_batch_ids(reply)
         if acked is None:

@@ -33,7 +33,7 @@ def test_a_repeated_dedup_id_returns_the_first_id_and_stores_nothing(rsmq, r):
     assert rsmq.send_message("q", "a", dedup_id="order-1") == first
     assert rsmq.receive_message("q") is None
     k = rsmq.keys("q")
-    assert r.get(k.dedup("order-1")) == first
+    assert r.get(k.dedup("order-1")).split() == [r.hget(k.hash, "created"), first]
     assert 295 <= r.ttl(k.dedup("order-1")) <= 300
 
 
@@ -98,9 +98,22 @@ def test_deleting_a_queue_deletes_its_dedup_keys(rsmq, r):
     assert not any(r.exists(k.dedup(f"d{i}")) for i in range(5))
     assert not r.exists(k.dedup_sweep)
     assert r.exists(k2.dedup("d0"))
+    assert not r.exists(*k.sent) and r.exists(k2.sent[0]) + r.exists(k2.sent[1]) == 1
     rsmq.create_queue("q")  # a new queue of the name remembers nothing of the old one
     rsmq.send_message("q", "y", dedup_id="d0")
     assert rsmq.get_queue_attributes("q").msgs == 1
+
+
+@backends
+def test_a_dedup_key_of_a_deleted_queue_of_the_same_name_is_not_taken(rsmq, r):
+    """Node RSMQ's deleteQueue leaves our dedup keys behind (until they expire): the key says
+    which queue (its created time) wrote it."""
+    rsmq.create_queue("q")
+    k = rsmq.keys("q")
+    r.set(k.dedup("d"), f"{int(r.hget(k.hash, 'created')) - 5} {'x' * 32}", ex=60)
+    mid = rsmq.send_message("q", "x", dedup_id="d")
+    assert mid != "x" * 32
+    assert rsmq.send_message("q", "y", dedup_id="d") == mid
 
 
 @backends
@@ -227,6 +240,35 @@ class ReplyDropper:
         self.server.close()
         for s in self.conns:
             self.cut(s)
+
+
+@backends
+def test_a_send_call_run_again_answers_as_the_first_and_stores_nothing(rsmq, r):
+    """What redis-py's retry does after a lost reply: the same call, arguments and all."""
+    rsmq.create_queue("q")
+    k = rsmq.keys("q")
+    call = p.send(k, [b"a", b"b"], "", all_or_none=True, realtime=False)
+    first = p.parse_batch_ids(rsmq._call(call))
+    assert p.parse_batch_ids(rsmq._call(call)) == first
+    assert rsmq.get_queue_attributes("q").totalsent == 2
+    epoch = int(r.time()[0]) // 30
+    current = k.sent[epoch % 2]
+    assert r.hget(current, call.args[3][:22]) == ",".join(first)
+    assert 0 < r.ttl(current) <= 90
+
+
+@backends
+def test_the_retry_markers_of_two_spans_ago_are_dropped_when_a_span_begins(rsmq, r):
+    rsmq.create_queue("q")
+    k = rsmq.keys("q")
+    epoch = int(r.time()[0]) // 30
+    for key in k.sent:  # both, so the test holds across a span boundary
+        r.hset(key, mapping={"@epoch": epoch - 2, "x" * 22: "y" * 32})
+    rsmq.send_message("q", "a")
+    mine = k.sent[(int(r.time()[0]) // 30) % 2]
+    assert r.hget(mine, "x" * 22) is None
+    assert int(r.hget(mine, "@epoch")) == int(r.time()[0]) // 30
+    assert r.hlen(mine) == 2  # the epoch, and the send's own marker
 
 
 def direct(redis_url: str) -> tuple[str, int, int]:
