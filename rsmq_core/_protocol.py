@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import string
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -80,10 +81,9 @@ class Keys:
         for the queue's dedup window."""
         return f"{self.zset}:dedup:{dedup_id}"
 
-    @property
-    def sent(self) -> tuple[str, str]:
-        """The two hashes of the retry markers of the queue's sends (see send.lua)."""
-        return f"{self.zset}:sent:0", f"{self.zset}:sent:1"
+    def sent(self, span: int) -> str:
+        """The hash of the retry markers of the queue's sends of one RETRY_SPAN (send.lua)."""
+        return f"{self.zset}:sent:{span}"
 
     @property
     def dedups(self) -> str:
@@ -491,12 +491,16 @@ def delete_queue_steps(k: Keys) -> Steps:
     Once the queue is deleted, a sweep that fails (Redis gone, a user not allowed SCAN) does
     not fail the call: what was asked is done, the statuses expire on their own, and the
     stream, left in place, has the next delete_queue of that name sweep again."""
-    keys = [k.hash, k.zset, k.events, k.dedup_sweep, *k.sent]
+    now = retry_span()
+    # The spans a marker hash of the queue may still live in (90 s after its last send), and
+    # the next, for a client whose clock runs ahead; a clock further off leaves a hash to expire.
+    sent = [k.sent(span) for span in range(now - 3, now + 2)]
+    keys = [k.hash, k.zset, k.events, k.dedup_sweep, *sent]
     if not k.cluster:
-        reply = yield Call("delete_queue", [*keys, k.queues], [k.qname])
+        reply = yield Call("delete_queue", [*keys, k.queues], [k.qname, len(sent)])
     else:
         check_status((yield _index(k, "check")))
-        reply = yield Call("delete_queue", keys, [k.qname])
+        reply = yield Call("delete_queue", keys, [k.qname, len(sent)])
         check_status((yield _index(k, "remove")))
     if _text(reply[0]) == "indexConflict":
         check_status(reply)
@@ -541,7 +545,8 @@ def send(
 ) -> Call:
     """``dedup_ids``: checked ones (see :func:`check_dedup_ids`), "" for a message without.
     Every call leaves a retry marker (see send.lua), so redis-py's retry of it after a lost
-    reply stores nothing twice."""
+    reply stores nothing twice: in the hash of the client's current RETRY_SPAN, named here so
+    that a retry, the same call, names the same hash."""
     suffixes = new_id_suffixes(len(bodies))
     args: list[str | int | bytes] = [
         keys.notify(keys.channel) if realtime else "",
@@ -553,11 +558,21 @@ def send(
         "1",
         "",
     ]
-    names = [keys.zset, keys.hash, *keys.sent]
+    names = [keys.zset, keys.hash, keys.sent(retry_span())]
     if dedup_ids:
         args[7] = "".join("d" if d else "-" for d in dedup_ids)
         names += [keys.dedup(d) for d in dedup_ids if d]
     return Call("send", names, args)
+
+
+# Sends' retry markers go in one hash per queue per span of this many seconds (RETRY_SPAN in
+# _lib.lua). Spans are counted by the client's clock: only the name of a hash depends on it,
+# never what a marker means (a retry carries the name its first try used).
+RETRY_SPAN = 30
+
+
+def retry_span() -> int:
+    return int(time.time()) // RETRY_SPAN
 
 
 Fenced = tuple[str, str | int]  # a message id and the receive count it must have, or ""

@@ -7,9 +7,7 @@ local PAUSED = "paused"
 local DEDUP_WINDOW = "dedup_window"
 local DEFAULT_DEDUP_WINDOW = 300
 local DEDUP_USED = "dedup_used"
--- Seconds a send's retry marker is kept at least (see send.lua): redis-py retries a call whose
--- connection dropped within about a second (three tries, backoff capped at 0.5 s), each try
--- waiting at most the socket timeout.
+-- The seconds of one hash of sends' retry markers (see send.lua); RETRY_SPAN in _protocol.py.
 local RETRY_SPAN = 30
 
 -- The server's clock, never the client's: seconds, microseconds and epoch milliseconds.
