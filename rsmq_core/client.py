@@ -183,7 +183,8 @@ class AsyncRSMQ:
 
     async def delete_queue(self, qname: str) -> None:
         """Delete a queue, every message in it and every key of ours that belongs to it (its
-        status events); ``QueueNotFound`` if there is none."""
+        status events, its dedup ids, its sends' retry markers); ``QueueNotFound`` if there is
+        none."""
         await self._run(p.delete_queue_steps(self._keys(qname)))
 
     async def get_queue_attributes(self, qname: str) -> QueueAttributes:
