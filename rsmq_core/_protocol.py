@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import string
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -74,6 +75,25 @@ class Keys:
     def events(self) -> str:
         """The queue's stream of status events."""
         return f"{self.zset}:events"
+
+    def dedup(self, dedup_id: str) -> str:
+        """The message id a dedup id was first sent as (after the queue's created time), kept
+        for the queue's dedup window."""
+        return f"{self.zset}:dedup:{dedup_id}"
+
+    def sent(self, span: int) -> str:
+        """The hash of the retry markers of the queue's sends of one RETRY_SPAN (send.lua)."""
+        return f"{self.zset}:sent:{span}"
+
+    @property
+    def dedups(self) -> str:
+        """A SCAN pattern matching every :meth:`dedup` key of the queue."""
+        return _glob_escape(self.dedup("")) + "*"
+
+    @property
+    def dedup_sweep(self) -> str:
+        """Set while a deleted queue's dedup keys are still to be swept."""
+        return f"{self.zset}:dedup-sweep"
 
     def status(self, id: str) -> str:
         """The last status of one message of the queue."""
@@ -191,6 +211,48 @@ def check_count(value: object) -> int:
     return _check_int("count", value, 1, MAX_BATCH)
 
 
+# Idempotent sends. SQS's window, and its id's length; the characters are those a header, a
+# URL and a Redis key carry as they are (no glob character, nothing a shell quotes).
+DEFAULT_DEDUP_WINDOW, MAX_DEDUP_WINDOW = 300, 86_400
+DEDUP_ID_RE = re.compile(r"[a-zA-Z0-9_.:/=+@-]{1,128}")
+
+
+def check_dedup_window(value: object) -> int:
+    return _check_int("dedup_window", value, 1, MAX_DEDUP_WINDOW)
+
+
+def check_dedup_id(dedup_id: object) -> str:
+    if isinstance(dedup_id, str) and DEDUP_ID_RE.fullmatch(dedup_id):
+        return dedup_id
+    if not isinstance(dedup_id, str):
+        got = f"got {type(dedup_id).__name__}"
+    elif not dedup_id or len(dedup_id) > 128:
+        got = f"got {len(dedup_id)} characters"
+    else:
+        bad = next(c for c in dedup_id if not DEDUP_ID_RE.fullmatch(c))
+        got = f"got {bad!r} at index {dedup_id.index(bad)}"
+    raise InvalidFormat(
+        "Invalid dedup_id format",
+        detail=f"a dedup id is 1 to 128 of a-z, A-Z, 0-9 and _ . : / = + @ - ({got})",
+    )
+
+
+def check_dedup_ids(dedup_ids: object, n: int) -> list[str] | None:
+    """A dedup id (or None) per message of a batch; None when none has one."""
+    if dedup_ids is None:
+        return None
+    if isinstance(dedup_ids, str | bytes) or not isinstance(dedup_ids, Sequence):
+        raise InvalidValue(
+            "dedup_ids must be a list of dedup ids", detail=f"got {type(dedup_ids).__name__}"
+        )
+    if len(dedup_ids) != n:
+        raise InvalidValue(
+            "dedup_ids must have one item per message",
+            detail=f"got {len(dedup_ids)} for {n} messages",
+        )
+    return ["" if d is None else check_dedup_id(d) for d in dedup_ids]
+
+
 def encode_message(message: object) -> bytes:
     """The body as UTF-8: the unit a queue's maxsize is measured in."""
     if not isinstance(message, str):
@@ -263,11 +325,25 @@ def error_from_name(name: str, message: str | None = None) -> RSMQError:
 
 
 def parse_ids(reply: Sequence[Any]) -> list[str | RSMQError]:
-    """Send replies: one id per message, or "!<errorName>" for a message refused."""
+    """Send replies: one id per message, or "!<errorName>" for a message refused ("=<id>" for
+    a duplicate is its id)."""
     out: list[str | RSMQError] = []
     for item in check_status(reply)[1:]:
         text = _text(item)
-        out.append(error_from_name(text[1:]) if text.startswith("!") else text)
+        if text.startswith("!"):
+            out.append(error_from_name(text[1:]))
+        else:
+            out.append(text.removeprefix("="))
+    return out
+
+
+def parse_sent(reply: Sequence[Any]) -> list[tuple[str, bool]]:
+    """An all-or-none send's reply: each message's id, and whether it was a duplicate (of a
+    message sent before with its dedup id, which stored nothing)."""
+    out = []
+    for item in check_status(reply)[1:]:
+        text = _text(item)
+        out.append((text.removeprefix("="), text.startswith("=")))
     return out
 
 
@@ -281,7 +357,7 @@ def first_id(reply: Sequence[Any]) -> str:
 
 def parse_batch_ids(reply: Sequence[Any]) -> list[str]:
     """Send replies of an all-or-none batch: refused whole, or every id."""
-    return [_text(item) for item in check_status(reply)[1:]]
+    return [_text(item).removeprefix("=") for item in check_status(reply)[1:]]
 
 
 def parse_wait(reply: Sequence[Any]) -> float | None:
@@ -382,12 +458,15 @@ def list_queues(ns: str) -> Call:
     return Call("index", [f"{ns}:QUEUES"], ["list", ""])
 
 
-def create_queue_steps(k: Keys, vt: object, delay: object, maxsize: object) -> Steps:
+def create_queue_steps(
+    k: Keys, vt: object, delay: object, maxsize: object, dedup_window: object = None
+) -> Steps:
     args: list[str | int | bytes] = [
         check_seconds("vt", vt),
         check_seconds("delay", delay),
         check_maxsize(maxsize),
         k.qname,
+        "" if dedup_window is None else check_dedup_window(dedup_window),
     ]
     if not k.cluster:
         check_status((yield Call("create_queue", [k.hash, k.queues], args)))
@@ -412,19 +491,26 @@ def delete_queue_steps(k: Keys) -> Steps:
     Once the queue is deleted, a sweep that fails (Redis gone, a user not allowed SCAN) does
     not fail the call: what was asked is done, the statuses expire on their own, and the
     stream, left in place, has the next delete_queue of that name sweep again."""
+    now = retry_span()
+    # The spans a marker hash of the queue may still live in (90 s after its last send), and
+    # the next, for a client whose clock runs ahead; a clock further off leaves a hash to expire.
+    sent = [k.sent(span) for span in range(now - 3, now + 2)]
+    keys = [k.hash, k.zset, k.events, k.dedup_sweep, *sent]
     if not k.cluster:
-        reply = yield Call("delete_queue", [k.hash, k.zset, k.events, k.queues], [k.qname])
+        reply = yield Call("delete_queue", [*keys, k.queues], [k.qname, len(sent)])
     else:
         check_status((yield _index(k, "check")))
-        reply = yield Call("delete_queue", [k.hash, k.zset, k.events], [k.qname])
+        reply = yield Call("delete_queue", keys, [k.qname, len(sent)])
         check_status((yield _index(k, "remove")))
     if _text(reply[0]) == "indexConflict":
         check_status(reply)
-    cursor = "0" if int(reply[1]) else ""
+    sweeps = [(k.events, k.statuses), (k.dedup_sweep, k.dedups)]
     try:
-        while cursor:
-            swept = yield Call("sweep", [k.events], [cursor, k.statuses, SWEEP_COUNT])
-            cursor = "" if _text(swept[1]) == "0" else _text(swept[1])
+        for due, (last, pattern) in zip(reply[1:3], sweeps, strict=True):
+            cursor = "0" if int(due) else ""
+            while cursor:
+                swept = yield Call("sweep", [last], [cursor, pattern, SWEEP_COUNT])
+                cursor = "" if _text(swept[1]) == "0" else _text(swept[1])
     except RedisError:
         pass
     check_status(reply[:1])
@@ -434,29 +520,59 @@ def get_attributes(k: Keys) -> Call:
     return Call("get_attributes", [k.hash, k.zset], [])
 
 
-def set_attributes(k: Keys, vt: object, delay: object, maxsize: object) -> Call:
-    if vt is None and delay is None and maxsize is None:
+def set_attributes(
+    k: Keys, vt: object, delay: object, maxsize: object, dedup_window: object = None
+) -> Call:
+    if vt is None and delay is None and maxsize is None and dedup_window is None:
         raise NoAttributeSupplied()
     args: list[str | int | bytes] = [
         "" if vt is None else check_seconds("vt", vt),
         "" if delay is None else check_seconds("delay", delay),
         "" if maxsize is None else check_maxsize(maxsize),
+        "" if dedup_window is None else check_dedup_window(dedup_window),
     ]
     return Call("set_attributes", [k.hash, k.zset], args)
 
 
 def send(
-    keys: Keys, bodies: Sequence[bytes], delay: str | int, *, all_or_none: bool, realtime: bool
+    keys: Keys,
+    bodies: Sequence[bytes],
+    delay: str | int,
+    *,
+    all_or_none: bool,
+    realtime: bool,
+    dedup_ids: Sequence[str] | None = None,
 ) -> Call:
+    """``dedup_ids``: checked ones (see :func:`check_dedup_ids`), "" for a message without.
+    Every call leaves a retry marker (see send.lua), so redis-py's retry of it after a lost
+    reply stores nothing twice: in the hash of the client's current RETRY_SPAN, named here so
+    that a retry, the same call, names the same hash."""
+    suffixes = new_id_suffixes(len(bodies))
     args: list[str | int | bytes] = [
         keys.notify(keys.channel) if realtime else "",
         "all" if all_or_none else "each",
         delay,
-        new_id_suffixes(len(bodies)),
+        suffixes,
         ",".join(str(len(b)) for b in bodies),
         b"".join(bodies),
+        "1",
+        "",
     ]
-    return Call("send", [keys.zset, keys.hash], args)
+    names = [keys.zset, keys.hash, keys.sent(retry_span())]
+    if dedup_ids:
+        args[7] = "".join("d" if d else "-" for d in dedup_ids)
+        names += [keys.dedup(d) for d in dedup_ids if d]
+    return Call("send", names, args)
+
+
+# Sends' retry markers go in one hash per queue per span of this many seconds (RETRY_SPAN in
+# _lib.lua). Spans are counted by the client's clock: only the name of a hash depends on it,
+# never what a marker means (a retry carries the name its first try used).
+RETRY_SPAN = 30
+
+
+def retry_span() -> int:
+    return int(time.time()) // RETRY_SPAN
 
 
 Fenced = tuple[str, str | int]  # a message id and the receive count it must have, or ""

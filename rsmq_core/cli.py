@@ -62,8 +62,10 @@ TLS_OPTIONS = {field: "--" + field.replace("_", "-") for field in ENV_NAMES}
 
 
 def _settings(args: argparse.Namespace) -> dict[str, int]:
-    """The --vt, --delay and --maxsize given, so the library applies its own defaults."""
-    return {k: v for k in ("vt", "delay", "maxsize") if (v := getattr(args, k)) is not None}
+    """The --vt, --delay, --maxsize and --dedup-window given, so the library applies its own
+    defaults."""
+    names = ("vt", "delay", "maxsize", "dedup_window")
+    return {k: v for k in names if (v := getattr(args, k)) is not None}
 
 
 def _create(client: RSMQ, args: argparse.Namespace) -> bool:
@@ -96,14 +98,16 @@ def _stdin_text() -> str:
 def _send(client: RSMQ, args: argparse.Namespace) -> str | list[str]:
     if not args.batch:
         message = _stdin_text() if args.message == "-" else args.message
-        return client.send_message(args.qname, message, delay=args.delay)
+        return client.send_message(args.qname, message, delay=args.delay, dedup_id=args.dedup_id)
     # One message per line, the line break removed. One all-or-none call: a line refused
     # (too long) sends nothing, and more than 1000 lines are refused as the library's batch is.
     lines = _stdin_text().split("\n")
     if lines[-1] == "":
         lines.pop()
     messages = [line.removesuffix("\r") for line in lines]
-    return client.send_messages(args.qname, messages, delay=args.delay)
+    # As the web API's Idempotency-Key: --dedup-id names the batch, line i is "{id}/{i}".
+    dedup = None if args.dedup_id is None else [f"{args.dedup_id}/{i}" for i in range(len(lines))]
+    return client.send_messages(args.qname, messages, delay=args.delay, dedup_ids=dedup)
 
 
 def _message(m: Message | None) -> dict[str, Any] | None:
@@ -332,11 +336,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--maxsize", type=int, metavar="N", help="max message bytes, 1024..65536 or -1"
         )
+        sub.add_argument(
+            "--dedup-window",
+            type=int,
+            metavar="N",
+            help="seconds a dedup id is remembered, 1..86400 (default 300)",
+        )
 
     settings(command("create", _create, "create a queue (prints true)"))
     command("list", _list, "list the queues' names")
     command("attributes", _attributes, "show a queue's attributes", aliases=["attrs"])
-    settings(command("set", _set, "change a queue's vt, delay or maxsize (prints attributes)"))
+    settings(command("set", _set, "change a queue's settings (prints attributes)"))
 
     send = command("send", _send, "send a message (prints its id, or with --batch a list)")
     how = send.add_mutually_exclusive_group(required=True)
@@ -347,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="send each line of stdin as a message, all or none, at most 1000",
     )
     seconds(send, "delay")
+    send.add_argument(
+        "--dedup-id",
+        metavar="ID",
+        help="a send of the same ID within the queue's dedup window stores nothing and prints "
+        "the first id; with --batch, line i gets ID/i",
+    )
 
     receive = command("receive", _receive, "receive a message, hiding it for vt (or null)")
     seconds(receive, "vt")

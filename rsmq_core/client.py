@@ -123,8 +123,8 @@ class AsyncRSMQ:
         those sentinels for the master of ``service``, and again after a failover.
         ``rediss://`` URLs verify the server's certificate unless ``connection`` says
         otherwise (see :class:`~rsmq_core.ConnectionOptions`). A call whose connection drops
-        is retried on a new connection; a send retried that way may, rarely, be stored twice
-        (delivery is at-least-once either way).
+        is retried on a new connection; a send retried that way is stored once (its first try
+        leaves a marker that lives as long as a retry can come).
 
         With ``min_replicas``, a send returns only once Redis's ``WAIT`` says that many
         replicas have its messages; when they do not within ``replica_timeout`` seconds it
@@ -170,9 +170,12 @@ class AsyncRSMQ:
         vt: int = p.DEFAULT_VT,
         delay: int = p.DEFAULT_DELAY,
         maxsize: int = p.DEFAULT_MAXSIZE,
+        dedup_window: int | None = None,
     ) -> None:
-        """Create a queue; ``QueueExists`` if it is there already."""
-        await self._run(p.create_queue_steps(self._keys(qname), vt, delay, maxsize))
+        """Create a queue; ``QueueExists`` if it is there already. ``dedup_window``: the
+        seconds (1..86400) a dedup id is remembered, 300 when not given."""
+        steps = p.create_queue_steps(self._keys(qname), vt, delay, maxsize, dedup_window)
+        await self._run(steps)
 
     async def list_queues(self) -> list[str]:
         """Every queue's name, sorted."""
@@ -180,7 +183,8 @@ class AsyncRSMQ:
 
     async def delete_queue(self, qname: str) -> None:
         """Delete a queue, every message in it and every key of ours that belongs to it (its
-        status events); ``QueueNotFound`` if there is none."""
+        status events, its dedup ids, its sends' retry markers); ``QueueNotFound`` if there is
+        none."""
         await self._run(p.delete_queue_steps(self._keys(qname)))
 
     async def get_queue_attributes(self, qname: str) -> QueueAttributes:
@@ -194,29 +198,94 @@ class AsyncRSMQ:
         vt: int | None = None,
         delay: int | None = None,
         maxsize: int | None = None,
+        dedup_window: int | None = None,
     ) -> QueueAttributes:
-        """Change any of vt, delay and maxsize; returns the attributes after the change."""
-        call = p.set_attributes(self._keys(qname), vt, delay, maxsize)
+        """Change any of vt, delay, maxsize and dedup_window; returns the attributes after
+        the change."""
+        call = p.set_attributes(self._keys(qname), vt, delay, maxsize, dedup_window)
         return p.parse_attributes(await self._call(call))
 
     # Messages ----------------------------------------------------------------------------------
 
-    async def send_message(self, qname: str, message: str, *, delay: int | None = None) -> str:
-        """Put a message on the queue (visible after ``delay`` seconds); returns its id."""
+    async def send_message(
+        self, qname: str, message: str, *, delay: int | None = None, dedup_id: str | None = None
+    ) -> str:
+        """Put a message on the queue (visible after ``delay`` seconds); returns its id.
+
+        With ``dedup_id``, a send of the same id within the queue's dedup window stores
+        nothing and returns the first message's id."""
         keys = self._keys(qname)
         body = p.encode_message(message)
-        return await self._sends.submit((keys, p.delay_arg(delay)), body)
+        if dedup_id is None:
+            return await self._sends.submit((keys, p.delay_arg(delay)), body)
+        dedup = [p.check_dedup_id(dedup_id)]
+        call = p.send(
+            keys,
+            [body],
+            p.delay_arg(delay),
+            all_or_none=False,
+            realtime=self.realtime,
+            dedup_ids=dedup,
+        )
+        # Not coalesced: a batch has one dedup id per message, and these sends are rare.
+        reply, acked = await self._send_call(call)
+        ids = p.parse_ids(reply)
+        (result,) = ids if acked is None else self._confirm(ids, acked)
+        if isinstance(result, RSMQError):
+            raise result
+        return result
 
     async def send_messages(
-        self, qname: str, messages: Sequence[str], *, delay: int | None = None
+        self,
+        qname: str,
+        messages: Sequence[str],
+        *,
+        delay: int | None = None,
+        dedup_ids: Sequence[str | None] | None = None,
     ) -> list[str]:
-        """Send up to 1000 messages in one round trip, all or none; returns their ids in order."""
+        """Send up to 1000 messages in one round trip, all or none; returns their ids in order.
+        ``dedup_ids``: one per message (None for one without), as ``send_message``'s."""
         keys = self._keys(qname)
         bodies = [p.encode_message(m) for m in p.check_messages(messages)]
-        call = p.send(keys, bodies, p.delay_arg(delay), all_or_none=True, realtime=self.realtime)
+        dedup = p.check_dedup_ids(dedup_ids, len(bodies))
+        call = p.send(
+            keys,
+            bodies,
+            p.delay_arg(delay),
+            all_or_none=True,
+            realtime=self.realtime,
+            dedup_ids=dedup,
+        )
         reply, acked = await self._send_call(call)
         ids = p.parse_batch_ids(reply)
         return ids if acked is None else self._confirm_all(ids, acked)
+
+    async def _send_deduplicated(
+        self,
+        qname: str,
+        messages: Sequence[str],
+        dedup_ids: Sequence[str | None],
+        *,
+        delay: int | None = None,
+    ) -> list[tuple[str, bool]]:
+        """As :meth:`send_messages`, saying of each message whether it was a duplicate (for the
+        web API, which records and announces only what was stored)."""
+        keys = self._keys(qname)
+        bodies = [p.encode_message(m) for m in p.check_messages(messages)]
+        dedup = p.check_dedup_ids(dedup_ids, len(bodies))
+        call = p.send(
+            keys,
+            bodies,
+            p.delay_arg(delay),
+            all_or_none=True,
+            realtime=self.realtime,
+            dedup_ids=dedup,
+        )
+        reply, acked = await self._send_call(call)
+        sent = p.parse_sent(reply)
+        if acked is not None:
+            self._confirm_all([mid for mid, _ in sent], acked)
+        return sent
 
     async def receive_message(self, qname: str, *, vt: int | None = None) -> Message | None:
         """Take the next visible message and hide it for ``vt`` seconds; None if none is visible."""

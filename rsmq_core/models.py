@@ -114,7 +114,8 @@ class QueueAttributes:
     """A queue's settings and counters, as RSMQ's getQueueAttributes reports them.
 
     ``created`` and ``modified`` are epoch seconds; ``msgs`` counts every message in the queue,
-    ``hiddenmsgs`` those not visible now (delayed or received and not yet timed out).
+    ``hiddenmsgs`` those not visible now (delayed or received and not yet timed out);
+    ``dedup_window`` the seconds a dedup id is remembered (ours; RSMQ has no such attribute).
     """
 
     vt: int
@@ -126,6 +127,7 @@ class QueueAttributes:
     modified: int
     msgs: int
     hiddenmsgs: int
+    dedup_window: int = 300
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,8 +102,9 @@ class RSMQ:
         vt: int = p.DEFAULT_VT,
         delay: int = p.DEFAULT_DELAY,
         maxsize: int = p.DEFAULT_MAXSIZE,
+        dedup_window: int | None = None,
     ) -> None:
-        self._run(p.create_queue_steps(self._keys(qname), vt, delay, maxsize))
+        self._run(p.create_queue_steps(self._keys(qname), vt, delay, maxsize, dedup_window))
 
     def list_queues(self) -> list[str]:
         return p.parse_queues(self._call(p.list_queues(self.ns)))
@@ -121,15 +122,25 @@ class RSMQ:
         vt: int | None = None,
         delay: int | None = None,
         maxsize: int | None = None,
+        dedup_window: int | None = None,
     ) -> QueueAttributes:
-        return p.parse_attributes(
-            self._call(p.set_attributes(self._keys(qname), vt, delay, maxsize))
-        )
+        call = p.set_attributes(self._keys(qname), vt, delay, maxsize, dedup_window)
+        return p.parse_attributes(self._call(call))
 
-    def send_message(self, qname: str, message: str, *, delay: int | None = None) -> str:
+    def send_message(
+        self, qname: str, message: str, *, delay: int | None = None, dedup_id: str | None = None
+    ) -> str:
         keys = self._keys(qname)
         body = p.encode_message(message)
-        call = p.send(keys, [body], p.delay_arg(delay), all_or_none=False, realtime=self.realtime)
+        dedup = None if dedup_id is None else [p.check_dedup_id(dedup_id)]
+        call = p.send(
+            keys,
+            [body],
+            p.delay_arg(delay),
+            all_or_none=False,
+            realtime=self.realtime,
+            dedup_ids=dedup,
+        )
         reply, acked = self._send_call(call)
         if acked is None:
             return p.first_id(reply)
@@ -141,11 +152,24 @@ class RSMQ:
         return result
 
     def send_messages(
-        self, qname: str, messages: Sequence[str], *, delay: int | None = None
+        self,
+        qname: str,
+        messages: Sequence[str],
+        *,
+        delay: int | None = None,
+        dedup_ids: Sequence[str | None] | None = None,
     ) -> list[str]:
         keys = self._keys(qname)
         bodies = [p.encode_message(m) for m in p.check_messages(messages)]
-        call = p.send(keys, bodies, p.delay_arg(delay), all_or_none=True, realtime=self.realtime)
+        dedup = p.check_dedup_ids(dedup_ids, len(bodies))
+        call = p.send(
+            keys,
+            bodies,
+            p.delay_arg(delay),
+            all_or_none=True,
+            realtime=self.realtime,
+            dedup_ids=dedup,
+        )
         reply, acked = self._send_call(call)
         ids = p.parse_batch_ids(reply)
         if acked is None:

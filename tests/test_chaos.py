@@ -95,6 +95,43 @@ def test_proxy_drops_at_random_and_logs_each(proxied):
     assert " drop 0" in log.read_text()
 
 
+def test_sends_through_the_soak_proxy_dropping_connections_are_stored_once(
+    proxied, redis_server, ns
+):
+    """The soak's proxy drops connections at random, replies held in flight among them: a send
+    whose reply was lost after Redis ran it is retried by the client, which finds its retry
+    marker and stores nothing twice. Without the markers about one send in ten was stored
+    twice here (the soak's "send retried (stored twice)")."""
+    from rsmq_core import RSMQ, QueueExists, RSMQError
+
+    _, port, log = proxied(latency_ms=20, drop_rate=5, seed=7)
+    acked: dict[str, str] = {}
+    failed = 0
+    with RSMQ.from_url(f"redis://127.0.0.1:{port}/0", ns=ns, socket_timeout=5) as through:
+        for attempt in itertools.count():  # the create itself may meet a drop
+            try:
+                through.create_queue("q")
+                break
+            except QueueExists:  # created by a try whose reply was dropped
+                break
+            except redis.ConnectionError:
+                assert attempt < 20
+        for i in range(150):
+            try:
+                acked[through.send_message("q", f"m{i}")] = f"m{i}"
+            except (redis.ConnectionError, redis.TimeoutError, RSMQError):
+                failed += 1  # every try dropped: stored once or not at all, never twice
+    drops = log.read_text().count(" drop ")
+    assert drops >= 10, "the proxy dropped too little for this to prove anything"
+    with RSMQ.from_url(redis_server.url, ns=ns) as direct:
+        stored = direct.peek_messages("q", count=1000).messages
+    bodies = [m.message for m in stored]
+    twice = sorted({b for b in bodies if bodies.count(b) > 1})
+    assert twice == [], f"{len(twice)} sends stored twice ({drops} drops)"
+    assert {m.id: m.message for m in stored}.items() >= acked.items()
+    assert len(stored) <= len(acked) + failed
+
+
 def test_proxy_closes_the_client_when_redis_is_down(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -109,12 +109,28 @@ def test_attributes_and_alias(run, client):
     assert {**again, "hiddenmsgs": 0} == {**attrs, "hiddenmsgs": 0}
     assert list(attrs) == [
         "vt", "delay", "maxsize", "totalrecv", "totalsent", "created", "modified",
-        "msgs", "hiddenmsgs",
+        "msgs", "hiddenmsgs", "dedup_window",
     ]  # fmt: skip
     assert (attrs["vt"], attrs["totalsent"], attrs["totalrecv"]) == (4, 2, 1)
     # RSMQ counts as hidden every message due from the start of this second, so the one
     # still visible may count too if it was sent within the current second.
     assert attrs["msgs"] == 2 and attrs["hiddenmsgs"] in (1, 2)
+
+
+def test_send_with_a_dedup_id_and_the_dedup_window(run, client):
+    ok(run("create", "q", "--dedup-window", "60"))
+    assert ok(run("attributes", "q"))["dedup_window"] == 60
+    first = ok(run("send", "q", "a", "--dedup-id", "order-7"))
+    assert ok(run("send", "q", "b", "--dedup-id", "order-7")) == first
+    ids = ok(run("send", "q", "--batch", "--dedup-id", "b1", stdin=b"x\ny\n"))
+    assert ok(run("send", "q", "--batch", "--dedup-id", "b1", stdin=b"x\ny\n")) == ids
+    assert client.send_message("q", "z", dedup_id="b1/1") == ids[1]
+    assert client.get_queue_attributes("q").msgs == 3
+    refused(run("send", "q", "a", "--dedup-id", "a b"), "invalidFormat",
+            "Invalid dedup_id format", detail=True)  # fmt: skip
+    refused(run("set", "q", "--dedup-window", "0"), "invalidValue",
+            "dedup_window must be between 1 and 86400", detail="got 0")  # fmt: skip
+    assert ok(run("set", "q", "--dedup-window", "10"))["dedup_window"] == 10
 
 
 def test_set_changes_only_what_is_given(run, r, ns):

@@ -29,6 +29,8 @@ HOUR = 3600
 MAXSIZE = 1024
 seconds = st.sampled_from([0, HOUR])
 bodies = st.text(max_size=40) | st.text(min_size=340, max_size=520)  # some over 1024 bytes
+# A few dedup ids, so they repeat; the window (300 s) outlasts any run, so none is forgotten.
+dedup_ids = st.sampled_from(["a", "b", "c", "order:1", "x/y"])
 
 
 @dataclass
@@ -49,6 +51,7 @@ def machine(client_factory):
             self.q.create_queue("q", maxsize=MAXSIZE)
             self.vt = 30
             self.msgs: dict[str, Model] = {}
+            self.dedup: dict[str, str] = {}  # dedup id -> the id it was first sent as
             self.sent = self.received = 0
 
         def teardown(self) -> None:
@@ -72,6 +75,39 @@ def machine(client_factory):
         @rule(body=st.lists(st.text(max_size=10), min_size=1, max_size=5), delay=seconds)
         def send_batch(self, body, delay):
             for mid, b in zip(self.q.send_messages("q", body, delay=delay), body, strict=True):
+                self._stored(mid, b, delay, 0)
+
+        @rule(target=ids, body=bodies, delay=st.none() | seconds, dedup_id=dedup_ids)
+        def send_dedup(self, body, delay, dedup_id):
+            if dedup_id in self.dedup:  # a duplicate: the first id, nothing stored
+                assert (
+                    self.q.send_message("q", body, delay=delay, dedup_id=dedup_id)
+                    == (self.dedup[dedup_id])
+                )
+                return self.dedup[dedup_id]
+            if len(body.encode()) > MAXSIZE:
+                with pytest.raises(MessageTooLong):
+                    self.q.send_message("q", body, delay=delay, dedup_id=dedup_id)
+                return "z" * 32
+            mid = self.q.send_message("q", body, delay=delay, dedup_id=dedup_id)
+            self.dedup[dedup_id] = mid
+            return self._stored(mid, body, delay, 0)
+
+        @rule(
+            body=st.lists(st.tuples(st.text(max_size=10), st.none() | dedup_ids), max_size=5),
+            delay=seconds,
+        )
+        def send_batch_dedup(self, body, delay):
+            texts, dedup = [b for b, _ in body], [d for _, d in body]
+            for mid, b, d in zip(
+                self.q.send_messages("q", texts, delay=delay, dedup_ids=dedup),
+                texts, dedup, strict=True,
+            ):  # fmt: skip
+                if d is not None and d in self.dedup:
+                    assert mid == self.dedup[d]
+                    continue
+                if d is not None:
+                    self.dedup[d] = mid
                 self._stored(mid, b, delay, 0)
 
         def _check_received(self, got, vt: int | None, *, pop: bool = False) -> None:

@@ -319,7 +319,8 @@ def within_one_second(r: redis.Redis, read: Callable[[], T]) -> T:
 
 
 def attributes_agree(rsmq: Any, node: NodeRSMQ, r: redis.Redis, qname: str) -> dict[str, Any]:
-    """Node's getQueueAttributes == Python's get_queue_attributes, all nine fields; returns them.
+    """Node's getQueueAttributes == Python's get_queue_attributes, all nine of RSMQ's fields
+    (Python's also has our dedup_window); returns them.
 
     hiddenmsgs is also checked against the keys themselves, as RSMQ defines it.
     """
@@ -327,6 +328,7 @@ def attributes_agree(rsmq: Any, node: NodeRSMQ, r: redis.Redis, qname: str) -> d
     def read() -> tuple[dict[str, Any], dict[str, Any], int]:
         from_node = node.attributes(qname)
         from_python = dataclasses.asdict(rsmq.get_queue_attributes(qname))
+        del from_python["dedup_window"]
         seconds = int(r.time()[0])
         return from_node, from_python, r.zcount(f"{rsmq.ns}:{qname}", seconds * 1000, "+inf")
 
@@ -462,6 +464,7 @@ def test_queue_created_by_node_attributes_agree(
     r.hset(f"{ns}:attrs:Q", "modified", made)
     before = int(r.time()[0])
     from_python = dataclasses.asdict(rsmq.set_queue_attributes("attrs", vt=7, maxsize=1024))
+    del from_python["dedup_window"]
     after = int(r.time()[0])
     now = attributes_agree(rsmq, node, r, "attrs")
     assert (now["vt"], now["delay"], now["maxsize"]) == (7, 5, 1024)
@@ -529,7 +532,11 @@ def test_queue_created_by_python_attributes_agree(
     with pytest.raises(QueueNotFound):
         rsmq.get_queue_attributes("attrs")
     assert rsmq.list_queues() == []
-    assert r.keys(f"{ns}:*") == []
+    # Node's deleteQueue knows only RSMQ's keys: what is left is our sends' retry markers,
+    # which expire by themselves (see send.lua).
+    left = r.keys(f"{ns}:*")
+    assert all(k.startswith(rsmq.keys("attrs").zset + ":sent:") for k in left)
+    assert all(0 < r.ttl(k) <= 90 for k in left)
 
 
 # 3. Realtime -----------------------------------------------------------------------------------
@@ -860,3 +867,38 @@ def test_a_paused_queue_is_an_ordinary_queue_to_node_rsmq(
     assert rsmq.is_paused("paused")  # through all of that
     assert node.call("deleteQueue", qname="paused") == 1
     assert r.exists(f"{ns}:paused:Q") == 0  # the mark went with the queue
+
+
+def test_a_queue_with_dedup_is_an_ordinary_queue_to_node_rsmq(
+    rsmq: Any, node: NodeRSMQ, r: redis.Redis, ns: str
+) -> None:
+    """dedup_window is a hash field Node RSMQ never reads and the dedup ids are keys of our
+    own: Node sends to, receives and deletes from such a queue, a message sent with a dedup id
+    is a plain RSMQ message to it, and its deleteQueue leaves nothing a new queue would see."""
+    rsmq.create_queue("dd", dedup_window=120)
+    first = rsmq.send_message("dd", "with a dedup id", dedup_id="order-1")
+    from_node = node.send("dd", "from node")
+    assert rsmq.send_message("dd", "again", dedup_id="order-1") == first
+    attributes_agree(rsmq, node, r, "dd")
+    got = node.receive("dd")
+    assert got is not None and (got["id"], got["message"], got["rc"]) == (
+        first, "with a dedup id", 1,
+    )  # fmt: skip
+    assert node.call("deleteMessage", qname="dd", id=first) == 1
+    # Still a duplicate after Node deleted it: the window, not the message, decides.
+    assert rsmq.send_message("dd", "again", dedup_id="order-1") == first
+    attributes = node.call("setQueueAttributes", qname="dd", vt=60)
+    assert (attributes["vt"], attributes["msgs"], attributes["totalsent"]) == (60, 1, 2)
+    assert rsmq.get_queue_attributes("dd").dedup_window == 120  # Node's write kept it
+    assert rsmq.receive_message("dd").id == from_node
+    node.send("dd", "more")
+    assert node.call("deleteQueue", qname="dd") == 1
+    # Node's deleteQueue knows nothing of the dedup keys: they are left to expire, and a new
+    # queue of the name (created in another second) does not take them for its own.
+    assert r.exists(f"{ns}:dd:dedup:order-1") == 1
+    deadline = time.monotonic() + 5
+    while int(r.time()[0]) == int(r.get(f"{ns}:dd:dedup:order-1").split()[0]):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    rsmq.create_queue("dd")
+    assert rsmq.send_message("dd", "new", dedup_id="order-1") != first

@@ -21,7 +21,7 @@ def replies(call: p.Call) -> list[bytes]:
     if call.script == "move_out":
         return [b"ok", SOME_ID.encode(), b"body", b"1"]
     if call.script == "delete_queue":
-        return [b"ok", b"1"]  # it has an events stream: the sweep follows
+        return [b"ok", b"1", b"0"]  # it has an events stream (the sweep follows), no dedup keys
     if call.script == "sweep":
         return [b"ok", b"0", b"3"]
     return [b"ok", b"x" * 32]
@@ -45,6 +45,7 @@ def every_call(ns: str, *, cluster: bool = False) -> list[p.Call]:
         p.get_attributes(keys),
         p.set_attributes(keys, 1, None, None),
         p.send(keys, [b"x"], "", all_or_none=True, realtime=True),
+        p.send(keys, [b"x", b"y"], "", all_or_none=True, realtime=True, dedup_ids=["d:1", ""]),
         p.receive(keys, 1, "", pop=False),
         p.receive(keys, 1, "", pop=False, deletes=[(SOME_ID, 1)]),
         p.delete(keys, [(SOME_ID, 1)]),
@@ -123,6 +124,17 @@ def test_delete_queue_sweeps_statuses_then_the_stream_and_checks_the_index_first
         ("sweep", ["0"]),
     ]
     assert calls[3].keys == [q.events] and calls[3].args[1] == "rsmq:{q}:status:" + "?" * 32
+
+
+def test_a_send_names_its_marker_hash_and_each_dedup_key():
+    k = p.Keys.of("rsmq", "q", True)
+    call = p.send(k, [b"a", b"b", b"c"], "", all_or_none=True, realtime=False,
+                  dedup_ids=["x", "", "y/1"])  # fmt: skip
+    assert call.keys == [k.zset, k.hash, k.sent(p.retry_span()), "rsmq:{q}:dedup:x",
+                         "rsmq:{q}:dedup:y/1"]  # fmt: skip
+    assert call.args[6:] == ["1", "d-d"]
+    plain = p.send(k, [b"a"], "", all_or_none=False, realtime=False)
+    assert plain.args[6:] == ["1", ""] and len(plain.keys) == 3
 
 
 def test_rsmq_key_layout():

@@ -190,9 +190,12 @@ def test_min_replicas_confirmed_sends_return_their_ids(group, ns):
         q.create_queue("q")
         one = q.send_message("q", "one")
         batch = q.send_messages("q", ["a", "b"])
+        deduped = q.send_message("q", "d", dedup_id="d1")
+        assert q.send_message("q", "d", dedup_id="d1") == deduped
 
     async def coalesced() -> list[str]:
         async with AsyncRSMQ.from_url(group.url, ns=ns, min_replicas=1) as aq:
+            assert await aq.send_message("q", "d", dedup_id="d1") == deduped
             return list(await asyncio.gather(*(aq.send_message("q", str(i)) for i in range(20))))
 
     ids = asyncio.run(coalesced())

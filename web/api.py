@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from realtime import EventLog, StatusEvent, events_json
 from rsmq_core import AsyncRSMQ, Message, NotReplicated, RSMQError
-from rsmq_core._protocol import check_id
+from rsmq_core._protocol import check_dedup_id, check_id
 from rsmq_core.connection import explain
 
 from . import auth as access
@@ -190,7 +190,7 @@ async def list_queues(request: Request) -> Response:
 @endpoint()
 async def create_queue(request: Request) -> Response:
     data = await read_json(request)
-    settings = options(data, "qname", "vt", "delay", "maxsize")
+    settings = options(data, "qname", "vt", "delay", "maxsize", "dedup_window")
     name = settings.pop("qname", None)
     await rsmq_of(request).create_queue(name, **settings)
     attrs = await rsmq_of(request).get_queue_attributes(name)
@@ -204,7 +204,7 @@ async def get_queue(request: Request) -> Response:
 
 
 async def set_queue(request: Request) -> Response:
-    settings = options(await read_json(request), "vt", "delay", "maxsize")
+    settings = options(await read_json(request), "vt", "delay", "maxsize", "dedup_window")
     attrs = await rsmq_of(request).set_queue_attributes(qname(request), **settings)
     changed = ", ".join(f"{k}={v}" for k, v in settings.items())
     await record_actions(request, [StatusEvent("changed", qname(request), "", detail=changed)])
@@ -217,18 +217,72 @@ async def delete_queue(request: Request) -> Response:
     return Response(status_code=204)
 
 
+# An Idempotency-Key names the request: a batch's message i gets the dedup id "{key}/{i}",
+# which must fit the 128 characters of a dedup id.
+MAX_IDEMPOTENCY_KEY = 120
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if len(key) > MAX_IDEMPOTENCY_KEY:
+        raise ApiError(400, "invalidFormat",
+                       f"Idempotency-Key may have at most {MAX_IDEMPOTENCY_KEY} characters "
+                       f"(got {len(key)})")  # fmt: skip
+    return check_dedup_id(key)
+
+
+def messages_of(request: Request, fields: dict[str, Any]) -> tuple[list[Any], list[Any] | None]:
+    """The bodies, and a dedup id per message (None for one without; no list when none has
+    one): a message's own "dedup_id", else the Idempotency-Key header's ("{key}/{i}" in a
+    batch)."""
+    key = idempotency_key(request)
+    if "message" in fields:
+        own = fields.get("dedup_id", key)
+        return [fields["message"]], None if own is None else [own]
+    if "dedup_id" in fields:
+        raise ApiError(400, "unknownField", "a batch's dedup ids go in its messages")
+    items = fields["messages"]
+    if not isinstance(items, list):
+        return items, None  # send_messages says what is wrong with it
+    bodies: list[Any] = []
+    dedup: list[Any] = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict):
+            extra = sorted(set(item) - {"message", "dedup_id"})
+            if extra or "message" not in item:
+                raise ApiError(400, "invalidValue",
+                               f"messages[{i}]: an object has a message and may have a "
+                               "dedup_id, nothing else")  # fmt: skip
+            bodies.append(item["message"])
+            dedup.append(item.get("dedup_id", None if key is None else f"{key}/{i}"))
+        else:
+            bodies.append(item)
+            dedup.append(None if key is None else f"{key}/{i}")
+    return bodies, dedup if any(d is not None for d in dedup) else None
+
+
 async def send(request: Request, data: dict[str, Any]) -> Response:
-    """Send one message ({"message"}) or a batch ({"messages"}); record "queued"."""
+    """Send one message ({"message"}) or a batch ({"messages"}); record "queued".
+
+    With dedup ids, a message whose id was sent within the queue's dedup window answers the
+    first message's id with "duplicate": true, and is neither recorded nor announced again."""
     sender: AsyncRSMQ = request.app.state.sender
     events, name = events_of(request), qname(request)
-    fields = options(data, "message", "messages", "delay")
+    fields = options(data, "message", "messages", "delay", "dedup_id")
     delay = fields.get("delay")
     if ("message" in fields) == ("messages" in fields):
         raise ApiError(400, "missingParameter", "give either message or messages")
+    bodies, dedup = messages_of(request, fields)
     unconfirmed: NotReplicated | None = None
+    duplicate: list[bool] | None = None
     try:
-        if "messages" in fields:
-            ids = await sender.send_messages(name, fields["messages"], delay=delay)
+        if dedup is not None:
+            sent = await sender._send_deduplicated(name, bodies, dedup, delay=delay)
+            ids, duplicate = [mid for mid, _ in sent], [dup for _, dup in sent]
+        elif "messages" in fields:
+            ids = await sender.send_messages(name, bodies, delay=delay)
         else:
             ids = [await sender.send_message(name, fields["message"], delay=delay)]
     except NotReplicated as exc:
@@ -239,18 +293,24 @@ async def send(request: Request, data: dict[str, Any]) -> Response:
     # request now, as an error would invite a resend (and a duplicate).
     # "queued" is recorded before the answer (the page subscribes to the id as soon as it has
     # it) and before the workers hear of the message, so it is the first event of its life.
+    new = (
+        ids if duplicate is None else [m for m, dup in zip(ids, duplicate, strict=True) if not dup]
+    )
     recorded = await asyncio.gather(
-        *(events.record(StatusEvent("queued", name, mid)) for mid in ids), return_exceptions=True
+        *(events.record(StatusEvent("queued", name, mid)) for mid in new), return_exceptions=True
     )
     if failed := [x for x in recorded if isinstance(x, Exception)]:
         log.warning("sent %s to %s but could not record it queued: %s", ids, name,
                     explain(failed[0]))  # fmt: skip
     try:
-        await sender.notify(name)
+        if new:
+            await sender.notify(name)
     except RedisError as exc:
         # Workers that did not hear find the message at their next heartbeat.
         log.warning("sent %s to %s but could not wake the workers: %s", ids, name, explain(exc))
     body: dict[str, Any] = {"ids": ids} if "messages" in fields else {"id": ids[0]}
+    if duplicate is not None:
+        body["duplicate"] = duplicate if "messages" in fields else duplicate[0]
     if unconfirmed is not None:
         body["warning"] = {"error": unconfirmed.name, "message": unconfirmed.message}
     return JSONResponse(body, status_code=202)

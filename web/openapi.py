@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rsmq_core import __version__
-from rsmq_core._protocol import MAX_OFFSET, MAX_PEEK
+from rsmq_core._protocol import DEDUP_ID_RE, MAX_DEDUP_WINDOW, MAX_OFFSET, MAX_PEEK
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _NAME = {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,160}$"}
@@ -16,6 +16,12 @@ _SECONDS = {"type": "integer", "minimum": 0, "maximum": 9999999}
 _MAXSIZE = {"anyOf": [{"type": "integer", "minimum": 1024, "maximum": 65536},
                       {"type": "integer", "enum": [-1]}]}  # fmt: skip
 _COUNT = {"type": "integer", "minimum": 1, "maximum": 1000}
+_DEDUP_WINDOW = {"type": "integer", "minimum": 1, "maximum": MAX_DEDUP_WINDOW}
+_DEDUP_ID = {"type": "string", "pattern": f"^{DEDUP_ID_RE.pattern}$"}
+# The header names the request; a batch's message i gets the dedup id "{key}/{i}".
+_KEY_RE = DEDUP_ID_RE.pattern.replace("128", "120")
+_IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                    "schema": {"type": "string", "pattern": f"^{_KEY_RE}$"}}  # fmt: skip
 _RC = {"type": "integer", "minimum": 1}
 _IDS = {"type": "array", "minItems": 1, "maxItems": 1000, "items": _ID["schema"]}
 _EVENTS = {"type": "object", "properties": {"events": {"type": "array", "items": {
@@ -108,6 +114,7 @@ def openapi() -> dict[str, Any]:
                             "vt": _SECONDS,
                             "delay": _SECONDS,
                             "maxsize": _MAXSIZE,
+                            "dedup_window": _DEDUP_WINDOW,
                         },
                         ["qname"],
                     ),
@@ -116,36 +123,58 @@ def openapi() -> dict[str, Any]:
             "/api/queues/{qname}": {
                 "get": _op("A queue's attributes", 200, attrs, 400, 401, 404, params=q),
                 "patch": _op(
-                    "Change vt, delay or maxsize",
+                    "Change vt, delay, maxsize or dedup_window",
                     200,
                     attrs,
                     *WRITE,
                     params=q,
                     body=_body(
-                        {"vt": _SECONDS, "delay": _SECONDS, "maxsize": _MAXSIZE}, minProperties=1
+                        {
+                            "vt": _SECONDS,
+                            "delay": _SECONDS,
+                            "maxsize": _MAXSIZE,
+                            "dedup_window": _DEDUP_WINDOW,
+                        },
+                        minProperties=1,
                     ),
                 ),
                 "delete": _op("Delete a queue and its messages", 204, None, *WRITE, 409, params=q),
             },
             "/api/queues/{qname}/messages": {
                 "post": _op(
-                    "Send a message, or a batch",
+                    "Send a message, or a batch (a dedup id seen within the queue's "
+                    'dedup_window answers the first id, with "duplicate": true)',
                     202,
                     obj,
                     *WRITE,
-                    params=q,
+                    params=[_QNAME, _IDEMPOTENCY_KEY],
                     body=_body(
                         {
                             "message": {"type": "string"},
+                            "dedup_id": _DEDUP_ID,
                             "messages": {
                                 "type": "array",
-                                "items": {"type": "string"},
+                                "items": {
+                                    "anyOf": [
+                                        {"type": "string"},
+                                        {
+                                            "type": "object",
+                                            "properties": {
+                                                "message": {"type": "string"},
+                                                "dedup_id": _DEDUP_ID,
+                                            },
+                                            "required": ["message"],
+                                            "additionalProperties": False,
+                                        },
+                                    ]
+                                },
                                 "maxItems": 1000,
                             },
                             "delay": _SECONDS,
                         },
-                        # one message or a batch, never both
+                        # one message or a batch, never both; dedup_id goes with one message
                         oneOf=[{"required": ["message"]}, {"required": ["messages"]}],
+                        not_={"required": ["messages", "dedup_id"]},
                     ),
                 ),
             },
@@ -326,6 +355,7 @@ def openapi() -> dict[str, Any]:
                             "modified",
                             "msgs",
                             "hiddenmsgs",
+                            "dedup_window",
                         )
                     }
                     | {"qname": {"type": "string"}},

@@ -2,6 +2,13 @@
 
 -- The field of a queue's hash that marks it paused (see pause.lua); RSMQ never reads it.
 local PAUSED = "paused"
+-- Idempotent sends: the queue's dedup window (seconds; the default when the field is absent),
+-- and the mark that the queue has dedup keys for delete_queue to sweep. RSMQ reads neither.
+local DEDUP_WINDOW = "dedup_window"
+local DEFAULT_DEDUP_WINDOW = 300
+local DEDUP_USED = "dedup_used"
+-- The seconds of one hash of sends' retry markers (see send.lua); RETRY_SPAN in _protocol.py.
+local RETRY_SPAN = 30
 
 -- The server's clock, never the client's: seconds, microseconds and epoch milliseconds.
 local function now()
@@ -13,13 +20,14 @@ end
 -- The queue's attributes in RSMQ's order, then msgs and hiddenmsgs; false if there is no queue.
 local function attributes(hash, zset, s)
   local a = redis.call("HMGET", hash, "vt", "delay", "maxsize", "totalrecv", "totalsent",
-    "created", "modified")
+    "created", "modified", DEDUP_WINDOW)
   if not a[1] then return false end
   local out = {"ok"}
   for i = 1, 7 do out[i + 1] = a[i] or "0" end
   out[9] = redis.call("ZCARD", zset)
   -- RSMQ counts hidden messages from the start of the current second.
   out[10] = redis.call("ZCOUNT", zset, s .. "000", "+inf")
+  out[11] = a[8] or DEFAULT_DEDUP_WINDOW
   return out
 end
 

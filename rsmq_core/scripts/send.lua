@@ -1,5 +1,7 @@
 -- Send messages, as RSMQ's sendMessage does, any number in one call.
 -- KEYS[1] {ns}:{qname} (zset)   KEYS[2] {ns}:{qname}:Q (hash)
+-- KEYS[3] {ns}:{qname}:sent:{span} (hash: the retry markers of the sends of a 30 s span)
+-- KEYS[4...] {ns}:{qname}:dedup:{dedup id}, one per message that has a dedup id, in order
 -- ARGV[1] the realtime channel {ns}:rt:{qname} (marked: see notify in _lib.lua), or
 -- "" when not in realtime mode
 -- ARGV[2] "all" (refuse the whole batch if one message is too long) or "each"
@@ -8,8 +10,11 @@
 -- ARGV[5] the bodies' lengths in bytes, joined with ","   ARGV[6] the bodies, joined
 -- (Joined rather than one argument each: redis-py's asyncio client packs each argument in
 -- Python, which costs more than the whole script for a large batch.)
--- Returns {"ok", id...} where an id is "!messageTooLong" for a message refused in "each" mode,
--- or {"queueNotFound"}, or {"messageTooLong", index} in "all" mode.
+-- ARGV[7] "1" to leave a retry marker for this call in KEYS[3], or "" for none
+-- ARGV[8] per message "d" (it has a dedup id: the next of KEYS[4...]) or "-", or "" for none
+-- Returns {"ok", id...} where an id is "!messageTooLong" for a message refused in "each" mode
+-- and "=" before the id of a duplicate (the first message's), or {"queueNotFound"}, or
+-- {"messageTooLong", index} in "all" mode.
 local cfg = redis.call("HMGET", KEYS[2], "delay", "maxsize")
 if not cfg[1] then return {"queueNotFound"} end
 local maxsize = tonumber(cfg[2])
@@ -27,6 +32,24 @@ if ARGV[2] == "all" then
   end
 end
 
+local dedup = ARGV[8] ~= ""
+local window, created = DEFAULT_DEDUP_WINDOW, ""
+if dedup then
+  local more = redis.call("HMGET", KEYS[2], DEDUP_WINDOW, DEDUP_USED, "created")
+  window = tonumber(more[1] or DEFAULT_DEDUP_WINDOW)
+  -- Says delete_queue has dedup keys to sweep; written once, as RSMQ never reads it.
+  if not more[2] then redis.call("HSET", KEYS[2], DEDUP_USED, "1") end
+  created = more[3] or ""
+end
+-- A dedup key holds "{the queue's created} {id}": one left by a queue of the same name that
+-- was deleted (by Node RSMQ's deleteQueue, which knows nothing of them) is not this queue's.
+local function remembered(d)
+  local v = redis.call("GET", KEYS[d])
+  if not v then return false end
+  local born, id = string.match(v, "^(%d*) (.*)$")
+  return born == created and id
+end
+
 local s, us, ms = now()
 local score = ms + delay * 1000
 -- The id starts with the send time in microseconds, base 36 (RSMQ's layout). Within one call
@@ -38,8 +61,19 @@ local high = (stamp - low) / 1296
 local heads = {}
 local suffixes = ARGV[4]
 local out, zadd, hset, sent = {"ok"}, {}, {}, 0
+local seen, remember, next_key = {}, {}, 4
 for i = 1, n do
-  if too_long(i) then
+  local d = false
+  local first = false
+  if dedup and string.sub(ARGV[8], i, i) == "d" then
+    d = next_key
+    next_key = next_key + 1
+    -- The same id twice in one call: the second is a duplicate of the first.
+    first = seen[KEYS[d]] or remembered(d)
+  end
+  if first then
+    out[i + 1] = "=" .. first
+  elseif too_long(i) then
     out[i + 1] = "!messageTooLong"
   else
     local v = low + sent
@@ -59,13 +93,39 @@ for i = 1, n do
     hset[#hset + 1] = bodies[i]
     sent = sent + 1
     out[i + 1] = id
+    if d then
+      seen[KEYS[d]] = id
+      remember[#remember + 1] = d
+    end
   end
 end
-if sent > 0 then
-  redis.call("ZADD", KEYS[1], unpack(zadd))
-  redis.call("HSET", KEYS[2], unpack(hset))
-  redis.call("HINCRBY", KEYS[2], "totalsent", sent)
-  -- RSMQ publishes the queue's size after a send; a batch announces itself once.
-  if ARGV[1] ~= "" then notify(ARGV[1], redis.call("ZCARD", KEYS[1])) end
+if sent == 0 then return out end
+
+-- The retry marker. redis-py sends a call again, arguments and all, when its connection drops
+-- before the reply comes, and Redis may have run the first try: the retry names the same
+-- marker (the call's first 22 random id characters, in the hash of the span the client named
+-- when it built the call) and finds it set, so it answers the first try's ids and stores
+-- nothing. One HSETNX does both the check and the mark, before anything else is written. The
+-- hash lives 90 s from its last send (a retry comes within seconds), and delete_queue deletes
+-- the hashes of the spans around now.
+if ARGV[7] ~= "" then
+  local tag = string.sub(suffixes, 1, 22)
+  if redis.call("HSETNX", KEYS[3], tag, table.concat(out, ",", 2)) == 0 then
+    local again = {"ok"}
+    for id in string.gmatch(redis.call("HGET", KEYS[3], tag), "[^,]+") do
+      again[#again + 1] = id
+    end
+    return again
+  end
+  redis.call("EXPIRE", KEYS[3], 3 * RETRY_SPAN)
 end
+
+for _, d in ipairs(remember) do
+  redis.call("SET", KEYS[d], created .. " " .. seen[KEYS[d]], "EX", window)
+end
+redis.call("ZADD", KEYS[1], unpack(zadd))
+redis.call("HSET", KEYS[2], unpack(hset))
+redis.call("HINCRBY", KEYS[2], "totalsent", sent)
+-- RSMQ publishes the queue's size after a send; a batch announces itself once.
+if ARGV[1] ~= "" then notify(ARGV[1], redis.call("ZCARD", KEYS[1])) end
 return out
