@@ -534,6 +534,20 @@ def set_attributes(
     return Call("set_attributes", [k.hash, k.zset], args)
 
 
+def send_batch(
+    k: Keys,
+    messages: object,
+    delay: object,
+    *,
+    realtime: bool,
+    dedup_ids: object,
+) -> Call:
+    """A batch send, all or none, checked: the one call both clients' batch sends build."""
+    bodies = [encode_message(m) for m in check_messages(messages)]
+    return send(k, bodies, delay_arg(delay), all_or_none=True, realtime=realtime,
+                dedup_ids=check_dedup_ids(dedup_ids, len(bodies)))  # fmt: skip
+
+
 def send(
     keys: Keys,
     bodies: Sequence[bytes],

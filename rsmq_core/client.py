@@ -246,16 +246,7 @@ class AsyncRSMQ:
         """Send up to 1000 messages in one round trip, all or none; returns their ids in order.
         ``dedup_ids``: one per message (None for one without), as ``send_message``'s."""
         keys = self._keys(qname)
-        bodies = [p.encode_message(m) for m in p.check_messages(messages)]
-        dedup = p.check_dedup_ids(dedup_ids, len(bodies))
-        call = p.send(
-            keys,
-            bodies,
-            p.delay_arg(delay),
-            all_or_none=True,
-            realtime=self.realtime,
-            dedup_ids=dedup,
-        )
+        call = p.send_batch(keys, messages, delay, realtime=self.realtime, dedup_ids=dedup_ids)
         reply, acked = await self._send_call(call)
         ids = p.parse_batch_ids(reply)
         return ids if acked is None else self._confirm_all(ids, acked)
@@ -271,16 +262,7 @@ class AsyncRSMQ:
         """As :meth:`send_messages`, saying of each message whether it was a duplicate (for the
         web API, which records and announces only what was stored)."""
         keys = self._keys(qname)
-        bodies = [p.encode_message(m) for m in p.check_messages(messages)]
-        dedup = p.check_dedup_ids(dedup_ids, len(bodies))
-        call = p.send(
-            keys,
-            bodies,
-            p.delay_arg(delay),
-            all_or_none=True,
-            realtime=self.realtime,
-            dedup_ids=dedup,
-        )
+        call = p.send_batch(keys, messages, delay, realtime=self.realtime, dedup_ids=dedup_ids)
         reply, acked = await self._send_call(call)
         sent = p.parse_sent(reply)
         if acked is not None:

@@ -160,16 +160,7 @@ class RSMQ:
         dedup_ids: Sequence[str | None] | None = None,
     ) -> list[str]:
         keys = self._keys(qname)
-        bodies = [p.encode_message(m) for m in p.check_messages(messages)]
-        dedup = p.check_dedup_ids(dedup_ids, len(bodies))
-        call = p.send(
-            keys,
-            bodies,
-            p.delay_arg(delay),
-            all_or_none=True,
-            realtime=self.realtime,
-            dedup_ids=dedup,
-        )
+        call = p.send_batch(keys, messages, delay, realtime=self.realtime, dedup_ids=dedup_ids)
         reply, acked = self._send_call(call)
         ids = p.parse_batch_ids(reply)
         if acked is None:
