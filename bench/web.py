@@ -7,8 +7,8 @@ Run from the repository root::
     .venv/bin/python -m bench.web --json out.json
 
 Everything runs on a redis-server of its own (``rsmq_core.embedded.EmbeddedRedis``, a free
-loopback port), with real processes: one ``uvicorn --factory web.app:create_app`` (tests'
-``WebProcess``, started with the app's default settings) and one realtime ``python -m worker``
+loopback port), with real processes: one ``python -m web`` (as the Procfile runs it, with the
+app's default settings and LOG_LEVEL=WARNING) and one realtime ``python -m worker``
 (tests' ``WorkerProcess``, CONCURRENCY 8) whose handler, ``bench.handlers:noop``, does nothing,
 so a message's events are queued, received, processing, done. The clients live in this process,
 on one asyncio loop: raw HTTP/1.1 keep-alive connections and a minimal websocket client (RFC 6455,
@@ -24,8 +24,8 @@ less than a client library's, so that the server, not the client, is what gets m
    afterwards (checked one by one, and by ZCARD). Requests/s and response times.
 3. *Websocket fan-out*: for each row, a fresh web process; N "tabs" (websockets) connect, 50 at
    a time, and subscribe to the worker's queue; then M messages are POSTed at a steady rate
-   (4 events each): 50 at 5 a second to 200, 500 and 1000 tabs, then 200 at 50 a second to 20
-   and 200 tabs. A tab the server closes reconnects as web/static/app.js does (after 0.5 s,
+   (4 events each): 50 at 5 a second to 200, 500 and 1000 tabs, then 200 at 50 a second to 20,
+   200 and 500 tabs. A tab the server closes reconnects as web/static/app.js does (after 0.5 s,
    doubling) and subscribes with the last event id it saw, so the server replays what it
    missed. Counted: the tabs that got every "queued" and every "done" event (in stream order,
    none twice) within 40 seconds of the last POST (15 for the last row); closes, and those with
@@ -138,6 +138,8 @@ class Plan:
             Level(1000, 50, 5.0),
             Level(20, 200, 50.0),
             Level(200, 200, 50.0, settle=15.0),
+            # 100,000 copies a second due: more than one process delivers, so its capacity shows
+            Level(500, 200, 50.0, settle=20.0),
         )
         return cls(50.0, 10.0, 50, 10.0, levels, 40.0, 300, 240.0)
 
@@ -214,25 +216,17 @@ class WebServer(WebProcess):
             RSMQ_NS=ns,
             QUEUE=QUEUE,
             PYTHONPATH=str(ROOT),
-            HOST="127.0.0.1",  # what --host says, for the app's settings (ALLOWED_HOSTS)
+            HOST="127.0.0.1",
+            PORT=str(self.port),
+            LOG_LEVEL="WARNING",
             **settings,
         )
         env.pop("WS_KEEPALIVE", None)
         self.log = tempfile.NamedTemporaryFile(prefix="bench-web-", suffix=".log", delete=False)
+        # `python -m web`, as the Procfile runs it: its uvicorn settings (websocket
+        # implementation, no per-message deflate, limits) are part of what is measured.
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "web.app:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-            ],
+            [sys.executable, "-m", "web"],
             env=env,
             cwd=ROOT,
             stdout=self.log,
@@ -345,11 +339,16 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+# What a websocket calls with each frame the server sent (parsed), and when it came.
+OnFrame = Callable[["Ws", dict[str, Any], float], None]
+
+
 class Ws(asyncio.Protocol):
     """A minimal websocket client: the handshake, text frames in (permessage-deflate when the
-    server takes the offer), masked text frames out, pings answered, close answered."""
+    server takes the offer), masked text frames out, pings answered, close answered. It asks
+    for ``/ws?batch=1``, as the pages do: a message is an array of the server's frames."""
 
-    def __init__(self, port: int, on_frame: Callable[[Ws, bytes, float], None]) -> None:
+    def __init__(self, port: int, on_frame: OnFrame) -> None:
         loop = asyncio.get_running_loop()
         self.port = port
         self.on_frame = on_frame
@@ -370,7 +369,7 @@ class Ws(asyncio.Protocol):
         self.owner: Any = None  # the Tab this connection is for
 
     @classmethod
-    async def connect(cls, port: int, on_frame: Callable[[Ws, bytes, float], None]) -> Ws:
+    async def connect(cls, port: int, on_frame: OnFrame) -> Ws:
         loop = asyncio.get_running_loop()
         _, ws = await loop.create_connection(lambda: cls(port, on_frame), "127.0.0.1", port)
         try:
@@ -384,7 +383,7 @@ class Ws(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.write(
-            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+            b"GET /ws?batch=1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
             b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
             % (self.port, self.key)
@@ -453,7 +452,8 @@ class Ws(asyncio.Protocol):
             self.fragments = []
             if self.compressed:
                 data = self.inflate.decompress(data + b"\x00\x00\xff\xff")
-            self.on_frame(self, data, now)
+            for frame in json.loads(data):
+                self.on_frame(self, frame, now)
         elif opcode == 8:  # close: answer it, then hang up
             self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
             self.close()
@@ -484,15 +484,14 @@ class Ws(asyncio.Protocol):
             self.transport.close()
 
 
-def subscribe_frame(ws: Ws, data: bytes) -> dict[str, Any] | None:
+def subscribe_frame(ws: Ws, frame: dict[str, Any]) -> dict[str, Any]:
     """The frame, after settling ``ws.subscribed`` if it is the answer to the subscribe."""
-    frame: dict[str, Any] = json.loads(data)
     if frame["type"] == "subscribed" and not ws.subscribed.done():
         ws.subscribed.set_result(None)
     return frame
 
 
-async def subscribed(port: int, on_frame: Callable[[Ws, bytes, float], None]) -> Ws:
+async def subscribed(port: int, on_frame: OnFrame) -> Ws:
     async with asyncio.timeout(15):
         ws = await Ws.connect(port, on_frame)
         ws.send_json({"type": "subscribe", "queue": QUEUE})
@@ -533,10 +532,10 @@ async def browser_path(port: int, plan: Plan, deadline: Deadline) -> dict[str, A
     """POST → 202, → "queued" event, → "done" event, at a steady rate."""
     arrivals: dict[tuple[str, str], float] = {}
 
-    def on_frame(ws: Ws, data: bytes, now: float) -> None:
+    def on_frame(ws: Ws, data: dict[str, Any], now: float) -> None:
         at = time.perf_counter()
         frame = subscribe_frame(ws, data)
-        if frame is not None and frame["type"] == "event":
+        if frame["type"] == "event":
             event = frame["event"]
             arrivals.setdefault((event["id"], event["status"]), at)
 
@@ -650,7 +649,7 @@ class Tab:
     reconnects after 0.5 s (doubling up to 10 s) when it is closed, subscribing with the last
     event id it saw so that the server replays what it missed."""
 
-    def __init__(self, port: int, on_frame: Callable[[Ws, bytes, float], None]) -> None:
+    def __init__(self, port: int, on_frame: OnFrame) -> None:
         self.port = port
         self.on_frame = on_frame
         self.ws: Ws | None = None
@@ -734,9 +733,9 @@ class Fanout:
         self.latencies = array("d")  # seconds: receive time minus the event's ts
         self.spread: dict[str, list[float]] = {}  # eid -> [first, last] delivery time
 
-    def on_frame(self, ws: Ws, data: bytes, now: float) -> None:
+    def on_frame(self, ws: Ws, data: dict[str, Any], now: float) -> None:
         frame = subscribe_frame(ws, data)
-        if frame is None or frame["type"] != "event" or frame["eid"] is None:
+        if frame["type"] != "event" or frame["eid"] is None:
             return
         event, eid = frame["event"], frame["eid"]
         if not ws.owner.event(eid, event["status"]):

@@ -152,6 +152,46 @@ def test_two_web_processes_each_deliver_every_event(web, redis_url, ns):
     assert len({e["id"] for e in first}) == 3
 
 
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_burst_of_events_arrives_whole_and_in_order_batched_or_not(web, redis_url, ns, batch):
+    """/ws?batch=1 (the pages): each message an array of frames, a burst in few messages;
+    plain /ws: one frame a message, as before."""
+    web.append(WebProcess(redis_url, ns))
+    path = "/ws?batch=1" if batch else "/ws"
+    count = 300
+
+    sent: list[str] = []
+
+    async def burst() -> tuple[list[Any], list[str]]:
+        messages: list[Any] = []
+        queued: list[str] = []
+        async with websockets.connect(f"ws://127.0.0.1:{web[0].port}{path}") as ws:
+            await ws.send(json.dumps({"type": "subscribe", "queue": "jobs"}))
+            async with asyncio.timeout(20):
+                while len(queued) < count:
+                    messages.append(json.loads(await ws.recv()))
+                    frames = messages[-1] if batch else [messages[-1]]
+                    for frame in frames:
+                        if frame["type"] == "subscribed":
+                            body = {"messages": [str(i) for i in range(count)]}
+                            answer = await asyncio.to_thread(
+                                web[0].post, "/api/queues/jobs/messages", body
+                            )
+                            sent.extend(answer["ids"])
+                        elif frame["type"] == "event":
+                            queued.append(frame["event"]["id"])
+        return messages, queued
+
+    messages, queued = asyncio.run(burst())
+    assert queued == sent  # every one, in order, none twice
+    if batch:
+        assert all(isinstance(m, list) and m for m in messages)
+        assert len(messages) < count // 2  # the burst came in few writes
+    else:
+        assert all(isinstance(m, dict) for m in messages)
+        assert len(messages) == count + 1
+
+
 def test_keepalive_pings_flow_on_an_idle_socket(web, redis_url, ns):
     web.append(WebProcess(redis_url, ns))  # WS_KEEPALIVE=1
 

@@ -78,19 +78,21 @@ function subscribe() {
 
 function connect() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  socket = new WebSocket(scheme + "//" + location.host + "/ws");
+  // batch=1: each message is an array of frames (several when events pile up)
+  socket = new WebSocket(scheme + "//" + location.host + "/ws?batch=1");
   socket.onopen = () => {
     retry = 500;
     if (queueDown) setConnection(UNAVAILABLE, "lost"); else setConnection("Live", "live");
     subscribe();
   };
   socket.onmessage = (message) => {
-    const frame = JSON.parse(message.data);
-    if (frame.type === "error" && frame.error === "unavailable") {
-      queueUnavailable();
-    } else if (frame.type === "event") {
-      if (frame.eid) lastEid = frame.eid;
-      show(frame.event);
+    for (const frame of JSON.parse(message.data)) {
+      if (frame.type === "error" && frame.error === "unavailable") {
+        queueUnavailable();
+      } else if (frame.type === "event") {
+        if (frame.eid) lastEid = frame.eid;
+        show(frame.event);
+      }
     }
   };
   socket.onclose = () => {

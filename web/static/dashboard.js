@@ -100,7 +100,8 @@ function draw() {
 
 function connect() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  socket = new WebSocket(scheme + "//" + location.host + "/ws");
+  // batch=1: each message is an array of frames (several when events pile up)
+  socket = new WebSocket(scheme + "//" + location.host + "/ws?batch=1");
   socket.onopen = () => {
     retry = 500;
     connection.textContent = "Live";
@@ -109,13 +110,14 @@ function connect() {
     socket.send(JSON.stringify({type: "watch"}));
   };
   socket.onmessage = (message) => {
-    const frame = JSON.parse(message.data);
-    if (frame.type === "stats") {
-      showStats(frame);
-      showCompare(frame);  // compare.js
+    for (const frame of JSON.parse(message.data)) {
+      if (frame.type === "stats") {
+        showStats(frame);
+        showCompare(frame);  // compare.js
+      }
+      else if (frame.type === "event") showEvent(frame.event);
+      else if (frame.type === "error") showError(frame);
     }
-    else if (frame.type === "event") showEvent(frame.event);
-    else if (frame.type === "error") showError(frame);
   };
   socket.onclose = () => {
     connection.textContent = "Connection lost: reconnecting…";
