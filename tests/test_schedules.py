@@ -1,0 +1,204 @@
+"""Periodic schedules: the library (sync and async), the worker's SCHEDULES, and worker
+processes firing them together."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from rsmq_core import (
+    InvalidFormat,
+    InvalidValue,
+    MessageNotString,
+    MessageTooLong,
+    MissingParameter,
+    QueueNotFound,
+    RSMQError,
+    Schedule,
+)
+from rsmq_core import schedules as sched
+from rsmq_core._protocol import sent_ms
+
+
+def keys_of(r: redis.Redis, ns: str) -> set[str]:
+    return set(r.scan_iter(f"{ns}:*", count=10_000))
+
+
+def due_now(r: redis.Redis, ns: str, name: str, ago_ms: int = 0) -> int:
+    """Make a schedule's next tick due (``ago_ms`` in the past, by the server's clock)."""
+    s, us = r.time()
+    tick = s * 1000 + us // 1000 - ago_ms
+    r.zadd(f"{ns}:@schedules:next", {name: tick})
+    return tick
+
+
+def heard(sub: redis.client.PubSub, timeout: float = 5.0) -> str | None:
+    """The next message published on the subscribed channel, waited for up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = sub.get_message(timeout=0.1)
+        if got is not None and got["type"] == "message":
+            return str(got["data"])
+    return None
+
+
+def test_add_list_remove(rsmq, r) -> None:
+    rsmq.create_queue("jobs")
+    before = time.time() * 1000
+    added = rsmq.add_schedule("tick", "jobs", "hello", every=30)
+    assert added == Schedule("tick", "jobs", "hello", None, 30, "once", added.next_fire)
+    assert added.next_fire % 30_000 == 0 and before < added.next_fire <= before + 31_000
+    cron = rsmq.add_schedule("nightly", "jobs", "{}", cron="0  3 * * *", catch_up="skip")
+    assert cron.cron == "0 3 * * *" and cron.next_fire % 86_400_000 == 3 * 3_600_000
+    assert [s.name for s in rsmq.list_schedules()] == ["nightly", "tick"]
+    assert rsmq.list_schedules()[1] == added
+    # RSMQ's queue list (and Node's listQueues, which reads the same set) sees no schedule.
+    assert rsmq.list_queues() == ["jobs"]
+    assert rsmq.remove_schedule("tick") is True
+    assert rsmq.remove_schedule("tick") is False
+    assert [s.name for s in rsmq.list_schedules()] == ["nightly"]
+    rsmq.remove_schedule("nightly")
+    assert keys_of(r, rsmq.ns) == {f"{rsmq.ns}:jobs:Q", f"{rsmq.ns}:QUEUES"}
+
+
+def test_add_again_keeps_the_next_tick_unless_the_timing_changes(rsmq, r) -> None:
+    rsmq.create_queue("jobs")
+    rsmq.add_schedule("tick", "jobs", "a", every=60)
+    tick = due_now(r, rsmq.ns, "tick", ago_ms=5000)  # a tick missed while no worker ran
+    again = rsmq.add_schedule("tick", "jobs", "b", every=60, catch_up="skip")
+    assert again.next_fire == tick and again.message == "b" and again.catch_up == "skip"
+    moved = rsmq.add_schedule("tick", "jobs", "b", every=120)
+    assert moved.next_fire != tick and moved.next_fire % 120_000 == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "text"),
+    [
+        ({"cron": "* * *"}, InvalidFormat, "5 fields"),
+        ({"cron": "61 * * * *"}, InvalidFormat, "Bad minute"),
+        ({"cron": "* * * * * *"}, InvalidFormat, "5 fields"),
+        ({"cron": 5}, InvalidFormat, "got int"),
+        ({"every": 0}, InvalidValue, "every must be between 1"),
+        ({"every": True}, InvalidValue, "not a whole number"),
+        ({"every": "30s"}, InvalidValue, "not a whole number"),
+        ({}, MissingParameter, "cron or every"),
+        ({"cron": "* * * * *", "every": 5}, MissingParameter, "not both"),
+        ({"every": 5, "catch_up": "all"}, InvalidValue, "catch_up"),
+        ({"every": 5, "name": "a b"}, InvalidFormat, "schedule name"),
+        ({"every": 5, "name": ""}, MissingParameter, "schedule name"),
+        ({"every": 5, "qname": "no such"}, InvalidFormat, "qname"),
+        ({"every": 5, "qname": "missing"}, QueueNotFound, "'missing'"),
+        ({"every": 5, "message": 7}, MessageNotString, "int"),
+        ({"every": 5, "message": "x" * 70_000}, MessageTooLong, ""),
+    ],
+)
+def test_bad_input_is_refused_and_writes_nothing(rsmq, r, kwargs, error, text) -> None:
+    rsmq.create_queue("jobs")
+    before = keys_of(r, rsmq.ns)
+    args = {"name": "s", "qname": "jobs", "message": "m", **kwargs}
+    with pytest.raises(error) as raised:
+        rsmq.add_schedule(args.pop("name"), args.pop("qname"), args.pop("message"), **args)
+    assert text in raised.value.explain()
+    assert keys_of(r, rsmq.ns) == before
+    assert rsmq.list_schedules() == []
+
+
+def test_remove_checks_the_name(rsmq) -> None:
+    with pytest.raises(InvalidFormat, match="schedule name"):
+        rsmq.remove_schedule("a:b")
+
+
+def test_a_cluster_client_is_refused_with_a_reason() -> None:
+    with pytest.raises(RSMQError, match="standalone Redis") as raised:
+        sched.check_cluster(True)
+    assert "slots" in raised.value.explain()
+
+
+def test_a_fired_tick_stores_what_a_send_stores_and_wakes_subscribers(rsmq, r) -> None:
+    rsmq.create_queue("jobs", delay=2)
+    rsmq.add_schedule("tick", "jobs", "héllo", every=3600)
+    sub = r.pubsub(ignore_subscribe_messages=True)
+    sub.subscribe(rsmq.keys("jobs").channel)
+    tick = due_now(r, rsmq.ns, "tick")
+    firing = rsmq.fire_schedules()
+    (fired,) = firing.fired
+    assert (fired.name, fired.queue, fired.tick, fired.outcome) == ("tick", "jobs", tick, "sent")
+    assert firing.wait == 0.0
+    sent_id = rsmq.send_message("jobs", "héllo")
+    q = rsmq.keys("jobs")
+    for mid in (fired.id, sent_id):  # the same fields, the queue's delay, the same counters
+        assert len(mid) == 32 and r.hget(q.hash, mid) == "héllo"
+        assert r.zscore(q.zset, mid) == pytest.approx(sent_ms(mid) + 2000, abs=2)
+    assert rsmq.get_queue_attributes("jobs").totalsent == 2
+    assert heard(sub) == "1"  # the queue's size, as a send says
+    sub.close()
+    # The tick moved on to the next hour, and is not fired again.
+    next_fire = rsmq.list_schedules()[0].next_fire
+    assert next_fire % 3_600_000 == 0 and next_fire > tick
+    again = rsmq.fire_schedules()
+    assert again.fired == [] and 0 < again.wait <= 3600
+
+
+def test_one_tick_is_claimed_once(rsmq, r) -> None:
+    rsmq.create_queue("jobs")
+    rsmq.add_schedule("tick", "jobs", "m", every=60)
+    tick = due_now(r, rsmq.ns, "tick")
+    text = r.hget(f"{rsmq.ns}:@schedules", "tick")
+    assert len(rsmq.fire_schedules().fired) == 1
+    # A second worker that read the same due tick before the first claimed it: its claim
+    # finds the tick moved on, and sends nothing.
+    q = rsmq.keys("jobs")
+    call = sched._call(rsmq.ns, "fire", "tick", text, tick, tick + 60_000, "1", "",
+                       "x" * 22, "m", more=[q.zset, q.hash])  # fmt: skip
+    assert rsmq._call(call) == [b"taken"]
+    assert r.zcard(q.zset) == 1
+
+
+@pytest.mark.parametrize(("catch_up", "sent"), [("once", 1), ("skip", 0)])
+def test_missed_ticks(rsmq, r, catch_up, sent) -> None:
+    rsmq.create_queue("jobs")
+    rsmq.add_schedule("tick", "jobs", "m", every=1, catch_up=catch_up)
+    due_now(r, rsmq.ns, "tick", ago_ms=10_000)  # ten ticks missed while no worker ran
+    (fired,) = rsmq.fire_schedules().fired
+    assert fired.outcome == ("sent" if sent else "skipped")
+    assert rsmq.get_queue_attributes("jobs").msgs == sent
+    s, _ = r.time()
+    assert rsmq.list_schedules()[0].next_fire > s * 1000  # moved past now, not one tick on
+
+
+def test_a_tick_merely_late_is_sent_under_skip(rsmq, r) -> None:
+    rsmq.create_queue("jobs")
+    rsmq.add_schedule("tick", "jobs", "m", every=60, catch_up="skip")
+    due_now(r, rsmq.ns, "tick", ago_ms=500)
+    assert [f.outcome for f in rsmq.fire_schedules().fired] == ["sent"]
+
+
+def test_a_deleted_queue_moves_the_tick_on(rsmq, r) -> None:
+    rsmq.create_queue("jobs")
+    rsmq.add_schedule("tick", "jobs", "m", every=60)
+    rsmq.delete_queue("jobs")
+    tick = due_now(r, rsmq.ns, "tick")
+    (fired,) = rsmq.fire_schedules().fired
+    assert (fired.outcome, fired.id) == ("queueNotFound", None)
+    assert rsmq.list_schedules()[0].next_fire > tick  # not due again at once: no spin
+    assert rsmq.fire_schedules().fired == []
+    assert not r.exists(rsmq.keys("jobs").zset)
+
+
+def test_a_message_longer_than_a_lowered_maxsize(rsmq, r) -> None:
+    rsmq.create_queue("jobs")
+    rsmq.add_schedule("tick", "jobs", "m" * 2000, every=60)
+    rsmq.set_queue_attributes("jobs", maxsize=1024)
+    due_now(r, rsmq.ns, "tick")
+    assert [f.outcome for f in rsmq.fire_schedules().fired] == ["messageTooLong"]
+    assert rsmq.get_queue_attributes("jobs").msgs == 0
+
+
+def test_next_fire_is_utc() -> None:
+    # 2026-03-29 01:30 UTC: Europe's clocks change that night; UTC's do not.
+    at = 1_774_747_800_000
+    assert sched.next_fire({"cron": "0 2 * * *"}, at) == at + 30 * 60_000
+    assert sched.next_fire({"every": 7}, 7_000) == 14_000
+    assert sched.next_fire({"every": 7}, 6_999) == 7_000
