@@ -65,8 +65,8 @@ def check_cron(cron: object) -> str:
             f"(got {len(fields)} in {cron!r})",
         )
     try:
-        CronSim(cron, datetime.now(UTC))
-    except CronSimError as exc:
+        next(CronSim(cron, datetime.now(UTC)))
+    except (CronSimError, StopIteration) as exc:
         raise InvalidFormat("Invalid cron format", detail=f"{exc} in {cron!r}") from None
     return " ".join(fields)
 

@@ -3,12 +3,18 @@ processes firing them together."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import time
+from collections import Counter
 
 import pytest
 import redis
 
 from rsmq_core import (
+    RSMQ,
+    AsyncRSMQ,
     InvalidFormat,
     InvalidValue,
     MessageNotString,
@@ -20,6 +26,9 @@ from rsmq_core import (
 )
 from rsmq_core import schedules as sched
 from rsmq_core._protocol import sent_ms
+from tests.workers import WorkerProcess, wait_for
+from worker import scheduler
+from worker.settings import SettingError, Settings
 
 
 def keys_of(r: redis.Redis, ns: str) -> set[str]:
@@ -202,3 +211,141 @@ def test_next_fire_is_utc() -> None:
     assert sched.next_fire({"cron": "0 2 * * *"}, at) == at + 30 * 60_000
     assert sched.next_fire({"every": 7}, 7_000) == 14_000
     assert sched.next_fire({"every": 7}, 6_999) == 7_000
+
+
+# The worker's SCHEDULES ------------------------------------------------------------------------
+
+
+def test_schedules_setting() -> None:
+    raw = json.dumps([
+        {"queue": "jobs", "every": 30, "message": "hi"},
+        {"name": "five", "queue": "jobs", "cron": "*/5 * * * *", "message": "{}",
+         "catch_up": "skip"},
+    ])  # fmt: skip
+    got = Settings.from_env({"HANDLER": "a:b", "SCHEDULES": raw}).schedules
+    assert got == (
+        Schedule("jobs-every-30", "jobs", "hi", None, 30, "once", None),
+        Schedule("five", "jobs", "{}", "*/5 * * * *", None, "skip", None),
+    )
+    assert Settings.from_env({"HANDLER": "a:b"}).schedules == ()
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        ("every 30s", "SCHEDULES is not JSON"),
+        ('{"queue": "jobs"}', "SCHEDULES must be a JSON list"),
+        ("[1]", "SCHEDULES entry 0 (1): a schedule is a JSON object"),
+        (
+            '[{"queue": "jobs", "every": 30}]',
+            'entry 0 ({"queue": "jobs", "every": 30}): no \'message\'',
+        ),
+        ('[{"every": 30, "message": "m"}]', "no 'queue'"),
+        ('[{"queue": "jobs", "every": 30, "message": "m", "at": 1}]', "unknown field 'at'"),
+        (
+            '[{"queue": "jobs", "cron": "61 * * * *", "message": "m"}]',
+            "Invalid cron format (Bad minute in '61 * * * *')",
+        ),
+        ('[{"queue": "jobs", "every": "30", "message": "m"}]', "every must be between 1"),
+        ('[{"queue": "jobs", "message": "m"}]', "A schedule needs cron or every"),
+        ('[{"queue": "a b", "every": 1, "message": "m"}]', "Invalid qname format"),
+        (
+            '[{"name": "x y", "queue": "jobs", "every": 1, "message": "m"}]',
+            "Invalid schedule name format",
+        ),
+        ('[{"queue": "jobs", "every": 1, "message": "m", "catch_up": "all"}]', "catch_up must be"),
+        (
+            '[{"queue": "jobs", "every": 1, "message": "a"}, {"queue": "jobs", "every": 1, '
+            '"message": "b"}]',
+            "SCHEDULES entry 1: a second schedule named 'jobs-every-1'",
+        ),
+    ],
+)
+def test_schedules_setting_errors_name_the_entry(raw, error) -> None:
+    with pytest.raises(SettingError) as raised:
+        Settings.from_env({"HANDLER": "a:b", "SCHEDULES": raw})
+    assert error in str(raised.value)
+
+
+def test_schedules_setting_on_a_cluster_is_refused() -> None:
+    env = {"HANDLER": "a:b", "REDIS_CLUSTER": "1",
+           "SCHEDULES": '[{"queue": "jobs", "every": 1, "message": "m"}]'}  # fmt: skip
+    with pytest.raises(SettingError, match="standalone Redis"):
+        Settings.from_env(env)
+
+
+# The worker's loop -----------------------------------------------------------------------------
+
+
+async def test_a_schedule_whose_queue_was_deleted_is_logged_and_moved_on(
+    redis_url, ns, r, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="worker.scheduler")
+    declared = Schedule("gone", "jobs", "m", None, 1, "once", None)
+    missing = Schedule("never", "nowhere", "m", None, 1, "once", None)
+    async with AsyncRSMQ.from_url(redis_url, ns=ns) as q:
+        await q.create_queue("jobs")
+        stopping = asyncio.Event()
+        loop = asyncio.create_task(scheduler.run(q, (declared, missing), stopping))
+        try:
+            await wait_async(lambda: "schedule gone: sent" in caplog.text, "a tick sent")
+            await q.delete_queue("jobs")
+            await wait_async(lambda: "queue jobs does not exist" in caplog.text, "the warning")
+            before = r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+            await asyncio.sleep(1.5)  # what the loop does with a gone queue for 1.5 s
+            after = r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        finally:
+            stopping.set()
+            await asyncio.wait_for(loop, 5)
+    assert "schedule never not declared: there is no queue nowhere" in caplog.text
+    assert after - before < 20  # a call or two a tick (shared server: others' calls count)
+    assert not loop.exception()
+
+
+async def wait_async(predicate, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+# Worker processes -------------------------------------------------------------------------------
+
+
+def test_three_workers_send_each_tick_once_and_a_kill_changes_nothing(redis_url, ns, r) -> None:
+    every_second = json.dumps([{"name": "tick", "queue": "ticks", "every": 1, "message": "t"}])
+    with RSMQ.from_url(redis_url, ns=ns) as q:
+        q.create_queue("ticks")  # no worker consumes it: what was sent stays to be counted
+        workers = [WorkerProcess(redis_url, ns, schedules=every_second) for _ in range(3)]
+        try:
+            for w in workers:  # all three declare the schedule at once
+                w.start(ready=False)
+            for w in workers:
+                w.wait_ready()
+            start = server_ms(r)
+            wait_for(lambda: server_ms(r) >= start + 3000, 5, "three seconds")
+            workers[0].kill()
+            wait_for(lambda: server_ms(r) >= start + 6000, 5, "three seconds more")
+            end = server_ms(r)
+            # Every tick of the window is sent, wherever it was: the last one too.
+            wait_for(lambda: any(sent_ms(i) >= end for i in ids(r, q)), 5, "a tick after")
+        finally:
+            for w in workers:
+                w.cleanup()
+        sent = sorted(sent_ms(i) for i in ids(r, q))
+        assert [s.name for s in q.list_schedules()] == ["tick"]  # declared thrice, stored once
+    in_window = [t for t in sent if start <= t < start + 6000]
+    assert 5 <= len(in_window) <= 7, in_window
+    per_tick = Counter(int(t // 1000) for t in sent)
+    assert max(per_tick.values()) == 1, per_tick  # never two for one tick
+    first, last = min(per_tick), max(per_tick)
+    assert set(per_tick) == set(range(first, last + 1))  # and none lost, the kill included
+
+
+def server_ms(r: redis.Redis) -> float:
+    s, us = r.time()
+    return s * 1000 + us / 1000
+
+
+def ids(r: redis.Redis, q: RSMQ) -> list[str]:
+    return [str(i) for i in r.zrange(q.keys("ticks").zset, 0, -1)]

@@ -40,6 +40,7 @@ from rsmq_core import AsyncRSMQ, Message, QueueExists, QueueNotFound
 from rsmq_core.client import AsyncRedis, connect
 from rsmq_core.connection import HOW_TO_GET_REDIS, explain, is_misconfigured, mask_url, scrub
 
+from . import scheduler
 from .job import Job, Retry
 from .settings import Settings
 
@@ -229,6 +230,11 @@ class Worker:
             server, _ = start_http_server(self.settings.metrics_port, registry=registry)
         beat = asyncio.create_task(self._heartbeat(info))
         consumers = [asyncio.create_task(self._consume(q)) for q in self.settings.queues]
+        if not self.rsmq.cluster:  # schedules need a standalone Redis (rsmq_core.schedules)
+            stopping = self._stopping
+            consumers.append(
+                asyncio.create_task(scheduler.run(self.rsmq, self.settings.schedules, stopping))
+            )
         try:
             await self._stopping.wait()
             await asyncio.gather(*consumers, return_exceptions=True)
