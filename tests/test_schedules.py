@@ -23,6 +23,7 @@ from rsmq_core import (
     QueueNotFound,
     RSMQError,
     Schedule,
+    cli,
 )
 from rsmq_core import schedules as sched
 from rsmq_core._protocol import sent_ms
@@ -211,6 +212,54 @@ def test_next_fire_is_utc() -> None:
     assert sched.next_fire({"cron": "0 2 * * *"}, at) == at + 30 * 60_000
     assert sched.next_fire({"every": 7}, 7_000) == 14_000
     assert sched.next_fire({"every": 7}, 6_999) == 7_000
+
+
+# The CLI ---------------------------------------------------------------------------------------
+
+
+def rsmq_cli(capsys, redis_url: str, ns: str, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["--url", redis_url, "--ns", ns, "schedule", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_add_list_remove(capsys, redis_url, ns) -> None:
+    with RSMQ.from_url(redis_url, ns=ns) as q:
+        q.create_queue("jobs")
+        code, out, err = rsmq_cli(capsys, redis_url, ns, "add", "nightly", "jobs", "{}",
+                                  "--cron", "0 3 * * *", "--catch-up", "skip")  # fmt: skip
+        assert (code, err) == (0, "")
+        added = json.loads(out)
+        assert added == q.list_schedules()[0].to_json()
+        assert (added["cron"], added["catch_up"], added["every"]) == ("0 3 * * *", "skip", None)
+        code, out, _ = rsmq_cli(capsys, redis_url, ns, "add", "tick", "jobs", "hi", "--every", "5")
+        assert code == 0 and json.loads(out)["next_fire"] % 5000 == 0
+        code, out, _ = rsmq_cli(capsys, redis_url, ns, "list")
+        assert [s["name"] for s in json.loads(out)] == ["nightly", "tick"]
+        assert rsmq_cli(capsys, redis_url, ns, "remove", "tick")[:2] == (0, "true\n")
+        assert rsmq_cli(capsys, redis_url, ns, "remove", "tick")[:2] == (0, "false\n")
+        assert [s.name for s in q.list_schedules()] == ["nightly"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "err"),
+    [
+        (["--cron", "* *"], "rsmq: invalidFormat: Invalid cron format (a cron expression has 5"),
+        (["--every", "0"], "rsmq: invalidValue: every must be between 1 and 9999999 (got 0)"),
+        (["--every", "1", "--catch-up", "all"], "rsmq: invalidValue: catch_up must be"),
+    ],
+)
+def test_cli_refuses_bad_schedules(capsys, redis_url, ns, argv, err) -> None:
+    with RSMQ.from_url(redis_url, ns=ns) as q:
+        q.create_queue("jobs")
+        code, out, got = rsmq_cli(capsys, redis_url, ns, "add", "s", "jobs", "m", *argv)
+        assert (code, out) == (1, "") and got.startswith(err), got
+        assert q.list_schedules() == []
+    code, _, got = rsmq_cli(capsys, redis_url, ns, "add", "s", "nope", "m", "--every", "1")
+    assert code == 1 and got.startswith("rsmq: queueNotFound: No queue 'nope' to schedule for")
+    with pytest.raises(SystemExit):  # argparse: neither --cron nor --every
+        rsmq_cli(capsys, redis_url, ns, "add", "s", "jobs", "m")
+    assert "one of the arguments --cron --every is required" in capsys.readouterr().err
 
 
 # The worker's SCHEDULES ------------------------------------------------------------------------
