@@ -27,6 +27,7 @@ from rsmq_core import (
 )
 from rsmq_core import schedules as sched
 from rsmq_core._protocol import sent_ms
+from tests.test_actions import BEARER, TOKEN, logged_in
 from tests.workers import WorkerProcess, wait_for
 from worker import scheduler
 from worker.settings import SettingError, Settings
@@ -260,6 +261,73 @@ def test_cli_refuses_bad_schedules(capsys, redis_url, ns, argv, err) -> None:
     with pytest.raises(SystemExit):  # argparse: neither --cron nor --every
         rsmq_cli(capsys, redis_url, ns, "add", "s", "jobs", "m")
     assert "one of the arguments --cron --every is required" in capsys.readouterr().err
+
+
+# The REST API and the dashboard's routes ----------------------------------------------------------
+
+
+def test_api_add_list_remove_with_the_token(make_client, redis_url, ns) -> None:
+    api = make_client(api_token=TOKEN)
+    with RSMQ.from_url(redis_url, ns=ns) as q:
+        q.create_queue("reports")
+        body = {"name": "tick", "queue": "reports", "message": "hi", "every": 60}
+        assert api.post("/api/schedules", json=body).status_code == 401  # no token
+        added = api.post("/api/schedules", json=body, headers=BEARER)
+        assert added.status_code == 201, added.text
+        assert added.json() == q.list_schedules()[0].to_json()
+        listed = api.get("/api/schedules", headers=BEARER).json()["schedules"]
+        assert [(s["name"], s["every"], s["catch_up"]) for s in listed] == [("tick", 60, "once")]
+        assert api.delete("/api/schedules/tick").status_code == 401
+        gone = api.delete("/api/schedules/tick", headers=BEARER)
+        assert gone.json() == {"removed": True}
+        assert api.delete("/api/schedules/tick", headers=BEARER).json() == {"removed": False}
+        assert q.list_schedules() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error", "text"),
+    [
+        ({"queue": "reports", "message": "m", "every": 1}, 400, "missingParameter", "name"),
+        ({"name": "s", "queue": "reports", "message": "m", "cron": "* *"}, 400, "invalidFormat",
+         "Invalid cron format"),
+        ({"name": "s", "queue": "reports", "message": "m", "every": 0}, 400, "invalidValue", "every"),
+        ({"name": "s", "queue": "reports", "message": "m"}, 400, "missingParameter", "cron or every"),
+        ({"name": "s", "queue": "reports", "message": "m", "every": 1, "at": 2}, 400,
+         "unknownField", "at"),
+        ({"name": "s", "queue": "reports", "message": "m", "every": 1, "catch_up": None}, 400,
+         "invalidValue", "catch_up may not be null"),
+        ({"name": "s", "queue": "nope", "message": "m", "every": 1}, 404, "queueNotFound", ""),
+        ({"name": "s", "queue": "reports", "message": "x" * 70_000, "every": 1}, 413,
+         "messageTooLong", ""),
+    ],
+)  # fmt: skip
+def test_api_refuses_bad_schedules(make_client, redis_url, ns, body, status, error, text) -> None:
+    api = make_client(api_token=TOKEN, max_body=1_000_000)
+    with RSMQ.from_url(redis_url, ns=ns) as q:
+        q.create_queue("reports")
+        answer = api.post("/api/schedules", json=body, headers=BEARER)
+        assert answer.status_code == status, answer.text
+        assert answer.json()["error"] == error
+        assert text in answer.json()["message"] + answer.json().get("detail", "")
+        assert q.list_schedules() == []
+
+
+def test_the_dashboard_removes_a_schedule_with_its_login_and_csrf_token(
+    make_client, redis_url, ns
+) -> None:
+    closed = make_client(api_token=TOKEN)
+    with RSMQ.from_url(redis_url, ns=ns) as q:
+        q.create_queue("reports")
+        q.add_schedule("tick", "reports", "m", every=60)
+        assert closed.delete("/dashboard/api/schedules/tick").status_code == 401
+        csrf = logged_in(closed)
+        refused = closed.delete("/dashboard/api/schedules/tick", headers={"x-csrf-token": "x.y"})
+        assert (refused.status_code, refused.json()["error"]) == (403, "csrf")
+        listed = closed.get("/dashboard/api/schedules").json()["schedules"]
+        assert [s["name"] for s in listed] == ["tick"]
+        gone = closed.delete("/dashboard/api/schedules/tick", headers={"x-csrf-token": csrf})
+        assert gone.json() == {"removed": True}
+        assert q.list_schedules() == []
 
 
 # The worker's SCHEDULES ------------------------------------------------------------------------
