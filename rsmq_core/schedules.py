@@ -33,6 +33,11 @@ def keys(ns: str) -> list[str]:
     return [f"{ns}:@schedules", f"{ns}:@schedules:next"]
 
 
+def channel(ns: str) -> str:
+    """Where adding or removing a schedule says "1", so that waiting workers look again."""
+    return f"{ns}:rt:@schedules"
+
+
 def check_cluster(cluster: bool) -> None:
     if cluster:
         # A tick's claim and its send are one script call, which on a cluster would have to
@@ -135,9 +140,8 @@ def add_steps(
     queue = p.Keys.of(ns, qname)
     now = int(p.check_status((yield _call(ns, "due", 0)))[1])
     text = json.dumps(defn, separators=(",", ":"))
-    reply = yield _call(
-        ns, "add", checked, text, next_fire(defn, now), len(body), more=[queue.hash]
-    )
+    reply = yield _call(ns, "add", checked, text, next_fire(defn, now), len(body),
+                        "P" + channel(ns), more=[queue.hash])  # fmt: skip
     if p._text(reply[0]) == "queueNotFound":
         raise p.error_from_name("queueNotFound", f"No queue {queue.qname!r} to schedule for")
     return _schedule(checked, defn, int(p.check_status(reply)[1]))
@@ -150,7 +154,7 @@ def _schedule(name: str, defn: dict[str, Any], next_ms: int | None) -> Schedule:
 
 def remove(ns: str, cluster: bool, name: object) -> p.Call:
     check_cluster(cluster)
-    return _call(ns, "remove", check_name(name))
+    return _call(ns, "remove", check_name(name), "P" + channel(ns))
 
 
 def list_call(ns: str, cluster: bool) -> p.Call:

@@ -8,10 +8,12 @@ import json
 import logging
 import time
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
 import redis
 
+from realtime import Wakeup
 from rsmq_core import (
     RSMQ,
     AsyncRSMQ,
@@ -28,6 +30,8 @@ from rsmq_core import (
 from rsmq_core import schedules as sched
 from rsmq_core._protocol import sent_ms
 from tests.test_actions import BEARER, TOKEN, logged_in
+from tests.test_browser import CHROMIUM, dashboard
+from tests.test_web_server import WebProcess
 from tests.workers import WorkerProcess, wait_for
 from worker import scheduler
 from worker.settings import SettingError, Settings
@@ -269,8 +273,8 @@ def test_cli_refuses_bad_schedules(capsys, redis_url, ns, argv, err) -> None:
 def test_api_add_list_remove_with_the_token(make_client, redis_url, ns) -> None:
     api = make_client(api_token=TOKEN)
     with RSMQ.from_url(redis_url, ns=ns) as q:
-        q.create_queue("reports")
-        body = {"name": "tick", "queue": "reports", "message": "hi", "every": 60}
+        q.create_queue("rep")
+        body = {"name": "tick", "queue": "rep", "message": "hi", "every": 60}
         assert api.post("/api/schedules", json=body).status_code == 401  # no token
         added = api.post("/api/schedules", json=body, headers=BEARER)
         assert added.status_code == 201, added.text
@@ -287,24 +291,24 @@ def test_api_add_list_remove_with_the_token(make_client, redis_url, ns) -> None:
 @pytest.mark.parametrize(
     ("body", "status", "error", "text"),
     [
-        ({"queue": "reports", "message": "m", "every": 1}, 400, "missingParameter", "name"),
-        ({"name": "s", "queue": "reports", "message": "m", "cron": "* *"}, 400, "invalidFormat",
+        ({"queue": "rep", "message": "m", "every": 1}, 400, "missingParameter", "name"),
+        ({"name": "s", "queue": "rep", "message": "m", "cron": "* *"}, 400, "invalidFormat",
          "Invalid cron format"),
-        ({"name": "s", "queue": "reports", "message": "m", "every": 0}, 400, "invalidValue", "every"),
-        ({"name": "s", "queue": "reports", "message": "m"}, 400, "missingParameter", "cron or every"),
-        ({"name": "s", "queue": "reports", "message": "m", "every": 1, "at": 2}, 400,
+        ({"name": "s", "queue": "rep", "message": "m", "every": 0}, 400, "invalidValue", "every"),
+        ({"name": "s", "queue": "rep", "message": "m"}, 400, "missingParameter", "cron or every"),
+        ({"name": "s", "queue": "rep", "message": "m", "every": 1, "at": 2}, 400,
          "unknownField", "at"),
-        ({"name": "s", "queue": "reports", "message": "m", "every": 1, "catch_up": None}, 400,
+        ({"name": "s", "queue": "rep", "message": "m", "every": 1, "catch_up": None}, 400,
          "invalidValue", "catch_up may not be null"),
         ({"name": "s", "queue": "nope", "message": "m", "every": 1}, 404, "queueNotFound", ""),
-        ({"name": "s", "queue": "reports", "message": "x" * 70_000, "every": 1}, 413,
+        ({"name": "s", "queue": "rep", "message": "x" * 70_000, "every": 1}, 413,
          "messageTooLong", ""),
     ],
 )  # fmt: skip
 def test_api_refuses_bad_schedules(make_client, redis_url, ns, body, status, error, text) -> None:
     api = make_client(api_token=TOKEN, max_body=1_000_000)
     with RSMQ.from_url(redis_url, ns=ns) as q:
-        q.create_queue("reports")
+        q.create_queue("rep")
         answer = api.post("/api/schedules", json=body, headers=BEARER)
         assert answer.status_code == status, answer.text
         assert answer.json()["error"] == error
@@ -317,8 +321,8 @@ def test_the_dashboard_removes_a_schedule_with_its_login_and_csrf_token(
 ) -> None:
     closed = make_client(api_token=TOKEN)
     with RSMQ.from_url(redis_url, ns=ns) as q:
-        q.create_queue("reports")
-        q.add_schedule("tick", "reports", "m", every=60)
+        q.create_queue("rep")
+        q.add_schedule("tick", "rep", "m", every=60)
         assert closed.delete("/dashboard/api/schedules/tick").status_code == 401
         csrf = logged_in(closed)
         refused = closed.delete("/dashboard/api/schedules/tick", headers={"x-csrf-token": "x.y"})
@@ -402,8 +406,8 @@ async def test_a_schedule_whose_queue_was_deleted_is_logged_and_moved_on(
     missing = Schedule("never", "nowhere", "m", None, 1, "once", None)
     async with AsyncRSMQ.from_url(redis_url, ns=ns) as q:
         await q.create_queue("jobs")
-        stopping = asyncio.Event()
-        loop = asyncio.create_task(scheduler.run(q, (declared, missing), stopping))
+        stopping, wake = asyncio.Event(), Wakeup()
+        loop = asyncio.create_task(scheduler.run(q, (declared, missing), stopping, wake, 60))
         try:
             await wait_async(lambda: "schedule gone: sent" in caplog.text, "a tick sent")
             await q.delete_queue("jobs")
@@ -413,6 +417,7 @@ async def test_a_schedule_whose_queue_was_deleted_is_logged_and_moved_on(
             after = r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
         finally:
             stopping.set()
+            wake.set()  # as Worker.stop() sets every wakeup
             await asyncio.wait_for(loop, 5)
     assert "schedule never not declared: there is no queue nowhere" in caplog.text
     assert after - before < 20  # a call or two a tick (shared server: others' calls count)
@@ -466,3 +471,60 @@ def server_ms(r: redis.Redis) -> float:
 
 def ids(r: redis.Redis, q: RSMQ) -> list[str]:
     return [str(i) for i in r.zrange(q.keys("ticks").zset, 0, -1)]
+
+
+# The dashboard, in a real Chromium ----------------------------------------------------------------
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not found: install Debian's chromium")
+@pytest.mark.timeout(120)
+def test_the_dashboard_lists_schedules_with_their_next_fire_time_and_removes_one(
+    redis_url, ns
+) -> None:
+    from playwright.sync_api import expect
+
+    token = "browser-token-browser-token"
+    web = WebProcess(redis_url, ns, API_TOKEN=token)
+    with RSMQ.from_url(redis_url, ns=ns) as q:
+        q.create_queue("reports")
+        nightly = q.add_schedule("nightly", "reports", "{}", cron="0 3 * * *")
+        q.add_schedule("tick", "reports", "hi", every=30, catch_up="skip")
+        try:
+            with dashboard(web, token) as (page, errors):
+                rows = page.locator("#schedules tbody tr")
+                expect(rows).to_have_count(2, timeout=10_000)
+                first = page.locator('#schedules tr[data-name="nightly"]')
+                expect(first).to_contain_text("cron 0 3 * * * (UTC)")
+                assert nightly.next_fire is not None
+                iso = datetime.fromtimestamp(nightly.next_fire / 1000, UTC)
+                stamp = iso.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                expect(first.locator("time")).to_have_attribute("datetime", stamp)
+                tick = page.locator('#schedules tr[data-name="tick"]')
+                expect(tick).to_contain_text("every 30 s")
+                expect(tick).to_contain_text("skip")
+                tick.get_by_role("button", name="Remove").click()
+                expect(page.locator("#schedules-status")).to_have_text("Remove tick: removed")
+                expect(rows).to_have_count(1)
+                assert [s.name for s in q.list_schedules()] == ["nightly"]
+                assert errors == []
+        finally:
+            web.stop()
+
+
+def test_an_idle_realtime_worker_hears_a_schedule_added_and_removed(redis_url, ns, r) -> None:
+    """With no schedule it sends Redis no script call; one added later (by another process)
+    wakes it at once, and its removal stops the sends."""
+    with RSMQ.from_url(redis_url, ns=ns) as q:
+        q.create_queue("ticks")
+        worker = WorkerProcess(redis_url, ns).start()
+        try:
+            q.add_schedule("tick", "ticks", "t", every=1)
+            wait_for(lambda: ids(r, q), 5, "the first tick")
+            q.remove_schedule("tick")
+            sent = len(ids(r, q))  # a fire call after the remove finds no definition: no send
+            deadline = server_ms(r) + 2500
+            wait_for(lambda: server_ms(r) >= deadline, 5, "two ticks' time")
+            assert len(ids(r, q)) == sent
+            assert "schedule tick: sent" in worker.stdout() + worker.stderr()
+        finally:
+            worker.cleanup()

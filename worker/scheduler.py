@@ -10,13 +10,12 @@ import asyncio
 import contextlib
 import logging
 
-from realtime.subscriber import CONNECTION_LOST
+from realtime.subscriber import CONNECTION_LOST, Wakeup
 from rsmq_core import AsyncRSMQ, Fired, QueueNotFound, RSMQError, Schedule
 
 log = logging.getLogger(__name__)
 
-# The longest a worker sleeps between looks: a schedule added (by the API, the CLI, another
-# worker) while it sleeps is seen within this, and so is its first tick.
+# Seconds between looks while Redis is out of reach, or a declared schedule is not yet stored.
 MAX_WAIT = 1.0
 
 
@@ -60,20 +59,32 @@ def report(fired: Fired) -> None:
                     fired.name, fired.queue)  # fmt: skip
 
 
-async def run(rsmq: AsyncRSMQ, schedules: tuple[Schedule, ...], stopping: asyncio.Event) -> None:
-    """Declare ``schedules``, then fire every due tick until ``stopping`` is set."""
+async def run(
+    rsmq: AsyncRSMQ,
+    schedules: tuple[Schedule, ...],
+    stopping: asyncio.Event,
+    wake: Wakeup | None,
+    poll_interval: float,
+) -> None:
+    """Declare ``schedules``, then fire every due tick until ``stopping`` is set.
+
+    Between ticks it sleeps until the next one is due. With ``wake`` (a realtime worker's:
+    set when a schedule is added or removed, after every resubscribe, and on stop) an idle
+    worker with no schedule due sends Redis nothing; without it (polling) it looks every
+    ``poll_interval`` too."""
     declared = not schedules
     failures = 0
     while not stopping.is_set():
-        wait = MAX_WAIT
+        if wake is not None:
+            wake.clear()  # what is said from here on wakes the wait below
+        wait: float | None = MAX_WAIT
         try:
             if not declared:
                 declared = await declare(rsmq, schedules)
             firing = await rsmq.fire_schedules()
             for fired in firing.fired:
                 report(fired)
-            if firing.wait is not None:
-                wait = min(wait, firing.wait)
+            wait = firing.wait if declared else MAX_WAIT
             if failures:
                 log.info("schedules: Redis is back after %d failed look(s)", failures)
             failures = 0
@@ -83,7 +94,10 @@ async def run(rsmq: AsyncRSMQ, schedules: tuple[Schedule, ...], stopping: asynci
             log.log(level, "schedules: could not look for due ticks (%d): %s", failures, exc)
         except RSMQError as exc:  # a definition this version cannot read: said, not fatal
             log.error("schedules: %s", exc.explain())
-        if wait > 0:
+        if wake is None:
+            wait = poll_interval if wait is None else min(wait, poll_interval)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await stopping.wait()
+        elif wait is None or wait > 0:
+            await wake.wait(wait)

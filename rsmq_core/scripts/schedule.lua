@@ -1,12 +1,13 @@
 -- Periodic schedules (see rsmq_core/schedules.py). Keys RSMQ never reads:
 -- KEYS[1] {ns}:@schedules (hash: name -> the definition, JSON)
 -- KEYS[2] {ns}:@schedules:next (zset: name -> its next fire time, epoch ms, UTC)
--- ARGV[1] the operation, then its arguments:
---   "add" name definition next-ms message-bytes; KEYS[3] the queue's hash. Replaces a
+-- ARGV[1] the operation, then its arguments ("channel": where "add" and "remove" say "1" so
+-- that waiting workers look again, marked as notify in _lib.lua takes it):
+--   "add" name definition next-ms message-bytes channel; KEYS[3] the queue's hash. Replaces a
 --     definition of that name; keeps its next fire time when its timing (cron or every) is
 --     the same, so workers that all declare it at start change nothing. {"ok", next-ms},
 --     {"queueNotFound"} or {"messageTooLong"} (nothing written).
---   "remove" name: {"ok", 1 or 0}.
+--   "remove" name channel: {"ok", 1 or 0}.
 --   "list": {"ok", name, definition, next-ms, ...}.
 --   "due" limit: the server's time and the earliest next fire time ("" for none), then up to
 --     `limit` schedules due now: {"ok", now-ms, earliest, name, definition, due-ms, ...}.
@@ -29,6 +30,7 @@ if op == "add" then
   local old = redis.call("HGET", KEYS[1], name)
   local at = redis.call("ZSCORE", KEYS[2], name)
   redis.call("HSET", KEYS[1], name, def)
+  notify(ARGV[6], "1")
   if at and old then
     local was, now_is = cjson.decode(old), cjson.decode(def)
     if was.cron == now_is.cron and was.every == now_is.every then return {"ok", at} end
@@ -38,7 +40,9 @@ if op == "add" then
 end
 if op == "remove" then
   redis.call("ZREM", KEYS[2], ARGV[2])
-  return {"ok", redis.call("HDEL", KEYS[1], ARGV[2])}
+  local removed = redis.call("HDEL", KEYS[1], ARGV[2])
+  if removed == 1 then notify(ARGV[3], "1") end
+  return {"ok", removed}
 end
 if op == "list" then
   local out = {"ok"}
