@@ -424,6 +424,25 @@ async def test_a_schedule_whose_queue_was_deleted_is_logged_and_moved_on(
     assert not loop.exception()
 
 
+async def test_a_definition_that_is_not_ours_is_logged_and_the_loop_lives_on(
+    redis_url, ns, r, caplog
+) -> None:
+    r.hset(f"{ns}:@schedules", "bad", "not json")  # written by hand, by someone else
+    r.zadd(f"{ns}:@schedules:next", {"bad": 0})
+    async with AsyncRSMQ.from_url(redis_url, ns=ns) as q:
+        stopping, wake = asyncio.Event(), Wakeup()
+        loop = asyncio.create_task(scheduler.run(q, (), stopping, wake, 60))
+        try:
+            await wait_async(lambda: "could not fire the due ticks" in caplog.text, "the error")
+            await q.create_queue("jobs")
+            await q.add_schedule("good", "jobs", "m", every=3600)
+            assert not loop.done()
+        finally:
+            stopping.set()
+            wake.set()
+            await asyncio.wait_for(loop, 5)
+
+
 async def wait_async(predicate, what: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

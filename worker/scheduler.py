@@ -92,8 +92,12 @@ async def run(
             failures += 1
             level = logging.WARNING if failures == 1 else logging.DEBUG  # one warning an outage
             log.log(level, "schedules: could not look for due ticks (%d): %s", failures, exc)
-        except RSMQError as exc:  # a definition this version cannot read: said, not fatal
+        except RSMQError as exc:
             log.error("schedules: %s", exc.explain())
+        except Exception:
+            # Logged and tried again a second later: a loop that died quietly would leave
+            # this worker firing nothing (a definition written by hand that is not ours...).
+            log.exception("schedules: could not fire the due ticks")
         if wake is None:
             wait = poll_interval if wait is None else min(wait, poll_interval)
             with contextlib.suppress(TimeoutError):
