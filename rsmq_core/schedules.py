@@ -177,6 +177,8 @@ def fire_steps(ns: str, cluster: bool) -> p.Steps:
     due = p.check_status((yield _call(ns, "due", DUE_LIMIT)))
     now, earliest, rest = int(due[1]), p._text(due[2]), due[3:]
     fired = []
+    # The next look: the earliest tick not due yet, or one of those due now, moved on.
+    wake = [int(float(earliest))] if earliest else []
     for i in range(0, len(rest), 3):
         name, text, tick = p._text(rest[i]), p._text(rest[i + 1]), int(float(rest[i + 2]))
         defn = json.loads(text)
@@ -184,8 +186,9 @@ def fire_steps(ns: str, cluster: bool) -> p.Steps:
         # A tick is missed when the one after it is due too: no worker ran for a whole tick.
         # "once" sends one message for all of them, "skip" none; either moves on past now.
         send = defn.get("catch_up") != "skip" or next_fire(defn, tick) > now
+        wake.append(next_fire(defn, now))
         reply = yield _call(
-            ns, "fire", name, text, tick, next_fire(defn, now), "1" if send else "",
+            ns, "fire", name, text, tick, wake[-1], "1" if send else "",
             queue.notify(queue.channel), p.new_id_suffixes(1), p.encode_message(defn["message"]),
             more=[queue.zset, queue.hash],
         )  # fmt: skip
@@ -195,6 +198,6 @@ def fire_steps(ns: str, cluster: bool) -> p.Steps:
         mid = p._text(reply[1]) if status == "ok" else ""
         outcome = status if status != "ok" else ("sent" if mid else "skipped")
         fired.append(Fired(name, queue.qname, tick, outcome, mid or None))
-    if rest:  # what was due moved on (or was moved on by another worker): ask again at once
+    if len(rest) // 3 >= DUE_LIMIT:  # more may be due than one call hands back
         return Firing(fired, 0.0)
-    return Firing(fired, max(0.0, (int(float(earliest)) - now) / 1000) if earliest else None)
+    return Firing(fired, max(0.0, (min(wake) - now) / 1000) if wake else None)

@@ -9,8 +9,8 @@
 --     {"queueNotFound"} or {"messageTooLong"} (nothing written).
 --   "remove" name channel: {"ok", 1 or 0}.
 --   "list": {"ok", name, definition, next-ms, ...}.
---   "due" limit: the server's time and the earliest next fire time ("" for none), then up to
---     `limit` schedules due now: {"ok", now-ms, earliest, name, definition, due-ms, ...}.
+--   "due" limit: the server's time and the earliest fire time after it ("" for none), then
+--     up to `limit` schedules due now: {"ok", now-ms, earliest, name, definition, due-ms, ...}.
 --   "fire" name definition due-ms next-ms send channel suffix body; KEYS[3] the queue's zset,
 --     KEYS[4] its hash. Claims the tick `due-ms` of schedule `name` (only while that is still
 --     its next fire time and `definition` still its definition: another worker that claimed it
@@ -56,7 +56,7 @@ if op == "list" then
 end
 if op == "due" then
   local _, _, ms = now()
-  local first = redis.call("ZRANGE", KEYS[2], 0, 0, "WITHSCORES")
+  local first = redis.call("ZRANGEBYSCORE", KEYS[2], "(" .. ms, "+inf", "WITHSCORES", "LIMIT", 0, 1)
   local out = {"ok", ms, first[2] or ""}
   local due = redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", ms, "WITHSCORES", "LIMIT", 0, ARGV[2])
   for i = 1, #due, 2 do
