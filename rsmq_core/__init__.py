@@ -19,7 +19,7 @@ from .errors import (
     QueueNotFound,
     RSMQError,
 )
-from .models import Message, Peek, PeekedMessage, QueueAttributes, Received
+from .models import Fired, Firing, Message, Peek, PeekedMessage, QueueAttributes, Received, Schedule
 from .sync import RSMQ
 
 try:
@@ -33,6 +33,8 @@ __all__ = [
     "RSMQ",
     "AsyncRSMQ",
     "ConnectionOptions",
+    "Fired",
+    "Firing",
     "IndexConflict",
     "InvalidFormat",
     "InvalidValue",
@@ -50,4 +52,5 @@ __all__ = [
     "QueueNotFound",
     "RSMQError",
     "Received",
+    "Schedule",
 ]

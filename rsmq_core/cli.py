@@ -227,6 +227,20 @@ def _resume(client: RSMQ, args: argparse.Namespace) -> bool:
     return changed
 
 
+def _schedule_add(client: RSMQ, args: argparse.Namespace) -> dict[str, Any]:
+    message = _stdin_text() if args.message == "-" else args.message
+    return client.add_schedule(args.name, args.qname, message, cron=args.cron, every=args.every,
+                               catch_up=args.catch_up).to_json()  # fmt: skip
+
+
+def _schedule_list(client: RSMQ, args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [s.to_json() for s in client.list_schedules()]
+
+
+def _schedule_remove(client: RSMQ, args: argparse.Namespace) -> bool:
+    return client.remove_schedule(args.name)
+
+
 def _record(client: RSMQ, args: argparse.Namespace) -> None:
     """Hand each action done to each recorder installed. The action is done: a recorder that
     fails says so on stderr, and the command still succeeds."""
@@ -398,6 +412,29 @@ def build_parser() -> argparse.ArgumentParser:
     timeline = command("timeline", _timeline, "a message's status events, oldest first, or "
                        "without ID the queue's own (paused, purged, redriven...)")  # fmt: skip
     timeline.add_argument("id", nargs="?", metavar="ID")
+
+    about = "periodic sends, fired by the workers (cron in UTC, or every N seconds)"
+    schedule = commands.add_parser("schedule", help=about, description=about, parents=[common])
+    actions = schedule.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add_help = "add a schedule, or replace the one of that name (prints it, next_fire in epoch ms)"
+    add = actions.add_parser("add", help=add_help, description=add_help, parents=[common])
+    add.set_defaults(run=_schedule_add)
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("qname", metavar="QNAME")
+    add.add_argument("message", metavar="MESSAGE", help="the body; - reads stdin")
+    when = add.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", metavar="EXPR", help='5 fields, in UTC: "*/5 * * * *"')
+    when.add_argument("--every", type=int, metavar="N", help="every N seconds")
+    add.add_argument("--catch-up", default="once", metavar="once|skip",
+                     help="ticks missed while no worker ran: one send for all (once, the "
+                     "default) or none (skip)")  # fmt: skip
+    actions.add_parser("list", help="list the schedules", parents=[common]).set_defaults(
+        run=_schedule_list
+    )
+    remove = actions.add_parser("remove", help="remove a schedule (prints whether it was there)",
+                                parents=[common])  # fmt: skip
+    remove.set_defaults(run=_schedule_remove)
+    remove.add_argument("name", metavar="NAME")
     return parser
 
 

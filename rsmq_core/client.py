@@ -13,12 +13,13 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from . import _protocol as p
 from . import _replication as replication
+from . import schedules as sched
 from ._batch import Batcher
 from ._scripts import NAMES, source
 from .connection import AsyncRedis as AsyncRedis  # where realtime/, worker/, web/ import it
 from .connection import ConnectionOptions, async_client
 from .errors import RSMQError
-from .models import Message, Peek, QueueAttributes, Received
+from .models import Firing, Message, Peek, QueueAttributes, Received, Schedule
 
 DEFAULT_URL = "redis://localhost:6379/0"
 # A dropped connection (Redis restarted, a proxy's idle cut) is retried on a new one: three
@@ -394,6 +395,41 @@ class AsyncRSMQ:
     async def is_paused(self, qname: str) -> bool:
         """Whether the queue is paused (False for a queue that does not exist)."""
         return bool(await self.redis.hexists(self._keys(qname).hash, p.PAUSED_FIELD))
+
+    # Schedules ---------------------------------------------------------------------------------
+
+    async def add_schedule(
+        self,
+        name: str,
+        qname: str,
+        message: str,
+        *,
+        cron: str | None = None,
+        every: int | None = None,
+        catch_up: str = "once",
+    ) -> Schedule:
+        """Send ``message`` to ``qname`` periodically: at each tick of ``cron`` (5 fields, in
+        UTC) or every ``every`` seconds; workers fire it. Replaces a schedule of the same
+        name, keeping its next fire time when the timing is the same. ``catch_up``: ticks
+        missed while no worker ran are sent "once" (one message for all) or "skip"ped.
+        ``QueueNotFound`` if there is no such queue (standalone Redis only)."""
+        steps = sched.add_steps(self.ns, self.cluster, name, qname, message, cron, every, catch_up)
+        return cast(Schedule, await self._run(steps))
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Every schedule, by name, with its next fire time."""
+        return sched.parse_list(await self._call(sched.list_call(self.ns, self.cluster)))
+
+    async def remove_schedule(self, name: str) -> bool:
+        """Remove a schedule; False if there was none of that name."""
+        call = sched.remove(self.ns, self.cluster, name)
+        return bool(int(p.check_status(await self._call(call))[1]))
+
+    async def fire_schedules(self) -> Firing:
+        """Send one message for each schedule tick due now (what workers do): each tick is
+        claimed, moved on and sent in one script call, so however many processes call this at
+        once, a tick is sent once. Returns what was fired and the seconds until the next."""
+        return cast(Firing, await self._run(sched.fire_steps(self.ns, self.cluster)))
 
     # Lifecycle ---------------------------------------------------------------------------------
 

@@ -141,3 +141,52 @@ class Received:
 
     messages: list[Message]
     next_visible_in: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A periodic schedule: ``message`` is sent to ``queue`` at each tick of ``cron`` (a
+    5-field cron expression, in UTC) or ``every`` seconds (at the multiples of ``every`` since
+    the epoch: 30 fires at :00 and :30 of each minute). ``catch_up``: after a time when no
+    worker ran, "once" sends one message for all the ticks missed, "skip" none.
+    ``next_fire`` is the epoch milliseconds of the next tick (None only for a definition whose
+    next time was lost, which the next add sets again)."""
+
+    name: str
+    queue: str
+    message: str
+    cron: str | None
+    every: int | None
+    catch_up: str
+    next_fire: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "queue": self.queue, "message": self.message,
+                "cron": self.cron, "every": self.every, "catch_up": self.catch_up,
+                "next_fire": self.next_fire}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """One tick a worker claimed (see :meth:`~rsmq_core.AsyncRSMQ.fire_schedules`).
+
+    ``outcome``: "sent" (``id`` is the message's), "skipped" (missed while no worker ran, and
+    the schedule's catch_up is "skip"), "queueNotFound" (its queue is gone) or
+    "messageTooLong" (the queue's maxsize was lowered below the message since it was added).
+    ``tick`` is the epoch milliseconds the tick was due.
+    """
+
+    name: str
+    queue: str
+    tick: int
+    outcome: str
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """What :meth:`~rsmq_core.AsyncRSMQ.fire_schedules` did, and ``wait``: the seconds until
+    the next schedule is due (None: there is none)."""
+
+    fired: list[Fired]
+    wait: float | None

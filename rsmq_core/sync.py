@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import redis
 from redis.cluster import RedisCluster
@@ -18,11 +18,12 @@ from redis.retry import Retry
 
 from . import _protocol as p
 from . import _replication as replication
+from . import schedules as sched
 from ._scripts import NAMES, source
 from .client import BACKOFF, DEFAULT_URL, RETRIES
 from .connection import ConnectionOptions, sync_client
 from .errors import RSMQError
-from .models import Message, Peek, QueueAttributes, Received
+from .models import Firing, Message, Peek, QueueAttributes, Received, Schedule
 
 
 class RSMQ:
@@ -239,6 +240,29 @@ class RSMQ:
 
     def is_paused(self, qname: str) -> bool:
         return bool(self.redis.hexists(self._keys(qname).hash, p.PAUSED_FIELD))
+
+    def add_schedule(
+        self,
+        name: str,
+        qname: str,
+        message: str,
+        *,
+        cron: str | None = None,
+        every: int | None = None,
+        catch_up: str = "once",
+    ) -> Schedule:
+        steps = sched.add_steps(self.ns, self.cluster, name, qname, message, cron, every, catch_up)
+        return cast(Schedule, self._run(steps))
+
+    def list_schedules(self) -> list[Schedule]:
+        return sched.parse_list(self._call(sched.list_call(self.ns, self.cluster)))
+
+    def remove_schedule(self, name: str) -> bool:
+        call = sched.remove(self.ns, self.cluster, name)
+        return bool(int(p.check_status(self._call(call))[1]))
+
+    def fire_schedules(self) -> Firing:
+        return cast(Firing, self._run(sched.fire_steps(self.ns, self.cluster)))
 
     def close(self) -> None:
         if self._owns_redis:

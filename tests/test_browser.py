@@ -6,6 +6,7 @@ dependency), which drives it through ``executable_path``: no browser is download
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -25,6 +26,29 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update",
                 "--disable-sync"]  # fmt: skip
+
+
+@contextlib.contextmanager
+def dashboard(web: WebProcess, token: str | None = None) -> Iterator[tuple[Any, list[str]]]:
+    """A Chromium page on the dashboard (logged in with ``token`` if given), and the page's
+    errors."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(web.url("/dashboard"))
+            if token is not None:
+                page.fill("#token", token)
+                page.click("#submit")
+                expect(page.locator("h1")).to_have_text("Dashboard", timeout=10_000)
+            yield page, errors
+        finally:
+            browser.close()
+
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium not found: install Debian's chromium (.ci/run does)"
@@ -158,7 +182,7 @@ def test_with_a_token_the_page_follows_its_own_and_the_dashboard_needs_a_login(c
 
 @pytest.mark.timeout(120)
 def test_the_compare_view_shows_polling_picking_up_later_than_realtime(redis_url, ns):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     web = WebProcess(redis_url, ns)
     workers = [
@@ -171,43 +195,33 @@ def test_the_compare_view_shows_polling_picking_up_later_than_realtime(redis_url
                 q.send_message("rt", "{}")
                 q.send_message("poll", "{}")
                 time.sleep(0.15)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-            try:
-                board = browser.new_page()
-                errors: list[str] = []
-                board.on("pageerror", lambda e: errors.append(str(e)))
-                board.goto(web.url("/dashboard"))
-                pickups = board.locator('#compare td[data-field="pickups"]')
-                expect(pickups.nth(0)).to_have_text("8", timeout=20_000)  # realtime
-                expect(pickups.nth(1)).to_have_text("8", timeout=20_000)  # polling
+        with dashboard(web) as (board, errors):
+            pickups = board.locator('#compare td[data-field="pickups"]')
+            expect(pickups.nth(0)).to_have_text("8", timeout=20_000)  # realtime
+            expect(pickups.nth(1)).to_have_text("8", timeout=20_000)  # polling
 
-                def p50(mode: str) -> float:
-                    cell = board.locator(f'#compare td[data-mode="{mode}"][data-field="p50"]')
-                    return float(cell.inner_text())
+            def p50(mode: str) -> float:
+                cell = board.locator(f'#compare td[data-mode="{mode}"][data-field="p50"]')
+                return float(cell.inner_text())
 
-                assert p50("polling") > p50("realtime")
-                assert p50("polling") >= 50  # a second's polling: pickups wait for the poll
-                # The chart: a bar per mode and percentile, axes titled, ticks labelled
-                assert board.locator("#compare-chart rect[data-percentile]").count() == 6
-                expect(board.locator("#compare-y-title")).to_have_text(
-                    "pickup latency, ms (log scale)"
-                )
-                expect(board.locator("#compare-x-title")).to_contain_text("percentile")
-                assert board.locator("#compare-chart text.tick").count() >= 5
-                commands = board.locator('#compare td[data-field="commands"]')
-                expect(commands.nth(1)).not_to_have_text("—", timeout=10_000)
-                per_worker = board.locator('#compare-workers td[data-field="commands"]')
-                expect(per_worker).to_have_count(2)
-                for i in range(2):  # each worker's own figure, a number
-                    expect(per_worker.nth(i)).not_to_have_text("—", timeout=10_000)
-                    float(per_worker.nth(i).inner_text())
-                ARTIFACTS.mkdir(exist_ok=True)
-                board.locator("#compare-title").scroll_into_view_if_needed()
-                board.screenshot(path=str(ARTIFACTS / "dashboard-compare.png"), full_page=True)
-                assert errors == []
-            finally:
-                browser.close()
+            assert p50("polling") > p50("realtime")
+            assert p50("polling") >= 50  # a second's polling: pickups wait for the poll
+            # The chart: a bar per mode and percentile, axes titled, ticks labelled
+            assert board.locator("#compare-chart rect[data-percentile]").count() == 6
+            expect(board.locator("#compare-y-title")).to_have_text("pickup latency, ms (log scale)")
+            expect(board.locator("#compare-x-title")).to_contain_text("percentile")
+            assert board.locator("#compare-chart text.tick").count() >= 5
+            commands = board.locator('#compare td[data-field="commands"]')
+            expect(commands.nth(1)).not_to_have_text("—", timeout=10_000)
+            per_worker = board.locator('#compare-workers td[data-field="commands"]')
+            expect(per_worker).to_have_count(2)
+            for i in range(2):  # each worker's own figure, a number
+                expect(per_worker.nth(i)).not_to_have_text("—", timeout=10_000)
+                float(per_worker.nth(i).inner_text())
+            ARTIFACTS.mkdir(exist_ok=True)
+            board.locator("#compare-title").scroll_into_view_if_needed()
+            board.screenshot(path=str(ARTIFACTS / "dashboard-compare.png"), full_page=True)
+            assert errors == []
     finally:
         for w in workers:
             w.cleanup()

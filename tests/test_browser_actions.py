@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from rsmq_core import RSMQ
-from tests.test_browser import ARTIFACTS, BROWSER_ARGS, CHROMIUM
+from tests.test_browser import ARTIFACTS, CHROMIUM, dashboard
 from tests.test_web_server import WebProcess
 from tests.workers import WorkerProcess, done, started, wait_for
 
@@ -43,7 +43,7 @@ def row(page: Any, mid: str) -> Any:
 def test_the_dashboard_peeks_times_deletes_retries_redrives_purges_pauses_and_resumes(
     deployment, redis_url, ns
 ):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     web, _ = deployment
     r = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -54,16 +54,8 @@ def test_the_dashboard_peeks_times_deletes_retries_redrives_purges_pauses_and_re
     victim = q.send_message("jobs", "victim", delay=600)
     dead = q.send_messages("jobs-dead", ["d1", "d2", "d3"])
     q.send_messages("scratch", ["s1", "s2", "s3"])
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(web.url("/dashboard"))
-            page.fill("#token", TOKEN)
-            page.click("#submit")
-            expect(page.locator("h1")).to_have_text("Dashboard", timeout=10_000)
+    try:
+        with dashboard(web, TOKEN) as (page, errors):
             expect(page.locator("#action-queue option[value=jobs]")).to_have_count(
                 1, timeout=10_000
             )
@@ -129,7 +121,6 @@ def test_the_dashboard_peeks_times_deletes_retries_redrives_purges_pauses_and_re
             expect(status).to_contain_text("vt 45s")
             assert q.get_queue_attributes("scratch").vt == 45
             assert errors == []
-        finally:
-            browser.close()
-            q.close()
-            r.close()
+    finally:
+        q.close()
+        r.close()

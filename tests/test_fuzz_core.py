@@ -90,6 +90,13 @@ bodies = st.one_of(
 message_lists = st.one_of(st.lists(bodies, max_size=4), hostile)
 id_lists = st.one_of(st.lists(ids, max_size=4), hostile)
 announces = st.one_of(st.none(), st.text(max_size=8), hostile)
+crons = st.one_of(
+    st.none(),
+    st.sampled_from(["* * * * *", "*/5 1 * * MON#2", "61 * * * *", "* * *", "0 0 30 2 *"]),
+    st.text(max_size=16),
+    hostile,
+)
+catch_ups = st.one_of(st.sampled_from(["once", "skip"]), hostile)
 
 
 def kw(**strategies: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
@@ -128,6 +135,12 @@ CALLS: dict[str, st.SearchStrategy[tuple[tuple[Any, ...], dict[str, Any]]]] = {
     "pause_queue": st.tuples(st.tuples(qnames), st.just({})),
     "resume_queue": st.tuples(st.tuples(qnames), st.just({})),
     "is_paused": st.tuples(st.tuples(qnames), st.just({})),
+    "add_schedule": st.tuples(
+        st.tuples(qnames, qnames, bodies), kw(cron=crons, every=seconds, catch_up=catch_ups)
+    ),
+    "list_schedules": st.just(((), {})),
+    "remove_schedule": st.tuples(st.tuples(qnames), st.just({})),
+    "fire_schedules": st.just(((), {})),
 }
 
 

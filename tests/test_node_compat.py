@@ -902,3 +902,24 @@ def test_a_queue_with_dedup_is_an_ordinary_queue_to_node_rsmq(
         time.sleep(0.02)
     rsmq.create_queue("dd")
     assert rsmq.send_message("dd", "new", dedup_id="order-1") != first
+
+
+def test_a_scheduled_message_is_an_ordinary_message_to_node_rsmq(
+    rsmq: Any, node: NodeRSMQ, r: redis.Redis, ns: str
+) -> None:
+    """A schedule's keys are none of RSMQ's ({ns}:@schedules...): Node's listQueues does not
+    see them, and what a tick sends is a plain RSMQ message that Node receives and deletes."""
+    node.call("createQueue", qname="sched")
+    rsmq.add_schedule("tick", "sched", "from a schedule", every=3600)
+    assert node.call("listQueues") == ["sched"]
+    s, us = r.time()
+    r.zadd(f"{ns}:@schedules:next", {"tick": s * 1000 + us // 1000})  # due now
+    (fired,) = rsmq.fire_schedules().fired
+    got = node.receive("sched")
+    assert got is not None and (got["id"], got["message"], got["rc"]) == (
+        fired.id, "from a schedule", 1,
+    )  # fmt: skip
+    assert got["sent"] == id_time_us(fired.id) / 1000
+    assert node.call("deleteMessage", qname="sched", id=fired.id) == 1
+    attributes = node.call("getQueueAttributes", qname="sched")
+    assert (attributes["msgs"], attributes["totalsent"], attributes["totalrecv"]) == (0, 1, 1)

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from realtime import EventLog, StatusEvent, events_json
 from rsmq_core import AsyncRSMQ, Message, NotReplicated, RSMQError
-from rsmq_core._protocol import check_dedup_id, check_id
+from rsmq_core._protocol import QNAME_RE, check_dedup_id, check_id
 from rsmq_core.connection import explain
 
 from . import auth as access
@@ -499,6 +499,40 @@ async def health(request: Request) -> Response:
                         else {"ok": True})  # fmt: skip
 
 
+async def list_schedules(request: Request) -> Response:
+    """Every schedule, with its next fire time (epoch ms, UTC)."""
+    schedules = await rsmq_of(request).list_schedules()
+    return JSONResponse({"schedules": [s.to_json() for s in schedules]})
+
+
+async def add_schedule(request: Request) -> Response:
+    """Add a schedule, or replace the one of that name (its next tick kept when its timing
+    is the same); the workers fire it."""
+    fields = options(await read_json(request), *SCHEDULE_FIELDS)
+    missing = [f for f in ("name", "queue", "message") if f not in fields]
+    if missing:
+        raise ApiError(400, "missingParameter", f"{', '.join(missing)} is required")
+    rsmq = rsmq_of(request)
+    # The queue first: 404 for a schedule of a queue that is not there, whatever else is wrong.
+    if isinstance(fields["queue"], str) and QNAME_RE.fullmatch(fields["queue"]):
+        await rsmq.get_queue_attributes(fields["queue"])
+    schedule = await rsmq.add_schedule(
+        fields["name"], fields["queue"], fields["message"], cron=fields.get("cron"),
+        every=fields.get("every"), catch_up=fields.get("catch_up", "once"),
+    )  # fmt: skip
+    return JSONResponse(schedule.to_json(), status_code=201)
+
+
+SCHEDULE_FIELDS = ("name", "queue", "message", "cron", "every", "catch_up")
+
+
+async def remove_schedule(request: Request) -> Response:
+    options(await read_json(request))
+    return JSONResponse(
+        {"removed": await rsmq_of(request).remove_schedule(request.path_params["name"])}
+    )
+
+
 # The operator's actions: under /api with the API token, and the same under /dashboard/api
 # for the logged-in dashboard (its cookie and CSRF token; see endpoint).
 ACTIONS: list[tuple[str, Endpoint, list[str]]] = [
@@ -512,6 +546,9 @@ ACTIONS: list[tuple[str, Endpoint, list[str]]] = [
     ("/queues/{qname}/messages/{id}", delete_message, ["DELETE"]),
     ("/queues/{qname}/messages/{id}/visible", make_visible, ["POST"]),
     ("/queues/{qname}/messages/{id}/timeline", timeline, ["GET"]),
+    ("/schedules", list_schedules, ["GET"]),
+    ("/schedules", add_schedule, ["POST"]),
+    ("/schedules/{name}", remove_schedule, ["DELETE"]),
 ]
 
 ROUTES = [

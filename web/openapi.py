@@ -28,6 +28,24 @@ _EVENTS = {"type": "object", "properties": {"events": {"type": "array", "items":
     "type": "object", "required": ["eid", "status", "queue", "id", "ts"]}}}}  # fmt: skip
 
 
+_SCHEDULE = {
+    "type": "object",
+    "required": ["name", "queue", "message", "cron", "every", "catch_up", "next_fire"],
+    "properties": {
+        "name": {"type": "string"},
+        "queue": {"type": "string"},
+        "message": {"type": "string"},
+        "cron": {"type": "string", "nullable": True},
+        "every": {"type": "integer", "nullable": True},
+        "catch_up": {"type": "string", "enum": ["once", "skip"]},
+        "next_fire": {"type": "integer", "nullable": True, "description": "epoch ms, UTC"},
+    },
+}
+_SCHEDULE_NAME = {"name": "name", "in": "path", "required": True, "schema": _NAME}
+_SCHEDULES = {"type": "object", "required": ["schedules"],
+              "properties": {"schedules": {"type": "array", "items": _SCHEDULE}}}  # fmt: skip
+
+
 def _query(name: str, low: int, high: int | None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "integer", "minimum": low}
     if high is not None:
@@ -277,6 +295,31 @@ def openapi() -> dict[str, Any]:
                     404,
                     params=qi,
                 ),
+            },
+            "/api/schedules": {
+                "get": _op("Every schedule, with its next fire time", 200, _SCHEDULES, 401),
+                "post": _op(
+                    "Add a schedule (cron in UTC, or every N seconds), or replace the one of "
+                    "that name; the workers fire it",
+                    201,
+                    _SCHEDULE,
+                    *WRITE,
+                    body=_body(
+                        {
+                            "name": _NAME,
+                            "queue": _NAME,
+                            "message": {"type": "string"},
+                            "cron": {"type": "string", "description": "5 fields, in UTC"},
+                            "every": {"type": "integer", "minimum": 1, "maximum": 9999999},
+                            "catch_up": {"type": "string", "enum": ["once", "skip"]},
+                        },
+                        ["name", "queue", "message"],
+                        oneOf=[{"required": ["cron"]}, {"required": ["every"]}],
+                    ),
+                ),
+            },
+            "/api/schedules/{name}": {
+                "delete": _op("Remove a schedule", 200, obj, *WRITE, params=[_SCHEDULE_NAME]),
             },
             "/api/queues/{qname}/messages/{id}/status": {
                 "get": _op("A message's last status", 200, obj, 400, 401, 404, params=qi),

@@ -5,12 +5,15 @@ A bad value stops the worker before it touches Redis, with a message naming the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rsmq_core import _protocol, logs
+from rsmq_core import RSMQError, Schedule, _protocol, logs
+from rsmq_core import schedules as _schedules
 from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions, check_url
 
 # The example app's handler. Never a default: an installed worker given no HANDLER would
@@ -46,6 +49,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "line"  # LOG_FORMAT: "line" or "json" (rsmq_core.logs)
     metrics_port: int | None = None  # METRICS_PORT: serve this worker's own /metrics there
+    schedules: tuple[Schedule, ...] = ()  # SCHEDULES: declared (added or replaced) at start
 
     def dead_letter_queue(self, qname: str) -> str:
         return qname + self.dead_letter_suffix
@@ -80,6 +84,7 @@ class Settings:
             log_level=reader.log_level("LOG_LEVEL", d.log_level),
             log_format=reader.log_format("LOG_FORMAT", d.log_format),
             metrics_port=reader.integer("METRICS_PORT", 0, low=0, high=65535) or None,
+            schedules=reader.schedules("SCHEDULES"),
         )
         try:
             check_url(settings.redis_url)
@@ -89,6 +94,11 @@ class Settings:
             settings.connection.redis_kwargs(settings.redis_url)
         except ValueError as exc:
             raise SettingError(f"REDIS_URL: {exc}") from None
+        if settings.schedules and settings.redis_cluster:
+            raise SettingError(
+                "SCHEDULES needs a standalone Redis: on a Redis Cluster (REDIS_CLUSTER) a "
+                "schedule and its queue live in different slots"
+            )
         for qname in settings.queues:
             dead = settings.dead_letter_queue(qname)
             if not _protocol.QNAME_RE.fullmatch(dead):
@@ -105,6 +115,39 @@ def _seconds(name: str, raw: str) -> float:
         return float(raw)
     except ValueError:
         raise SettingError(f"{name}={raw!r} is not a number of seconds") from None
+
+
+_SCHEDULE_FIELDS = ("name", "queue", "cron", "every", "message", "catch_up")
+
+
+def _schedule_entry(where: str, entry: object) -> Schedule:
+    if not isinstance(entry, dict):
+        raise SettingError(f"{where}: a schedule is a JSON object")
+    unknown = sorted(set(entry) - set(_SCHEDULE_FIELDS))
+    if unknown:
+        raise SettingError(
+            f"{where}: unknown field {unknown[0]!r} (a schedule has {', '.join(_SCHEDULE_FIELDS)})"
+        )
+    for field in ("queue", "message"):
+        if field not in entry:
+            raise SettingError(f"{where}: no {field!r}")
+    cron, every = entry.get("cron"), entry.get("every")
+    try:
+        queue, _, defn = _schedules.definition(
+            entry["queue"], entry["message"], cron, every, entry.get("catch_up", "once")
+        )
+        # Unnamed: named after its queue and timing, so the same entry declared by every
+        # worker (and again after a change of its message) is one schedule, replaced.
+        timing = f"every-{defn['every']}" if every is not None else _cron_tag(defn["cron"])
+        name = _schedules.check_name(entry.get("name", f"{queue}-{timing}"))
+    except RSMQError as exc:
+        raise SettingError(f"{where}: {exc.explain()}") from None
+    return Schedule(name, queue, defn["message"], defn.get("cron"), defn.get("every"),
+                    defn["catch_up"], None)  # fmt: skip
+
+
+def _cron_tag(cron: str) -> str:
+    return "cron-" + hashlib.sha256(cron.encode()).hexdigest()[:10]
 
 
 class _Reader:
@@ -195,6 +238,28 @@ class _Reader:
             return logs.check_format(self._raw(name) or default)
         except ValueError as exc:
             raise SettingError(str(exc)) from None
+
+    def schedules(self, name: str) -> tuple[Schedule, ...]:
+        """A JSON list of {"name"?, "queue", "cron" or "every", "message", "catch_up"?}."""
+        raw = self._raw(name)
+        if raw is None:
+            return ()
+        try:
+            entries = json.loads(raw)
+        except ValueError as exc:
+            raise SettingError(f"{name} is not JSON ({exc}): give a list of schedules") from None
+        if not isinstance(entries, list):
+            raise SettingError(f"{name} must be a JSON list of schedules, not {raw!r}")
+        out: dict[str, Schedule] = {}
+        for i, entry in enumerate(entries):
+            schedule = _schedule_entry(f"{name} entry {i} ({json.dumps(entry)})", entry)
+            if schedule.name in out:
+                raise SettingError(
+                    f"{name} entry {i}: a second schedule named {schedule.name!r} "
+                    '(give each its own "name")'
+                )
+            out[schedule.name] = schedule
+        return tuple(out.values())
 
     def handler(self, name: str) -> str:
         raw = self._raw(name)

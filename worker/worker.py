@@ -39,7 +39,9 @@ from realtime.subscriber import CONNECTION_LOST
 from rsmq_core import AsyncRSMQ, Message, QueueExists, QueueNotFound
 from rsmq_core.client import AsyncRedis, connect
 from rsmq_core.connection import HOW_TO_GET_REDIS, explain, is_misconfigured, mask_url, scrub
+from rsmq_core.schedules import channel as schedule_channel
 
+from . import scheduler
 from .job import Job, Retry
 from .settings import Settings
 
@@ -220,6 +222,10 @@ class Worker:
             if self._owns_redis:
                 await self._redis.aclose()
             raise
+        wake = None
+        if self._subscriber is not None and not self.rsmq.cluster:  # followed from the start
+            wake = self._subscriber.wakeup(schedule_channel(self.settings.ns))
+            self._wakeups.append(wake)
         if self._subscriber is not None:
             self._subscriber.start()
         server = None
@@ -229,6 +235,11 @@ class Worker:
             server, _ = start_http_server(self.settings.metrics_port, registry=registry)
         beat = asyncio.create_task(self._heartbeat(info))
         consumers = [asyncio.create_task(self._consume(q)) for q in self.settings.queues]
+        if not self.rsmq.cluster:  # schedules need a standalone Redis (rsmq_core.schedules)
+            consumers.append(asyncio.create_task(scheduler.run(
+                self.rsmq, self.settings.schedules, self._stopping, wake,
+                self.settings.poll_interval,
+            )))  # fmt: skip
         try:
             await self._stopping.wait()
             await asyncio.gather(*consumers, return_exceptions=True)

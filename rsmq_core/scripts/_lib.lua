@@ -80,29 +80,40 @@ local function pick(zset, hash, from, count)
   return out
 end
 
+-- Store messages as send.lua stores a send's: each id is the server's clock in microseconds,
+-- base 36 (one microsecond apart, so they keep their order), then its random 22 characters;
+-- visible `delay` ms from now; counted in totalsent; the queue's size published on `channel`
+-- ("" for none) once. `items[i]` is {22 random characters, body}, or false for none. Returns
+-- {"ok", new id or "" per item}.
+local function store(zset, hash, items, delay, channel)
+  local s, us, ms = now()
+  local stamp = s * 1000000 + us
+  local out, stored = {"ok"}, 0
+  for i, m in ipairs(items) do
+    local new = ""
+    if m then
+      new = base36(stamp + stored) .. m[1]
+      redis.call("ZADD", zset, ms + delay, new)
+      redis.call("HSET", hash, new, m[2])
+      stored = stored + 1
+    end
+    out[i + 1] = new
+  end
+  if stored > 0 then
+    redis.call("HINCRBY", hash, "totalsent", stored)
+    if channel ~= "" then notify(channel, redis.call("ZCARD", zset)) end
+  end
+  return out
+end
+
 -- Adds picked messages to a queue as new messages: a new id (the same random part), sent
 -- now, visible at once, never received. The target's maxsize is not applied: a message that
 -- was accepted once is never lost on its way to a dead-letter queue. Returns {"ok", new id or
 -- "" per message}.
 local function put(zset, hash, picked, channel)
-  local s, us, ms = now()
-  local stamp = s * 1000000 + us
-  local out, moved = {"ok"}, 0
-  for i, m in ipairs(picked) do
-    local new = ""
-    if m then
-      new = base36(stamp + moved) .. string.sub(m[1], -22)
-      redis.call("ZADD", zset, ms, new)
-      redis.call("HSET", hash, new, m[2])
-      moved = moved + 1
-    end
-    out[i + 1] = new
-  end
-  if moved > 0 then
-    redis.call("HINCRBY", hash, "totalsent", moved)
-    if channel ~= "" then notify(channel, redis.call("ZCARD", zset)) end
-  end
-  return out
+  local items = {}
+  for i, m in ipairs(picked) do items[i] = m and {string.sub(m[1], -22), m[2]} end
+  return store(zset, hash, items, 0, channel)
 end
 
 -- Deleting messages by id (delete.lua, and the deletes that ride on a coalesced receive).
