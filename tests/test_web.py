@@ -59,6 +59,33 @@ def test_submit_needs_the_csrf_token(client, r, ns):
     refused(client.post("/submit", content=b"{", headers=raw), 400, "invalidJson")
 
 
+def test_an_empty_message_is_refused_and_too_long_says_the_limit(client, r, ns):
+    client.get("/")
+    csrf = {"x-csrf-token": client.cookies.get("csrftoken")}
+    before = r.zcard(f"{ns}:jobs")
+    refused(client.post("/submit", json={"message": ""}, headers=csrf), 400, "emptyMessage",
+            "the message is empty")  # fmt: skip
+    refused(client.post("/submit", json={}, headers=csrf), 400, "emptyMessage")
+    refused(client.post("/api/queues/jobs/messages", json={"message": ""}), 400, "emptyMessage")
+    batch = {"messages": ["a", {"message": ""}]}
+    refused(client.post("/api/queues/jobs/messages", json=batch), 400, "emptyMessage",
+            "messages[1] is empty")  # fmt: skip
+    assert r.zcard(f"{ns}:jobs") == before  # nothing of a refused batch was stored
+    client.patch("/api/queues/jobs", json={"maxsize": 1024})
+    for answer in (
+        client.post("/submit", json={"message": "é" * 600}, headers=csrf),
+        client.post("/api/queues/jobs/messages", json={"message": "x" * 1025}),
+    ):
+        refused(answer, 413, "messageTooLong")
+        assert answer.json()["message"] == "Message too long"  # RSMQ's text, byte for byte
+        assert "at most 1024 bytes" in answer.json()["detail"]
+    batch = {"messages": ["a", "x" * 2000]}
+    detail = client.post("/api/queues/jobs/messages", json=batch).json()["detail"]
+    assert (
+        detail == "at index 1 of the batch: this queue takes messages of at most 1024 bytes (UTF-8)"
+    )
+
+
 def test_queue_endpoints(client, r, ns):
     created = client.post("/api/queues", json={"qname": "q", "vt": 5})
     assert created.status_code == 201
