@@ -174,14 +174,14 @@ def test_pickup_samples_give_the_dashboard_exact_percentiles():
     rec = Recorder("polling")
     for ms in (5, 1, 3, 2, 4, 100, 6, 7, 8, 9):
         rec.pickup("q", 1000.0, 1000.0 + ms)
-    counts, sums, samples = rec.take()
+    counts, sums, samples, _ = rec.take()
     assert counts["pickup:q:polling:count"] == 10
     assert sums["pickup:q:polling:sum"] == pytest.approx(0.145)
     assert percentiles([ms for _, ms in samples]) == [5, 100, 100]
     # 2 ms is in the 0.0025 bucket (index 1); 100 ms in 0.1 (index 6)
     assert counts["pickup:q:polling:1"] == 1 and PICKUP_BUCKETS[6] == 0.1
     assert counts["pickup:q:polling:6"] == 1
-    assert rec.take() == ({}, {}, [])
+    assert rec.take() == ({}, {}, [], [])
 
 
 def test_a_failed_heartbeat_gives_its_counts_back_to_the_next():
@@ -192,8 +192,10 @@ def test_a_failed_heartbeat_gives_its_counts_back_to_the_next():
     taken = rec.take()
     rec.job("q", "done")
     rec.pickup("q", 5000, 5001)
+    rec.done(1000, 1250)
     rec.give_back(taken)
-    counts, sums, samples = rec.take()
+    counts, sums, samples, finished = rec.take()
+    assert finished == [(1250, 250.0)]
     assert counts["jobs:q:done"] == 2
     assert counts["pickup:q:realtime:count"] == PICKUP_SAMPLES + 1
     assert sums["pickup:q:realtime:sum"] == pytest.approx((PICKUP_SAMPLES + 1) / 1000)
