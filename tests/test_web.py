@@ -39,6 +39,8 @@ def test_index_page_sets_csrf_and_security_headers(client):
     assert "default-src 'self'" in csp and "script-src 'self'" in csp
     assert "cdn" not in page.text.lower()
     assert client.get("/static/app.js").status_code == 200
+    icon = client.get("/favicon.ico")  # asked for by every browser: never a 404
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
 
 
 def test_submit_needs_the_csrf_token(client, r, ns):
@@ -245,6 +247,23 @@ def test_websocket_pushes_events_of_a_queue_and_resumes(client):
         replayed = next_frame(ws, "event")
         assert replayed["event"]["id"] == third
     assert first != second
+
+
+def test_a_last_status_comes_with_the_mark_to_resume_it_from(client):
+    """The example page, reloaded, resumes an id it knew only by its last status."""
+    mid = client.post("/api/queues/jobs/messages", json={"message": "x"}).json()["id"]
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws:
+        ws.send_json({"type": "subscribe", "queue": "jobs", "ids": [mid]})
+        next_frame(ws, "subscribed")
+        status = next_frame(ws, "event")
+    assert (status["eid"], status["event"]["status"]) == (None, "queued")
+    client.post("/api/queues/jobs/messages", json={"message": "other"})
+    client.post("/api/queues/jobs/redrive", json={"to": "jobs", "ids": [mid]})  # while away
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws:
+        ws.send_json({"type": "subscribe", "queue": "jobs", "ids": [mid], "after": status["mark"]})
+        next_frame(ws, "subscribed")
+        replayed = next_frame(ws, "event")
+    assert (replayed["event"]["id"], replayed["event"]["status"]) == (mid, "redriven")
 
 
 def test_websocket_events_name_an_actions_origin_without_the_operators_address(client):
