@@ -67,7 +67,13 @@ class Visit:
         page = self.context.new_page()
         page.on("pageerror", lambda e: self.errors.append(str(e)))
         page.on("response", self._answered)
+        page.on("console", self._said)
         return page
+
+    def _said(self, message: Any) -> None:
+        # The CSP stops an off-site load before any request: the browser only says so here.
+        if "Content Security Policy" in message.text:
+            self.outside.append(message.text)
 
     def _answered(self, response: Any) -> None:
         if response.status == 404:
@@ -91,6 +97,14 @@ def serious_violations(page: Any) -> list[str]:
         for v in result["violations"]
         if v["impact"] in ("serious", "critical")
     ]
+
+
+def icon_status(page: Any) -> int:
+    """What the page's icon link answers (headless Chromium does not ask for it by itself)."""
+    href = page.evaluate("document.querySelector('link[rel=icon]').href")
+    assert urlsplit(href).path == "/favicon.ico"
+    status: int = page.request.get(href).status
+    return status
 
 
 def nothing_scrolls_sideways(page: Any, width: int) -> None:
@@ -196,6 +210,7 @@ def test_the_example_page_refuses_follows_explains_and_resumes(
     expect(page.locator("#announce")).to_contain_text("dead")
     visit.shot(page, "dead")
     assert serious_violations(page) == []
+    assert icon_status(page) == 200
 
     # A reload shows the same list, as it was.
     page.reload()
@@ -266,5 +281,6 @@ def test_the_dashboard_figures_agree_with_redis_and_each_other(
     assert page.evaluate("document.activeElement.getAttribute('href')") == "/"
     visit.shot(page, "figures")
     assert serious_violations(page) == []
+    assert icon_status(page) == 200
     visit.check()
     visit.context.close()
