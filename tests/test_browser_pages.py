@@ -270,6 +270,7 @@ def test_the_dashboard_figures_agree_with_redis_and_each_other(
     expect(page.locator("#latency-summary")).to_contain_text(
         "4 messages done on the queues listed; the last 4: p50", timeout=10_000
     )
+    expect(page.locator("#latency-summary")).to_contain_text("realtime (blue): 4, p50")
     # ...each figure as Redis has it
     fields = r.hgetall(metrics_key(index_key(r, ns)))  # type: ignore[arg-type]
     assert fields["jobs:jobs:done"] == "4" and fields["jobs:jobs:failed"] == "2"

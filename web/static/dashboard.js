@@ -76,11 +76,18 @@ function draw(latencies, total) {
   });
   ctx.fillStyle = "#1b1b1b";
   ctx.fillText(Math.round(max) + " ms", 4, 12);
-  const sorted = latencies.map(([, ms]) => ms).sort((a, b) => a - b);
-  const p = (q) => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]);
+  // In words per mode too: the bars' colours are not the only way to tell the modes apart.
+  const percentiles = (rows) => {
+    const sorted = rows.map(([, ms]) => ms).sort((a, b) => a - b);
+    const p = (q) => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]);
+    return `p50 ${p(0.5)} ms, p99 ${p(0.99)} ms`;
+  };
+  const modes = [["realtime", "blue"], ["polling", "orange"]].map(([mode, colour]) => {
+    const rows = latencies.filter(([, , m]) => m === mode);
+    return rows.length ? `${mode} (${colour}): ${rows.length}, ${percentiles(rows)}` : "";
+  }).filter(Boolean);
   summary.textContent = `${total} messages done on the queues listed; the last ` +
-    `${sorted.length}: p50 ${p(0.5)} ms, p99 ${p(0.99)} ms ` +
-    "(blue bars: realtime workers, orange: polling)";
+    `${latencies.length}: ${percentiles(latencies)}; ${modes.join("; ")}`;
 }
 
 // Each cell carries its column's name: at phone width the tables stack, a card per row with
