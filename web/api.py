@@ -276,10 +276,7 @@ def refuse_empty(bodies: Any, *, batch: bool) -> None:
 
 async def with_limit(request: Request, exc: MessageTooLong) -> MessageTooLong:
     """RSMQ's "Message too long", with the queue's limit in ``detail``: what to cut it to."""
-    try:
-        maxsize = (await rsmq_of(request).get_queue_attributes(qname(request))).maxsize
-    except (RSMQError, RedisError):
-        return exc  # the refusal stands without the figure
+    maxsize = (await rsmq_of(request).get_queue_attributes(qname(request))).maxsize
     limit = f"this queue takes messages of at most {maxsize} bytes (UTF-8)"
     return MessageTooLong(detail=f"{exc.detail}: {limit}" if exc.detail else limit)
 
