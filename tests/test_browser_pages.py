@@ -285,3 +285,41 @@ def test_the_dashboard_figures_agree_with_redis_and_each_other(
     assert icon_status(page) == 200
     visit.check()
     visit.context.close()
+
+
+@pytest.mark.timeout(120)
+def test_another_tab_follows_what_this_one_submits(deployment, browser, axe):
+    from playwright.sync_api import expect
+
+    visit = Visit(browser, WIDTHS["desktop"], "two-tabs", axe)
+    here, there = visit.page(), visit.page()
+    for page in (here, there):
+        page.goto(deployment.url("/"))
+        expect(page.locator("#connection")).to_have_text("Live", timeout=10_000)
+    here.fill("#message", json.dumps({"sleep": 0.2}))
+    here.click("#submit")
+    expect(there.locator("#applications li[data-id] .status")).to_have_text("done", timeout=20_000)
+    visit.check()
+    visit.context.close()
+
+
+@pytest.mark.timeout(120)
+def test_without_storage_the_page_still_follows_its_applications(deployment, browser, axe):
+    from playwright.sync_api import expect
+
+    visit = Visit(browser, WIDTHS["desktop"], "no-storage", axe)
+    # As a browser that forbids storage to the site: every use of it throws.
+    visit.context.add_init_script(
+        "Object.defineProperty(window, 'localStorage', "
+        "{get() { throw new DOMException('denied', 'SecurityError'); }});"
+    )
+    page = visit.page()
+    page.goto(deployment.url("/"))
+    expect(page.locator("#connection")).to_have_text("Live", timeout=10_000)
+    page.click("#submit")
+    expect(page.locator("#applications li[data-id] .status")).to_have_text("done", timeout=20_000)
+    page.reload()  # nothing kept: an empty list, not an error
+    expect(page.locator("#connection")).to_have_text("Live", timeout=10_000)
+    expect(page.locator("#applications li")).to_have_count(0)
+    visit.check()
+    visit.context.close()
