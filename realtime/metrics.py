@@ -14,7 +14,8 @@ Prometheus counter never goes backwards. Fields (queue names cannot contain ``:`
 
 The last pickups of each mode also go to a capped list ``{ns}:@workers-pickups-{mode}``
 (``"<epoch ms> <latency ms>"``), from which the dashboard takes exact percentiles over the
-last minutes.
+last minutes; the last jobs done go to ``{ns}:@workers-done-{mode}`` alike (send -> done), the
+dashboard's latency chart, so that chart and its counts come from the same heartbeats.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ MODES = ("realtime", "polling")
 PICKUP_SAMPLES = 1000  # kept per mode, in Redis and per heartbeat in a worker
 
 
-Taken = tuple[Counter[str], dict[str, float], list[tuple[int, float]]]
+Samples = list[tuple[int, float]]  # (epoch ms, latency ms)
+Taken = tuple[Counter[str], dict[str, float], Samples, Samples]  # counts, sums, pickups, done
 
 
 # "-", not ":", after the registry's index: ``{index}:*`` are the workers' entries, which
@@ -51,6 +53,10 @@ def metrics_key(index: str) -> str:
 
 def pickups_key(index: str, mode: str) -> str:
     return f"{index}-pickups-{mode}"
+
+
+def done_key(index: str, mode: str) -> str:
+    return f"{index}-done-{mode}"
 
 
 def bucket_index(bounds: tuple[float, ...], value: float) -> int:
@@ -72,6 +78,7 @@ class Recorder:
     pending: Counter[str] = field(default_factory=Counter)
     pending_sums: dict[str, float] = field(default_factory=dict)
     samples: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=PICKUP_SAMPLES))
+    finished: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=PICKUP_SAMPLES))
 
     def _add(self, name: str, n: int = 1) -> None:
         self.totals[name] += n
@@ -98,33 +105,40 @@ class Recorder:
         self._add_sum(f"{prefix}:sum", seconds)
         self.samples.append((int(received_ms), seconds * 1000))
 
+    def done(self, sent_ms: float, done_ms: float) -> None:
+        """Send (Redis's clock, from the id) -> done (this worker's clock: no call to ask)."""
+        self.finished.append((int(done_ms), max(0.0, done_ms - sent_ms)))
+
     def take(self) -> Taken:
-        taken = (self.pending, self.pending_sums, list(self.samples))
+        taken = (self.pending, self.pending_sums, list(self.samples), list(self.finished))
         self.pending, self.pending_sums = Counter(), {}
         self.samples.clear()
+        self.finished.clear()
         return taken
 
     def give_back(self, taken: Taken) -> None:
         """A heartbeat that failed: its deltas go with the next one."""
-        counts, sums, samples = taken
+        counts, sums, samples, finished = taken
         self.pending.update(counts)
         for name, value in sums.items():
             self.pending_sums[name] = self.pending_sums.get(name, 0.0) + value
         # Older than those taken since: when the two are more than kept, these go first.
         self.samples = deque([*samples, *self.samples], maxlen=PICKUP_SAMPLES)
+        self.finished = deque([*finished, *self.finished], maxlen=PICKUP_SAMPLES)
 
     def write(self, pipe: Any, index: str, taken: Taken) -> None:
         """Queue ``taken`` on ``pipe`` (the heartbeat's transaction)."""
-        counts, sums, samples = taken
+        counts, sums, samples, finished = taken
         key = metrics_key(index)
         for name, n in counts.items():
             pipe.hincrby(key, name, n)
         for name, value in sums.items():
             pipe.hincrbyfloat(key, name, value)
-        if samples:
-            plist = pickups_key(index, self.mode)
-            pipe.lpush(plist, *(f"{at} {ms:.3f}" for at, ms in samples))
-            pipe.ltrim(plist, 0, PICKUP_SAMPLES - 1)
+        for rows, plist in ((samples, pickups_key(index, self.mode)),
+                            (finished, done_key(index, self.mode))):  # fmt: skip
+            if rows:
+                pipe.lpush(plist, *(f"{at} {ms:.3f}" for at, ms in rows))
+                pipe.ltrim(plist, 0, PICKUP_SAMPLES - 1)
 
 
 def count_commands(redis: AsyncRedis) -> Callable[[], int] | None:

@@ -27,7 +27,7 @@ from rsmq_core import Keys
 from rsmq_core.client import AsyncRedis
 
 from .events import events_channel, status_key, stream_key
-from .metrics import metrics_key, pickups_key
+from .metrics import done_key, metrics_key, pickups_key
 from .registry import index_key, info_key
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,8 @@ def worker_needs(redis: AsyncRedis, ns: str, queues: Iterable[str], worker_id: s
         Need(("hincrbyfloat", metrics_key(index), "f", "1"), _key(metrics_key(index))),
         Need(("lpush", pickups_key(index, "x"), "v"), _key(pickups_key(index, "x"))),
         Need(("ltrim", pickups_key(index, "x"), "0", "1"), _key(pickups_key(index, "x"))),
+        Need(("lpush", done_key(index, "x"), "v"), _key(done_key(index, "x"))),
+        Need(("ltrim", done_key(index, "x"), "0", "1"), _key(done_key(index, "x"))),
     ]
     for qname in queues:
         needs += _queue_needs(redis, ns, qname)
@@ -180,6 +182,7 @@ def web_needs(redis: AsyncRedis, ns: str, queue: str) -> list[Need]:
         Need(("mget", info_key(redis, ns, "x")), _key(info_key(redis, ns, "x"))),
         Need(("hgetall", metrics_key(index)), _key(metrics_key(index))),
         Need(("lrange", pickups_key(index, "x"), "0", "-1"), _key(pickups_key(index, "x"))),
+        Need(("lrange", done_key(index, "x"), "0", "-1"), _key(done_key(index, "x"))),
     ]
     return needs + _subscribe(redis, [events_channel(keys)])
 

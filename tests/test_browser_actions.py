@@ -112,6 +112,14 @@ def test_the_dashboard_peeks_times_deletes_retries_redrives_purges_pauses_and_re
             page.click("#purge")
             page.click("#purge-no")
             assert q.peek_messages("scratch").total == 3
+            # From the keyboard: the question takes the focus on Cancel; Escape says no.
+            page.locator("#purge").focus()
+            page.keyboard.press("Enter")
+            expect(page.locator("#purge-no")).to_be_focused()
+            page.keyboard.press("Escape")
+            expect(page.locator("#purge-confirm")).to_be_hidden()
+            expect(page.locator("#purge")).to_be_focused()
+            assert q.peek_messages("scratch").total == 3
             page.click("#purge")
             expect(page.locator("#purge-question")).to_contain_text("scratch")
             page.click("#purge-yes")

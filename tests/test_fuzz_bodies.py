@@ -114,7 +114,8 @@ def test_one_mib_bodies_round_trip_on_an_unlimited_queue(rsmq, redis_url, text):
 def test_api_round_trips_every_kind_of_text_and_a_mib(make_client, redis_url, ns):
     api = make_client(max_body=4 * MIB)
     assert api.post("/api/queues", json={"qname": "big", "maxsize": -1}).status_code == 201
-    texts = [*SAMPLES.values(), *BIG.values()]
+    # Every text but "": the API refuses an empty message (the library takes it, see above).
+    texts = [text for text in (*SAMPLES.values(), *BIG.values()) if text]
     for text in texts:
         sent = api.post("/api/queues/big/messages", json={"message": text})
         assert sent.status_code == 202, sent.text

@@ -31,7 +31,7 @@ from rsmq_core._protocol import sent_ms
 from rsmq_core.embedded import free_port
 from tests.handlers import done_key
 from tests.workers import ROOT, WorkerProcess, wait_for
-from web.dashboard import compare
+from web.dashboard import CHARTED, compare, snapshot
 from web.metrics import read
 from web.settings import SettingError
 from web.settings import Settings as WebSettings
@@ -174,14 +174,14 @@ def test_pickup_samples_give_the_dashboard_exact_percentiles():
     rec = Recorder("polling")
     for ms in (5, 1, 3, 2, 4, 100, 6, 7, 8, 9):
         rec.pickup("q", 1000.0, 1000.0 + ms)
-    counts, sums, samples = rec.take()
+    counts, sums, samples, _ = rec.take()
     assert counts["pickup:q:polling:count"] == 10
     assert sums["pickup:q:polling:sum"] == pytest.approx(0.145)
     assert percentiles([ms for _, ms in samples]) == [5, 100, 100]
     # 2 ms is in the 0.0025 bucket (index 1); 100 ms in 0.1 (index 6)
     assert counts["pickup:q:polling:1"] == 1 and PICKUP_BUCKETS[6] == 0.1
     assert counts["pickup:q:polling:6"] == 1
-    assert rec.take() == ({}, {}, [])
+    assert rec.take() == ({}, {}, [], [])
 
 
 def test_a_failed_heartbeat_gives_its_counts_back_to_the_next():
@@ -192,8 +192,10 @@ def test_a_failed_heartbeat_gives_its_counts_back_to_the_next():
     taken = rec.take()
     rec.job("q", "done")
     rec.pickup("q", 5000, 5001)
+    rec.done(1000, 1250)
     rec.give_back(taken)
-    counts, sums, samples = rec.take()
+    counts, sums, samples, finished = rec.take()
+    assert finished == [(1250, 250.0)]
     assert counts["jobs:q:done"] == 2
     assert counts["pickup:q:realtime:count"] == PICKUP_SAMPLES + 1
     assert sums["pickup:q:realtime:sum"] == pytest.approx((PICKUP_SAMPLES + 1) / 1000)
@@ -334,6 +336,29 @@ async def test_the_dashboard_compares_modes_from_what_workers_wrote(redis_url, n
     assert got["realtime"] == {"workers": 1, "pickups": 4, "p50": 2.0, "p95": 4.0, "p99": 4.0,
                                "commands_per_second": 4.0}  # fmt: skip
     assert got["polling"]["p50"] == 300.0 and got["polling"]["p99"] == 900.0
+
+
+async def test_the_dashboards_done_figures_are_what_workers_wrote(redis_url, ns):
+    """Jobs done and failed per queue and the latency chart: one snapshot of the heartbeats,
+    whenever the page was opened; the chart the last CHARTED of every mode, oldest first."""
+    rsmq = AsyncRSMQ.from_url(redis_url, ns=ns)
+    await rsmq.create_queue("q")
+    for mode, first in (("realtime", 0), ("polling", 1)):
+        info = WorkerInfo(id=f"w-{mode}", host="h", pid=1, mode=mode, queues=["q"],
+                          concurrency=1, started=1)  # fmt: skip
+        rec = Recorder(mode)
+        for i in range(first, 2 * CHARTED, 2):  # the modes' jobs alternate in time
+            rec.job("q", "done")
+            rec.done(1000.0 * i, 1000.0 * i + 7)
+        rec.job("q", "failed")
+        write = functools.partial(rec.write, taken=rec.take())
+        await heartbeat(rsmq.redis, ns, info, ttl=60, also=write)
+    got = await snapshot(rsmq)
+    await rsmq.aclose()
+    assert (got["queues"]["q"]["done"], got["queues"]["q"]["failed"]) == (2 * CHARTED, 2)
+    assert [at for at, _, _ in got["done"]] == [1000 * i + 7 for i in range(CHARTED, 2 * CHARTED)]
+    assert {ms for _, ms, _ in got["done"]} == {7.0}
+    assert [mode for _, _, mode in got["done"][:2]] == ["realtime", "polling"]
 
 
 @pytest.mark.timeout(120)

@@ -48,9 +48,9 @@ T = TypeVar("T")
 # Installing and running Node RSMQ ------------------------------------------------------------
 
 
-def installed_rsmq_version() -> str | None:
+def installed_version(package: str) -> str | None:
     try:
-        version = json.loads((NODE_MODULES / "rsmq" / "package.json").read_text())["version"]
+        version = json.loads((NODE_MODULES / package / "package.json").read_text())["version"]
     except (OSError, ValueError, KeyError):
         return None
     return str(version)
@@ -60,29 +60,36 @@ def as_text(data: str | bytes | None) -> str:
     return data.decode(errors="replace") if isinstance(data, bytes) else data or ""
 
 
-@pytest.fixture(scope="session")
-def node_modules() -> Path:
-    """``.node/node_modules`` holding rsmq 0.12.x, installed with npm on first use."""
+def npm_install(spec: str, needed_by: str) -> Path:
+    """``.node/node_modules`` holding ``spec`` (``name@version``, pinned), installed with npm
+    on first use; the tests of ``needed_by`` are skipped where node or npm is missing."""
+    package, _, version = spec.rpartition("@")
     npm = shutil.which("npm")
     if shutil.which("node") is None or npm is None:
-        pytest.skip("node/npm not found: the Node RSMQ compatibility tests need them")
-    if not (installed_rsmq_version() or "").startswith("0.12."):
+        pytest.skip(f"node/npm not found: {needed_by} need them")
+    if installed_version(package) != version:
         args = [npm, "install", "--no-audit", "--no-fund", "--prefix", str(NODE_PREFIX)]
         try:
             done = subprocess.run(
-                [*args, RSMQ_PACKAGE], capture_output=True, text=True, timeout=50, check=False
+                [*args, spec], capture_output=True, text=True, timeout=50, check=False
             )
             output, code = done.stdout + done.stderr, str(done.returncode)
         except subprocess.TimeoutExpired as exc:
             output, code = f"{as_text(exc.stdout)}{as_text(exc.stderr)}", "timeout after 50 s"
-        version = installed_rsmq_version()
-        if code != "0" or not (version or "").startswith("0.12."):
+        installed = installed_version(package)
+        if code != "0" or installed != version:
             pytest.fail(
-                f"`npm install {RSMQ_PACKAGE}` failed (exit {code}, installed rsmq {version}):\n"
+                f"`npm install {spec}` failed (exit {code}, installed {package} {installed}):\n"
                 f"{output}",
                 pytrace=False,
             )
     return NODE_MODULES
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> Path:
+    """``.node/node_modules`` holding rsmq 0.12.4, installed with npm on first use."""
+    return npm_install(RSMQ_PACKAGE, "the Node RSMQ compatibility tests")
 
 
 class NodeProcess:

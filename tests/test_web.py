@@ -39,6 +39,8 @@ def test_index_page_sets_csrf_and_security_headers(client):
     assert "default-src 'self'" in csp and "script-src 'self'" in csp
     assert "cdn" not in page.text.lower()
     assert client.get("/static/app.js").status_code == 200
+    icon = client.get("/favicon.ico")  # asked for by every browser: never a 404
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
 
 
 def test_submit_needs_the_csrf_token(client, r, ns):
@@ -57,6 +59,33 @@ def test_submit_needs_the_csrf_token(client, r, ns):
             413, "messageTooLong")  # fmt: skip
     raw = {**csrf, "content-type": "application/json"}
     refused(client.post("/submit", content=b"{", headers=raw), 400, "invalidJson")
+
+
+def test_an_empty_message_is_refused_and_too_long_says_the_limit(client, r, ns):
+    client.get("/")
+    csrf = {"x-csrf-token": client.cookies.get("csrftoken")}
+    before = r.zcard(f"{ns}:jobs")
+    refused(client.post("/submit", json={"message": ""}, headers=csrf), 400, "emptyMessage",
+            "the message is empty")  # fmt: skip
+    refused(client.post("/submit", json={}, headers=csrf), 400, "emptyMessage")
+    refused(client.post("/api/queues/jobs/messages", json={"message": ""}), 400, "emptyMessage")
+    batch = {"messages": ["a", {"message": ""}]}
+    refused(client.post("/api/queues/jobs/messages", json=batch), 400, "emptyMessage",
+            "messages[1] is empty")  # fmt: skip
+    assert r.zcard(f"{ns}:jobs") == before  # nothing of a refused batch was stored
+    client.patch("/api/queues/jobs", json={"maxsize": 1024})
+    for answer in (
+        client.post("/submit", json={"message": "é" * 600}, headers=csrf),
+        client.post("/api/queues/jobs/messages", json={"message": "x" * 1025}),
+    ):
+        refused(answer, 413, "messageTooLong")
+        assert answer.json()["message"] == "Message too long"  # RSMQ's text, byte for byte
+        assert "at most 1024 bytes" in answer.json()["detail"]
+    batch = {"messages": ["a", "x" * 2000]}
+    detail = client.post("/api/queues/jobs/messages", json=batch).json()["detail"]
+    assert (
+        detail == "at index 1 of the batch: this queue takes messages of at most 1024 bytes (UTF-8)"
+    )
 
 
 def test_queue_endpoints(client, r, ns):
@@ -218,6 +247,23 @@ def test_websocket_pushes_events_of_a_queue_and_resumes(client):
         replayed = next_frame(ws, "event")
         assert replayed["event"]["id"] == third
     assert first != second
+
+
+def test_a_last_status_comes_with_the_mark_to_resume_it_from(client):
+    """The example page, reloaded, resumes an id it knew only by its last status."""
+    mid = client.post("/api/queues/jobs/messages", json={"message": "x"}).json()["id"]
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws:
+        ws.send_json({"type": "subscribe", "queue": "jobs", "ids": [mid]})
+        next_frame(ws, "subscribed")
+        status = next_frame(ws, "event")
+    assert (status["eid"], status["event"]["status"]) == (None, "queued")
+    client.post("/api/queues/jobs/messages", json={"message": "other"})
+    client.post("/api/queues/jobs/redrive", json={"to": "jobs", "ids": [mid]})  # while away
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws:
+        ws.send_json({"type": "subscribe", "queue": "jobs", "ids": [mid], "after": status["mark"]})
+        next_frame(ws, "subscribed")
+        replayed = next_frame(ws, "event")
+    assert (replayed["event"]["id"], replayed["event"]["status"]) == (mid, "redriven")
 
 
 def test_websocket_events_name_an_actions_origin_without_the_operators_address(client):

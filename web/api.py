@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from realtime import EventLog, StatusEvent, events_json
-from rsmq_core import AsyncRSMQ, Message, NotReplicated, RSMQError
+from rsmq_core import AsyncRSMQ, Message, MessageTooLong, NotReplicated, RSMQError
 from rsmq_core._protocol import QNAME_RE, check_dedup_id, check_id
 from rsmq_core.connection import explain
 
@@ -263,6 +263,24 @@ def messages_of(request: Request, fields: dict[str, Any]) -> tuple[list[Any], li
     return bodies, dedup if any(d is not None for d in dedup) else None
 
 
+def refuse_empty(bodies: Any, *, batch: bool) -> None:
+    """An empty body is refused here, not in rsmq_core: RSMQ's library takes "" (and must go
+    on taking it), but a job without a body is a mistake a person made in a form."""
+    if not isinstance(bodies, list):
+        return  # send_messages says what is wrong with it
+    for i, body in enumerate(bodies):
+        if body == "":
+            where = f"messages[{i}] is" if batch else "the message is"
+            raise ApiError(400, "emptyMessage", f"{where} empty: write at least one character")
+
+
+async def with_limit(request: Request, exc: MessageTooLong) -> MessageTooLong:
+    """RSMQ's "Message too long", with the queue's limit in ``detail``: what to cut it to."""
+    maxsize = (await rsmq_of(request).get_queue_attributes(qname(request))).maxsize
+    limit = f"this queue takes messages of at most {maxsize} bytes (UTF-8)"
+    return MessageTooLong(detail=f"{exc.detail}: {limit}" if exc.detail else limit)
+
+
 async def send(request: Request, data: dict[str, Any]) -> Response:
     """Send one message ({"message"}) or a batch ({"messages"}); record "queued".
 
@@ -275,6 +293,7 @@ async def send(request: Request, data: dict[str, Any]) -> Response:
     if ("message" in fields) == ("messages" in fields):
         raise ApiError(400, "missingParameter", "give either message or messages")
     bodies, dedup = messages_of(request, fields)
+    refuse_empty(bodies, batch="messages" in fields)
     unconfirmed: NotReplicated | None = None
     duplicate: list[bool] | None = None
     try:
@@ -289,6 +308,8 @@ async def send(request: Request, data: dict[str, Any]) -> Response:
         # Stored on the master: a 5xx would invite a resend (a duplicate). The answer is the
         # ids, as always, with a warning that the replicas did not confirm them in time.
         ids, unconfirmed = list(exc.ids), exc
+    except MessageTooLong as exc:
+        raise await with_limit(request, exc) from None
     # From here the messages are stored and their ids are the answer: nothing may fail the
     # request now, as an error would invite a resend (and a duplicate).
     # "queued" is recorded before the answer (the page subscribes to the id as soon as it has

@@ -1,6 +1,10 @@
 """The dashboard's figures: the queues (the first LISTED by name, and how many there are) and
 every live worker, one snapshot a second.
 
+Jobs done and failed (per queue and per worker) and the send -> done chart all come from what
+workers write to Redis at each heartbeat (see realtime.metrics), read in one snapshot: no two
+parts of the page can disagree, whenever it was opened.
+
 One task per web process reads Redis while at least one dashboard watches (never per client)
 and pushes the snapshot to every watching websocket; rates are the change between snapshots.
 """
@@ -16,7 +20,14 @@ from collections.abc import Callable
 from typing import Any
 
 from realtime import live_workers
-from realtime.metrics import MODES, parse_samples, percentiles, pickups_key
+from realtime.metrics import (
+    MODES,
+    done_key,
+    metrics_key,
+    parse_samples,
+    percentiles,
+    pickups_key,
+)
 from realtime.registry import index_key
 from rsmq_core import AsyncRSMQ, InvalidFormat, QueueNotFound
 from rsmq_core.client import AsyncRedis
@@ -26,6 +37,7 @@ log = logging.getLogger(__name__)
 
 LISTED = 100  # queues a snapshot lists (the first by name); total_queues says how many exist
 COMPARE_WINDOW = 300  # seconds of pickups the realtime-vs-polling figures cover
+CHARTED = 200  # jobs done the latency chart shows: the last, of every mode
 
 
 async def snapshot(
@@ -43,14 +55,34 @@ async def snapshot(
             attrs = dataclasses.asdict(await rsmq.get_queue_attributes(name))
             attrs["visible"] = attrs["msgs"] - attrs["hiddenmsgs"]
             queues[name] = attrs
+    jobs, done = await finished(rsmq.redis, rsmq.ns)
     for name in listed:
         if name in queues:
             dead = queues.get(name + dead_suffix)
             queues[name]["dead"] = dead["msgs"] if dead is not None else 0
+            for status in ("done", "failed"):
+                queues[name][status] = int(jobs.get(f"jobs:{name}:{status}", 0))
     shown = {name: queues[name] for name in listed if name in queues}
     workers = [dataclasses.asdict(w) for w in await live_workers(rsmq.redis, rsmq.ns)]
     return {"at": time.time(), "queues": shown, "total_queues": len(names), "workers": workers,
-            "compare": await compare(rsmq.redis, rsmq.ns, workers)}  # fmt: skip
+            "compare": await compare(rsmq.redis, rsmq.ns, workers), "done": done}  # fmt: skip
+
+
+async def finished(
+    redis: AsyncRedis, ns: str
+) -> tuple[dict[str, float], list[tuple[int, float, str]]]:
+    """The metrics hash (jobs by queue and outcome), and the last CHARTED jobs done as
+    ``(epoch ms, send -> done ms, mode)``, oldest first: one round trip."""
+    index = index_key(redis, ns)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(metrics_key(index))
+        for mode in MODES:
+            pipe.lrange(done_key(index, mode), 0, CHARTED - 1)
+        fields, *rows = await pipe.execute()
+    done = [(at, ms, mode) for mode, raw in zip(MODES, rows, strict=True)
+            for at, ms in parse_samples(raw, 0)]  # fmt: skip
+    jobs = {k.decode(): float(v) for k, v in fields.items() if k.startswith(b"jobs:")}
+    return jobs, sorted(done)[-CHARTED:]
 
 
 async def compare(

@@ -5,7 +5,9 @@ Protocol (JSON text frames):
 - client → ``{"type": "subscribe", "queue": Q, "ids": [...]?, "after": EID?}``: events of queue
   Q (only those of ``ids`` when given). With ``after`` (the last event id the client saw), every
   event since is replayed first, so a reconnecting client misses nothing; without it, each of
-  ``ids`` gets its last known status. Answered by ``{"type": "subscribed", "queue": Q}``.
+  ``ids`` gets its last known status, as an event frame with ``"eid": null`` and ``"mark"``:
+  the stream id to give as ``after`` to resume from that status (what came later is replayed).
+  Answered by ``{"type": "subscribed", "queue": Q}``.
 - With API_TOKEN set, a connection without a login (session cookie or Bearer token) may follow
   only ids it proves it was given: ``"tickets": [...]``, one per id, from ``/submit``; a
   whole queue or ``watch`` gets an ``unauthorized`` error frame (see web.auth.ws_refusal).
@@ -213,13 +215,14 @@ MAX_BATCH = 100  # frames in one message of a batching connection (about 30 KB o
 REPLAY_WAIT = 10.0  # seconds a replay waits for room in a client's outbox
 
 
-def event_frame(eid: str | None, event: StatusEvent) -> str:
+def event_frame(eid: str | None, event: StatusEvent, mark: str | None = None) -> str:
     # An action's origin keeps only its kind ("dashboard", not the operator's address): a
     # websocket may be a visitor's following a ticket. The timeline API, behind the login, has
     # all of it.
     if event.by:
         event = replace(event, by=event.by.split(" ", 1)[0])
-    return f'{{"type": "event", "eid": {json.dumps(eid)}, "event": {event.to_json()}}}'
+    marked = "" if mark is None else f', "mark": {json.dumps(mark)}'
+    return f'{{"type": "event", "eid": {json.dumps(eid)}{marked}, "event": {event.to_json()}}}'
 
 
 class Hub:
@@ -444,7 +447,7 @@ class Hub:
             mark, statuses = await self._events.snapshot(queue, ids or ())
         client.last_eid.setdefault(queue, mark)
         for last in statuses.values():
-            client.put(event_frame(None, last))
+            client.put(event_frame(None, last, mark))
 
     async def _replay(self, client: Client, queue: str, after: str) -> None:
         if queue in client.replaying:

@@ -8,6 +8,8 @@ from rsmq_core import __version__
 from rsmq_core._protocol import DEDUP_ID_RE, MAX_DEDUP_WINDOW, MAX_OFFSET, MAX_PEEK
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+# The API refuses an empty message (emptyMessage), though RSMQ takes one.
+_NON_EMPTY = {"type": "string", "minLength": 1}
 _NAME = {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,160}$"}
 _QNAME = {"name": "qname", "in": "path", "required": True, "schema": _NAME}
 _ID = {"name": "id", "in": "path", "required": True,
@@ -168,17 +170,17 @@ def openapi() -> dict[str, Any]:
                     params=[_QNAME, _IDEMPOTENCY_KEY],
                     body=_body(
                         {
-                            "message": {"type": "string"},
+                            "message": _NON_EMPTY,
                             "dedup_id": _DEDUP_ID,
                             "messages": {
                                 "type": "array",
                                 "items": {
                                     "anyOf": [
-                                        {"type": "string"},
+                                        _NON_EMPTY,
                                         {
                                             "type": "object",
                                             "properties": {
-                                                "message": {"type": "string"},
+                                                "message": _NON_EMPTY,
                                                 "dedup_id": _DEDUP_ID,
                                             },
                                             "required": ["message"],

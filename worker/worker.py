@@ -682,6 +682,7 @@ class Worker:
                 # lost with its connection (redis-py resent it). The handler finished anyway.
                 self.counters["done"] += 1
                 self.metrics.job(qname, "done")
+                self.metrics.done(msg.sent, time.time() * 1000)
                 self._emit("done", qname, msg)
                 log.info("%6.3fs done %s/%s rc=%d", time.perf_counter() - started, qname, msg.id,
                          msg.rc)  # fmt: skip

@@ -159,9 +159,14 @@
     $("purge-question").textContent =
       `Remove every message of ${queue}? This cannot be undone.`;
     $("purge-confirm").hidden = false;
-    $("purge-yes").focus();
+    $("purge-no").focus(); // the safe answer first: Enter by habit removes nothing
   });
-  $("purge-no").addEventListener("click", () => { $("purge-confirm").hidden = true; });
+  // Cancel, by button or Escape, gives the keyboard back where it was.
+  const cancelPurge = () => { $("purge-confirm").hidden = true; $("purge").focus(); };
+  $("purge-no").addEventListener("click", cancelPurge);
+  $("purge-confirm").addEventListener("keydown", (event) => {
+    if (event.key === "Escape") cancelPurge();
+  });
   $("purge-yes").addEventListener("click", () => {
     $("purge-confirm").hidden = true;
     act("Purge " + queue, async () => (await call("POST", "/purge")).purged + " removed");
