@@ -18,6 +18,11 @@ from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions, check_url
 EXAMPLE_HANDLER = "worker.example:handle"
 
 
+# A result rides in every copy of its "done" event (the queue's stream keeps MAXLEN of them,
+# each websocket follower gets one): larger ones belong in a store of their own.
+MAX_RESULT_BYTES = 1_048_576
+
+
 class SettingError(ValueError):
     """A setting from the environment that the worker cannot use."""
 
@@ -41,6 +46,7 @@ class Settings:
     retry_backoff_max: int = 3600
     dead_letter_suffix: str = "-dead"
     event_ttl: int = 86_400
+    result_max_bytes: int = 16_384  # RESULT_MAX_BYTES: a handler's result, as JSON
     heartbeat: float = 5.0
     stagger: float = 0.004
     log_level: str = "INFO"
@@ -75,6 +81,9 @@ class Settings:
             ),
             dead_letter_suffix=reader.text("DEAD_LETTER_SUFFIX", d.dead_letter_suffix),
             event_ttl=reader.integer("EVENT_TTL", d.event_ttl, low=1),
+            result_max_bytes=reader.integer(
+                "RESULT_MAX_BYTES", d.result_max_bytes, low=1, high=MAX_RESULT_BYTES
+            ),
             heartbeat=reader.number("HEARTBEAT", d.heartbeat, low=0.1),
             stagger=reader.number("STAGGER", d.stagger, low=0),
             log_level=reader.log_level("LOG_LEVEL", d.log_level),

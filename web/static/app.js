@@ -1,5 +1,5 @@
 // The example app: submit an application, then watch its status over the websocket.
-// Message bodies are shown with textContent only: a body may hold HTML or script.
+// Message bodies and results are shown with textContent only: either may hold HTML or script.
 "use strict";
 const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const queue = document.querySelector('meta[name="queue"]').content;
@@ -64,6 +64,10 @@ function show(event) {
   item.querySelector(".meta").textContent =
     [when, event.rc ? "receive " + event.rc : "", event.worker ? "worker " + event.worker : "",
      event.error ? event.error : ""].filter(Boolean).join(" · ");
+  // What the handler returned: any JSON, untrusted (it may echo the body), so text only.
+  const result = item.querySelector(".result");
+  result.hidden = event.status !== "done" || event.result === undefined;
+  result.textContent = result.hidden ? "" : "result: " + JSON.stringify(event.result);
 }
 
 function subscribe() {
@@ -137,7 +141,10 @@ document.getElementById("apply").addEventListener("submit", async (e) => {
   status.textContent = "queued";
   const meta = document.createElement("div");
   meta.className = "meta";
-  item.append(status, body, meta);
+  const result = document.createElement("div");
+  result.className = "result";
+  result.hidden = true;
+  item.append(status, body, meta, result);
   list.prepend(item);
   mine.set(data.id, item);
   tickets.set(data.id, data.ticket);

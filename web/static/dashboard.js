@@ -1,5 +1,6 @@
 // The dashboard: queue and worker figures pushed every second, and a live chart of
-// send -> done latency from the status events. Text only: names come from Redis.
+// send -> done latency and the last results from the status events. Text only: names and
+// results come from Redis.
 "use strict";
 const connection = document.getElementById("connection");
 const latencies = []; // [ms, mode] of the last messages done
@@ -70,8 +71,22 @@ function showError(frame) {
 
 function sentMs(id) { return parseInt(id.slice(0, 10), 36) / 1000; }
 
+const RESULTS = 10; // the last messages done whose handler returned something
+
+function showResult(event) {
+  if (event.result === undefined) return;
+  const list = document.getElementById("results");
+  const item = document.createElement("li");
+  // A result is untrusted (a handler may echo a body): text only, never HTML.
+  item.textContent = event.queue + "/" + event.id + ": " + JSON.stringify(event.result);
+  list.prepend(item);
+  while (list.children.length > RESULTS) list.lastElementChild.remove();
+  document.getElementById("results-none").hidden = true;
+}
+
 function showEvent(event) {
   if (event.status !== "done" || !event.ts) return;
+  showResult(event);
   latencies.push([event.ts - sentMs(event.id), workerModes.get(event.worker) || "?"]);
   if (latencies.length > 200) latencies.shift();
   draw();
