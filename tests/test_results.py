@@ -194,7 +194,9 @@ def test_wait_for_result_hears_a_result_recorded_while_it_waits(results, raw, ns
         later.join()
 
 
-def test_wait_for_result_misses_no_result_landing_right_after_its_first_read(results, raw, ns):
+def test_wait_for_result_misses_no_result_landing_right_after_its_first_read(
+    results, raw, ns, monkeypatch
+):
     """The result lands after wait_for_result read the status (none yet) and before it waits:
     only a subscription made before that read hears it."""
     first: list[bool] = []
@@ -204,7 +206,7 @@ def test_wait_for_result_misses_no_result_landing_right_after_its_first_read(res
             first.append(True)
             record(raw, ns, StatusEvent("done", "jobs", ID, result="raced"))
 
-    inner = getattr(results, "inner", results)
+    inner: Any = getattr(results, "inner", results)
     read = inner.get_status
     if isinstance(inner, AsyncResults):
 
@@ -213,9 +215,15 @@ def test_wait_for_result_misses_no_result_landing_right_after_its_first_read(res
             land()
             return found
 
-        inner.get_status = then_land
+        monkeypatch.setattr(inner, "get_status", then_land)
     else:
-        inner.get_status = lambda *args: (read(*args), land())[0]
+
+        def then_land_sync(*args: Any) -> Any:
+            found = read(*args)
+            land()
+            return found
+
+        monkeypatch.setattr(inner, "get_status", then_land_sync)
     assert results.wait_for_result("jobs", ID, timeout=5).result == "raced"
     assert first
 
