@@ -14,8 +14,8 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from realtime import AsyncResults, JobFailed, Results, ResultTimeout, StatusEvent
-from realtime.events import _SCRIPT, MAXLEN, TTL, EventLog, _write_args
+from realtime import AsyncResults, JobFailed, Results, ResultTimeout, StatusEvent, Subscriber
+from realtime.events import _SCRIPT, MAXLEN, TTL, EventLog, _write_args, events_channel
 from rsmq_core import (
     RSMQ,
     AsyncRSMQ,
@@ -209,10 +209,26 @@ def test_wait_for_result_misses_no_result_landing_right_after_its_first_read(
     inner: Any = getattr(results, "inner", results)
     read = inner.get_status
     if isinstance(inner, AsyncResults):
+        # The process already hears the queue's channel (another waiter, the web app's hub),
+        # so no RESYNC would make up for a subscription made after the read; and the event
+        # is delivered before the read returns (``other`` hears it).
+        channel = events_channel(inner._rsmq.keys("jobs"))
+
+        async def hear_already() -> Any:
+            sub = inner._subscriber = Subscriber(inner._rsmq.redis)
+            sub.start()
+            other = sub.listen(channel)
+            await until(lambda: sub._heard(channel), what="subscribed")
+            assert await other.get() is None  # its RESYNC
+            return other
+
+        other = results._runner.run(hear_already())
 
         async def then_land(*args: Any) -> Any:
             found = await read(*args)
             land()
+            async with asyncio.timeout(5):
+                assert (await other.get()) is not None
             return found
 
         monkeypatch.setattr(inner, "get_status", then_land)
@@ -282,8 +298,6 @@ def test_sync_and_async_have_the_same_calls():
 
 
 async def test_async_waiters_share_a_given_subscriber(redis_url, ns):
-    from realtime import Subscriber
-
     async with AsyncRSMQ.from_url(redis_url, ns=ns) as client:
         await client.create_queue("jobs")
         log = EventLog(client.redis, ns)
