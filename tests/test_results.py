@@ -364,3 +364,44 @@ def test_cli_status_refuses_a_bad_wait(cli, wait):  # noqa: F811
 def test_cli_status_of_a_missing_queue_or_bad_id(cli):  # noqa: F811
     assert cli("status", "nosuch", ID).err == "rsmq: queueNotFound: Queue not found\n"
     assert cli("status", "nosuch", "x").err.startswith("rsmq: invalidFormat: Invalid id format")
+
+
+# A Redis Cluster: the events channel is SPUBLISHed on the queue's master ----------------------
+
+
+@pytest.mark.parametrize("backend", ["cluster"], indirect=True)
+def test_both_wait_for_a_result_on_a_cluster(backend, ns):
+    event = StatusEvent("done", "jobs", ID, result={"on": "cluster"})
+
+    async def in_async(client: AsyncRSMQ) -> Any:
+        async with AsyncResults(client) as results:
+            waiting = asyncio.create_task(results.wait_for_result("jobs", ID, timeout=10))
+            await asyncio.sleep(0)  # subscribed or not, it must hear it or read it after
+            await EventLog(client.redis, ns).record(event)
+            return (await waiting).result
+
+    with RSMQ.from_url(backend.url, ns=ns, cluster=True) as client:
+        client.create_queue("jobs")
+        later = threading.Timer(0.3, lambda: asyncio.run(_record_on(backend.url, ns, event)))
+        later.start()
+        try:
+            assert Results(client).wait_for_result("jobs", ID, timeout=10).result == {
+                "on": "cluster"
+            }
+        finally:
+            later.join()
+        client.delete_queue("jobs")
+        client.create_queue("jobs")
+
+    async def main() -> Any:
+        async with AsyncRSMQ.from_url(backend.url, ns=ns, cluster=True) as aclient:
+            found = await in_async(aclient)
+            await aclient.delete_queue("jobs")
+            return found
+
+    assert asyncio.run(main()) == {"on": "cluster"}
+
+
+async def _record_on(url: str, ns: str, event: StatusEvent) -> None:
+    async with AsyncRSMQ.from_url(url, ns=ns, cluster=True) as client:
+        await EventLog(client.redis, ns).record(event)
