@@ -65,9 +65,9 @@ def test_blank_means_default():
         ({"QUEUES": "q" * 157}, "not a valid queue name"),  # its dead-letter queue is too long
         ({"HANDLER": "module"}, "HANDLER='module' must look like 'package.module:function'"),
         ({"EVENT_TTL": "-5"}, "EVENT_TTL='-5' must be at least 1"),
-        ({"RESULT_MAX_BYTES": "0"}, "RESULT_MAX_BYTES='0' must be between 1 and 1048576"),
+        ({"RESULT_MAX_BYTES": "0"}, "RESULT_MAX_BYTES='0' must be between 1 and 65536"),
         ({"RESULT_MAX_BYTES": "2MB"}, "RESULT_MAX_BYTES='2MB' is not a whole number"),
-        ({"RESULT_MAX_BYTES": "1048577"}, "RESULT_MAX_BYTES='1048577' must be between 1 and"),
+        ({"RESULT_MAX_BYTES": "65537"}, "RESULT_MAX_BYTES='65537' must be between 1 and"),
         ({"JOB_TIMEOUT": "soon"}, "JOB_TIMEOUT='soon' is not a number of seconds"),
         *(
             (

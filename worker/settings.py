@@ -18,9 +18,10 @@ from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions, check_url
 EXAMPLE_HANDLER = "worker.example:handle"
 
 
-# A result rides in every copy of its "done" event (the queue's stream keeps MAXLEN of them,
-# each websocket follower gets one): larger ones belong in a store of their own.
-MAX_RESULT_BYTES = 1_048_576
+# A result rides in every copy of its "done" event: the queue's stream keeps about 10,000 of
+# them, and a slow websocket may hold WS_BUFFER in the web process. So no larger than a
+# message body may be (RSMQ's maxsize); larger outputs belong in a store of their own.
+MAX_RESULT_BYTES = 65_536
 
 
 class SettingError(ValueError):
