@@ -18,7 +18,7 @@ import json
 import logging
 import socket
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from importlib import resources
 from typing import Any, Literal, cast
@@ -60,6 +60,8 @@ class StatusEvent:
     dead_letter_id: str | None = None
     by: str | None = None  # an action's origin: "api 10.0.0.7", "dashboard 10.0.0.7", "cli"
     detail: str | None = None  # an action's particulars ("vt=60", "to q", "3 messages")
+    # "done": what the handler returned, as JSON data (None: it returned None, or nothing)
+    result: Any = None
     ts: int | None = None
 
     def to_json(self) -> str:
@@ -100,7 +102,14 @@ TTL = 86_400  # seconds a message's last status stays readable
 def _write_args(queue: Keys, events: Sequence[StatusEvent], maxlen: int, ttl: int) -> Any:
     keys = [stream_key(queue)] + [status_key(queue, e.id) for e in events]
     args: list[Any] = [queue.notify(events_channel(queue)), maxlen, ttl]
-    return keys, args + [e.to_json() for e in events]
+    # Marked "S" to be kept as the message's last status: the script then never decodes an
+    # event, so a result's JSON goes through byte for byte (Lua's cjson would round floats to
+    # 14 digits and turn [] into {}), and no result can make the script fail its batch.
+    return keys, args + [("-" if e.id == "" else "S") + _without_ts(e).to_json() for e in events]
+
+
+def _without_ts(event: StatusEvent) -> StatusEvent:
+    return event if event.ts is None else replace(event, ts=None)
 
 
 def record_cli_action(client: RSMQ, what: str, qname: str, id: str, detail: str | None) -> None:

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import importlib.metadata
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -55,6 +56,11 @@ RECORDERS_GROUP = "rsmq_core.actions"
 # as JSON objects, oldest first; registered under "rsmq_core.timelines".
 Reader = Callable[[RSMQ, str, str], list[dict[str, Any]]]
 READERS_GROUP = "rsmq_core.timelines"
+# Reads a message's last status as a JSON object (None when none is known); given seconds to
+# wait, its final one (done, dead or deleted), raising TimeoutError when none comes in time.
+# Registered under "rsmq_core.statuses".
+StatusReader = Callable[[RSMQ, str, str, float | None], dict[str, Any] | None]
+STATUSES_GROUP = "rsmq_core.statuses"
 TLS_OPTIONS = {field: "--" + field.replace("_", "-") for field in ENV_NAMES}
 
 
@@ -194,11 +200,31 @@ def _timeline(client: RSMQ, args: argparse.Namespace) -> list[dict[str, Any]]:
     package that records them registers; without one there is nothing to read."""
     id = "" if args.id is None else p.check_id(args.id)
     client.get_queue_attributes(args.qname)  # queueNotFound for a queue that does not exist
-    readers = list(importlib.metadata.entry_points(group=READERS_GROUP))
-    if not readers:
-        raise LookupError("no package that records events is installed (rsmq-realtime's realtime)")
-    read: Reader = readers[0].load()
+    read: Reader = _registered(READERS_GROUP)
     return read(client, args.qname, id)
+
+
+def _status(client: RSMQ, args: argparse.Namespace) -> dict[str, Any] | None:
+    """A message's last status, with its handler's result once done (see StatusReader)."""
+    read: StatusReader = _registered(STATUSES_GROUP)
+    return read(client, args.qname, p.check_id(args.id), args.wait)
+
+
+def _registered(group: str) -> Any:
+    found = list(importlib.metadata.entry_points(group=group))
+    if not found:
+        raise LookupError("no package that records events is installed (rsmq-realtime's realtime)")
+    return found[0].load()
+
+
+def _wait_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
 
 
 def _did(args: argparse.Namespace, what: str, id: str = "", detail: str | None = None) -> None:
@@ -435,6 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 parents=[common])  # fmt: skip
     remove.set_defaults(run=_schedule_remove)
     remove.add_argument("name", metavar="NAME")
+    status = command("status", _status, "a message's last status, with its handler's result "
+                     "once done (null when none is known)")  # fmt: skip
+    status.add_argument("id", metavar="ID")
+    status.add_argument(
+        "--wait", type=_wait_seconds, metavar="SECONDS",
+        help="wait up to SECONDS for it to end (done, dead or deleted); exit status 1 when "
+        "they pass first",
+    )  # fmt: skip
     return parser
 
 
@@ -512,6 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _unreachable(exc, url)
     except LookupError as exc:
         return _fail(str(exc), EXIT_USAGE)
+    except TimeoutError as exc:  # status --wait ran out (redis-py's own is a RedisError)
+        return _fail(str(exc), EXIT_ERROR)
     except redis.RedisError as exc:
         if isinstance(exc, redis.exceptions.MovedError | redis.exceptions.ClusterCrossSlotError):
             # A plain client on a node of a cluster: the node refuses keys of other slots.

@@ -71,6 +71,7 @@ async def demo(url: str, *, once: bool) -> None:
             _, event = parse_published(item[1])
             extra = f" progress={event.progress:.0%}" if event.progress is not None else ""
             extra += f" error={event.error!r}" if event.error else ""
+            extra += f" result={json.dumps(event.result)}" if event.result is not None else ""
             print(f"  {event.id} rc={event.rc} {event.status}{extra}")
             if event.status in ("done", "dead") and event.id in ids:
                 finished.add(event.id)

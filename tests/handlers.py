@@ -5,7 +5,8 @@ time the handler started; the message body (JSON) says how the handler behaves:
 ``{"sleep": s}`` takes s seconds, ``{"fail": true}`` always raises (``{"fail": "why"}``
 saying why), ``{"fail_below": n}`` raises while the receive count is below n,
 ``{"fail_while": key}`` raises while that Redis key exists, ``{"hang_first": true}`` blocks
-the first receive for an hour (to be killed mid-handler).
+the first receive for an hour (to be killed mid-handler), ``{"result": x}`` returns x (the
+job's result).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import base64
 import json
 import os
 import time
+from typing import Any
 
 import redis
 
@@ -44,7 +46,7 @@ def _redis() -> redis.Redis | redis.RedisCluster:
     return _client
 
 
-async def record(job: Job) -> None:
+async def record(job: Job) -> Any:
     ns = os.environ.get("RSMQ_NS", "rsmq")
     started = time.time() * 1000
     r = _redis()
@@ -67,8 +69,9 @@ async def record(job: Job) -> None:
         reason = spec["fail"] if isinstance(spec.get("fail"), str) else "failing as asked"
         raise RuntimeError(f"{reason} (rc={job.rc})")
     r.rpush(done_key(ns), json.dumps(entry))
+    return spec.get("result")
 
 
-def record_sync(job: Job) -> None:
+def record_sync(job: Job) -> Any:
     """The same, as a plain function: the worker runs it in a thread."""
-    asyncio.run(record(job))
+    return asyncio.run(record(job))

@@ -85,11 +85,16 @@ def test_click_submit_and_watch_it_reach_done(app):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         try:
             page, errors = live_page(browser, app.url("/"))
-            page.fill("#message", json.dumps({"note": hostile, "sleep": 0.2}))
+            # The handler returns {"result"}: a result that echoes a body, HTML and all.
+            page.fill("#message", json.dumps({"note": hostile, "sleep": 0.2,
+                                              "result": {"note": hostile}}))  # fmt: skip
             page.click("#submit")
             item = page.locator("#applications li").first
             expect(item.locator(".status")).to_have_text("done", timeout=20_000)
             assert hostile in item.locator(".body").inner_text()  # shown as text
+            expect(item.locator(".result")).to_have_text(
+                "result: " + json.dumps({"note": hostile}, separators=(",", ":"))
+            )  # the result too
             assert page.locator("#applications img").count() == 0  # never as HTML
             assert page.title() != "pwned"
             assert "worker" in item.locator(".meta").inner_text()
@@ -104,8 +109,12 @@ def test_click_submit_and_watch_it_reach_done(app):
                 "realtime", timeout=10_000
             )
             expect(board.locator("#queues tbody")).to_contain_text("jobs", timeout=10_000)
-            app.post("/api/queues/jobs/messages", {"message": "{}"})  # done while watched
+            # Done while watched, with a result that is HTML: shown as text.
+            app.post("/api/queues/jobs/messages", {"message": json.dumps({"result": hostile})})
             expect(board.locator("#latency-summary")).to_contain_text("p50", timeout=20_000)
+            expect(board.locator("#results li").first).to_contain_text(hostile, timeout=10_000)
+            assert board.locator("#results img").count() == 0 and board.title() != "pwned"
+            expect(board.locator("#results-none")).to_be_hidden()
             board.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
             phone = browser.new_page(viewport={"width": 390, "height": 844})

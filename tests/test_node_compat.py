@@ -930,3 +930,36 @@ def test_a_scheduled_message_is_an_ordinary_message_to_node_rsmq(
     assert node.call("deleteMessage", qname="sched", id=fired.id) == 1
     attributes = node.call("getQueueAttributes", qname="sched")
     assert (attributes["msgs"], attributes["totalsent"], attributes["totalrecv"]) == (0, 1, 1)
+
+
+def test_a_queue_whose_jobs_kept_results_is_an_ordinary_queue_to_node_rsmq(
+    node: NodeRSMQ, r: redis.Redis, ns: str, redis_url: str
+) -> None:
+    """A result rides in the "done" event, in keys of our own beside the queue's: Node sends
+    to the queue a worker kept results of, receives and deletes from it, sees nothing of
+    them, and the results stay readable through Node's writes."""
+    from realtime import Results
+    from tests.workers import WorkerProcess
+
+    node.call("createQueue", qname="jobs")
+    worker = WorkerProcess(redis_url, ns).start()
+    try:
+        mid = node.send("jobs", json.dumps({"result": {"total": 42, "html": "<b>"}}))
+        with RSMQ.from_url(redis_url, ns=ns) as client:
+            results = Results(client)
+            done = results.wait_for_result("jobs", mid, timeout=10)
+            assert done.result == {"total": 42, "html": "<b>"}
+            assert worker.stop() == 0  # so that Node's message stays for Node
+            other = node.send("jobs", "from node")
+            got = node.receive("jobs")
+            assert got is not None and (got["id"], got["message"], got["rc"]) == (
+                other, "from node", 1,
+            )  # fmt: skip
+            assert node.call("deleteMessage", qname="jobs", id=other) == 1
+            attributes = node.call("getQueueAttributes", qname="jobs")
+            assert (attributes["msgs"], attributes["totalsent"]) == (0, 2)
+            assert results.get_status("jobs", mid).result == {"total": 42, "html": "<b>"}
+    finally:
+        worker.cleanup()
+    assert node.call("deleteQueue", qname="jobs") == 1
+    assert r.exists(f"{ns}:jobs", f"{ns}:jobs:Q") == 0

@@ -19,6 +19,7 @@ def test_defaults():
     )  # fmt: skip
     assert s.shutdown_grace == 25.0  # Heroku kills 30 s after SIGTERM
     assert s.job_timeout is None  # no limit unless asked for
+    assert s.result_max_bytes == 16_384
     assert s.dead_letter_queue("jobs") == "jobs-dead"
 
 
@@ -28,13 +29,13 @@ def test_every_setting_is_read():
         "REALTIME": "off", "POLL_INTERVAL": "0.25", "CONCURRENCY": "3", "VT": "9",
         "MAX_RECEIVES": "2", "SHUTDOWN_GRACE": "0", "RETRY_BACKOFF": "0.5",
         "RETRY_BACKOFF_MAX": "60", "DEAD_LETTER_SUFFIX": "_dlq", "EVENT_TTL": "10",
-        "HEARTBEAT": "1.5", "JOB_TIMEOUT": "2.5",
+        "HEARTBEAT": "1.5", "JOB_TIMEOUT": "2.5", "RESULT_MAX_BYTES": "100",
     })  # fmt: skip
     assert s == Settings(
         redis_url="redis://h:1/2", ns="x", queues=("a", "b"), handler="m.n:f", realtime=False,
         poll_interval=0.25, concurrency=3, vt=9, max_receives=2, shutdown_grace=0,
         retry_backoff=0.5, retry_backoff_max=60, dead_letter_suffix="_dlq", event_ttl=10,
-        heartbeat=1.5, job_timeout=2.5,
+        heartbeat=1.5, job_timeout=2.5, result_max_bytes=100,
     )  # fmt: skip
 
 
@@ -64,6 +65,9 @@ def test_blank_means_default():
         ({"QUEUES": "q" * 157}, "not a valid queue name"),  # its dead-letter queue is too long
         ({"HANDLER": "module"}, "HANDLER='module' must look like 'package.module:function'"),
         ({"EVENT_TTL": "-5"}, "EVENT_TTL='-5' must be at least 1"),
+        ({"RESULT_MAX_BYTES": "0"}, "RESULT_MAX_BYTES='0' must be between 1 and 65536"),
+        ({"RESULT_MAX_BYTES": "2MB"}, "RESULT_MAX_BYTES='2MB' is not a whole number"),
+        ({"RESULT_MAX_BYTES": "65537"}, "RESULT_MAX_BYTES='65537' must be between 1 and"),
         ({"JOB_TIMEOUT": "soon"}, "JOB_TIMEOUT='soon' is not a number of seconds"),
         *(
             (

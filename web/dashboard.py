@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from realtime import live_workers
+from realtime import StatusEvent, live_workers
+from realtime.events import stream_key
 from realtime.metrics import (
     MODES,
     done_key,
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 LISTED = 100  # queues a snapshot lists (the first by name); total_queues says how many exist
 COMPARE_WINDOW = 300  # seconds of pickups the realtime-vs-polling figures cover
 CHARTED = 200  # jobs done the latency chart shows: the last, of every mode
+RESULTS = 10  # handlers' results the page shows: the newest, of the listed queues
+SCANNED = 50  # newest events of each listed queue looked through for them
 
 
 async def snapshot(
@@ -65,7 +68,29 @@ async def snapshot(
     shown = {name: queues[name] for name in listed if name in queues}
     workers = [dataclasses.asdict(w) for w in await live_workers(rsmq.redis, rsmq.ns)]
     return {"at": time.time(), "queues": shown, "total_queues": len(names), "workers": workers,
-            "compare": await compare(rsmq.redis, rsmq.ns, workers), "done": done}  # fmt: skip
+            "compare": await compare(rsmq.redis, rsmq.ns, workers), "done": done,
+            "results": await last_results(rsmq, list(shown))}  # fmt: skip
+
+
+async def last_results(rsmq: AsyncRSMQ, names: list[str]) -> list[dict[str, Any]]:
+    """The newest jobs done with a result, among the newest events of the queues ``names``
+    (their status streams, as the timeline reads them): one round trip."""
+    if not names:
+        return []
+    async with rsmq.redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.xrevrange(stream_key(rsmq.keys(name)), count=SCANNED)
+        streams = await pipe.execute()
+    found: list[StatusEvent] = []
+    for rows in streams:
+        for _, fields in rows:
+            if b'"result"' in fields[b"e"]:  # parsed only then: most events have none
+                event = StatusEvent.from_json(fields[b"e"])
+                if event.status == "done" and event.result is not None:
+                    found.append(event)
+    found.sort(key=lambda e: e.ts or 0, reverse=True)
+    return [{"queue": e.queue, "id": e.id, "result": e.result, "ts": e.ts}
+            for e in found[:RESULTS]]  # fmt: skip
 
 
 async def finished(

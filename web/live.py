@@ -14,7 +14,8 @@ Protocol (JSON text frames):
 - client → ``{"type": "unsubscribe", "queue": Q}``, ``{"type": "ping"}`` (→ ``pong``).
 - client → ``{"type": "watch"}``: a ``{"type": "stats", "queues": {...}, "workers": [...]}``
   snapshot every second (the dashboard).
-- server → ``{"type": "event", "eid": EID, "event": {...}}`` (see realtime.StatusEvent),
+- server → ``{"type": "event", "eid": EID, "event": {...}}`` (see realtime.StatusEvent; a
+  "done" one has the handler's ``result``, any JSON, untrusted),
   ``{"type": "ping"}`` every WS_KEEPALIVE seconds, ``{"type": "error", "error", "message"}`` for
   a frame it cannot take (the connection stays open).
 - A client that falls WS_BUFFER events behind is closed with code 1013 ("too slow"): it

@@ -28,6 +28,9 @@ _RC = {"type": "integer", "minimum": 1}
 _IDS = {"type": "array", "minItems": 1, "maxItems": 1000, "items": _ID["schema"]}
 _EVENTS = {"type": "object", "properties": {"events": {"type": "array", "items": {
     "type": "object", "required": ["eid", "status", "queue", "id", "ts"]}}}}  # fmt: skip
+_STATUS = {"type": "object", "required": ["status", "queue", "id", "ts"], "properties": {
+    "result": {"description": "a \"done\" status: what the handler returned (any JSON; "
+               "absent when it returned nothing); untrusted text, show it as such"}}}  # fmt: skip
 
 
 _SCHEDULE = {
@@ -324,7 +327,7 @@ def openapi() -> dict[str, Any]:
                 "delete": _op("Remove a schedule", 200, obj, *WRITE, params=[_SCHEDULE_NAME]),
             },
             "/api/queues/{qname}/messages/{id}/status": {
-                "get": _op("A message's last status", 200, obj, 400, 401, 404, params=qi),
+                "get": _op("A message's last status", 200, _STATUS, 400, 401, 404, params=qi),
             },
         },
         "components": {

@@ -92,6 +92,7 @@ Every setting comes from the environment (the README's Settings table has them a
   JOB_TIMEOUT        seconds a handler may run before its job fails "timed out" (default: none)
   SCHEDULES          JSON list of periodic sends to declare at start: {"queue", "cron" (UTC)
                      or "every" (seconds), "message", "name"?, "catch_up"? (once or skip)}
+  RESULT_MAX_BYTES   largest handler return value kept with "done", as JSON (default 16384)
   REALTIME, POLL_INTERVAL, CONCURRENCY, VT, MAX_RECEIVES, RETRY_BACKOFF, RETRY_BACKOFF_MAX,
   SHUTDOWN_GRACE, DEAD_LETTER_SUFFIX, EVENT_TTL, HEARTBEAT, STAGGER, LOG_LEVEL,
   LOG_FORMAT (line or json), METRICS_PORT (serve this worker's own /metrics)"""

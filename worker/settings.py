@@ -21,6 +21,12 @@ from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions, check_url
 EXAMPLE_HANDLER = "worker.example:handle"
 
 
+# A result rides in every copy of its "done" event: the queue's stream keeps about 10,000 of
+# them, and a slow websocket may hold WS_BUFFER in the web process. So no larger than a
+# message body may be (RSMQ's maxsize); larger outputs belong in a store of their own.
+MAX_RESULT_BYTES = 65_536
+
+
 class SettingError(ValueError):
     """A setting from the environment that the worker cannot use."""
 
@@ -44,6 +50,7 @@ class Settings:
     retry_backoff_max: int = 3600
     dead_letter_suffix: str = "-dead"
     event_ttl: int = 86_400
+    result_max_bytes: int = 16_384  # RESULT_MAX_BYTES: a handler's result, as JSON
     heartbeat: float = 5.0
     stagger: float = 0.004
     log_level: str = "INFO"
@@ -79,6 +86,9 @@ class Settings:
             ),
             dead_letter_suffix=reader.text("DEAD_LETTER_SUFFIX", d.dead_letter_suffix),
             event_ttl=reader.integer("EVENT_TTL", d.event_ttl, low=1),
+            result_max_bytes=reader.integer(
+                "RESULT_MAX_BYTES", d.result_max_bytes, low=1, high=MAX_RESULT_BYTES
+            ),
             heartbeat=reader.number("HEARTBEAT", d.heartbeat, low=0.1),
             stagger=reader.number("STAGGER", d.stagger, low=0),
             log_level=reader.log_level("LOG_LEVEL", d.log_level),

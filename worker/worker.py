@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import inspect
 import itertools
+import json
 import logging
 import math
 import os
@@ -60,6 +61,10 @@ class StartupFailed(Exception):
 
 class _TimedOut(Exception):
     """A handler still running at JOB_TIMEOUT."""
+
+
+class _BadResult(Exception):
+    """A handler's return value that cannot be kept: not JSON data, or over RESULT_MAX_BYTES."""
 
 
 def _hook_name(hook: Hook) -> str:
@@ -668,7 +673,7 @@ class Worker:
         started = time.perf_counter()
         try:
             self._emit("processing", qname, msg, progress=0.0)
-            await self._run_handler(qname, msg)
+            result = self._result(await self._run_handler(qname, msg))
         except Retry as retry:
             self.metrics.duration(qname, time.perf_counter() - started)
             await self._retry(qname, msg, retry)
@@ -683,7 +688,7 @@ class Worker:
                 self.counters["done"] += 1
                 self.metrics.job(qname, "done")
                 self.metrics.done(msg.sent, time.time() * 1000)
-                self._emit("done", qname, msg)
+                self._emit("done", qname, msg, result=result)
                 log.info("%6.3fs done %s/%s rc=%d", time.perf_counter() - started, qname, msg.id,
                          msg.rc)  # fmt: skip
             else:
@@ -724,9 +729,31 @@ class Worker:
                             qname, msg.id, exc, delay)  # fmt: skip
                 await asyncio.sleep(delay)
 
-    async def _run_handler(self, qname: str, msg: Message) -> None:
+    def _result(self, value: Any) -> Any:
+        """What the handler returned, checked before the message is deleted: a value that is
+        not JSON data, or is over RESULT_MAX_BYTES, fails the job (and is retried as any
+        failure) rather than losing the result or the "done"."""
+        if value is None:
+            return None
+        try:
+            text = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise _BadResult(
+                f"the handler returned a value that is not JSON-serialisable ({exc}); return "
+                "JSON data (dict, list, str, int, float, bool) or None"
+            ) from None
+        cap = self.settings.result_max_bytes
+        if len(text) > cap:  # ASCII (json.dumps escapes the rest): characters are bytes
+            raise _BadResult(
+                f"the handler's result is {len(text)} bytes as JSON, over RESULT_MAX_BYTES "
+                f"({cap}); return less (a key to where the rest is kept, say)"
+            )
+        return value
+
+    async def _run_handler(self, qname: str, msg: Message) -> Any:
         """Run the handler, within JOB_TIMEOUT if set: an async one is cancelled at the
-        deadline, a sync one's thread is given up on (a thread cannot be stopped)."""
+        deadline, a sync one's thread is given up on (a thread cannot be stopped). Returns
+        what the handler returned."""
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
         over = threading.Event()  # the deadline passed: what the handler says now is stale
@@ -747,9 +774,10 @@ class Worker:
         job = Job(queue=qname, message=msg, worker=self.id, _report=report, context=self.context)
         limit = self.settings.job_timeout
         deadline = asyncio.timeout(limit)
+        result = None
         try:
             async with deadline:
-                await self._call_handler(qname, job)
+                result = await self._call_handler(qname, job)
         except Exception:
             if not deadline.expired():
                 raise  # the handler's own failure (a TimeoutError of its own included)
@@ -758,14 +786,15 @@ class Worker:
             # return or Retry from a handler that caught it) is too late, as a thread's is.
             over.set()
             raise _TimedOut(f"timed out after {limit:g} s")
+        return result
 
-    async def _call_handler(self, qname: str, job: Job) -> None:
+    async def _call_handler(self, qname: str, job: Job) -> Any:
         if inspect.iscoroutinefunction(self.handler):
-            await self.handler(job)
-            return
+            return await self.handler(job)
         result = await self._in_thread(qname, job)
         if inspect.isawaitable(result):
-            await result
+            return await result
+        return result
 
     def _in_thread(self, qname: str, job: Job) -> asyncio.Future[Any]:
         """A sync handler in a thread of its own. Its future may be given up on (JOB_TIMEOUT, a
@@ -801,6 +830,8 @@ class Worker:
         self.metrics.job(qname, "failed")
         if isinstance(exc, _TimedOut):
             self.counters["timed_out"] += 1
+            error = str(exc)
+        elif isinstance(exc, _BadResult):
             error = str(exc)
         else:
             error = f"{type(exc).__name__}: {exc}"[:500]

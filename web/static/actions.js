@@ -102,7 +102,8 @@
         li.className = "event";
         li.textContent = [when(e.ts), e.status, e.rc ? "receive " + e.rc : "",
           e.worker ? "worker " + e.worker : "", e.by ? "by " + e.by : "", e.detail || "",
-          e.error || "", e.dead_letter_id ? "now " + e.dead_letter_id : ""]
+          e.error || "", e.dead_letter_id ? "now " + e.dead_letter_id : "",
+          e.result !== undefined ? "result " + JSON.stringify(e.result) : ""]
           .filter(Boolean).join(" · ");
         return li;
       }));

@@ -1,5 +1,5 @@
 // The example app: submit an application, then watch its status over the websocket.
-// Message bodies are shown with textContent only: a body may hold HTML or script.
+// Message bodies and results are shown with textContent only: either may hold HTML or script.
 "use strict";
 const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const queue = document.querySelector('meta[name="queue"]').content;
@@ -130,7 +130,10 @@ function show(event, eid, quiet = false) {
   const next = item.querySelector(".next");
   next.textContent = explain(event);
   next.hidden = !next.textContent;
-  // A job's result, once handlers return one, is shown in item.querySelector(".result").
+  // What the handler returned: any JSON, untrusted (it may echo the body), so text only.
+  const result = item.querySelector(".result");
+  result.hidden = event.status !== "done" || event.result === undefined;
+  result.textContent = result.hidden ? "" : "result: " + JSON.stringify(event.result);
   if (quiet) return; // restored from storage: nothing changed to announce
   announce.textContent = "Application " + event.id.slice(-6) + ": " + word +
     (event.error ? ", " + event.error : "") + ".";

@@ -17,6 +17,23 @@ function fill(tableId, rows) {
   body.replaceChildren(...rows);
 }
 
+// A result is untrusted (a handler may echo a body): text only, never HTML.
+let shownResults = "";
+
+function showResults(results) {
+  // Redrawn only when they change: the list is a live region, read out on each change.
+  const key = JSON.stringify(results);
+  if (key === shownResults) return;
+  shownResults = key;
+  const list = document.getElementById("results");
+  list.replaceChildren(...results.map((r) => {
+    const item = document.createElement("li");
+    item.textContent = r.queue + "/" + r.id + ": " + JSON.stringify(r.result);
+    return item;
+  }));
+  document.getElementById("results-none").hidden = results.length > 0;
+}
+
 function showStats(frame) {
   if (frame.error) {
     connection.textContent = "Live, but Redis is unavailable: " + frame.error;
@@ -24,6 +41,7 @@ function showStats(frame) {
     return;
   }
   document.dispatchEvent(new CustomEvent("stats", {detail: frame})); // for actions.js
+  showResults(frame.results);
   const listed = Object.keys(frame.queues).length;
   note(frame.total_queues > listed
     ? `${frame.total_queues} queues: the first ${listed} by name are shown, not the other ` +
