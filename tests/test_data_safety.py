@@ -253,10 +253,13 @@ def test_no_state_changing_route_answers_5xx_for_a_body_that_is_not_utf8(make_cl
     assert call("POST", "/api/queues/q/resume")["changed"]
     assert call("POST", "/api/queues/q/purge") == {"purged": 1}
     store_raw(raw, client, "q", NOT_UTF8)
+    call("POST", "/api/schedules", json={"name": "s", "queue": "q", "every": 60, "message": "t"})
+    call("DELETE", "/api/schedules/s")
     call("DELETE", "/api/queues/q")
     # Every route that changes state was run (a new one fails this until it is added above).
     ran = {(m, re.sub(r"/queues/[^/]+", "/queues/{qname}", p)) for m, p, _ in answers}
     ran = {(m, re.sub(r"/messages/[a-zA-Z0-9]{32}", "/messages/{id}", p)) for m, p in ran}
+    ran = {(m, re.sub(r"/schedules/[^/]+", "/schedules/{name}", p)) for m, p in ran}
     writes = {(m, route.path) for route in ROUTES for m in route.methods or () if m != "GET"}
     writes -= {("HEAD", route.path) for route in ROUTES}
     # The dashboard's routes run the same endpoints as /api's (with its session instead).
