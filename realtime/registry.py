@@ -54,15 +54,21 @@ async def heartbeat(
 ) -> None:
     """Register or refresh a worker; its entry lapses ``ttl`` seconds after the last one.
     ``also(pipe, index)`` adds commands to the same transaction (the worker's metrics)."""
-    info.last_seen = int(time.time() * 1000)
     index = index_key(redis, ns)
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(info_key(redis, ns, info.id), json.dumps(asdict(info)), px=int(ttl * 1000))
-        pipe.zadd(index, {info.id: info.last_seen})
-        pipe.zremrangebyscore(index, "-inf", info.last_seen - 10 * ttl * 1000)
+        register(pipe, redis, ns, info, ttl=ttl)
         if also is not None:
             also(pipe, index)
         await pipe.execute()
+
+
+def register(pipe: Any, redis: AsyncRedis, ns: str, info: WorkerInfo, *, ttl: float) -> None:
+    """Queue a heartbeat's three writes on ``pipe`` (see :func:`heartbeat`)."""
+    info.last_seen = int(time.time() * 1000)
+    index = index_key(redis, ns)
+    pipe.set(info_key(redis, ns, info.id), json.dumps(asdict(info)), px=int(ttl * 1000))
+    pipe.zadd(index, {info.id: info.last_seen})
+    pipe.zremrangebyscore(index, "-inf", info.last_seen - 10 * ttl * 1000)
 
 
 async def unregister(redis: AsyncRedis, ns: str, worker_id: str) -> None:
@@ -77,7 +83,17 @@ async def live_workers(redis: AsyncRedis, ns: str) -> list[WorkerInfo]:
     ids: Any = await redis.zrange(index_key(redis, ns), 0, -1)
     if not ids:
         return []
-    rows: Any = await redis.mget([info_key(redis, ns, i.decode()) for i in ids])
+    rows: Any = await redis.mget(info_keys(redis, ns, ids))
+    return parse_infos(rows)
+
+
+def info_keys(redis: AsyncRedis, ns: str, ids: Any) -> list[str]:
+    """The entries' keys of the ids an index read gave (bytes or str)."""
+    return [info_key(redis, ns, i.decode() if isinstance(i, bytes) else i) for i in ids]
+
+
+def parse_infos(rows: Any) -> list[WorkerInfo]:
+    """The entries an MGET of :func:`info_keys` read (None: lapsed since), oldest first."""
     return sorted(
         (WorkerInfo(**json.loads(row)) for row in rows if row is not None),
         key=lambda w: (w.started, w.id),

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio import connection as redis_connection
 
 from rsmq_core import AsyncRSMQ
 from worker import Job
@@ -424,3 +425,48 @@ async def test_a_queue_that_cannot_be_created_again_is_tried_again_later_not_at_
     await asyncio.sleep(0.5)  # a tenth of the 5 s it waits: a loop would try again
     assert caplog.text.count("could not be created again") == 1
     assert w._states["jobs"].due_at is not None  # when it tries again
+
+
+@pytest.mark.parametrize("realtime", [True, False])
+async def test_an_idle_worker_makes_one_round_trip_a_heartbeat(
+    run, q, ar, ns, monkeypatch, realtime
+):
+    """Registering, its metrics, the pause flags and (realtime) the live workers and each
+    queue's first message: one transaction a heartbeat, on a worker with nothing to do."""
+    trips: list[bytes] = []
+    send = redis_connection.AbstractConnection.send_packed_command
+
+    async def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        trips.append(b"".join(command) if isinstance(command, list) else command)
+        await send(self, command, check_health)
+
+    await run(record_nothing, heartbeat=0.1, realtime=realtime, poll_interval=60)
+    async with asyncio.timeout(5):
+        for _ in range(3):  # past the first heartbeats, which read the live workers afresh
+            seen = await ar.zrange(f"{ns}:@workers", 0, -1, withscores=True)
+            while await ar.zrange(f"{ns}:@workers", 0, -1, withscores=True) == seen:
+                await asyncio.sleep(0.01)
+    monkeypatch.setattr(redis_connection.AbstractConnection, "send_packed_command", counted)
+    await asyncio.sleep(1.05)  # about ten heartbeats: what they sent is asserted, not when
+    monkeypatch.undo()
+    assert trips, "no heartbeat at all"
+    for trip in trips:
+        assert trip.startswith(b"*1\r\n$5\r\nMULTI\r\n"), trip[:200]
+        assert trip.count(b"MULTI") == 1 and trip.count(b"EXEC") == 1
+    assert 5 <= len(trips) <= 15, len(trips)
+
+
+async def record_nothing(job: Job) -> None:
+    raise AssertionError(f"an idle worker got a job: {job.id}")
+
+
+async def test_a_heartbeat_learns_of_workers_that_come_and_go(run, q):
+    """The live workers are read by the ids the last heartbeat found: a newcomer is read
+    afresh (a second round trip, that once), and one that left drops out."""
+    a = await run(record_nothing, heartbeat=0.1)
+    await until(lambda: a._peers.get("jobs") == (a.id,), what="a alone")
+    b = await run(record_nothing, heartbeat=0.1)
+    both = tuple(sorted((a.id, b.id)))
+    await until(lambda: a._peers.get("jobs") == both == b._peers.get("jobs"), what="both")
+    b.stop()
+    await until(lambda: a._peers.get("jobs") == (a.id,), what="a alone again")

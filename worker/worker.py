@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -35,9 +36,19 @@ from realtime import EventLog, StatusEvent, Subscriber, Wakeup, preflight
 from realtime.backoff import backoff
 from realtime.events import Status
 from realtime.metrics import Rate, Recorder, count_commands, job_families, own_fields
-from realtime.registry import WorkerInfo, heartbeat, index_key, live_workers, unregister
+from realtime.registry import (
+    WorkerInfo,
+    heartbeat,
+    index_key,
+    info_keys,
+    live_workers,
+    parse_infos,
+    register,
+    unregister,
+)
 from realtime.subscriber import CONNECTION_LOST
 from rsmq_core import AsyncRSMQ, Message, QueueExists, QueueNotFound
+from rsmq_core._protocol import PAUSED_FIELD
 from rsmq_core.client import AsyncRedis, connect
 from rsmq_core.connection import HOW_TO_GET_REDIS, explain, is_misconfigured, mask_url, scrub
 from rsmq_core.schedules import channel as schedule_channel
@@ -178,6 +189,7 @@ class Worker:
         self._subscriber = Subscriber(self._redis) if settings.realtime else None
         self._wakeups: list[Wakeup] = []
         self._peers: dict[str, tuple[str, ...]] = {}
+        self._peer_ids: list[bytes] = []  # the live workers' ids the last heartbeat read
         self._states: dict[str, _QueueState] = {}
         self._stopping = asyncio.Event()
         self._permitted = False  # the ACL user's permissions were checked (see _prepare)
@@ -351,11 +363,15 @@ class Worker:
                     await self._check_permissions()
                 if rate is not None:
                     info.commands_per_second = rate()
-                await self._flush_metrics(info)
-                await self._refresh_paused()
-                if self._subscriber is not None:
-                    await self._refresh_peers()
-                    await self._look_for_unannounced()
+                if isinstance(self._redis, aioredis.RedisCluster):
+                    # Keys in many slots: no one transaction can hold them all.
+                    await self._flush_metrics(info)
+                    await self._refresh_paused()
+                    if self._subscriber is not None:
+                        await self._refresh_peers()
+                        await self._look_for_unannounced()
+                else:
+                    await self._beat(info)
                 if failures:
                     log.info("heartbeat: Redis is back after %d failed heartbeat(s)", failures)
                 failures = 0
@@ -404,6 +420,53 @@ class Worker:
                     "again (vt %ds)", qname, self.settings.vt)  # fmt: skip
         return True
 
+    async def _beat(self, info: WorkerInfo) -> None:
+        """A heartbeat in one round trip, one transaction: register, add the metrics, and read
+        what the worker checks at each beat (its queues' pause flags; in realtime mode the
+        live workers and each queue's first message). The live workers' entries are read by
+        the ids the last beat found: only a newcomer among them costs a second round trip."""
+        ns, realtime = self.settings.ns, self._subscriber is not None
+        index = index_key(self._redis, ns)
+        queues = self.settings.queues
+        keys = [self.rsmq.keys(q) for q in queues]
+        known = self._peer_ids
+        taken = self.metrics.take()
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                register(pipe, self._redis, ns, info, ttl=3 * self.settings.heartbeat)
+                self.metrics.write(pipe, index, taken)
+                writes = len(pipe)
+                for k in keys:
+                    pipe.hexists(k.hash, PAUSED_FIELD)
+                if realtime:
+                    pipe.zrange(index, 0, -1)
+                    if known:
+                        pipe.mget(info_keys(self._redis, ns, known))
+                    pipe.time()
+                    for k in keys:
+                        pipe.zrange(k.zset, 0, 0, withscores=True)
+                        pipe.exists(k.hash)
+                reads = (await pipe.execute())[writes:]
+        except BaseException:
+            self.metrics.give_back(taken)
+            raise
+        for qname, paused in zip(queues, reads, strict=False):
+            if (state := self._states.get(qname)) is not None:
+                state.set_paused(bool(paused))
+        if not realtime:
+            return
+        reads = reads[len(queues) :]
+        ids, rows = reads.pop(0), (reads.pop(0) if known else [])
+        if set(ids) <= set(known):
+            live = set(ids)
+            workers = [w for w in parse_infos(rows) if w.id.encode() in live]
+        else:
+            workers = await live_workers(self._redis, ns)
+        self._peer_ids = list(ids)
+        self._set_peers(workers)
+        seconds, micros = reads.pop(0)
+        self._wake_for_unannounced(seconds * 1000 + micros // 1000, reads)
+
     async def _look_for_unannounced(self) -> None:
         """Catch messages nobody announced: a sender not in realtime mode publishes nothing.
 
@@ -418,7 +481,11 @@ class Worker:
                 pipe.zrange(keys.zset, 0, 0, withscores=True)
                 pipe.exists(keys.hash)
             replies = await pipe.execute()
-        now_ms = seconds * 1000 + micros // 1000
+        self._wake_for_unannounced(seconds * 1000 + micros // 1000, replies)
+
+    def _wake_for_unannounced(self, now_ms: int, replies: list[Any]) -> None:
+        """``replies``: each queue's first message (ZRANGE 0 0 WITHSCORES) and whether it
+        exists, in turn."""
         loop_now = asyncio.get_running_loop().time()
         for qname, first, exists in zip(self.settings.queues, replies[::2], replies[1::2],
                                         strict=True):  # fmt: skip
@@ -444,7 +511,9 @@ class Worker:
             state.set_paused(await self.rsmq.is_paused(qname))
 
     async def _refresh_peers(self) -> None:
-        workers = await live_workers(self._redis, self.settings.ns)
+        self._set_peers(await live_workers(self._redis, self.settings.ns))
+
+    def _set_peers(self, workers: list[WorkerInfo]) -> None:
         self._peers = {
             q: tuple(sorted(w.id for w in workers if w.mode == "realtime" and q in w.queues))
             for q in self.settings.queues
