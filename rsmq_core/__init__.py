@@ -19,7 +19,7 @@ from .errors import (
     QueueNotFound,
     RSMQError,
 )
-from .models import Message, Peek, PeekedMessage, QueueAttributes, Received
+from .models import Expired, Message, Peek, PeekedMessage, QueueAttributes, Received
 from .sync import RSMQ
 
 try:
@@ -33,6 +33,7 @@ __all__ = [
     "RSMQ",
     "AsyncRSMQ",
     "ConnectionOptions",
+    "Expired",
     "IndexConflict",
     "InvalidFormat",
     "InvalidValue",

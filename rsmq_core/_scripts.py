@@ -25,6 +25,7 @@ NAMES = (
     "peek",
     "pause",
     "make_visible",
+    "expire",
 )
 
 

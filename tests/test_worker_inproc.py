@@ -424,3 +424,63 @@ async def test_a_queue_that_cannot_be_created_again_is_tried_again_later_not_at_
     await asyncio.sleep(0.5)  # a tenth of the 5 s it waits: a loop would try again
     assert caplog.text.count("could not be created again") == 1
     assert w._states["jobs"].due_at is not None  # when it tries again
+
+
+async def expired_events(ar: aioredis.Redis, ns: str, qname: str) -> list[str]:
+    rows = await ar.xrange(f"{ns}:{qname}:events")
+    return [e["id"] for _, f in rows if (e := json.loads(f[b"e"]))["status"] == "expired"]
+
+
+async def test_the_sweep_drops_expired_messages_of_queues_nobody_reads_and_announces_them(
+    run, q, ar, ns
+):
+    await q.create_queue("unread", retention=1)
+    await q.create_queue("forever")
+    ids = await q.send_messages("unread", ["a", "b", "c"])
+    kept = await q.send_message("forever", "d")
+    await run(lambda job: asyncio.sleep(0), heartbeat=0.1)
+    announced: list[str] = []
+
+    async def swept() -> bool:
+        announced[:] = await expired_events(ar, ns, "unread")
+        return len(announced) == 3
+
+    deadline = time.monotonic() + 10
+    while not await swept():
+        assert time.monotonic() < deadline, "the sweep never announced the expired messages"
+        await asyncio.sleep(0.05)
+    assert sorted(announced) == sorted(ids)
+    # Never before their retention: each announced at least 1 s after its send.
+    for _, f in await ar.xrange(f"{ns}:unread:events"):
+        event = json.loads(f[b"e"])
+        assert event["ts"] >= int(event["id"][:10], 36) / 1000 + 1000
+    attrs = await q.get_queue_attributes("unread")
+    assert (attrs.msgs, attrs.totalexpired) == (0, 3)
+    assert (await q.get_queue_attributes("forever")).msgs == 1
+    assert await ar.hget(f"{ns}:forever:Q", kept) == b"d"
+
+
+async def test_the_worker_never_handles_an_expired_message_and_announces_it(run, q, ar, ns):
+    await q.set_queue_attributes("jobs", retention=1)
+    handled: list[str] = []
+
+    async def handle(job: Job) -> None:
+        handled.append(job.id)
+
+    w = await run(handle, heartbeat=0.1)
+    await q.pause_queue("jobs")
+    await until(lambda: w._states["jobs"].paused, what="paused")
+    mid = await q.send_message("jobs", "late")
+    deadline = time.monotonic() + 10
+    while await server_ms(ar) < int(mid[:10], 36) / 1000 + 1000:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    fresh = await q.send_message("jobs", "fresh")
+    await q.resume_queue("jobs")
+    await until(lambda: handled == [fresh], what="the fresh message handled")
+    deadline = time.monotonic() + 10
+    while await expired_events(ar, ns, "jobs") != [mid]:
+        assert time.monotonic() < deadline, "the expired message was never announced"
+        await asyncio.sleep(0.05)
+    assert handled == [fresh]
+    assert (await q.get_queue_attributes("jobs")).totalexpired == 1

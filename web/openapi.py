@@ -115,6 +115,7 @@ def openapi() -> dict[str, Any]:
                             "delay": _SECONDS,
                             "maxsize": _MAXSIZE,
                             "dedup_window": _DEDUP_WINDOW,
+                            "retention": _SECONDS,
                         },
                         ["qname"],
                     ),
@@ -123,7 +124,7 @@ def openapi() -> dict[str, Any]:
             "/api/queues/{qname}": {
                 "get": _op("A queue's attributes", 200, attrs, 400, 401, 404, params=q),
                 "patch": _op(
-                    "Change vt, delay, maxsize or dedup_window",
+                    "Change vt, delay, maxsize, dedup_window or retention",
                     200,
                     attrs,
                     *WRITE,
@@ -134,6 +135,7 @@ def openapi() -> dict[str, Any]:
                             "delay": _SECONDS,
                             "maxsize": _MAXSIZE,
                             "dedup_window": _DEDUP_WINDOW,
+                            "retention": _SECONDS,
                         },
                         minProperties=1,
                     ),
@@ -356,6 +358,8 @@ def openapi() -> dict[str, Any]:
                             "msgs",
                             "hiddenmsgs",
                             "dedup_window",
+                            "retention",
+                            "totalexpired",
                         )
                     }
                     | {"qname": {"type": "string"}},

@@ -50,6 +50,10 @@ Handler = Callable[[Job], Awaitable[Any] | Any]
 Hook = Callable[[dict[str, Any]], Awaitable[Any] | Any]
 REDIS_DOWN = CONNECTION_LOST
 MISSING_QUEUE_RETRY = 5  # seconds
+# The sweep of expired messages, per queue a heartbeat: this many calls of up to 1000 messages
+# at most, going on where the last heartbeat's stopped, so a huge queue is swept over several
+# heartbeats and never holds Redis (or the heartbeat) for long.
+SWEEP_CALLS = 10
 
 
 class StartupFailed(Exception):
@@ -178,6 +182,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._inflight: dict[asyncio.Task[None], tuple[str, Message]] = {}
         self._reserved = 0  # slots asked for by receives still out
+        self._sweep_cursors: dict[str, int] = {}  # where each queue's sweep goes on from
         # Not a pool: a thread given up on at JOB_TIMEOUT runs on, and in a pool it would hold
         # a place that a later job then waited for (its own deadline ticking meanwhile).
         self._thread_ids = itertools.count(1)
@@ -337,6 +342,7 @@ class Worker:
                     info.commands_per_second = rate()
                 await self._flush_metrics(info)
                 await self._refresh_paused()
+                await self._sweep_expired()
                 if self._subscriber is not None:
                     await self._refresh_peers()
                     await self._look_for_unannounced()
@@ -426,6 +432,25 @@ class Worker:
         read, with the heartbeat, is how a polling worker (or one that missed it) learns."""
         for qname, state in list(self._states.items()):
             state.set_paused(await self.rsmq.is_paused(qname))
+
+    async def _sweep_expired(self) -> None:
+        """Drop the expired messages of every queue of the namespace, not only this worker's:
+        receives drop them too, but a queue nobody receives from would grow forever. Each one
+        dropped, here or by a receive, gets its "expired" event here."""
+        for qname in await self.rsmq.list_queues():
+            cursor = self._sweep_cursors.pop(qname, 0)
+            try:
+                for _ in range(SWEEP_CALLS):
+                    got = await self.rsmq.sweep_expired(qname, cursor=cursor)
+                    for mid in got.ids:
+                        self.events.emit(StatusEvent("expired", qname, mid))
+                    cursor = got.cursor
+                    if not cursor:
+                        break
+            except QueueNotFound:
+                continue  # deleted since it was listed
+            if cursor:
+                self._sweep_cursors[qname] = cursor
 
     async def _refresh_peers(self) -> None:
         workers = await live_workers(self._redis, self.settings.ns)

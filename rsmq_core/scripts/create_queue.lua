@@ -1,6 +1,7 @@
 -- Create a queue, as RSMQ's createQueue does.
 -- KEYS[1] {ns}:{qname}:Q (hash)   KEYS[2] {ns}:QUEUES (set; absent on a cluster: index.lua)
--- ARGV    vt, delay, maxsize, qname, dedup_window ("" for the default, which is not stored)
+-- ARGV    vt, delay, maxsize, qname, dedup_window, retention (each "" for the default, which
+--         is not stored)
 -- Returns {"ok"}, {"queueExists"} or {"indexConflict", key, type} (nothing written).
 if KEYS[2] then
   local conflict = index_conflict(KEYS[2])
@@ -13,5 +14,6 @@ redis.call("HSETNX", KEYS[1], "maxsize", ARGV[3])
 redis.call("HSETNX", KEYS[1], "created", s)
 redis.call("HSETNX", KEYS[1], "modified", s)
 if ARGV[5] ~= "" then redis.call("HSETNX", KEYS[1], DEDUP_WINDOW, ARGV[5]) end
+if ARGV[6] ~= "" then redis.call("HSETNX", KEYS[1], RETENTION, ARGV[6]) end
 if KEYS[2] then redis.call("SADD", KEYS[2], ARGV[4]) end
 return {"ok"}
