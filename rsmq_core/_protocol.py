@@ -486,13 +486,13 @@ def create_queue_steps(
         kept or "",  # 0 is RSMQ's way, and stored as RSMQ stores it: not at all
     ]
     if not k.cluster:
-        check_status((yield Call("create_queue", [k.hash, k.queues], args)))
+        check_status((yield Call("create_queue", [k.hash, k.expired, k.queues], args)))
         return
     # On a cluster the index is another slot: checked first (a key of someone else's there
     # fails the create before anything is written), named after the queue exists, and named
     # again when it exists already, which repairs an index an interrupted create left behind.
     check_status((yield _index(k, "check")))
-    reply = yield Call("create_queue", [k.hash], args)
+    reply = yield Call("create_queue", [k.hash, k.expired], args)
     check_status((yield _index(k, "add")))
     check_status(reply)
 

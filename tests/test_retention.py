@@ -4,6 +4,7 @@ announced. Against RSMQ and AsyncRSMQ (the `rsmq` fixture), standalone and on a 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -231,3 +232,21 @@ def test_the_api_creates_changes_and_refuses_retention_and_never_delivers_expire
     assert api.post("/api/queues/q/receive", json={}).json() == {"message": None}
     assert api.get("/api/queues/q").json()["totalexpired"] == 1
     assert api.patch("/api/queues/q", json={"retention": 0}).json()["retention"] == 0
+
+
+async def test_the_dashboards_figures_show_retention_and_expired(redis_url, ns):
+    from rsmq_core import AsyncRSMQ
+    from web.dashboard import snapshot
+
+    async with AsyncRSMQ.from_url(redis_url, ns=ns) as rsmq:
+        await rsmq.create_queue("q", retention=1)
+        await rsmq.create_queue("forever")
+        mid = await rsmq.send_message("q", "a")
+        deadline = time.monotonic() + 10
+        while (await rsmq.redis.time())[0] * 1000 < sent(mid) + 1100:
+            assert time.monotonic() < deadline, "Redis's clock never passed the retention"
+            await asyncio.sleep(0.01)
+        assert await rsmq.receive_message("q") is None
+        queues = (await snapshot(rsmq))["queues"]
+    assert (queues["q"]["retention"], queues["q"]["totalexpired"]) == (1, 1)
+    assert (queues["forever"]["retention"], queues["forever"]["totalexpired"]) == (0, 0)

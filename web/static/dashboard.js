@@ -33,7 +33,8 @@ function showStats(frame) {
   fill("queues", Object.entries(frame.queues).map(([name, q]) => {
     const row = document.createElement("tr");
     [name, q.msgs, q.visible, q.hiddenmsgs, q.totalsent, q.totalrecv, q.send_rate,
-     q.receive_rate, q.dead].forEach((v) => cell(row, v));
+     q.receive_rate, q.dead, q.retention ? q.retention + " s" : "forever",
+     q.totalexpired].forEach((v) => cell(row, v));
     if (!subscribed.has(name)) {
       subscribed.add(name);
       socket.send(JSON.stringify({type: "subscribe", queue: name}));
