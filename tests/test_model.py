@@ -27,7 +27,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from rsmq_core import RSMQ, AsyncRSMQ, MessageTooLong
+from rsmq_core import RSMQ, AsyncRSMQ, Message, MessageTooLong
 from tests.conftest import SyncDriven
 
 HOUR = 3600
@@ -49,7 +49,7 @@ class Model:
 
 def old_id(r: redis.Redis) -> tuple[str, int]:
     """An RSMQ id sent two hours ago by Redis's clock, and its sent time in ms."""
-    seconds, micros = r.time()  # type: ignore[misc]
+    seconds, micros = r.time()
     us = (seconds - 2 * HOUR) * 1_000_000 + micros
     digits, n = "", us
     while n:
@@ -140,7 +140,7 @@ def machine(client_factory, redis_url):
         def _fresh_visible(self) -> int:
             return sum(m.visible and not self._expired(m) for m in self.msgs.values())
 
-        def _dropped_by_receive(self, got: list, *, took_all_visible: bool) -> None:
+        def _dropped_by_receive(self, got: list[Message], *, took_all_visible: bool) -> None:
             """Which expired messages the receive dropped (it may drop those it met before the
             ones it took): only expired and visible ones, and every such one when it took fewer
             than it asked for."""

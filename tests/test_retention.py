@@ -18,7 +18,7 @@ backends = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 
 
 def server_ms(r: redis.Redis) -> float:
-    seconds, micros = r.time()  # type: ignore[misc]
+    seconds, micros = r.time()
     return seconds * 1000 + micros / 1000
 
 

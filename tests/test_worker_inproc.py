@@ -427,7 +427,7 @@ async def test_a_queue_that_cannot_be_created_again_is_tried_again_later_not_at_
 
 
 async def expired_events(ar: aioredis.Redis, ns: str, qname: str) -> list[str]:
-    rows = await ar.xrange(f"{ns}:{qname}:events")
+    rows: Any = await ar.xrange(f"{ns}:{qname}:events")
     return [e["id"] for _, f in rows if (e := json.loads(f[b"e"]))["status"] == "expired"]
 
 
