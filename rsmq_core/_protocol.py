@@ -226,6 +226,9 @@ def check_dedup_window(value: object) -> int:
     return _check_int("dedup_window", value, 1, MAX_DEDUP_WINDOW)
 
 
+RETENTION_FIELD = "retention"  # the queue hash's field (RETENTION in _lib.lua)
+
+
 def check_retention(value: object) -> int:
     """Retention: whole seconds in 0..9999999 (0 keeps messages forever)."""
     return _check_int("retention", value, 0, MAX_SECONDS)

@@ -484,3 +484,31 @@ async def test_the_worker_never_handles_an_expired_message_and_announces_it(run,
         await asyncio.sleep(0.05)
     assert handled == [fresh]
     assert (await q.get_queue_attributes("jobs")).totalexpired == 1
+
+
+async def test_a_sweep_is_bounded_and_goes_on_where_the_last_one_stopped(
+    run, q, ar, ns, monkeypatch
+):
+    import worker.worker
+
+    monkeypatch.setattr(worker.worker, "SWEEP_CALLS", 1)
+    w = await run(lambda job: asyncio.sleep(0))
+    await q.create_queue("big", retention=1)
+    ids = [mid for _ in range(3) for mid in await q.send_messages("big", ["x"] * 1000)]
+    for _ in range(3):  # hidden far past their expiry: no receive meets them
+        assert len(await q.receive_messages("big", 1000, vt=1000)) == 1000
+    deadline = time.monotonic() + 10
+    while await server_ms(ar) < int(ids[-1][:10], 36) / 1000 + 1000:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    await w._sweep_expired()
+    first = (await q.get_queue_attributes("big")).totalexpired
+    assert 0 < first < 3000  # one call of about 1000 of the zset's slots, not the whole queue
+    assert w._sweep_cursors["big"] != 0  # the next sweep goes on from there, not from the start
+    for _ in range(100):
+        if (await q.get_queue_attributes("big")).totalexpired == 3000:
+            break
+        await w._sweep_expired()
+    assert (await q.get_queue_attributes("big")).msgs == 0
+    await w.events.flush()
+    assert sorted(await expired_events(ar, ns, "big")) == sorted(ids)

@@ -28,7 +28,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
-from redis import RedisError
+from redis import RedisError, ResponseError
 
 from realtime import EventLog, StatusEvent, Subscriber, Wakeup, preflight
 from realtime.backoff import backoff
@@ -36,7 +36,8 @@ from realtime.events import Status
 from realtime.metrics import Rate, Recorder, count_commands, job_families, own_fields
 from realtime.registry import WorkerInfo, heartbeat, index_key, live_workers, unregister
 from realtime.subscriber import CONNECTION_LOST
-from rsmq_core import AsyncRSMQ, Message, QueueExists, QueueNotFound
+from rsmq_core import AsyncRSMQ, Message, QueueExists, QueueNotFound, RSMQError
+from rsmq_core._protocol import RETENTION_FIELD
 from rsmq_core.client import AsyncRedis, connect
 from rsmq_core.connection import HOW_TO_GET_REDIS, explain, is_misconfigured, mask_url, scrub
 
@@ -441,21 +442,44 @@ class Worker:
     async def _sweep_expired(self) -> None:
         """Drop the expired messages of every queue of the namespace, not only this worker's:
         receives drop them too, but a queue nobody receives from would grow forever. Each one
-        dropped, here or by a receive, gets its "expired" event here."""
-        for qname in await self.rsmq.list_queues():
-            cursor = self._sweep_cursors.pop(qname, 0)
-            try:
-                for _ in range(SWEEP_CALLS):
-                    got = await self.rsmq.sweep_expired(qname, cursor=cursor)
-                    for mid in got.ids:
-                        self.events.emit(StatusEvent("expired", qname, mid))
-                    cursor = got.cursor
-                    if not cursor:
-                        break
-            except QueueNotFound:
-                continue  # deleted since it was listed
-            if cursor:
-                self._sweep_cursors[qname] = cursor
+        dropped, here or by a receive, gets its "expired" event here. Plain reads find the
+        queues with a retention or expired ids to announce, so a namespace without retention
+        costs two round trips and no script call."""
+        try:
+            # The index RSMQ keeps ({ns}:QUEUES), read as list_queues reads it, but as a plain
+            # command: an idle realtime worker runs no script.
+            names = await self._redis.smembers(f"{self.rsmq.ns}:QUEUES")
+        except ResponseError:  # not a set: someone else's key, which list_queues reports
+            return
+        queues = []
+        for name in sorted(n.decode() if isinstance(n, bytes) else n for n in names):
+            with contextlib.suppress(RSMQError):  # a name no operation takes (QUEUES)
+                queues.append(self.rsmq.keys(name))
+        if not queues:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys in queues:
+                pipe.hget(keys.hash, RETENTION_FIELD)
+                pipe.scard(keys.expired)
+            replies = await pipe.execute()
+        for keys, retention, waiting in zip(queues, replies[::2], replies[1::2], strict=True):
+            if retention in (None, b"0", "0") and not waiting:
+                continue
+            await self._sweep_queue(keys.qname)
+
+    async def _sweep_queue(self, qname: str) -> None:
+        cursor = self._sweep_cursors.pop(qname, 0)
+        try:
+            for _ in range(SWEEP_CALLS):
+                got = await self.rsmq.sweep_expired(qname, cursor=cursor)
+                for mid in got.ids:
+                    self.events.emit(StatusEvent("expired", qname, mid))
+                cursor = got.cursor
+                if not cursor:
+                    return
+        except QueueNotFound:
+            return  # deleted since it was listed
+        self._sweep_cursors[qname] = cursor
 
     async def _refresh_peers(self) -> None:
         workers = await live_workers(self._redis, self.settings.ns)
