@@ -33,12 +33,14 @@ log = logging.getLogger(__name__)
 
 Status = Literal[
     "queued", "received", "processing", "done", "failed", "retrying", "dead",
+    # Past its queue's retention: dropped undelivered (announced by a worker's sweep).
+    "expired",
     # An operator's actions (the API, the dashboard, the CLI): ``by`` says where from. Those
     # on a whole queue (paused, resumed, purged, changed) have the id "".
     "deleted", "made visible", "redriven", "paused", "resumed", "purged", "changed",
 ]  # fmt: skip
 STATUSES: tuple[Status, ...] = (
-    "queued", "received", "processing", "done", "failed", "retrying", "dead",
+    "queued", "received", "processing", "done", "failed", "retrying", "dead", "expired",
 )  # fmt: skip
 ACTIONS: tuple[Status, ...] = (
     "deleted", "made visible", "redriven", "paused", "resumed", "purged", "changed",

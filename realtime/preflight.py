@@ -109,6 +109,9 @@ def _queue_needs(redis: AsyncRedis, ns: str, qname: str) -> list[Need]:
     needs += [Need(("zrangebyscore", keys.zset, "0", "1"), _key(keys.zset))]
     needs += [Need(("zcount", keys.zset, "0", "1"), _key(keys.zset))]
     needs += [Need(("zcard", keys.zset), _key(keys.zset))]
+    needs += [Need(("zscan", keys.zset, "0"), _key(keys.zset))]
+    needs += [Need((c, keys.expired, "x"), _key(keys.expired)) for c in ("sadd", "spop")]
+    needs += [Need(("scard", keys.expired), _key(keys.expired))]
     needs += [Need((c, keys.hash, "f", "1"), _key(keys.hash)) for c in
               ("hset", "hsetnx", "hincrby")]  # fmt: skip
     needs += [Need((c, keys.hash, "f"), _key(keys.hash)) for c in
@@ -155,6 +158,8 @@ def worker_needs(redis: AsyncRedis, ns: str, queues: Iterable[str], worker_id: s
         Need(("ltrim", pickups_key(index, "x"), "0", "1"), _key(pickups_key(index, "x"))),
         Need(("lpush", done_key(index, "x"), "v"), _key(done_key(index, "x"))),
         Need(("ltrim", done_key(index, "x"), "0", "1"), _key(done_key(index, "x"))),
+        # the sweep of expired messages lists every queue of the namespace
+        Need(("smembers", f"{ns}:QUEUES"), _key(f"{ns}:QUEUES")),
     ]
     for qname in queues:
         needs += _queue_needs(redis, ns, qname)

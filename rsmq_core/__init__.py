@@ -19,7 +19,17 @@ from .errors import (
     QueueNotFound,
     RSMQError,
 )
-from .models import Fired, Firing, Message, Peek, PeekedMessage, QueueAttributes, Received, Schedule
+from .models import (
+    Expired,
+    Fired,
+    Firing,
+    Message,
+    Peek,
+    PeekedMessage,
+    QueueAttributes,
+    Received,
+    Schedule,
+)
 from .sync import RSMQ
 
 try:
@@ -33,6 +43,7 @@ __all__ = [
     "RSMQ",
     "AsyncRSMQ",
     "ConnectionOptions",
+    "Expired",
     "Fired",
     "Firing",
     "IndexConflict",

@@ -28,7 +28,7 @@ from .errors import (
     QueueNotFound,
     RSMQError,
 )
-from .models import Message, Peek, PeekedMessage, QueueAttributes, Received
+from .models import Expired, Message, Peek, PeekedMessage, QueueAttributes, Received
 
 QNAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,160}")
 ID_RE = re.compile(r"[a-zA-Z0-9:]{32}")
@@ -84,6 +84,11 @@ class Keys:
     def sent(self, span: int) -> str:
         """The hash of the retry markers of the queue's sends of one RETRY_SPAN (send.lua)."""
         return f"{self.zset}:sent:{span}"
+
+    @property
+    def expired(self) -> str:
+        """The set of ids of expired messages receives dropped, still to be announced."""
+        return f"{self.zset}:expired"
 
     @property
     def dedups(self) -> str:
@@ -219,6 +224,14 @@ DEDUP_ID_RE = re.compile(r"[a-zA-Z0-9_.:/=+@-]{1,128}")
 
 def check_dedup_window(value: object) -> int:
     return _check_int("dedup_window", value, 1, MAX_DEDUP_WINDOW)
+
+
+RETENTION_FIELD = "retention"  # the queue hash's field (RETENTION in _lib.lua)
+
+
+def check_retention(value: object) -> int:
+    """Retention: whole seconds in 0..9999999 (0 keeps messages forever)."""
+    return _check_int("retention", value, 0, MAX_SECONDS)
 
 
 def check_dedup_id(dedup_id: object) -> str:
@@ -459,23 +472,30 @@ def list_queues(ns: str) -> Call:
 
 
 def create_queue_steps(
-    k: Keys, vt: object, delay: object, maxsize: object, dedup_window: object = None
+    k: Keys,
+    vt: object,
+    delay: object,
+    maxsize: object,
+    dedup_window: object = None,
+    retention: object = 0,
 ) -> Steps:
+    kept = check_retention(retention)
     args: list[str | int | bytes] = [
         check_seconds("vt", vt),
         check_seconds("delay", delay),
         check_maxsize(maxsize),
         k.qname,
         "" if dedup_window is None else check_dedup_window(dedup_window),
+        kept or "",  # 0 is RSMQ's way, and stored as RSMQ stores it: not at all
     ]
     if not k.cluster:
-        check_status((yield Call("create_queue", [k.hash, k.queues], args)))
+        check_status((yield Call("create_queue", [k.hash, k.expired, k.queues], args)))
         return
     # On a cluster the index is another slot: checked first (a key of someone else's there
     # fails the create before anything is written), named after the queue exists, and named
     # again when it exists already, which repairs an index an interrupted create left behind.
     check_status((yield _index(k, "check")))
-    reply = yield Call("create_queue", [k.hash], args)
+    reply = yield Call("create_queue", [k.hash, k.expired], args)
     check_status((yield _index(k, "add")))
     check_status(reply)
 
@@ -495,7 +515,7 @@ def delete_queue_steps(k: Keys) -> Steps:
     # The spans a marker hash of the queue may still live in (90 s after its last send), and
     # the next, for a client whose clock runs ahead; a clock further off leaves a hash to expire.
     sent = [k.sent(span) for span in range(now - 3, now + 2)]
-    keys = [k.hash, k.zset, k.events, k.dedup_sweep, *sent]
+    keys = [k.hash, k.zset, k.events, k.dedup_sweep, k.expired, *sent]
     if not k.cluster:
         reply = yield Call("delete_queue", [*keys, k.queues], [k.qname, len(sent)])
     else:
@@ -521,15 +541,22 @@ def get_attributes(k: Keys) -> Call:
 
 
 def set_attributes(
-    k: Keys, vt: object, delay: object, maxsize: object, dedup_window: object = None
+    k: Keys,
+    vt: object,
+    delay: object,
+    maxsize: object,
+    dedup_window: object = None,
+    retention: object = None,
 ) -> Call:
-    if vt is None and delay is None and maxsize is None and dedup_window is None:
+    given = (vt, delay, maxsize, dedup_window, retention)
+    if all(value is None for value in given):
         raise NoAttributeSupplied()
     args: list[str | int | bytes] = [
         "" if vt is None else check_seconds("vt", vt),
         "" if delay is None else check_seconds("delay", delay),
         "" if maxsize is None else check_maxsize(maxsize),
         "" if dedup_window is None else check_dedup_window(dedup_window),
+        "" if retention is None else check_retention(retention),
     ]
     return Call("set_attributes", [k.hash, k.zset], args)
 
@@ -622,7 +649,7 @@ def receive(
         args[3] = keys.notify(announce)
     if deletes:
         args += _joined(deletes)
-    return Call("receive", [keys.zset, keys.hash], args)
+    return Call("receive", [keys.zset, keys.hash, keys.expired], args)
 
 
 def fenced(id: object, rc: object) -> Fenced:
@@ -703,7 +730,22 @@ def _parse_moved(reply: Sequence[Any], src: Keys, dst: Keys) -> list[str]:
 
 
 def redrive_steps(src: Keys, dst: Keys, count: object, *, realtime: bool) -> Steps:
-    return move_steps(src, dst, [], count=check_count(count), realtime=realtime)
+    """The ids the oldest ``count`` got in the target; an expired one is not moved."""
+    moved: list[str] = yield from move_steps(
+        src, dst, [], count=check_count(count), realtime=realtime
+    )
+    return [m for m in moved if m]
+
+
+def expire(k: Keys, cursor: object, count: object) -> Call:
+    start = _check_int("cursor", cursor, 0, 2**64 - 1)
+    return Call("expire", [k.zset, k.hash, k.expired], [start, check_count(count)])
+
+
+def parse_expired(reply: Sequence[Any]) -> Expired:
+    """expire.lua's reply: {"ok", next cursor, id...}."""
+    rest = check_status(reply)
+    return Expired([_text(x) for x in rest[2:]], int(rest[1]))
 
 
 def notify(k: Keys) -> Call:

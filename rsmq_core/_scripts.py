@@ -26,6 +26,7 @@ NAMES = (
     "pause",
     "make_visible",
     "schedule",
+    "expire",
 )
 
 

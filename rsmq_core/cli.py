@@ -68,9 +68,9 @@ TLS_OPTIONS = {field: "--" + field.replace("_", "-") for field in ENV_NAMES}
 
 
 def _settings(args: argparse.Namespace) -> dict[str, int]:
-    """The --vt, --delay, --maxsize and --dedup-window given, so the library applies its own
-    defaults."""
-    names = ("vt", "delay", "maxsize", "dedup_window")
+    """The --vt, --delay, --maxsize, --dedup-window and --retention given, so the library
+    applies its own defaults."""
+    names = ("vt", "delay", "maxsize", "dedup_window", "retention")
     return {k: v for k in names if (v := getattr(args, k)) is not None}
 
 
@@ -381,6 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
             type=int,
             metavar="N",
             help="seconds a dedup id is remembered, 1..86400 (default 300)",
+        )
+        sub.add_argument(
+            "--retention",
+            type=int,
+            metavar="N",
+            help="seconds after its send from which a message is never delivered, but dropped "
+            "(0..9999999; 0, the default, keeps messages forever)",
         )
 
     settings(command("create", _create, "create a queue (prints true)"))

@@ -19,7 +19,7 @@ from ._scripts import NAMES, source
 from .connection import AsyncRedis as AsyncRedis  # where realtime/, worker/, web/ import it
 from .connection import ConnectionOptions, async_client
 from .errors import RSMQError
-from .models import Firing, Message, Peek, QueueAttributes, Received, Schedule
+from .models import Expired, Firing, Message, Peek, QueueAttributes, Received, Schedule
 
 DEFAULT_URL = "redis://localhost:6379/0"
 # A dropped connection (Redis restarted, a proxy's idle cut) is retried on a new one: three
@@ -172,10 +172,13 @@ class AsyncRSMQ:
         delay: int = p.DEFAULT_DELAY,
         maxsize: int = p.DEFAULT_MAXSIZE,
         dedup_window: int | None = None,
+        retention: int = 0,
     ) -> None:
         """Create a queue; ``QueueExists`` if it is there already. ``dedup_window``: the
-        seconds (1..86400) a dedup id is remembered, 300 when not given."""
-        steps = p.create_queue_steps(self._keys(qname), vt, delay, maxsize, dedup_window)
+        seconds (1..86400) a dedup id is remembered, 300 when not given. ``retention``: the
+        seconds (0..9999999) after its send from which a message is never delivered, but
+        dropped and counted in ``totalexpired``; 0, the default, keeps messages forever."""
+        steps = p.create_queue_steps(self._keys(qname), vt, delay, maxsize, dedup_window, retention)
         await self._run(steps)
 
     async def list_queues(self) -> list[str]:
@@ -200,10 +203,11 @@ class AsyncRSMQ:
         delay: int | None = None,
         maxsize: int | None = None,
         dedup_window: int | None = None,
+        retention: int | None = None,
     ) -> QueueAttributes:
-        """Change any of vt, delay, maxsize and dedup_window; returns the attributes after
-        the change."""
-        call = p.set_attributes(self._keys(qname), vt, delay, maxsize, dedup_window)
+        """Change any of vt, delay, maxsize, dedup_window and retention; returns the
+        attributes after the change."""
+        call = p.set_attributes(self._keys(qname), vt, delay, maxsize, dedup_window, retention)
         return p.parse_attributes(await self._call(call))
 
     # Messages ----------------------------------------------------------------------------------
@@ -351,6 +355,13 @@ class AsyncRSMQ:
         ``to_qname`` in one round trip; returns how many moved (fewer when it ran out)."""
         src, dst = self._keys(qname), self._keys(to_qname)
         return len(await self._run(p.redrive_steps(src, dst, count, realtime=self.realtime)))
+
+    async def sweep_expired(self, qname: str, *, cursor: int = 0, count: int = 1000) -> Expired:
+        """Drop the queue's expired messages (see ``retention``) among about ``count`` of them
+        (1..1000), starting a pass over the queue at ``cursor`` 0 and going on from the cursor
+        each call returns until it is 0 again; also hands over the ids that receives dropped
+        since the last sweep (each once), for the caller to announce."""
+        return p.parse_expired(await self._call(p.expire(self._keys(qname), cursor, count)))
 
     async def notify(self, qname: str) -> int:
         """PUBLISH the queue's size on its realtime channel, as a realtime send does; returns

@@ -115,7 +115,9 @@ class QueueAttributes:
 
     ``created`` and ``modified`` are epoch seconds; ``msgs`` counts every message in the queue,
     ``hiddenmsgs`` those not visible now (delayed or received and not yet timed out);
-    ``dedup_window`` the seconds a dedup id is remembered (ours; RSMQ has no such attribute).
+    ``dedup_window`` the seconds a dedup id is remembered, ``retention`` the seconds after its
+    send from which a message is never delivered (0: kept forever), ``totalexpired`` how many
+    messages were dropped for it (ours; RSMQ has none of these three).
     """
 
     vt: int
@@ -128,6 +130,8 @@ class QueueAttributes:
     msgs: int
     hiddenmsgs: int
     dedup_window: int = 300
+    retention: int = 0
+    totalexpired: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,3 +194,13 @@ class Firing:
 
     fired: list[Fired]
     wait: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """What one :meth:`~rsmq_core.AsyncRSMQ.sweep_expired` call dropped: the ids of expired
+    messages (those it dropped, and those receives dropped since the last sweep), and the
+    cursor the next call of the pass goes on from (0: the pass is done)."""
+
+    ids: list[str]
+    cursor: int

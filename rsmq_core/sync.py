@@ -23,7 +23,7 @@ from ._scripts import NAMES, source
 from .client import BACKOFF, DEFAULT_URL, RETRIES
 from .connection import ConnectionOptions, sync_client
 from .errors import RSMQError
-from .models import Firing, Message, Peek, QueueAttributes, Received, Schedule
+from .models import Expired, Firing, Message, Peek, QueueAttributes, Received, Schedule
 
 
 class RSMQ:
@@ -104,8 +104,11 @@ class RSMQ:
         delay: int = p.DEFAULT_DELAY,
         maxsize: int = p.DEFAULT_MAXSIZE,
         dedup_window: int | None = None,
+        retention: int = 0,
     ) -> None:
-        self._run(p.create_queue_steps(self._keys(qname), vt, delay, maxsize, dedup_window))
+        self._run(
+            p.create_queue_steps(self._keys(qname), vt, delay, maxsize, dedup_window, retention)
+        )
 
     def list_queues(self) -> list[str]:
         return p.parse_queues(self._call(p.list_queues(self.ns)))
@@ -124,8 +127,9 @@ class RSMQ:
         delay: int | None = None,
         maxsize: int | None = None,
         dedup_window: int | None = None,
+        retention: int | None = None,
     ) -> QueueAttributes:
-        call = p.set_attributes(self._keys(qname), vt, delay, maxsize, dedup_window)
+        call = p.set_attributes(self._keys(qname), vt, delay, maxsize, dedup_window, retention)
         return p.parse_attributes(self._call(call))
 
     def send_message(
@@ -223,6 +227,9 @@ class RSMQ:
 
     def peek_messages(self, qname: str, *, offset: int = 0, count: int = 50) -> Peek:
         return p.parse_peek(self._call(p.peek(self._keys(qname), offset, count)), offset)
+
+    def sweep_expired(self, qname: str, *, cursor: int = 0, count: int = 1000) -> Expired:
+        return p.parse_expired(self._call(p.expire(self._keys(qname), cursor, count)))
 
     def make_visible(self, qname: str, id: str) -> bool:
         return p.parse_flags(self._call(p.make_visible(self._keys(qname), id)))[0]

@@ -1,7 +1,7 @@
 """The dashboard acts, in a real Chromium (Debian's, as tests/test_browser.py drives it): log
 in, pause a queue and see a real worker stop taking its messages, retry one now, open its
 timeline, resume and see the worker take it, delete, redrive the selected and all, purge
-after the page's confirmation, change vt."""
+after the page's confirmation, change vt and retention."""
 
 from __future__ import annotations
 
@@ -128,6 +128,18 @@ def test_the_dashboard_peeks_times_deletes_retries_redrives_purges_pauses_and_re
             page.click("#settings button[type=submit]")
             expect(status).to_contain_text("vt 45s")
             assert q.get_queue_attributes("scratch").vt == 45
+            # Retention: refused when negative, saying why; then set, and shown per queue.
+            page.fill("#set-retention", "-1")
+            page.click("#settings button[type=submit]")
+            expect(status).to_contain_text("retention must be between 0 and 9999999")
+            assert q.get_queue_attributes("scratch").retention == 0
+            page.fill("#set-retention", "60")
+            page.click("#settings button[type=submit]")
+            expect(status).to_contain_text("retention 60s")
+            assert q.get_queue_attributes("scratch").retention == 60
+            scratch = page.locator("#queues tbody tr", has_text="scratch")
+            expect(scratch.locator("td").nth(9)).to_have_text("60 s")
+            expect(scratch.locator("td").nth(10)).to_have_text("0")
             assert errors == []
     finally:
         q.close()

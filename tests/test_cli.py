@@ -109,7 +109,7 @@ def test_attributes_and_alias(run, client):
     assert {**again, "hiddenmsgs": 0} == {**attrs, "hiddenmsgs": 0}
     assert list(attrs) == [
         "vt", "delay", "maxsize", "totalrecv", "totalsent", "created", "modified",
-        "msgs", "hiddenmsgs", "dedup_window",
+        "msgs", "hiddenmsgs", "dedup_window", "retention", "totalexpired",
     ]  # fmt: skip
     assert (attrs["vt"], attrs["totalsent"], attrs["totalrecv"]) == (4, 2, 1)
     # RSMQ counts as hidden every message due from the start of this second, so the one
@@ -131,6 +131,18 @@ def test_send_with_a_dedup_id_and_the_dedup_window(run, client):
     refused(run("set", "q", "--dedup-window", "0"), "invalidValue",
             "dedup_window must be between 1 and 86400", detail="got 0")  # fmt: skip
     assert ok(run("set", "q", "--dedup-window", "10"))["dedup_window"] == 10
+
+
+def test_create_and_set_the_retention(run, client):
+    ok(run("create", "q", "--retention", "60"))
+    assert ok(run("attributes", "q"))["retention"] == 60
+    refused(run("set", "q", "--retention", "-1"), "invalidValue",
+            "retention must be between 0 and 9999999", detail="got -1")  # fmt: skip
+    refused(run("create", "r", "--retention", "-5"), "invalidValue",
+            "retention must be between 0 and 9999999", detail="got -5")  # fmt: skip
+    assert client.list_queues() == ["q"]
+    changed = ok(run("set", "q", "--retention", "0"))
+    assert (changed["retention"], changed["totalexpired"]) == (0, 0)
 
 
 def test_set_changes_only_what_is_given(run, r, ns):

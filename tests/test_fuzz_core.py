@@ -106,12 +106,14 @@ def kw(**strategies: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]
 
 # method -> a strategy for (positional arguments, keyword arguments)
 CALLS: dict[str, st.SearchStrategy[tuple[tuple[Any, ...], dict[str, Any]]]] = {
-    "create_queue": st.tuples(st.tuples(qnames), kw(vt=seconds, delay=seconds, maxsize=maxsizes)),
+    "create_queue": st.tuples(
+        st.tuples(qnames), kw(vt=seconds, delay=seconds, maxsize=maxsizes, retention=seconds)
+    ),
     "list_queues": st.just(((), {})),
     "delete_queue": st.tuples(st.tuples(qnames), st.just({})),
     "get_queue_attributes": st.tuples(st.tuples(qnames), st.just({})),
     "set_queue_attributes": st.tuples(
-        st.tuples(qnames), kw(vt=seconds, delay=seconds, maxsize=maxsizes)
+        st.tuples(qnames), kw(vt=seconds, delay=seconds, maxsize=maxsizes, retention=seconds)
     ),
     "send_message": st.tuples(st.tuples(qnames, bodies), kw(delay=seconds)),
     "send_messages": st.tuples(st.tuples(qnames, message_lists), kw(delay=seconds)),
@@ -141,6 +143,7 @@ CALLS: dict[str, st.SearchStrategy[tuple[tuple[Any, ...], dict[str, Any]]]] = {
     "list_schedules": st.just(((), {})),
     "remove_schedule": st.tuples(st.tuples(qnames), st.just({})),
     "fire_schedules": st.just(((), {})),
+    "sweep_expired": st.tuples(st.tuples(qnames), kw(cursor=counts, count=counts)),
 }
 
 

@@ -1,16 +1,21 @@
 """Random operation sequences against an in-memory model of RSMQ's semantics (hypothesis).
 
 Visibility timeouts and delays are either 0 (visible at once) or an hour (hidden for the whole
-run), so the model knows exactly which messages are visible without reading a clock.
+run), so the model knows exactly which messages are visible without reading a clock. Retention
+likewise: 0 or an hour, and "old" messages are written as another RSMQ client sending two
+hours ago would have written them, so the model knows which have expired.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
+import string
 import uuid
 from dataclasses import dataclass
 
 import pytest
+import redis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -22,7 +27,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from rsmq_core import RSMQ, AsyncRSMQ, MessageTooLong
+from rsmq_core import RSMQ, AsyncRSMQ, Message, MessageTooLong
 from tests.conftest import SyncDriven
 
 HOUR = 3600
@@ -39,16 +44,34 @@ class Model:
     visible: bool
     rc: int = 0
     fr: int | None = None
+    old: bool = False  # sent two hours ago: expired whenever the queue's retention is an hour
 
 
-def machine(client_factory):
+def old_id(r: redis.Redis) -> tuple[str, int]:
+    """An RSMQ id sent two hours ago by Redis's clock, and its sent time in ms."""
+    seconds, micros = r.time()
+    us = (seconds - 2 * HOUR) * 1_000_000 + micros
+    digits, n = "", us
+    while n:
+        n, d = divmod(n, 36)
+        digits = (string.digits + string.ascii_lowercase)[d] + digits
+    alphabet = string.ascii_letters + string.digits
+    return digits + "".join(secrets.choice(alphabet) for _ in range(22)), us // 1000
+
+
+def machine(client_factory, redis_url):
     class QueueMachine(RuleBasedStateMachine):
         ids = Bundle("ids")
 
         def __init__(self) -> None:
             super().__init__()
-            self.q = client_factory(f"m{uuid.uuid4().hex[:12]}")
+            self.ns = f"m{uuid.uuid4().hex[:12]}"
+            self.q = client_factory(self.ns)
+            self.r = redis.Redis.from_url(redis_url, decode_responses=True)
             self.q.create_queue("q", maxsize=MAXSIZE)
+            self.retention = 0
+            self.expired = 0
+            self.unannounced: set[str] = set()  # dropped by receives, for the sweep to hand over
             self.vt = 30
             self.msgs: dict[str, Model] = {}
             self.dedup: dict[str, str] = {}  # dedup id -> the id it was first sent as
@@ -57,6 +80,7 @@ def machine(client_factory):
         def teardown(self) -> None:
             self.q.delete_queue("q")
             self.q.close_all()
+            self.r.close()
 
         def _stored(self, mid: str, body: str, delay: int | None, queue_delay: int) -> str:
             visible = (queue_delay if delay is None else delay) == 0
@@ -110,9 +134,62 @@ def machine(client_factory):
                     self.dedup[d] = mid
                 self._stored(mid, b, delay, 0)
 
+        def _expired(self, m: Model) -> bool:
+            return m.old and self.retention > 0
+
+        def _fresh_visible(self) -> int:
+            return sum(m.visible and not self._expired(m) for m in self.msgs.values())
+
+        def _dropped_by_receive(self, got: list[Message], *, took_all_visible: bool) -> None:
+            """Which expired messages the receive dropped (it may drop those it met before the
+            ones it took): only expired and visible ones, and every such one when it took fewer
+            than it asked for."""
+            taken = {m.id for m in got}
+            for mid, m in list(self.msgs.items()):
+                if mid in taken or self.r.hexists(f"{self.ns}:q:Q", mid):
+                    assert not (took_all_visible and self._expired(m) and m.visible), mid
+                    continue
+                assert self._expired(m) and m.visible, f"{mid} dropped before its retention"
+                del self.msgs[mid]
+                self.expired += 1
+                self.unannounced.add(mid)
+
+        @rule(target=ids, body=st.text(max_size=10))
+        def send_old(self, body):
+            mid, sent = old_id(self.r)
+            self.r.hset(f"{self.ns}:q:Q", mid, body)
+            self.r.zadd(f"{self.ns}:q", {mid: sent})
+            self.r.hincrby(f"{self.ns}:q:Q", "totalsent", 1)
+            self.msgs[mid] = Model(body, visible=True, old=True)
+            self.sent += 1
+            return mid
+
+        @rule(retention=seconds)
+        def set_retention(self, retention):
+            assert self.q.set_queue_attributes("q", retention=retention).retention == retention
+            self.retention = retention
+
+        @rule()
+        def sweep(self):
+            swept, cursor = [], 0
+            while True:
+                got = self.q.sweep_expired("q", cursor=cursor)
+                swept += got.ids
+                if not (cursor := got.cursor):
+                    break
+            expected = set(self.unannounced)
+            for mid, m in list(self.msgs.items()):
+                if self._expired(m):
+                    expected.add(mid)
+                    del self.msgs[mid]
+                    self.expired += 1
+            assert sorted(swept) == sorted(expected)
+            self.unannounced.clear()
+
         def _check_received(self, got, vt: int | None, *, pop: bool = False) -> None:
             m = self.msgs[got.id]
             assert m.visible and got.message == m.body
+            assert not self._expired(m), "delivered after its retention"
             assert got.rc == m.rc + 1
             if m.fr is not None:
                 assert got.fr == m.fr
@@ -124,16 +201,19 @@ def machine(client_factory):
 
         @rule(vt=st.none() | seconds)
         def receive(self, vt):
+            fresh = self._fresh_visible()
             got = self.q.receive_message("q", vt=vt)
+            self._dropped_by_receive([got] if got else [], took_all_visible=got is None)
             if got is None:
-                assert not any(m.visible for m in self.msgs.values())
+                assert fresh == 0
             else:
                 self._check_received(got, vt)
 
         @rule(count=st.integers(1, 5), vt=seconds)
         def receive_batch(self, count, vt):
-            visible = sum(m.visible for m in self.msgs.values())
+            visible = self._fresh_visible()
             got = self.q.receive_messages("q", count, vt=vt)
+            self._dropped_by_receive(got, took_all_visible=len(got) < count)
             assert len(got) == min(count, visible)
             assert len({m.id for m in got}) == len(got)
             for m in got:
@@ -141,9 +221,11 @@ def machine(client_factory):
 
         @rule()
         def pop(self):
+            fresh = self._fresh_visible()
             got = self.q.pop_message("q")
+            self._dropped_by_receive([got] if got else [], took_all_visible=got is None)
             if got is None:
-                assert not any(m.visible for m in self.msgs.values())
+                assert fresh == 0
             else:
                 self._check_received(got, None, pop=True)
 
@@ -166,10 +248,12 @@ def machine(client_factory):
         @invariant()
         def attributes_agree(self):
             a = self.q.get_queue_attributes("q")
-            assert (a.msgs, a.totalsent, a.totalrecv) == (
+            assert (a.msgs, a.totalsent, a.totalrecv, a.totalexpired, a.retention) == (
                 len(self.msgs),
                 self.sent,
                 self.received,
+                self.expired,
+                self.retention,
             )
             hidden = sum(not m.visible for m in self.msgs.values())
             assert hidden <= a.hiddenmsgs <= a.msgs
@@ -197,7 +281,7 @@ def test_random_operations_match_the_model(redis_url, kind):
         return _Async(AsyncRSMQ.from_url(redis_url, ns=ns), asyncio.Runner())
 
     run_state_machine_as_test(
-        machine(factory),
+        machine(factory, redis_url),
         settings=settings(
             max_examples=40,
             stateful_step_count=25,

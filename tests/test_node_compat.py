@@ -41,6 +41,8 @@ RSMQ_PACKAGE = "rsmq@0.12.4"
 ID_RE = re.compile(r"^[a-zA-Z0-9:]{32}$")
 ANSWER_TIMEOUT = 10.0  # seconds to wait for any one answer from a node process
 QUEUE_FIELDS = {"vt", "delay", "maxsize", "created", "modified", "totalsent", "totalrecv"}
+# Attributes of ours that Node RSMQ has not: left out where Python's are compared with Node's.
+OURS = ("dedup_window", "retention", "totalexpired")
 
 T = TypeVar("T")
 
@@ -327,7 +329,7 @@ def within_one_second(r: redis.Redis, read: Callable[[], T]) -> T:
 
 def attributes_agree(rsmq: Any, node: NodeRSMQ, r: redis.Redis, qname: str) -> dict[str, Any]:
     """Node's getQueueAttributes == Python's get_queue_attributes, all nine of RSMQ's fields
-    (Python's also has our dedup_window); returns them.
+    (Python's also has OURS); returns them.
 
     hiddenmsgs is also checked against the keys themselves, as RSMQ defines it.
     """
@@ -335,7 +337,8 @@ def attributes_agree(rsmq: Any, node: NodeRSMQ, r: redis.Redis, qname: str) -> d
     def read() -> tuple[dict[str, Any], dict[str, Any], int]:
         from_node = node.attributes(qname)
         from_python = dataclasses.asdict(rsmq.get_queue_attributes(qname))
-        del from_python["dedup_window"]
+        for ours in OURS:
+            del from_python[ours]
         seconds = int(r.time()[0])
         return from_node, from_python, r.zcount(f"{rsmq.ns}:{qname}", seconds * 1000, "+inf")
 
@@ -471,7 +474,8 @@ def test_queue_created_by_node_attributes_agree(
     r.hset(f"{ns}:attrs:Q", "modified", made)
     before = int(r.time()[0])
     from_python = dataclasses.asdict(rsmq.set_queue_attributes("attrs", vt=7, maxsize=1024))
-    del from_python["dedup_window"]
+    for ours in OURS:
+        del from_python[ours]
     after = int(r.time()[0])
     now = attributes_agree(rsmq, node, r, "attrs")
     assert (now["vt"], now["delay"], now["maxsize"]) == (7, 5, 1024)
@@ -963,3 +967,35 @@ def test_a_queue_whose_jobs_kept_results_is_an_ordinary_queue_to_node_rsmq(
         worker.cleanup()
     assert node.call("deleteQueue", qname="jobs") == 1
     assert r.exists(f"{ns}:jobs", f"{ns}:jobs:Q") == 0
+
+
+def test_a_queue_with_retention_is_an_ordinary_queue_to_node_rsmq(
+    rsmq: Any, node: NodeRSMQ, r: redis.Redis, ns: str
+) -> None:
+    """retention and totalexpired are hash fields Node RSMQ never reads: Node sends to,
+    receives from, changes and deletes such a queue as ever; Node's own receives do not apply
+    the retention, but Python's drop Node's messages once expired, and Node's writes keep the
+    fields. A queue of the name created after Node's deleteQueue starts clean."""
+    rsmq.create_queue("kept", retention=1)
+    early = node.send("kept", "from node, received in time")
+    got = node.receive("kept")
+    assert got is not None and got["id"] == early
+    assert node.call("deleteMessage", qname="kept", id=early) == 1
+    late = node.send("kept", "from node, left too long")
+    attributes_agree(rsmq, node, r, "kept")
+    deadline = time.monotonic() + 10
+    while now_us(r) < id_time_us(late) + 1_000_000:
+        assert time.monotonic() < deadline, "Redis's clock never passed the retention"
+        time.sleep(0.01)
+    assert rsmq.receive_message("kept") is None  # dropped: past the retention
+    attributes = node.call("setQueueAttributes", qname="kept", vt=60)
+    assert (attributes["vt"], attributes["msgs"], attributes["totalsent"]) == (60, 0, 2)
+    kept = rsmq.get_queue_attributes("kept")
+    assert (kept.retention, kept.totalexpired) == (1, 1)  # Node's write kept them
+    fresh = node.send("kept", "fresh")
+    assert rsmq.receive_message("kept").id == fresh
+    assert r.smembers(f"{ns}:kept:expired") == {late}  # for a worker's sweep to announce
+    assert node.call("deleteQueue", qname="kept") == 1
+    rsmq.create_queue("kept")
+    assert rsmq.sweep_expired("kept").ids == []  # not the old queue's expired ids
+    assert rsmq.get_queue_attributes("kept").retention == 0

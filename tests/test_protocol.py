@@ -11,6 +11,7 @@ from redis.crc import key_slot
 
 from rsmq_core import RSMQError
 from rsmq_core import _protocol as p
+from rsmq_core import schedules
 from rsmq_core._scripts import NAMES, source
 
 SOME_ID = "a" * 32
@@ -57,7 +58,9 @@ def every_call(ns: str, *, cluster: bool = False) -> list[p.Call]:
         p.peek(keys, 0, 50),
         p.pause(keys, True),
         p.make_visible(keys, SOME_ID),
+        p.expire(keys, 0, 1000),
         *calls_of(p.move_selected_steps(keys, dead, [SOME_ID], realtime=True)),
+        *([] if cluster else [schedules.list_call(ns, cluster)]),  # refused on a cluster
     ]
 
 
@@ -111,7 +114,8 @@ def test_scripts_touch_only_declared_keys():
                 continue
             if (name, verb, first) == ("sweep", "DEL", "unpack(scanned[2]"):
                 continue
-            assert first.startswith(("KEYS[", "hash", "zset", "index")), f"{name}: {verb} {first}"
+            declared = ("KEYS[", "hash", "zset", "index", "expired_key")
+            assert first.startswith(declared), f"{name}: {verb} {first}"
 
 
 def test_delete_queue_sweeps_statuses_then_the_stream_and_checks_the_index_first():

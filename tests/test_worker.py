@@ -459,8 +459,8 @@ async def test_a_cancel_swallowed_inside_a_heartbeat_does_not_keep_the_worker_fr
 
         inside = asyncio.Event()
 
-        async def _beat(self, info: Any) -> None:
-            await super()._beat(info)
+        async def _beat(self, info: Any, **options: Any) -> None:
+            await super()._beat(info, **options)
             if self.counters["receives"]:  # running: the first look happened
                 self.inside.set()
                 try:

@@ -120,7 +120,7 @@ async def test_a_retry_is_received_again_when_due(run, q, ar, ns):
     assert 950 <= t2 - t1 < 1200, f"retried {t2 - t1:.0f} ms after the failure"
 
 
-async def test_the_lease_keeper_extends_only_its_own_receive(run, q, ar, ns):
+async def test_the_lease_keeper_extends_only_its_own_receive(run, q, ar, ns, redis_url):
     release = asyncio.Event()
     began = asyncio.Event()
 
@@ -132,8 +132,10 @@ async def test_the_lease_keeper_extends_only_its_own_receive(run, q, ar, ns):
     mid = await q.send_message("jobs", "x")
     await asyncio.wait_for(began.wait(), 5)
     # As if its visibility timeout ran out: another worker receives it (rc 2), for a minute.
-    assert await q.change_message_visibility("jobs", mid, 0)
-    taken = await q.receive_message("jobs", vt=60)
+    # Through a client that announces nothing: the worker, woken, could take it back first.
+    async with AsyncRSMQ.from_url(redis_url, ns=ns) as quiet:
+        assert await quiet.change_message_visibility("jobs", mid, 0)
+        taken = await quiet.receive_message("jobs", vt=60)
     assert taken is not None and taken.rc == 2
     score = await ar.zscore(f"{ns}:jobs", mid)
     # The keeper tries at 0.6 VT: fenced by rc 1, it must not shorten the new holder's lease.
@@ -470,3 +472,91 @@ async def test_a_heartbeat_learns_of_workers_that_come_and_go(run, q):
     await until(lambda: a._peers.get("jobs") == both == b._peers.get("jobs"), what="both")
     b.stop()
     await until(lambda: a._peers.get("jobs") == (a.id,), what="a alone again")
+
+
+async def expired_events(ar: aioredis.Redis, ns: str, qname: str) -> list[str]:
+    rows: Any = await ar.xrange(f"{ns}:{qname}:events")
+    return [e["id"] for _, f in rows if (e := json.loads(f[b"e"]))["status"] == "expired"]
+
+
+async def test_the_sweep_drops_expired_messages_of_queues_nobody_reads_and_announces_them(
+    run, q, ar, ns
+):
+    await q.create_queue("unread", retention=1)
+    await q.create_queue("forever")
+    ids = await q.send_messages("unread", ["a", "b", "c"])
+    kept = await q.send_message("forever", "d")
+    await run(lambda job: asyncio.sleep(0), heartbeat=0.1)
+    announced: list[str] = []
+
+    async def swept() -> bool:
+        announced[:] = await expired_events(ar, ns, "unread")
+        return len(announced) == 3
+
+    deadline = time.monotonic() + 10
+    while not await swept():
+        assert time.monotonic() < deadline, "the sweep never announced the expired messages"
+        await asyncio.sleep(0.05)
+    assert sorted(announced) == sorted(ids)
+    # Never before their retention: each announced at least 1 s after its send.
+    for _, f in await ar.xrange(f"{ns}:unread:events"):
+        event = json.loads(f[b"e"])
+        assert event["ts"] >= int(event["id"][:10], 36) / 1000 + 1000
+    attrs = await q.get_queue_attributes("unread")
+    assert (attrs.msgs, attrs.totalexpired) == (0, 3)
+    assert (await q.get_queue_attributes("forever")).msgs == 1
+    assert await ar.hget(f"{ns}:forever:Q", kept) == b"d"
+
+
+async def test_the_worker_never_handles_an_expired_message_and_announces_it(run, q, ar, ns):
+    await q.set_queue_attributes("jobs", retention=1)
+    handled: list[str] = []
+
+    async def handle(job: Job) -> None:
+        handled.append(job.id)
+
+    w = await run(handle, heartbeat=0.1)
+    await q.pause_queue("jobs")
+    await until(lambda: w._states["jobs"].paused, what="paused")
+    mid = await q.send_message("jobs", "late")
+    deadline = time.monotonic() + 10
+    while await server_ms(ar) < int(mid[:10], 36) / 1000 + 1000:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    fresh = await q.send_message("jobs", "fresh")
+    await q.resume_queue("jobs")
+    await until(lambda: handled == [fresh], what="the fresh message handled")
+    deadline = time.monotonic() + 10
+    while await expired_events(ar, ns, "jobs") != [mid]:
+        assert time.monotonic() < deadline, "the expired message was never announced"
+        await asyncio.sleep(0.05)
+    assert handled == [fresh]
+    assert (await q.get_queue_attributes("jobs")).totalexpired == 1
+
+
+async def test_a_sweep_is_bounded_and_goes_on_where_the_last_one_stopped(
+    run, q, ar, ns, monkeypatch
+):
+    import worker.worker
+
+    monkeypatch.setattr(worker.worker, "SWEEP_CALLS", 1)
+    w = await run(lambda job: asyncio.sleep(0))
+    await q.create_queue("big", retention=1)
+    ids = [mid for _ in range(3) for mid in await q.send_messages("big", ["x"] * 1000)]
+    for _ in range(3):  # hidden far past their expiry: no receive meets them
+        assert len(await q.receive_messages("big", 1000, vt=1000)) == 1000
+    deadline = time.monotonic() + 10
+    while await server_ms(ar) < int(ids[-1][:10], 36) / 1000 + 1000:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    await w._sweep_expired()
+    first = (await q.get_queue_attributes("big")).totalexpired
+    assert 0 < first < 3000  # one call of about 1000 of the zset's slots, not the whole queue
+    assert w._sweep_cursors["big"] != 0  # the next sweep goes on from there, not from the start
+    for _ in range(100):
+        if (await q.get_queue_attributes("big")).totalexpired == 3000:
+            break
+        await w._sweep_expired()
+    assert (await q.get_queue_attributes("big")).msgs == 0
+    await w.events.flush()
+    assert sorted(await expired_events(ar, ns, "big")) == sorted(ids)

@@ -190,7 +190,7 @@ async def list_queues(request: Request) -> Response:
 @endpoint()
 async def create_queue(request: Request) -> Response:
     data = await read_json(request)
-    settings = options(data, "qname", "vt", "delay", "maxsize", "dedup_window")
+    settings = options(data, "qname", "vt", "delay", "maxsize", "dedup_window", "retention")
     name = settings.pop("qname", None)
     await rsmq_of(request).create_queue(name, **settings)
     attrs = await rsmq_of(request).get_queue_attributes(name)
@@ -204,7 +204,9 @@ async def get_queue(request: Request) -> Response:
 
 
 async def set_queue(request: Request) -> Response:
-    settings = options(await read_json(request), "vt", "delay", "maxsize", "dedup_window")
+    settings = options(
+        await read_json(request), "vt", "delay", "maxsize", "dedup_window", "retention"
+    )
     attrs = await rsmq_of(request).set_queue_attributes(qname(request), **settings)
     changed = ", ".join(f"{k}={v}" for k, v in settings.items())
     await record_actions(request, [StatusEvent("changed", qname(request), "", detail=changed)])

@@ -138,6 +138,7 @@ def openapi() -> dict[str, Any]:
                             "delay": _SECONDS,
                             "maxsize": _MAXSIZE,
                             "dedup_window": _DEDUP_WINDOW,
+                            "retention": _SECONDS,
                         },
                         ["qname"],
                     ),
@@ -146,7 +147,7 @@ def openapi() -> dict[str, Any]:
             "/api/queues/{qname}": {
                 "get": _op("A queue's attributes", 200, attrs, 400, 401, 404, params=q),
                 "patch": _op(
-                    "Change vt, delay, maxsize or dedup_window",
+                    "Change vt, delay, maxsize, dedup_window or retention",
                     200,
                     attrs,
                     *WRITE,
@@ -157,6 +158,7 @@ def openapi() -> dict[str, Any]:
                             "delay": _SECONDS,
                             "maxsize": _MAXSIZE,
                             "dedup_window": _DEDUP_WINDOW,
+                            "retention": _SECONDS,
                         },
                         minProperties=1,
                     ),
@@ -404,6 +406,8 @@ def openapi() -> dict[str, Any]:
                             "msgs",
                             "hiddenmsgs",
                             "dedup_window",
+                            "retention",
+                            "totalexpired",
                         )
                     }
                     | {"qname": {"type": "string"}},

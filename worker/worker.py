@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
-from redis import RedisError
+from redis import RedisError, ResponseError
 
 from realtime import EventLog, StatusEvent, Subscriber, Wakeup, preflight
 from realtime.backoff import backoff
@@ -47,8 +47,8 @@ from realtime.registry import (
     unregister,
 )
 from realtime.subscriber import CONNECTION_LOST
-from rsmq_core import AsyncRSMQ, Message, QueueExists, QueueNotFound
-from rsmq_core._protocol import PAUSED_FIELD
+from rsmq_core import AsyncRSMQ, Keys, Message, QueueExists, QueueNotFound, RSMQError
+from rsmq_core._protocol import PAUSED_FIELD, RETENTION_FIELD
 from rsmq_core.client import AsyncRedis, connect
 from rsmq_core.connection import HOW_TO_GET_REDIS, explain, is_misconfigured, mask_url, scrub
 from rsmq_core.schedules import channel as schedule_channel
@@ -64,6 +64,13 @@ Handler = Callable[[Job], Awaitable[Any] | Any]
 Hook = Callable[[dict[str, Any]], Awaitable[Any] | Any]
 REDIS_DOWN = CONNECTION_LOST
 MISSING_QUEUE_RETRY = 5  # seconds
+# The sweep of expired messages runs every SWEEP_EVERY heartbeats (30 s at the default 5 s: it
+# is a backstop, receives drop what they meet, and an idle worker's cost stays near its
+# heartbeat's), the first with the first heartbeat; per queue, this many calls of up to 1000
+# messages at most, going on where the last sweep stopped, so a huge queue is swept over several
+# and never holds Redis (or the heartbeat) for long.
+SWEEP_EVERY = 6
+SWEEP_CALLS = 10
 
 
 class StartupFailed(Exception):
@@ -190,6 +197,7 @@ class Worker:
         self._wakeups: list[Wakeup] = []
         self._peers: dict[str, tuple[str, ...]] = {}
         self._peer_ids: list[bytes] = []  # the live workers' ids the last heartbeat read
+        self._sweep_known: list[Keys] = []  # the namespace's queues the last sweep found
         self._states: dict[str, _QueueState] = {}
         self._stopping = asyncio.Event()
         self._permitted = False  # the ACL user's permissions were checked (see _prepare)
@@ -197,6 +205,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._inflight: dict[asyncio.Task[None], tuple[str, Message]] = {}
         self._reserved = 0  # slots asked for by receives still out
+        self._sweep_cursors: dict[str, int] = {}  # where each queue's sweep goes on from
         # Not a pool: a thread given up on at JOB_TIMEOUT runs on, and in a pool it would hold
         # a place that a later job then waited for (its own deadline ticking meanwhile).
         self._thread_ids = itertools.count(1)
@@ -353,6 +362,7 @@ class Worker:
 
     async def _heartbeat(self, info: WorkerInfo) -> None:
         failures = 0
+        beats = itertools.count()
         rate = Rate(self._commands) if self._commands is not None else None
         # Ends on stop by itself, not only by cancellation: a cancel that lands inside a Redis
         # call can come out of redis-py as a connection or timeout error, which this loop
@@ -363,6 +373,7 @@ class Worker:
                     await self._check_permissions()
                 if rate is not None:
                     info.commands_per_second = rate()
+                sweep = next(beats) % SWEEP_EVERY == 0
                 if isinstance(self._redis, aioredis.RedisCluster):
                     # Keys in many slots: no one transaction can hold them all.
                     await self._flush_metrics(info)
@@ -370,8 +381,10 @@ class Worker:
                     if self._subscriber is not None:
                         await self._refresh_peers()
                         await self._look_for_unannounced()
+                    if sweep:
+                        await self._sweep_expired()
                 else:
-                    await self._beat(info)
+                    await self._beat(info, sweep=sweep)
                 if failures:
                     log.info("heartbeat: Redis is back after %d failed heartbeat(s)", failures)
                 failures = 0
@@ -420,21 +433,30 @@ class Worker:
                     "again (vt %ds)", qname, self.settings.vt)  # fmt: skip
         return True
 
-    async def _beat(self, info: WorkerInfo) -> None:
+    async def _beat(self, info: WorkerInfo, *, sweep: bool = False) -> None:
         """A heartbeat in one round trip, one transaction: register, add the metrics, and read
         what the worker checks at each beat (its queues' pause flags; in realtime mode the
         live workers and each queue's first message). The live workers' entries are read by
-        the ids the last beat found: only a newcomer among them costs a second round trip."""
+        the ids the last beat found: only a newcomer among them costs a second round trip.
+        With ``sweep``, also the namespace's queues and, of those the last sweep found, which
+        have expired messages to drop or announce (a new queue is looked at the next time);
+        the sweep's script calls follow, where there is work."""
         ns, realtime = self.settings.ns, self._subscriber is not None
         index = index_key(self._redis, ns)
         queues = self.settings.queues
         keys = [self.rsmq.keys(q) for q in queues]
         known = self._peer_ids
+        swept = self._sweep_known if sweep else []
         taken = self.metrics.take()
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 register(pipe, self._redis, ns, info, ttl=3 * self.settings.heartbeat)
                 self.metrics.write(pipe, index, taken)
+                if sweep:
+                    pipe.smembers(f"{ns}:QUEUES")
+                    for k in swept:
+                        pipe.hget(k.hash, RETENTION_FIELD)
+                        pipe.scard(k.expired)
                 writes = len(pipe)
                 for k in keys:
                     pipe.hexists(k.hash, PAUSED_FIELD)
@@ -446,10 +468,23 @@ class Worker:
                     for k in keys:
                         pipe.zrange(k.zset, 0, 0, withscores=True)
                         pipe.exists(k.hash)
-                reads = (await pipe.execute())[writes:]
+                # An error as a reply, not raised: {ns}:QUEUES may be someone else's key,
+                # which must not stop the heartbeat (list_queues reports it).
+                replies = await pipe.execute(raise_on_error=False)
+            members = writes - 2 * len(swept) - 1 if sweep else -1
+            for i, reply in enumerate(replies):
+                if isinstance(reply, Exception) and i != members:
+                    raise reply
         except BaseException:
             self.metrics.give_back(taken)
             raise
+        reads = replies[writes:]
+        if sweep:
+            found = replies[members + 1 : writes]
+            self._sweep_known = self._queue_keys(replies[members])
+            for k, retention, waiting in zip(swept, found[::2], found[1::2], strict=True):
+                if retention not in (None, b"0", "0") or waiting:
+                    await self._sweep_queue(k.qname)
         for qname, paused in zip(queues, reads, strict=False):
             if (state := self._states.get(qname)) is not None:
                 state.set_paused(bool(paused))
@@ -509,6 +544,56 @@ class Worker:
         read, with the heartbeat, is how a polling worker (or one that missed it) learns."""
         for qname, state in list(self._states.items()):
             state.set_paused(await self.rsmq.is_paused(qname))
+
+    async def _sweep_expired(self) -> None:
+        """Drop the expired messages of every queue of the namespace, not only this worker's:
+        receives drop them too, but a queue nobody receives from would grow forever. Each one
+        dropped, here or by a receive, gets its "expired" event here. Plain reads find the
+        queues with a retention or expired ids to announce, so a namespace without retention
+        costs two round trips and no script call."""
+        try:
+            # The index RSMQ keeps ({ns}:QUEUES), read as list_queues reads it, but as a plain
+            # command: an idle realtime worker runs no script.
+            names = await self._redis.smembers(f"{self.rsmq.ns}:QUEUES")
+        except ResponseError:  # not a set: someone else's key, which list_queues reports
+            return
+        queues = self._queue_keys(names)
+        if not queues:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys in queues:
+                pipe.hget(keys.hash, RETENTION_FIELD)
+                pipe.scard(keys.expired)
+            replies = await pipe.execute()
+        for keys, retention, waiting in zip(queues, replies[::2], replies[1::2], strict=True):
+            if retention in (None, b"0", "0") and not waiting:
+                continue
+            await self._sweep_queue(keys.qname)
+
+    def _queue_keys(self, names: Any) -> list[Keys]:
+        """The keys of the queues an SMEMBERS of {ns}:QUEUES gave (an error reply, from a
+        key that is not a set, gives none: list_queues reports it)."""
+        if isinstance(names, Exception):
+            return []
+        queues = []
+        for name in sorted(n.decode() if isinstance(n, bytes) else n for n in names):
+            with contextlib.suppress(RSMQError):  # a name no operation takes (QUEUES)
+                queues.append(self.rsmq.keys(name))
+        return queues
+
+    async def _sweep_queue(self, qname: str) -> None:
+        cursor = self._sweep_cursors.pop(qname, 0)
+        try:
+            for _ in range(SWEEP_CALLS):
+                got = await self.rsmq.sweep_expired(qname, cursor=cursor)
+                for mid in got.ids:
+                    self.events.emit(StatusEvent("expired", qname, mid))
+                cursor = got.cursor
+                if not cursor:
+                    return
+        except QueueNotFound:
+            return  # deleted since it was listed
+        self._sweep_cursors[qname] = cursor
 
     async def _refresh_peers(self) -> None:
         self._set_peers(await live_workers(self._redis, self.settings.ns))

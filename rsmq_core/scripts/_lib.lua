@@ -9,6 +9,17 @@ local DEFAULT_DEDUP_WINDOW = 300
 local DEDUP_USED = "dedup_used"
 -- The seconds of one hash of sends' retry markers (see send.lua); RETRY_SPAN in _protocol.py.
 local RETRY_SPAN = 30
+-- Retention: the seconds after its send from which a message is never delivered (absent or 0:
+-- kept forever, as RSMQ keeps it), and the count of messages dropped for it. RSMQ reads neither.
+local RETENTION = "retention"
+local TOTAL_EXPIRED = "totalexpired"
+-- Expired messages one receive drops at most: a queue left unread for long cannot make one
+-- call hold Redis for long (the next receive, or a worker's sweep, drops the rest).
+local MAX_EXPIRED_DROPS = 1000
+-- Ids of messages receives dropped, kept in {ns}:{qname}:expired for a worker's sweep to
+-- announce ("expired" status events); beyond this many, with no worker sweeping, no more are
+-- kept, so that set cannot grow forever either.
+local MAX_EXPIRED_KEPT = 10000
 
 -- The server's clock, never the client's: seconds, microseconds and epoch milliseconds.
 local function now()
@@ -20,7 +31,7 @@ end
 -- The queue's attributes in RSMQ's order, then msgs and hiddenmsgs; false if there is no queue.
 local function attributes(hash, zset, s)
   local a = redis.call("HMGET", hash, "vt", "delay", "maxsize", "totalrecv", "totalsent",
-    "created", "modified", DEDUP_WINDOW)
+    "created", "modified", DEDUP_WINDOW, RETENTION, TOTAL_EXPIRED)
   if not a[1] then return false end
   local out = {"ok"}
   for i = 1, 7 do out[i + 1] = a[i] or "0" end
@@ -28,6 +39,8 @@ local function attributes(hash, zset, s)
   -- RSMQ counts hidden messages from the start of the current second.
   out[10] = redis.call("ZCOUNT", zset, s .. "000", "+inf")
   out[11] = a[8] or DEFAULT_DEDUP_WINDOW
+  out[12] = a[9] or "0"
+  out[13] = a[10] or "0"
   return out
 end
 
@@ -51,13 +64,72 @@ local function base36(x)
   return out
 end
 
+-- Retention (see RETENTION above).
+
+-- When a message was sent, in epoch ms, from its id (the wire format's `sent`); nil for an id
+-- not in RSMQ's form (written by someone else), which then never expires.
+local function sent_ms(id)
+  local us = tonumber(string.sub(id, 1, 10), 36)
+  return us and us / 1000
+end
+
+-- The epoch ms at or before which a message sent has expired, for a queue whose retention is
+-- `retention` (a hash field's text, or nil), at the server time `s`, `us`: nil when the queue
+-- keeps messages forever. To the microsecond, as ids are: a message is never handed out a
+-- fraction of a millisecond past its retention.
+local function expiry_line(retention, s, us)
+  local seconds = tonumber(retention) or 0
+  if seconds <= 0 then return nil end
+  return (s * 1000000 + us) / 1000 - seconds * 1000
+end
+
+local function expired(id, line)
+  local sent = sent_ms(id)
+  return sent ~= nil and sent <= line
+end
+
+-- Drop expired messages (ids) and count them; with `expired_key` (the queue's set of expired
+-- ids), remember their ids there for a sweep to announce. Returns how many were dropped.
+local function expire(zset, hash, gone, expired_key)
+  local fields = {}
+  for i, id in ipairs(gone) do
+    fields[3 * i - 2], fields[3 * i - 1], fields[3 * i] = id, id .. ":rc", id .. ":fr"
+  end
+  local n = redis.call("ZREM", zset, unpack(gone))
+  redis.call("HDEL", hash, unpack(fields))
+  if n > 0 then redis.call("HINCRBY", hash, TOTAL_EXPIRED, n) end
+  if expired_key and redis.call("SCARD", expired_key) < MAX_EXPIRED_KEPT then
+    redis.call("SADD", expired_key, unpack(gone))
+  end
+  return n
+end
+
+-- The visible messages a receive of `count` takes, `ids` being the first it read: expired
+-- ones are dropped and as many read in their place, up to MAX_EXPIRED_DROPS per call.
+local function unexpired(zset, hash, expired_key, ids, line, ms, count)
+  local keep, dropped = {}, 0
+  while true do
+    local gone = {}
+    for _, id in ipairs(ids) do
+      if expired(id, line) then gone[#gone + 1] = id else keep[#keep + 1] = id end
+    end
+    if #gone == 0 then return keep end
+    dropped = dropped + expire(zset, hash, gone, expired_key)
+    if #keep >= count or dropped >= MAX_EXPIRED_DROPS then return keep end
+    -- The kept ones are still the first visible: read on past them.
+    ids = redis.call("ZRANGEBYSCORE", zset, "-inf", ms, "LIMIT", #keep, count - #keep)
+  end
+end
+
 -- Moving messages between queues (move.lua in one step; move_out.lua then move_in.lua on a
 -- cluster, where the two queues live in different slots).
 
 -- The messages ARGV[from..] names as (id, receive count it must still have, "" for any)
 -- pairs or, when none are named, the oldest `count`: per message {id, body, receive count}
--- ("0" when never received), or false for one that is not there (or was received since).
+-- ("0" when never received), or false for one that is not there (or was received since, or
+-- has expired: a move never gives an expired message a new life in another queue).
 local function pick(zset, hash, from, count)
+  local line = expiry_line(redis.call("HGET", hash, RETENTION), now())
   local wanted = {}
   if #ARGV >= from then
     for i = from, #ARGV, 2 do wanted[#wanted + 1] = {ARGV[i], ARGV[i + 1]} end
@@ -71,7 +143,8 @@ local function pick(zset, hash, from, count)
     local id, fence = w[1], w[2]
     local got = redis.call("HMGET", hash, id, id .. ":rc")
     local rc = got[2] or "0"
-    if got[1] and redis.call("ZSCORE", zset, id) and (fence == "" or rc == fence) then
+    if got[1] and redis.call("ZSCORE", zset, id) and (fence == "" or rc == fence)
+        and not (line and expired(id, line)) then
       out[i] = {id, got[1], rc}
     else
       out[i] = false

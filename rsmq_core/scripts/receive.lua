@@ -1,5 +1,6 @@
 -- Receive (or pop) up to `count` visible messages, as RSMQ's receiveMessage/popMessage do.
 -- KEYS[1] {ns}:{qname} (zset)   KEYS[2] {ns}:{qname}:Q (hash)
+-- KEYS[3] {ns}:{qname}:expired (set: the ids of expired messages dropped here, see _lib.lua)
 -- ARGV[1] visibility timeout in seconds, or "" for the queue's
 -- ARGV[2] count
 -- ARGV[3] "pop" to remove the messages instead of hiding them, else ""
@@ -16,7 +17,8 @@
 -- when every message was received for the first time (rc 1, fr `now`: the common case costs
 -- nothing to say), else "rc,fr,rc,fr,..." for every message in order; `deleted` one "1" or
 -- "0" per id of ARGV[5], as delete.lua answers them ("" when none).
-local vt = redis.call("HGET", KEYS[2], "vt")
+local queue = redis.call("HMGET", KEYS[2], "vt", RETENTION)
+local vt = queue[1]
 if not vt then return {"queueNotFound"} end
 local deleted = ""
 if ARGV[5] and ARGV[5] ~= "" then
@@ -24,10 +26,13 @@ if ARGV[5] and ARGV[5] ~= "" then
 end
 if ARGV[1] ~= "" then vt = ARGV[1] end
 local count, pop = tonumber(ARGV[2]), ARGV[3] == "pop"
-local _, _, ms = now()
+local s, us, ms = now()
 -- Numbers passed to redis.call are formatted once per argument: format each value once.
 local now_text = tostring(ms)
 local ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ms, "LIMIT", 0, count)
+-- A message past the queue's retention is never handed out: dropped in this same step.
+local line = expiry_line(queue[2], s, us)
+if line and #ids > 0 then ids = unexpired(KEYS[1], KEYS[2], KEYS[3], ids, line, ms, count) end
 local out, got = {"ok", "", now_text, "", deleted}, 0
 if #ids > 0 then
   -- One read and one write per kind for the whole batch: far cheaper than per-message calls.

@@ -1,7 +1,7 @@
 // The dashboard's actions: peek at a queue, a message's timeline, delete, retry now, redrive,
-// purge (confirmed in the page), pause and resume, change vt, delay and maxsize. Calls go to
-// /dashboard/api/... with the login cookie and this page's CSRF token (never to /api, which
-// takes only the API token). Text only: bodies and names come from Redis.
+// purge (confirmed in the page), pause and resume, change vt, delay, maxsize and retention.
+// Calls go to /dashboard/api/... with the login cookie and this page's CSRF token (never to
+// /api, which takes only the API token). Text only: bodies and names come from Redis.
 "use strict";
 (() => {
   const CSRF = document.querySelector("meta[name=csrf]").content;
@@ -175,13 +175,14 @@
   $("settings").addEventListener("submit", (event) => {
     event.preventDefault();
     const body = {};
-    for (const name of ["vt", "delay", "maxsize"]) {
+    for (const name of ["vt", "delay", "maxsize", "retention"]) {
       const value = $("set-" + name).value.trim();
       if (value !== "") body[name] = Number(value);
     }
     act("Change " + queue, async () => {
       const q = await call("PATCH", "", body);
-      return `vt ${q.vt}s, delay ${q.delay}s, maxsize ${q.maxsize}`;
+      return `vt ${q.vt}s, delay ${q.delay}s, maxsize ${q.maxsize}, ` +
+        (q.retention ? `retention ${q.retention}s` : "kept forever");
     });
   });
 })();

@@ -79,7 +79,8 @@ function queueUnavailable() {
 // Events of one message can arrive out of order (the web app records "queued" while a
 // worker may already have it): a later receive count, or a later step of the same receive,
 // wins; nothing goes back.
-const STEPS = ["queued", "received", "processing", "failed", "retrying", "done", "dead"];
+const STEPS = ["queued", "received", "processing", "failed", "retrying", "done", "dead",
+               "expired"];
 const seen = new Map(); // id -> [rc, step, progress]
 
 function isNewer(event) {

@@ -49,7 +49,8 @@ function showStats(frame) {
   fill("queues", Object.entries(frame.queues).map(([name, q]) => {
     const row = document.createElement("tr");
     [name, q.msgs, q.visible, q.hiddenmsgs, q.totalsent, q.totalrecv, q.send_rate,
-     q.receive_rate, q.done, q.failed, q.dead].forEach((v) => cell(row, v));
+     q.receive_rate, q.done, q.failed, q.dead, q.retention ? q.retention + " s" : "forever",
+     q.totalexpired].forEach((v) => cell(row, v));
     return row;
   }));
   fill("workers", frame.workers.map((w) => {
