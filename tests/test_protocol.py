@@ -9,9 +9,8 @@ from collections import Counter
 
 from redis.crc import key_slot
 
-from rsmq_core import RSMQError
+from rsmq_core import RSMQError, schedules
 from rsmq_core import _protocol as p
-from rsmq_core import schedules
 from rsmq_core._scripts import NAMES, source
 
 SOME_ID = "a" * 32
