@@ -1,7 +1,7 @@
 """The dashboard acts, in a real Chromium (Debian's, as tests/test_browser.py drives it): log
 in, pause a queue and see a real worker stop taking its messages, retry one now, open its
 timeline, resume and see the worker take it, delete, redrive the selected and all, purge
-after the page's confirmation, change vt and retention."""
+after the page's confirmation, change vt, retention and the dedup window."""
 
 from __future__ import annotations
 
@@ -137,9 +137,19 @@ def test_the_dashboard_peeks_times_deletes_retries_redrives_purges_pauses_and_re
             page.click("#settings button[type=submit]")
             expect(status).to_contain_text("retention 60s")
             assert q.get_queue_attributes("scratch").retention == 60
+            # The dedup window: refused past its bounds, saying why; then set.
+            page.fill("#set-retention", "")
+            page.fill("#set-dedup_window", "0")
+            page.click("#settings button[type=submit]")
+            expect(status).to_contain_text("dedup_window must be")
+            assert q.get_queue_attributes("scratch").dedup_window == 300
+            page.fill("#set-dedup_window", "60")
+            page.click("#settings button[type=submit]")
+            expect(status).to_contain_text("dedup window 60s")
+            assert q.get_queue_attributes("scratch").dedup_window == 60
             scratch = page.locator("#queues tbody tr", has_text="scratch")
-            expect(scratch.locator("td").nth(9)).to_have_text("60 s")
-            expect(scratch.locator("td").nth(10)).to_have_text("0")
+            expect(scratch.locator("td[data-label=retention]")).to_have_text("60 s")
+            expect(scratch.locator("td[data-label=expired]")).to_have_text("0")
             assert errors == []
     finally:
         q.close()

@@ -1,5 +1,6 @@
 // The dashboard's actions: peek at a queue, a message's timeline, delete, retry now, redrive,
-// purge (confirmed in the page), pause and resume, change vt, delay, maxsize and retention.
+// purge (confirmed in the page), pause and resume, change vt, delay, maxsize, retention and
+// the dedup window.
 // Calls go to /dashboard/api/... with the login cookie and this page's CSRF token (never to
 // /api, which takes only the API token). Text only: bodies and names come from Redis.
 "use strict";
@@ -175,14 +176,15 @@
   $("settings").addEventListener("submit", (event) => {
     event.preventDefault();
     const body = {};
-    for (const name of ["vt", "delay", "maxsize", "retention"]) {
+    for (const name of ["vt", "delay", "maxsize", "retention", "dedup_window"]) {
       const value = $("set-" + name).value.trim();
       if (value !== "") body[name] = Number(value);
     }
     act("Change " + queue, async () => {
       const q = await call("PATCH", "", body);
       return `vt ${q.vt}s, delay ${q.delay}s, maxsize ${q.maxsize}, ` +
-        (q.retention ? `retention ${q.retention}s` : "kept forever");
+        (q.retention ? `retention ${q.retention}s` : "kept forever") +
+        `, dedup window ${q.dedup_window}s`;
     });
   });
 })();
