@@ -21,7 +21,8 @@ less than a client library's, so that the server, not the client, is what gets m
    written → 202 read, → "queued" event read, → "done" event read (one clock, this process's).
 2. *HTTP sends/s*: 50 keep-alive connections POST one message each after the other for 10
    seconds, to a queue that no worker reads, so every 202's id must still be in Redis
-   afterwards (checked one by one, and by ZCARD). Requests/s and response times.
+   afterwards (checked one by one). Requests/s and response times; then the same against
+   ``bench/bare.py`` (a bare Starlette endpoint doing only the send), the baseline.
 3. *Websocket fan-out*: for each row, a fresh web process; N "tabs" (websockets) connect, 50 at
    a time, and subscribe to the worker's queue; then M messages are POSTed at a steady rate
    (4 events each): 50 at 5 a second to 200, 500 and 1000 tabs, then 200 at 50 a second to 20,
@@ -207,7 +208,8 @@ class WebServer(WebProcess):
     arrange its cleanup first.
     """
 
-    def __init__(self, redis_url: str, ns: str, **settings: str) -> None:
+    def __init__(self, redis_url: str, ns: str, *, bare: bool = False, **settings: str) -> None:
+        """``bare``: bench.bare's endpoint instead of the app (the HTTP sends' baseline)."""
         self.port = free_port()
         self.stop_seconds = 0.0
         env = dict(
@@ -225,8 +227,12 @@ class WebServer(WebProcess):
         self.log = tempfile.NamedTemporaryFile(prefix="bench-web-", suffix=".log", delete=False)
         # `python -m web`, as the Procfile runs it: its uvicorn settings (websocket
         # implementation, no per-message deflate, limits) are part of what is measured.
+        command = [sys.executable, "-m", "web"]
+        if bare:
+            command[2:] = ["uvicorn", "--factory", "bench.bare:create_app", "--host", "127.0.0.1",
+                           "--port", str(self.port), "--log-level", "warning"]  # fmt: skip
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "web"],
+            command,
             env=env,
             cwd=ROOT,
             stdout=self.log,
@@ -956,7 +962,7 @@ def report(info: dict[str, Any], results: dict[str, Any]) -> str:
     if (b := results.get("browser")) is not None:
         out += _browser_table(b)
     if (h := results.get("http")) is not None:
-        out += _http_table(h)
+        out += _http_table(h, results.get("http_bare"))
     if fans := results.get("fanout"):
         out += _fanout_table(fans)
     if (u := results.get("burst")) is not None:
@@ -989,20 +995,25 @@ def _browser_table(b: dict[str, Any]) -> list[str]:
     ]
 
 
-def _http_table(h: dict[str, Any]) -> list[str]:
-    header = ["clients", "requests", "202", "requests/s", "p50 ms", "p99 ms", "max ms",
-              "202 ids in Redis", "ZCARD", "web CPU", "bench CPU", "others' CPUs"]  # fmt: skip
-    row = [str(h["clients"]), f"{h['requests']:,}", f"{h['accepted']:,}",
-           f"{h['requests_per_s']:,.0f}", f"{h['p50_ms']:.2f}", f"{h['p99_ms']:.2f}",
-           f"{h['max_ms']:.1f}", f"{h['accepted'] - h['ids_missing_in_redis']:,}",
-           f"{h['zcard']:,}", f"{h['web_cpus']:.0%}", f"{h['bench_cpus']:.0%}",
-           f"{h['others_cpus']:.2f}"]  # fmt: skip
+def _http_table(h: dict[str, Any], bare: dict[str, Any] | None) -> list[str]:
+    header = ["server", "clients", "requests", "202", "requests/s", "p50 ms", "p99 ms", "max ms",
+              "202 ids in Redis", "web CPU", "bench CPU", "others' CPUs"]  # fmt: skip
+    rows = [[name, str(x["clients"]), f"{x['requests']:,}", f"{x['accepted']:,}",
+             f"{x['requests_per_s']:,.0f}", f"{x['p50_ms']:.2f}", f"{x['p99_ms']:.2f}",
+             f"{x['max_ms']:.1f}", f"{x['accepted'] - x['ids_missing_in_redis']:,}",
+             f"{x['web_cpus']:.0%}", f"{x['bench_cpus']:.0%}", f"{x['others_cpus']:.2f}"]
+            for name, x in (("the app", h), ("bare endpoint", bare)) if x is not None]  # fmt: skip
+    ratio = []
+    if bare is not None:
+        ratio = ["", f"The app's requests/s: {h['of_bare']:.2f}x the bare endpoint's "
+                 "(bench/bare.py: the same send, nothing else), in the same run."]  # fmt: skip
     return [
         "",
         f"2. HTTP sends/s: keep-alive clients POSTing back to back for {h['seconds']:.1f} s to "
         f"queue {LOAD_QUEUE!r} (no worker reads it)",
         "",
-        table(header, [row]),
+        table(header, rows),
+        *ratio,
     ]
 
 
@@ -1089,6 +1100,17 @@ async def run(
         print(f"   {h['requests_per_s']:,.0f} requests/s, p50 {h['p50_ms']:.2f} ms, "
               f"p99 {h['p99_ms']:.2f} ms, {h['ids_missing_in_redis']} ids missing",
               flush=True)  # fmt: skip
+        bare = WebServer(server.url, NS, bare=True)
+        try:
+            await asyncio.to_thread(bare.wait_ready)
+            with timed("HTTP sends/s, bare endpoint"):
+                b = await http_load(bare.port, bare.pid, helpers, r, plan, deadline)
+        finally:
+            bare.cleanup()
+        results["http_bare"] = b
+        h["of_bare"] = h["requests_per_s"] / b["requests_per_s"]
+        print(f"   bare endpoint: {b['requests_per_s']:,.0f} requests/s, p50 {b['p50_ms']:.2f} "
+              f"ms; the app at {h['of_bare']:.2f}x of it", flush=True)  # fmt: skip
     results["web_log"] = log_problems(web.output().splitlines())
     if only in (None, "fanout"):
         print("\n== 3. websocket fan-out", flush=True)
