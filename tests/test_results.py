@@ -120,6 +120,26 @@ async def test_a_result_of_exactly_result_max_bytes_is_kept(run, q, ar, ns):
     assert (await done_events(w, ar, ns))[0]["result"] == "x" * 98
 
 
+async def test_a_deeply_nested_result_is_kept_as_json_takes_it(run, q, ar, ns):
+    """json.dumps takes a list nested 600 deep; the event's encoding must too (a recursive
+    copy of it ran out of stack after the message was deleted: the "done" and every event
+    batched with it were lost)."""
+    deep: list[Any] = []
+    for _ in range(600):
+        deep = [deep]
+
+    async def handle(job: Job) -> Any:
+        return deep
+
+    w = await run(handle)
+    mid = await q.send_message("jobs", "x")
+    await until(lambda: w.counters["done"] == 1, what="done")
+    (done,) = await done_events(w, ar, ns)
+    assert done["result"] == deep and w.events.failures == 0
+    status = await AsyncResults(q).get_status("jobs", mid)
+    assert status is not None and status.result == deep
+
+
 def test_the_example_handler_returns_a_small_result(monkeypatch):
     import worker.example as example
 
