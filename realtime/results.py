@@ -188,7 +188,8 @@ class Results:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ResultTimeout(qname, id, seconds, last)
-                message = read(ignore_subscribe_messages=False, timeout=left)
+                # At most a minute a read: the socket's wait overflows past 24.8 days.
+                message = read(ignore_subscribe_messages=False, timeout=min(left, 60.0))
                 if message is None:
                     continue
                 kind = message["type"]

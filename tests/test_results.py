@@ -214,6 +214,19 @@ def test_wait_for_result_hears_a_result_recorded_while_it_waits(results, raw, ns
         later.join()
 
 
+@pytest.mark.parametrize("timeout", [3e6, 1e308])  # 35 days; as long as a float goes
+def test_wait_for_result_takes_a_long_timeout(results, raw, ns, timeout):
+    """The sync one's socket read took the whole timeout: over 24.8 days it raised
+    OverflowError (a traceback from ``rsmq status --wait 3000000``)."""
+    record(raw, ns, StatusEvent("processing", "jobs", ID))
+    later = threading.Timer(0.2, record, (raw, ns, StatusEvent("done", "jobs", ID, result=1)))
+    later.start()
+    try:
+        assert results.wait_for_result("jobs", ID, timeout=timeout).result == 1
+    finally:
+        later.join()
+
+
 def test_wait_for_result_misses_no_result_landing_right_after_its_first_read(
     results, raw, ns, monkeypatch
 ):
