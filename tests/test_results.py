@@ -287,6 +287,23 @@ def test_wait_for_result_raises_job_failed_when_the_message_died(results, raw, n
     assert failed.value.event.by == "api 10.0.0.1"
 
 
+def test_wait_for_result_raises_job_failed_when_the_message_expired(results, raw, ns):
+    """Dropped past its queue's retention: it will never have a result, so no waiting out the
+    timeout (it waited the whole of it, then said "last status: expired")."""
+    record(raw, ns, StatusEvent("expired", "jobs", ID))
+    with pytest.raises(JobFailed, match=f"jobs/{ID} is expired, with no result"):
+        results.wait_for_result("jobs", ID, timeout=5)
+    other = "c" * 32
+    record(raw, ns, StatusEvent("retrying", "jobs", other, rc=1))
+    later = threading.Timer(0.2, record, (raw, ns, StatusEvent("expired", "jobs", other)))
+    later.start()
+    try:
+        with pytest.raises(JobFailed, match="is expired"):
+            results.wait_for_result("jobs", other, timeout=5)
+    finally:
+        later.join()
+
+
 def test_wait_for_result_times_out_with_a_clear_error(results, raw, ns):
     record(raw, ns, StatusEvent("processing", "jobs", ID))
     with pytest.raises(ResultTimeout, match=rf"no result for jobs/{ID} within 0.2 s "
