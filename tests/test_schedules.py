@@ -355,6 +355,7 @@ def test_schedules_setting() -> None:
     ("raw", "error"),
     [
         ("every 30s", "SCHEDULES is not JSON"),
+        ("[" * 5000 + "]" * 5000, "SCHEDULES is not JSON"),  # deeper than json.loads goes
         ('{"queue": "jobs"}', "SCHEDULES must be a JSON list"),
         ("[1]", "SCHEDULES entry 0 (1): a schedule is a JSON object"),
         (
