@@ -301,6 +301,9 @@ def test_api_add_list_remove_with_the_token(make_client, redis_url, ns) -> None:
         ({"name": "s", "queue": "rep", "message": "m", "every": 1, "catch_up": None}, 400,
          "invalidValue", "catch_up may not be null"),
         ({"name": "s", "queue": "nope", "message": "m", "every": 1}, 404, "queueNotFound", ""),
+        # Refused as the API's send refuses it: an empty job every tick is a slip of a form.
+        ({"name": "s", "queue": "rep", "message": "", "every": 1}, 400, "emptyMessage",
+         "the message is empty"),
         ({"name": "s", "queue": "rep", "message": "x" * 70_000, "every": 1}, 413,
          "messageTooLong", ""),
     ],

@@ -535,6 +535,7 @@ async def add_schedule(request: Request) -> Response:
     missing = [f for f in ("name", "queue", "message") if f not in fields]
     if missing:
         raise ApiError(400, "missingParameter", f"{', '.join(missing)} is required")
+    refuse_empty([fields["message"]], batch=False)  # as a send is: every tick an empty job
     rsmq = rsmq_of(request)
     # The queue first: 404 for a schedule of a queue that is not there, whatever else is wrong.
     if isinstance(fields["queue"], str) and QNAME_RE.fullmatch(fields["queue"]):
