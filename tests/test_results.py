@@ -390,6 +390,13 @@ def test_the_status_endpoint_and_the_websocket_give_the_result_as_data(client, r
     assert timeline[-1]["result"] == {"html": HOSTILE}
 
 
+def test_the_status_endpoint_refuses_a_bad_id_as_the_timeline_does(client):
+    """It answered 404 statusNotFound, as for a good id with no status yet."""
+    for what in ("status", "timeline"):
+        answer = client.get(f"/api/queues/jobs/messages/not-an-id/{what}")
+        assert (answer.status_code, answer.json()["error"]) == (400, "invalidFormat"), what
+
+
 def test_cli_status_prints_the_result_and_waits_for_it(cli, raw, ns):  # noqa: F811
     assert cli("create", "jobs").code == 0
     none = cli("status", "jobs", ID)

@@ -495,7 +495,7 @@ async def record_actions(request: Request, events: list[StatusEvent]) -> None:
 
 @endpoint()
 async def message_status(request: Request) -> Response:
-    name, mid = qname(request), request.path_params["id"]
+    name, mid = qname(request), check_id(request.path_params["id"])
     await rsmq_of(request).get_queue_attributes(name)  # 404 for a queue that does not exist
     last = await events_of(request).last_status(name, mid)
     if last is None:
