@@ -140,6 +140,25 @@ async def test_a_deeply_nested_result_is_kept_as_json_takes_it(run, q, ar, ns):
     assert status is not None and status.result == deep
 
 
+async def test_the_result_kept_is_the_value_returned_not_what_it_became(run, q, ar, ns):
+    """The value was kept by reference until its event was written, after the delete: a
+    handler that goes on changing what it returned (a shared dict) had something else
+    recorded, or, changed into what JSON cannot hold, every event of that batch lost."""
+    shared: dict[str, Any] = {"n": 1}
+
+    async def handle(job: Job) -> Any:
+        asyncio.get_running_loop().call_soon(shared.update, {"n": 2, "later": {1, 2}})
+        return shared
+
+    w = await run(handle)
+    mid = await q.send_message("jobs", "x")
+    await until(lambda: w.counters["done"] == 1, what="done")
+    (done,) = await done_events(w, ar, ns)
+    assert done["result"] == {"n": 1} and w.events.failures == 0
+    status = await AsyncResults(q).get_status("jobs", mid)
+    assert status is not None and status.result == {"n": 1}
+
+
 def test_the_example_handler_returns_a_small_result(monkeypatch):
     import worker.example as example
 

@@ -892,9 +892,9 @@ class Worker:
                 await asyncio.sleep(delay)
 
     def _result(self, value: Any) -> Any:
-        """What the handler returned, checked before the message is deleted: a value that is
-        not JSON data, or is over RESULT_MAX_BYTES, fails the job (and is retried as any
-        failure) rather than losing the result or the "done"."""
+        """What the handler returned, as JSON data (a copy), checked before the message is
+        deleted: a value that is not JSON data, or is over RESULT_MAX_BYTES, fails the job
+        (and is retried as any failure) rather than losing the result or the "done"."""
         if value is None:
             return None
         try:
@@ -910,7 +910,9 @@ class Worker:
                 f"the handler's result is {len(text)} bytes as JSON, over RESULT_MAX_BYTES "
                 f"({cap}); return less (a key to where the rest is kept, say)"
             )
-        return value
+        # A copy, as checked: the event is written after the delete, and a handler may go on
+        # changing what it returned (a shared dict).
+        return json.loads(text)
 
     async def _run_handler(self, qname: str, msg: Message) -> Any:
         """Run the handler, within JOB_TIMEOUT if set: an async one is cancelled at the
