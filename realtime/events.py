@@ -18,7 +18,8 @@ import json
 import logging
 import socket
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
+from dataclasses import fields as dataclass_fields
 from functools import partial
 from importlib import resources
 from typing import Any, Literal, cast
@@ -67,7 +68,11 @@ class StatusEvent:
     ts: int | None = None
 
     def to_json(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if v is not None})
+        # Shallow, not asdict: asdict copies a result level by level, and ran out of stack on
+        # one that json.dumps (and so the worker's RESULT_MAX_BYTES check) takes.
+        return json.dumps(
+            {f.name: v for f in dataclass_fields(self) if (v := getattr(self, f.name)) is not None}
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> StatusEvent:

@@ -13,10 +13,11 @@ the handler's return value in ``.result``.
 
 ``wait_for_result(qname, id, *, timeout)`` waits on the queue's events channel, never by
 polling, and returns the "done" event. A message that ends otherwise ("dead": dead-lettered,
-or "deleted" by an operator) raises :class:`JobFailed`; none of those within ``timeout``
-seconds raises :class:`ResultTimeout` (a TimeoutError) with the last status known. It
-subscribes first and reads the status after, and reads it again whenever the subscription was
-(re)made or may have dropped events: a result that lands at any moment is never missed.
+"deleted" by an operator, or "expired": past its queue's retention) raises
+:class:`JobFailed`; none of those within ``timeout`` seconds raises :class:`ResultTimeout`
+(a TimeoutError) with the last status known. It subscribes first and reads the status after,
+and reads it again whenever the subscription was (re)made or may have dropped events: a
+result that lands at any moment is never missed.
 """
 
 from __future__ import annotations
@@ -37,16 +38,22 @@ from .events import Status, StatusEvent, events_channel, parse_published, status
 from .subscriber import Subscriber
 
 # After these nothing more happens to a message's id: its handler's result is known, or it
-# will never be (its dead-letter copy has a new id).
-FINAL: tuple[Status, ...] = ("done", "dead", "deleted")
+# will never be (its dead-letter copy has a new id; an expired one was dropped, past its
+# queue's retention).
+FINAL: tuple[Status, ...] = ("done", "dead", "deleted", "expired")
 
 
 class JobFailed(Exception):
-    """The message ended without a result: dead-lettered, or deleted by an operator.
-    ``event`` is its last status (``error`` says why it died, ``by`` who deleted it)."""
+    """The message ended without a result: dead-lettered, deleted by an operator, or dropped
+    past its queue's retention ("expired"). ``event`` is its last status (``error`` says why
+    it died, ``by`` who deleted it)."""
 
     def __init__(self, event: StatusEvent) -> None:
-        why = event.error or event.by or "no reason recorded"
+        why = (
+            event.error
+            or event.by
+            or ("past its queue's retention" if event.status == "expired" else "no reason recorded")
+        )
         super().__init__(f"{event.queue}/{event.id} is {event.status}, with no result: {why}")
         self.event = event
 
@@ -188,7 +195,8 @@ class Results:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ResultTimeout(qname, id, seconds, last)
-                message = read(ignore_subscribe_messages=False, timeout=left)
+                # At most a minute a read: the socket's wait overflows past 24.8 days.
+                message = read(ignore_subscribe_messages=False, timeout=min(left, 60.0))
                 if message is None:
                     continue
                 kind = message["type"]

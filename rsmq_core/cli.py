@@ -473,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("id", metavar="ID")
     status.add_argument(
         "--wait", type=_wait_seconds, metavar="SECONDS",
-        help="wait up to SECONDS for it to end (done, dead or deleted); exit status 1 when "
+        help="wait up to SECONDS for it to end (done, dead, deleted, expired); exit status 1 when "
         "they pass first",
     )  # fmt: skip
     return parser

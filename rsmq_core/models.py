@@ -176,7 +176,8 @@ class Fired:
 
     ``outcome``: "sent" (``id`` is the message's), "skipped" (missed while no worker ran, and
     the schedule's catch_up is "skip"), "queueNotFound" (its queue is gone) or
-    "messageTooLong" (the queue's maxsize was lowered below the message since it was added).
+    "messageTooLong" (the queue's maxsize was lowered below the message since it was added)
+    or "invalid" (its stored definition is not one this version reads: left as it is).
     ``tick`` is the epoch milliseconds the tick was due.
     """
 

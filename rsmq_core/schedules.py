@@ -181,15 +181,23 @@ def fire_steps(ns: str, cluster: bool) -> p.Steps:
     wake = [int(float(earliest))] if earliest else []
     for i in range(0, len(rest), 3):
         name, text, tick = p._text(rest[i]), p._text(rest[i + 1]), int(float(rest[i + 2]))
-        defn = json.loads(text)
-        queue = p.Keys.of(ns, defn["queue"])
-        # A tick is missed when the one after it is due too: no worker ran for a whole tick.
-        # "once" sends one message for all of them, "skip" none; either moves on past now.
-        send = defn.get("catch_up") != "skip" or next_fire(defn, tick) > now
-        wake.append(next_fire(defn, now))
+        try:
+            defn = json.loads(text)
+            queue = p.Keys.of(ns, defn["queue"])
+            # A tick is missed when the one after it is due too: no worker ran for a whole
+            # tick. "once" sends one message for all of them, "skip" none; either moves on.
+            send = defn.get("catch_up") != "skip" or next_fire(defn, tick) > now
+            after = next_fire(defn, now)
+            body = p.encode_message(defn["message"])
+        except (ValueError, TypeError, KeyError, AttributeError, RSMQError, CronSimError):
+            # Not a definition of ours (written by hand, or by another version): said, and
+            # left as it is, so that the others still fire.
+            fired.append(Fired(name, "", tick, "invalid", None))
+            continue
+        wake.append(after)
         reply = yield _call(
             ns, "fire", name, text, tick, wake[-1], "1" if send else "",
-            queue.notify(queue.channel), p.new_id_suffixes(1), p.encode_message(defn["message"]),
+            queue.notify(queue.channel), p.new_id_suffixes(1), body,
             more=[queue.zset, queue.hash],
         )  # fmt: skip
         status = p._text(reply[0])

@@ -323,3 +323,41 @@ def test_without_storage_the_page_still_follows_its_applications(deployment, bro
     expect(page.locator("#applications li")).to_have_count(0)
     visit.check()
     visit.context.close()
+
+
+@pytest.mark.timeout(120)
+def test_an_application_that_expires_after_a_receive_shows_expired(redis_url, ns, browser, axe):
+    """The sweep's "expired" event carries rc 0 (it cannot know the receive count): the page
+    took a lower rc as older and kept showing "retrying" for good, and followed it on."""
+    from playwright.sync_api import expect
+
+    from realtime import StatusEvent
+    from tests.test_results import record
+
+    web = WebProcess(redis_url, ns)  # no worker: the test says what happens
+    visit = Visit(browser, WIDTHS["desktop"], "expired", axe)
+    try:
+        page = visit.page()
+        page.goto(web.url("/"))
+        expect(page.locator("#connection")).to_have_text("Live", timeout=10_000)
+        page.fill("#message", json.dumps({"applicant": "Ada"}))
+        page.click("#submit")
+        item = page.locator("#applications li[data-id]").first
+        expect(item.locator(".status")).to_have_text("queued", timeout=10_000)
+        mid = item.get_attribute("data-id")
+        r = redis.Redis.from_url(redis_url)
+        record(r, ns, StatusEvent("retrying", "jobs", mid, rc=1, error="RuntimeError: x"))
+        expect(item.locator(".status")).to_have_text("retrying", timeout=10_000)
+        record(r, ns, StatusEvent("expired", "jobs", mid))
+        expect(item.locator(".status")).to_have_text("expired", timeout=10_000)
+        r.close()
+        frames: list[dict[str, Any]] = []
+        tab = visit.page()
+        tab.on("websocket", lambda ws: ws.on("framesent", lambda f: frames.append(json.loads(f))))
+        tab.goto(web.url("/"))
+        expect(tab.locator(f'li[data-id="{mid}"] .status')).to_have_text("expired", timeout=10_000)
+        assert [f for f in frames if f.get("type") == "subscribe"] == []  # ended: not followed
+        visit.check()
+    finally:
+        visit.context.close()
+        web.stop()

@@ -120,6 +120,45 @@ async def test_a_result_of_exactly_result_max_bytes_is_kept(run, q, ar, ns):
     assert (await done_events(w, ar, ns))[0]["result"] == "x" * 98
 
 
+async def test_a_deeply_nested_result_is_kept_as_json_takes_it(run, q, ar, ns):
+    """json.dumps takes a list nested 600 deep; the event's encoding must too (a recursive
+    copy of it ran out of stack after the message was deleted: the "done" and every event
+    batched with it were lost)."""
+    deep: list[Any] = []
+    for _ in range(600):
+        deep = [deep]
+
+    async def handle(job: Job) -> Any:
+        return deep
+
+    w = await run(handle)
+    mid = await q.send_message("jobs", "x")
+    await until(lambda: w.counters["done"] == 1, what="done")
+    (done,) = await done_events(w, ar, ns)
+    assert done["result"] == deep and w.events.failures == 0
+    status = await AsyncResults(q).get_status("jobs", mid)
+    assert status is not None and status.result == deep
+
+
+async def test_the_result_kept_is_the_value_returned_not_what_it_became(run, q, ar, ns):
+    """The value was kept by reference until its event was written, after the delete: a
+    handler that goes on changing what it returned (a shared dict) had something else
+    recorded, or, changed into what JSON cannot hold, every event of that batch lost."""
+    shared: dict[str, Any] = {"n": 1}
+
+    async def handle(job: Job) -> Any:
+        asyncio.get_running_loop().call_soon(shared.update, {"n": 2, "later": {1, 2}})
+        return shared
+
+    w = await run(handle)
+    mid = await q.send_message("jobs", "x")
+    await until(lambda: w.counters["done"] == 1, what="done")
+    (done,) = await done_events(w, ar, ns)
+    assert done["result"] == {"n": 1} and w.events.failures == 0
+    status = await AsyncResults(q).get_status("jobs", mid)
+    assert status is not None and status.result == {"n": 1}
+
+
 def test_the_example_handler_returns_a_small_result(monkeypatch):
     import worker.example as example
 
@@ -194,6 +233,19 @@ def test_wait_for_result_hears_a_result_recorded_while_it_waits(results, raw, ns
         later.join()
 
 
+@pytest.mark.parametrize("timeout", [3e6, 1e308])  # 35 days; as long as a float goes
+def test_wait_for_result_takes_a_long_timeout(results, raw, ns, timeout):
+    """The sync one's socket read took the whole timeout: over 24.8 days it raised
+    OverflowError (a traceback from ``rsmq status --wait 3000000``)."""
+    record(raw, ns, StatusEvent("processing", "jobs", ID))
+    later = threading.Timer(0.2, record, (raw, ns, StatusEvent("done", "jobs", ID, result=1)))
+    later.start()
+    try:
+        assert results.wait_for_result("jobs", ID, timeout=timeout).result == 1
+    finally:
+        later.join()
+
+
 def test_wait_for_result_misses_no_result_landing_right_after_its_first_read(
     results, raw, ns, monkeypatch
 ):
@@ -252,6 +304,23 @@ def test_wait_for_result_raises_job_failed_when_the_message_died(results, raw, n
     with pytest.raises(JobFailed) as failed:
         results.wait_for_result("jobs", ID, timeout=5)
     assert failed.value.event.by == "api 10.0.0.1"
+
+
+def test_wait_for_result_raises_job_failed_when_the_message_expired(results, raw, ns):
+    """Dropped past its queue's retention: it will never have a result, so no waiting out the
+    timeout (it waited the whole of it, then said "last status: expired")."""
+    record(raw, ns, StatusEvent("expired", "jobs", ID))
+    with pytest.raises(JobFailed, match=f"jobs/{ID} is expired, with no result"):
+        results.wait_for_result("jobs", ID, timeout=5)
+    other = "c" * 32
+    record(raw, ns, StatusEvent("retrying", "jobs", other, rc=1))
+    later = threading.Timer(0.2, record, (raw, ns, StatusEvent("expired", "jobs", other)))
+    later.start()
+    try:
+        with pytest.raises(JobFailed, match="is expired"):
+            results.wait_for_result("jobs", other, timeout=5)
+    finally:
+        later.join()
 
 
 def test_wait_for_result_times_out_with_a_clear_error(results, raw, ns):
@@ -338,6 +407,13 @@ def test_the_status_endpoint_and_the_websocket_give_the_result_as_data(client, r
     assert answer.json()["result"] == {"html": HOSTILE}  # a JSON string, as given
     timeline = client.get(f"/api/queues/jobs/messages/{mid}/timeline").json()["events"]
     assert timeline[-1]["result"] == {"html": HOSTILE}
+
+
+def test_the_status_endpoint_refuses_a_bad_id_as_the_timeline_does(client):
+    """It answered 404 statusNotFound, as for a good id with no status yet."""
+    for what in ("status", "timeline"):
+        answer = client.get(f"/api/queues/jobs/messages/not-an-id/{what}")
+        assert (answer.status_code, answer.json()["error"]) == (400, "invalidFormat"), what
 
 
 def test_cli_status_prints_the_result_and_waits_for_it(cli, raw, ns):  # noqa: F811

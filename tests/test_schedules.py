@@ -301,6 +301,9 @@ def test_api_add_list_remove_with_the_token(make_client, redis_url, ns) -> None:
         ({"name": "s", "queue": "rep", "message": "m", "every": 1, "catch_up": None}, 400,
          "invalidValue", "catch_up may not be null"),
         ({"name": "s", "queue": "nope", "message": "m", "every": 1}, 404, "queueNotFound", ""),
+        # Refused as the API's send refuses it: an empty job every tick is a slip of a form.
+        ({"name": "s", "queue": "rep", "message": "", "every": 1}, 400, "emptyMessage",
+         "the message is empty"),
         ({"name": "s", "queue": "rep", "message": "x" * 70_000, "every": 1}, 413,
          "messageTooLong", ""),
     ],
@@ -355,6 +358,7 @@ def test_schedules_setting() -> None:
     ("raw", "error"),
     [
         ("every 30s", "SCHEDULES is not JSON"),
+        ("[" * 5000 + "]" * 5000, "SCHEDULES is not JSON"),  # deeper than json.loads goes
         ('{"queue": "jobs"}', "SCHEDULES must be a JSON list"),
         ("[1]", "SCHEDULES entry 0 (1): a schedule is a JSON object"),
         (
@@ -433,10 +437,34 @@ async def test_a_definition_that_is_not_ours_is_logged_and_the_loop_lives_on(
         stopping, wake = asyncio.Event(), Wakeup()
         loop = asyncio.create_task(scheduler.run(q, (), stopping, wake, 60))
         try:
-            await wait_async(lambda: "could not fire the due ticks" in caplog.text, "the error")
+            await wait_async(lambda: "schedule bad: its stored definition" in caplog.text, "it")
             await q.create_queue("jobs")
             await q.add_schedule("good", "jobs", "m", every=3600)
             assert not loop.done()
+        finally:
+            stopping.set()
+            wake.set()
+            await asyncio.wait_for(loop, 5)
+
+
+async def test_a_definition_that_is_not_ours_stops_no_other_schedule(
+    redis_url, ns, r, caplog
+) -> None:
+    """Due first (its tick 0), it made every round fail: no schedule fired at all."""
+    r.hset(f"{ns}:@schedules", "bad", "not json")
+    r.hset(f"{ns}:@schedules", "odd", '{"queue": "jobs", "every": 1}')  # no message
+    r.zadd(f"{ns}:@schedules:next", {"bad": 0, "odd": 0})
+    async with AsyncRSMQ.from_url(redis_url, ns=ns) as q:
+        await q.create_queue("jobs")
+        await q.add_schedule("good", "jobs", "m", every=1)
+        stopping, wake = asyncio.Event(), Wakeup()
+        loop = asyncio.create_task(scheduler.run(q, (), stopping, wake, 60))
+        try:
+            sent = lambda: int(r.hget(f"{ns}:jobs:Q", "totalsent") or 0)  # noqa: E731
+            await wait_async(lambda: sent() >= 1, "a tick sent")
+            assert "schedule bad: its stored definition is not one this worker reads" in caplog.text
+            assert "schedule odd: its stored definition" in caplog.text
+            assert "could not fire the due ticks" not in caplog.text
         finally:
             stopping.set()
             wake.set()

@@ -508,6 +508,23 @@ async def test_the_sweep_drops_expired_messages_of_queues_nobody_reads_and_annou
     assert await ar.hget(f"{ns}:forever:Q", kept) == b"d"
 
 
+async def test_a_listed_queue_whose_keys_are_someone_elses_stops_no_sweep(run, q, ar, ns, caplog):
+    """A name in {ns}:QUEUES whose hash (or set of expired ids) is not ours answered an error
+    in the heartbeat's transaction: every sweeping beat failed, so no queue was swept."""
+    await q.create_queue("unread", retention=1)
+    await q.create_queue("odd", retention=1)
+    await ar.sadd(f"{ns}:QUEUES", "foreign")
+    await ar.set(f"{ns}:foreign:Q", "not a hash")
+    await ar.set(f"{ns}:odd:expired", "not a set")
+    ids = await q.send_messages("unread", ["a", "b"])
+    await run(lambda job: asyncio.sleep(0), heartbeat=0.05)
+    deadline = time.monotonic() + 10
+    while sorted(await expired_events(ar, ns, "unread")) != sorted(ids):
+        assert time.monotonic() < deadline, "the sweep never announced the expired messages"
+        await asyncio.sleep(0.05)
+    assert "heartbeat failed" not in caplog.text
+
+
 async def test_the_worker_never_handles_an_expired_message_and_announces_it(run, q, ar, ns):
     await q.set_queue_attributes("jobs", retention=1)
     handled: list[str] = []

@@ -495,7 +495,7 @@ async def record_actions(request: Request, events: list[StatusEvent]) -> None:
 
 @endpoint()
 async def message_status(request: Request) -> Response:
-    name, mid = qname(request), request.path_params["id"]
+    name, mid = qname(request), check_id(request.path_params["id"])
     await rsmq_of(request).get_queue_attributes(name)  # 404 for a queue that does not exist
     last = await events_of(request).last_status(name, mid)
     if last is None:
@@ -535,6 +535,7 @@ async def add_schedule(request: Request) -> Response:
     missing = [f for f in ("name", "queue", "message") if f not in fields]
     if missing:
         raise ApiError(400, "missingParameter", f"{', '.join(missing)} is required")
+    refuse_empty([fields["message"]], batch=False)  # as a send is: every tick an empty job
     rsmq = rsmq_of(request)
     # The queue first: 404 for a schedule of a queue that is not there, whatever else is wrong.
     if isinstance(fields["queue"], str) and QNAME_RE.fullmatch(fields["queue"]):

@@ -315,7 +315,7 @@ def openapi() -> dict[str, Any]:
                         {
                             "name": _NAME,
                             "queue": _NAME,
-                            "message": {"type": "string"},
+                            "message": _NON_EMPTY,
                             "cron": {"type": "string", "description": "5 fields, in UTC"},
                             "every": {"type": "integer", "minimum": 1, "maximum": 9999999},
                             "catch_up": {"type": "string", "enum": ["once", "skip"]},

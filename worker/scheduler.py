@@ -54,6 +54,10 @@ def report(fired: Fired) -> None:
             "schedule %s: queue %s does not exist, so this tick sent nothing; create the queue "
             "or remove the schedule (rsmq schedule remove %s)", fired.name, fired.queue, fired.name,
         )  # fmt: skip
+    elif fired.outcome == "invalid":
+        log.warning("schedule %s: its stored definition is not one this worker reads, so it "
+                    "fires nothing; add it again or remove it (rsmq schedule remove %s)",
+                    fired.name, fired.name)  # fmt: skip
     else:
         log.warning("schedule %s: its message is longer than queue %s's maxsize; tick skipped",
                     fired.name, fired.queue)  # fmt: skip

@@ -256,7 +256,7 @@ class _Reader:
             return ()
         try:
             entries = json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             raise SettingError(f"{name} is not JSON ({exc}): give a list of schedules") from None
         if not isinstance(entries, list):
             raise SettingError(f"{name} must be a JSON list of schedules, not {raw!r}")

@@ -77,6 +77,14 @@ class StartupFailed(Exception):
     """The handler module's ``startup`` raised: the worker does not start."""
 
 
+def _to_sweep(retention: Any, waiting: Any) -> bool:
+    """Whether a queue has expired messages to drop or announce, by its retention and the
+    count of its expired ids; an error reply (keys of someone else's) is never swept."""
+    if isinstance(retention, Exception) or isinstance(waiting, Exception):
+        return False
+    return retention not in (None, b"0", "0") or bool(waiting)
+
+
 class _TimedOut(Exception):
     """A handler still running at JOB_TIMEOUT."""
 
@@ -468,12 +476,13 @@ class Worker:
                     for k in keys:
                         pipe.zrange(k.zset, 0, 0, withscores=True)
                         pipe.exists(k.hash)
-                # An error as a reply, not raised: {ns}:QUEUES may be someone else's key,
-                # which must not stop the heartbeat (list_queues reports it).
+                # An error as a reply, not raised: {ns}:QUEUES may be someone else's key, and
+                # so may a listed queue's hash or set of expired ids, which must not stop the
+                # heartbeat (list_queues reports them); such a queue is not swept.
                 replies = await pipe.execute(raise_on_error=False)
-            members = writes - 2 * len(swept) - 1 if sweep else -1
+            members = writes - 2 * len(swept) - 1 if sweep else writes
             for i, reply in enumerate(replies):
-                if isinstance(reply, Exception) and i != members:
+                if isinstance(reply, Exception) and not members <= i < writes:
                     raise reply
         except BaseException:
             self.metrics.give_back(taken)
@@ -483,7 +492,7 @@ class Worker:
             found = replies[members + 1 : writes]
             self._sweep_known = self._queue_keys(replies[members])
             for k, retention, waiting in zip(swept, found[::2], found[1::2], strict=True):
-                if retention not in (None, b"0", "0") or waiting:
+                if _to_sweep(retention, waiting):
                     await self._sweep_queue(k.qname)
         for qname, paused in zip(queues, reads, strict=False):
             if (state := self._states.get(qname)) is not None:
@@ -564,11 +573,10 @@ class Worker:
             for keys in queues:
                 pipe.hget(keys.hash, RETENTION_FIELD)
                 pipe.scard(keys.expired)
-            replies = await pipe.execute()
+            replies = await pipe.execute(raise_on_error=False)  # as in _beat
         for keys, retention, waiting in zip(queues, replies[::2], replies[1::2], strict=True):
-            if retention in (None, b"0", "0") and not waiting:
-                continue
-            await self._sweep_queue(keys.qname)
+            if _to_sweep(retention, waiting):
+                await self._sweep_queue(keys.qname)
 
     def _queue_keys(self, names: Any) -> list[Keys]:
         """The keys of the queues an SMEMBERS of {ns}:QUEUES gave (an error reply, from a
@@ -884,9 +892,9 @@ class Worker:
                 await asyncio.sleep(delay)
 
     def _result(self, value: Any) -> Any:
-        """What the handler returned, checked before the message is deleted: a value that is
-        not JSON data, or is over RESULT_MAX_BYTES, fails the job (and is retried as any
-        failure) rather than losing the result or the "done"."""
+        """What the handler returned, as JSON data (a copy), checked before the message is
+        deleted: a value that is not JSON data, or is over RESULT_MAX_BYTES, fails the job
+        (and is retried as any failure) rather than losing the result or the "done"."""
         if value is None:
             return None
         try:
@@ -902,7 +910,9 @@ class Worker:
                 f"the handler's result is {len(text)} bytes as JSON, over RESULT_MAX_BYTES "
                 f"({cap}); return less (a key to where the rest is kept, say)"
             )
-        return value
+        # A copy, as checked: the event is written after the delete, and a handler may go on
+        # changing what it returned (a shared dict).
+        return json.loads(text)
 
     async def _run_handler(self, qname: str, msg: Message) -> Any:
         """Run the handler, within JOB_TIMEOUT if set: an async one is cancelled at the

@@ -19,7 +19,7 @@ let retry = 500;
 // and resumes it from the last event id each application was seen at (see subscribe).
 const STORE = "rsmq-realtime:applications:" + queue;
 const KEPT = 50; // the newest; older ones drop off the list
-const FINAL = ["done", "dead"];
+const FINAL = ["done", "dead", "expired"];
 
 function stored() {
   try {
@@ -87,6 +87,9 @@ function isNewer(event) {
   const [rc, step, progress] = seen.get(event.id) || [-1, -1, -1];
   const s = STEPS.indexOf(event.status);
   const p = event.progress === undefined ? -1 : event.progress;
+  // "expired" comes from a worker's sweep, which cannot know the receive count (rc 0): it
+  // ends whatever came before, unless the message was done already.
+  if (event.status === "expired") return step < STEPS.indexOf("done");
   if (event.rc !== rc) return event.rc > rc;
   return s > step || (s === step && p >= progress);
 }
@@ -98,6 +101,9 @@ function explain(event) {
       (event.dead_letter_id ? " (as " + event.dead_letter_id + ")" : "") +
       ". To bring it back, redrive it from " + deadQueue + " to " + queue +
       " on the dashboard (Act on a queue).";
+  }
+  if (event.status === "expired") {
+    return "It was not taken within the queue's retention, so it was dropped undelivered.";
   }
   if (event.status === "retrying" && event.retry_in !== undefined) {
     return "It will be tried again in " + event.retry_in + " s.";
