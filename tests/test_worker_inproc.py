@@ -559,9 +559,8 @@ async def test_a_sweep_is_bounded_and_goes_on_where_the_last_one_stopped(
     monkeypatch.setattr(worker.worker, "SWEEP_CALLS", 1)
     w = await run(lambda job: asyncio.sleep(0))
     await q.create_queue("big", retention=1)
+    # Visible in a queue no worker reads: no receive meets them, only the sweep
     ids = [mid for _ in range(3) for mid in await q.send_messages("big", ["x"] * 1000)]
-    for _ in range(3):  # hidden far past their expiry: no receive meets them
-        assert len(await q.receive_messages("big", 1000, vt=1000)) == 1000
     deadline = time.monotonic() + 10
     while await server_ms(ar) < int(ids[-1][:10], 36) / 1000 + 1000:
         assert time.monotonic() < deadline
