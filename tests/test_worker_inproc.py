@@ -576,3 +576,31 @@ async def test_a_sweep_is_bounded_and_goes_on_where_the_last_one_stopped(
     assert (await q.get_queue_attributes("big")).msgs == 0
     await w.events.flush()
     assert sorted(await expired_events(ar, ns, "big")) == sorted(ids)
+
+
+async def test_a_heartbeat_whose_read_fails_counts_its_jobs_once(run, q, ar, ns):
+    """The transaction ran, so its metrics are in: a read that answered an error (here the
+    queue's zset is someone else's string) must not give them back to be written again."""
+    handled = asyncio.Event()
+
+    async def handle(job: Job) -> None:
+        handled.set()
+
+    w = await run(handle, heartbeat=0.1)
+    await q.send_message("jobs", "x")
+    await asyncio.wait_for(handled.wait(), 5)
+    await until(lambda: w.counters["done"] == 1, what="done")
+    await ar.delete(f"{ns}:jobs")
+    await ar.set(f"{ns}:jobs", "not a zset")
+    try:
+        metrics = f"{ns}:@workers-metrics"
+        async with asyncio.timeout(5):
+            while await ar.hget(metrics, "jobs:jobs:done") is None:  # the first beat wrote it
+                await asyncio.sleep(0.02)
+            for _ in range(3):  # three more heartbeats (each registers), each failing its read
+                seen = await ar.zrange(f"{ns}:@workers", 0, -1, withscores=True)
+                while await ar.zrange(f"{ns}:@workers", 0, -1, withscores=True) == seen:
+                    await asyncio.sleep(0.01)
+        assert await ar.hget(metrics, "jobs:jobs:done") == b"1"
+    finally:
+        await ar.delete(f"{ns}:jobs")

@@ -480,13 +480,15 @@ class Worker:
                 # so may a listed queue's hash or set of expired ids, which must not stop the
                 # heartbeat (list_queues reports them); such a queue is not swept.
                 replies = await pipe.execute(raise_on_error=False)
-            members = writes - 2 * len(swept) - 1 if sweep else writes
-            for i, reply in enumerate(replies):
-                if isinstance(reply, Exception) and not members <= i < writes:
-                    raise reply
         except BaseException:
             self.metrics.give_back(taken)
             raise
+        # EXEC ran: the metrics are in, whatever a read answered (given back, they would be
+        # counted twice).
+        members = writes - 2 * len(swept) - 1 if sweep else writes
+        for i, reply in enumerate(replies):
+            if isinstance(reply, Exception) and not members <= i < writes:
+                raise reply
         reads = replies[writes:]
         if sweep:
             found = replies[members + 1 : writes]
