@@ -163,11 +163,17 @@ def list_call(ns: str, cluster: bool) -> p.Call:
 
 
 def parse_list(reply: Sequence[Any]) -> list[Schedule]:
+    """The schedules; a stored definition this version cannot read is left out (the workers
+    name it in a warning, and ``remove_schedule`` removes it), not an error for the rest."""
     rest = p.check_status(reply)[1:]
     out = []
     for i in range(0, len(rest), 3):
         at = p._text(rest[i + 2])
-        out.append(_schedule(p._text(rest[i]), json.loads(rest[i + 1]), int(at) if at else None))
+        try:
+            defn = json.loads(rest[i + 1])
+            out.append(_schedule(p._text(rest[i]), defn, int(at) if at else None))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue
     return sorted(out, key=lambda s: s.name)
 
 

@@ -465,6 +465,10 @@ async def test_a_definition_that_is_not_ours_stops_no_other_schedule(
             assert "schedule bad: its stored definition is not one this worker reads" in caplog.text
             assert "schedule odd: its stored definition" in caplog.text
             assert "could not fire the due ticks" not in caplog.text
+            # Listed without them (they were a 500 and a traceback), and removable.
+            assert [s.name for s in await q.list_schedules()] == ["good"]
+            assert await q.remove_schedule("bad") and await q.remove_schedule("odd")
+            assert not r.hexists(f"{ns}:@schedules", "bad")
         finally:
             stopping.set()
             wake.set()
