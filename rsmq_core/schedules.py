@@ -48,6 +48,9 @@ def check_cluster(cluster: bool) -> None:
         )
 
 
+MAX_NAME = 160  # characters of a schedule's name, as of a queue's (QNAME_RE)
+
+
 def check_name(name: object) -> str:
     if name is None or name == "":
         raise MissingParameter("No schedule name supplied")

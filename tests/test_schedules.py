@@ -352,6 +352,10 @@ def test_schedules_setting() -> None:
         Schedule("five", "jobs", "{}", "*/5 * * * *", None, "skip", None),
     )
     assert Settings.from_env({"HANDLER": "a:b"}).schedules == ()
+    # Unnamed for a queue of the longest name: a name of at most 160 characters all the same
+    raw = json.dumps([{"queue": "q" * 160, "cron": "0 3 * * *", "message": "m"}])
+    (long,) = Settings.from_env({"HANDLER": "a:b", "SCHEDULES": raw}).schedules
+    assert len(long.name) == 160 and long.name.startswith("q" * 100)
 
 
 @pytest.mark.parametrize(

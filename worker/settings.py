@@ -149,11 +149,19 @@ def _schedule_entry(where: str, entry: object) -> Schedule:
         # Unnamed: named after its queue and timing, so the same entry declared by every
         # worker (and again after a change of its message) is one schedule, replaced.
         timing = f"every-{defn['every']}" if every is not None else _cron_tag(defn["cron"])
-        name = _schedules.check_name(entry.get("name", f"{queue}-{timing}"))
+        name = _schedules.check_name(entry.get("name", _default_name(queue, timing)))
     except RSMQError as exc:
         raise SettingError(f"{where}: {exc.explain()}") from None
     return Schedule(name, queue, defn["message"], defn.get("cron"), defn.get("every"),
                     defn["catch_up"], None)  # fmt: skip
+
+
+def _default_name(queue: str, timing: str) -> str:
+    name = f"{queue}-{timing}"
+    if len(name) > _schedules.MAX_NAME:  # a long queue name: cut, with a hash of all of it
+        digest = hashlib.sha256(queue.encode()).hexdigest()[:10]
+        name = f"{queue[: _schedules.MAX_NAME - len(timing) - 12]}-{digest}-{timing}"
+    return name
 
 
 def _cron_tag(cron: str) -> str:
