@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -407,6 +409,92 @@ def test_live_events_during_a_replay_are_held_then_deduplicated():
     while not client.outbox.empty():
         sent.append(json.loads(client.outbox.get_nowait())["eid"])
     assert sent == ["2-0", "3-0", "4-0", "5-0"]
+
+
+def ids_until_one_more_is_sent(client: TestClient, ws: Any, r: Any, channel: str) -> list[str]:
+    """The ids of the events a websocket gets up to that of a message sent once Redis
+    confirms the channel: what came before it is all a lost event could have been in."""
+    wait_for(lambda: r.execute_command("PUBSUB", "NUMSUB", channel)[1] == 1,
+             what="the channel to be heard")  # fmt: skip
+    last = client.post("/api/queues/jobs/messages", json={"message": "last"}).json()["id"]
+    got = [next_frame(ws, "event")["event"]["id"]]
+    while got[-1] != last:
+        got.append(next_frame(ws, "event")["event"]["id"])
+    return got
+
+
+def test_an_event_right_after_subscribed_arrives_however_late_redis_answers(client, r):
+    """The answer "subscribed" promises every later event. Here the mark's read and the channel's
+    SUBSCRIBE both wait until the client has sent (or 2 s): sent before the mark was read,
+    "subscribed" let the client's "queued" fall between the live feed and the catch-up."""
+    hub = client.app.state.hub
+    sent = threading.Event()
+
+    def after_the_send(call: Any) -> Any:
+        async def gated(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.to_thread(sent.wait, 2)
+            return await call(*args, **kwargs)
+
+        return gated
+
+    hub._events.snapshot = after_the_send(hub._events.snapshot)
+    hub._subscriber._batches = after_the_send(hub._subscriber._batches)
+    channel = hub._events.channel("jobs")
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws:
+        ws.send_json({"type": "subscribe", "queue": "jobs"})
+        next_frame(ws, "subscribed")
+        first = client.post("/api/queues/jobs/messages", json={"message": "1"}).json()["id"]
+        sent.set()
+        got = ids_until_one_more_is_sent(client, ws, r, channel)
+    assert got[:-1] == [first]
+
+
+def test_a_catch_up_asked_for_while_one_runs_reads_once_more(client, r):
+    """The channel confirmed again while a client's replay runs: the replay may have read
+    its last rows already, so it reads once more before it ends."""
+    from realtime import StatusEvent
+    from realtime.events import MAXLEN, TTL, _write_args
+
+    hub = client.app.state.hub
+    ids = client.post("/api/queues/jobs/messages", json={"messages": ["m"] * 3}).json()["ids"]
+    history, reads = hub._events.history, []
+
+    async def history_then_an_unheard_event(queue: str, **kwargs: Any) -> Any:
+        rows = await history(queue, **kwargs)
+        reads.append(len(rows))
+        if len(reads) == 1:
+            # Recorded after the replay's read and published where nobody listens: an
+            # event lost by pub/sub, which the catch-up below must find in the stream.
+            event = StatusEvent("queued", queue, ID)
+            keys, args = _write_args(hub._events._keys(queue), [event], MAXLEN, TTL)
+            await hub._events._script(keys=keys, args=["nowhere", *args[1:]])
+            hub._hear(queue, None)
+        return rows
+
+    hub._events.history = history_then_an_unheard_event
+    channel = hub._events.channel("jobs")
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws:
+        ws.send_json({"type": "subscribe", "queue": "jobs", "after": "0-0"})
+        next_frame(ws, "subscribed")
+        got = ids_until_one_more_is_sent(client, ws, r, channel)
+    assert got[:-1] == [*ids, ID] and reads[0] == 3 and len(reads) >= 2
+
+
+def test_live_events_held_past_the_buffer_cut_the_client():
+    """A replay to a client that reads slowly may last long; what it holds back meanwhile
+    is bounded as its outbox is, not by how busy the queue is."""
+    from realtime import StatusEvent
+    from web.live import CLOSE, Client, TooSlow, event_frame
+
+    client = Client(ws=None, buffer=3)  # type: ignore[arg-type]
+    client.wants["q"] = None
+    client.replaying["q"] = []
+    event = StatusEvent("queued", "q", ID)
+    for i in range(3):
+        client.offer("q", f"{i}-0", event, event_frame(f"{i}-0", event))
+    with pytest.raises(TooSlow):
+        client.offer("q", "3-0", event, event_frame("3-0", event))
+    assert client.replaying == {} and client.outbox.get_nowait() == CLOSE
 
 
 def test_a_replay_longer_than_the_buffer_gets_through(make_client):

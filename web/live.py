@@ -62,7 +62,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -148,6 +148,8 @@ class Client:
     last_eid: dict[str, str] = field(default_factory=dict)
     # queue -> live events held back while that queue's history is being replayed
     replaying: dict[str, list[tuple[str, StatusEvent, str]]] = field(default_factory=dict)
+    # queues whose replay must read once more (a catch-up asked for while one ran)
+    again: set[str] = field(default_factory=set)
     too_slow: bool = False
 
     def __post_init__(self) -> None:
@@ -162,10 +164,13 @@ class Client:
     def offer(self, queue: str, eid: str, event: StatusEvent, text: str) -> None:
         """A live event: held back while a replay of the queue runs, else sent."""
         held = self.replaying.get(queue)
-        if held is not None:
+        if held is None:
+            if self._new(queue, eid):
+                self.put(text)
+        elif len(held) < self.buffer:
             held.append((eid, event, text))
-        elif self._new(queue, eid):
-            self.put(text)
+        else:
+            self.cut()  # as for a full outbox: what waits is bounded, whatever holds it
 
     async def deliver(self, queue: str, eid: str, text: str) -> None:
         """A replayed event: waits for room (the sender drains meanwhile), so a replay of any
@@ -202,12 +207,16 @@ class Client:
         try:
             self.outbox.put_nowait(text)
         except asyncio.QueueFull:
-            # Never grow: drop what waits and close. The client resumes from its last eid.
-            self.too_slow = True
-            while not self.outbox.empty():
-                self.outbox.get_nowait()
-            self.outbox.put_nowait(CLOSE)
-            raise TooSlow() from None
+            self.cut()
+
+    def cut(self) -> NoReturn:
+        """Never grow: drop what waits and close. The client resumes from its last eid."""
+        self.too_slow = True
+        self.replaying.clear()
+        while not self.outbox.empty():
+            self.outbox.get_nowait()
+        self.outbox.put_nowait(CLOSE)
+        raise TooSlow() from None
 
 
 CLOSE = "_close"
@@ -436,36 +445,68 @@ class Hub:
         # Live events from here on reach the client (held back during a replay, which fills
         # in what came before; push() drops what both deliver).
         client.wants[queue] = None if ids is None else set(ids)
-        client.put({"type": "subscribed", "queue": queue})
         if after is not None:
+            client.put({"type": "subscribed", "queue": queue})
             await self._replay(client, queue, after)
             return
         if not works:
+            client.put({"type": "subscribed", "queue": queue})
             return
-        # A mark to replay from should this process's pub/sub connection drop later, and the
-        # ids' statuses: one round trip.
-        async with self._reads:
-            mark, statuses = await self._events.snapshot(queue, ids or ())
+        # "subscribed" promises every event after it, so it waits for the mark: sent first, a
+        # client's send could land before the mark and before Redis confirmed the channel,
+        # and be in neither the live feed nor the catch-up (seen in CI, a lost "queued").
+        # Meanwhile live events wait: delivered before the mark, they would move the
+        # client's place in the stream past what a catch-up must still fill in.
+        holding = queue not in client.replaying and queue not in client.last_eid
+        if holding:
+            client.replaying[queue] = []
+        try:
+            # The mark to replay from, should this process's pub/sub connection drop or not
+            # yet hear the channel, and the ids' statuses: one round trip.
+            async with self._reads:
+                mark, statuses = await self._events.snapshot(queue, ids or ())
+        except BaseException:
+            if holding:  # still followed: what comes from here on flows, as before
+                for eid, event, text in client.replaying.pop(queue, []):
+                    client.offer(queue, eid, event, text)
+            raise
         client.last_eid.setdefault(queue, mark)
+        client.put({"type": "subscribed", "queue": queue})
         for last in statuses.values():
             client.put(event_frame(None, last, mark))
+        if holding and queue in client.again:
+            # Redis confirmed the channel while the mark was read: that catch-up found no
+            # mark and was left to this one.
+            await self._replay(client, queue, mark, holding=True)
+        elif holding:  # what was held is all there is, live as it came
+            for eid, event, text in client.replaying.pop(queue, []):
+                client.offer(queue, eid, event, text)
 
-    async def _replay(self, client: Client, queue: str, after: str) -> None:
-        if queue in client.replaying:
-            return  # one replay at a time; the one running reaches the end of the stream
-        client.replaying[queue] = []
+    async def _replay(
+        self, client: Client, queue: str, after: str, *, holding: bool = False
+    ) -> None:
+        """Sends the client the queue's events after ``after``, live ones held meanwhile
+        (``holding``: by the caller already)."""
+        if queue in client.replaying and not holding:
+            # One replay at a time: the one running reads once more before it ends, as it
+            # may have read its last rows before what this one was asked for.
+            client.again.add(queue)
+            return
+        client.replaying.setdefault(queue, [])
         try:
-            while True:
+            more = True
+            while more or queue in client.again:
+                client.again.discard(queue)
                 async with self._reads:
                     rows = await self._events.history(queue, after=after, count=500)
                 for eid, event in rows:
                     if client.wanted(queue, event):
                         await client.deliver(queue, eid, event_frame(eid, event))
-                if len(rows) < 500:
-                    break
-                after = rows[-1][0]
+                if rows:
+                    after = rows[-1][0]
+                more = len(rows) == 500
         finally:
-            held = client.replaying.pop(queue)
+            held = client.replaying.pop(queue, [])
         for eid, _, text in held:
             await client.deliver(queue, eid, text)
 
@@ -496,7 +537,9 @@ class Hub:
             # (Re)subscribed, or events were dropped: replay from each client's mark.
             for client in list(self._followers.get(queue, ())):
                 mark = client.last_eid.get(queue)
-                if queue in client.wants and mark is not None:
+                if queue in client.wants and mark is None and queue in client.replaying:
+                    client.again.add(queue)  # its mark is being read: that subscribe catches up
+                elif queue in client.wants and mark is not None:
                     # Each in a task of its own: one slow client's replay must not
                     # hold up the live events of all the others.
                     task = asyncio.create_task(
