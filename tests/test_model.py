@@ -179,7 +179,8 @@ def machine(client_factory, redis_url):
                     break
             expected = set(self.unannounced)
             for mid, m in list(self.msgs.items()):
-                if self._expired(m):
+                # Only visible ones: one in flight is its worker's until it is handled.
+                if self._expired(m) and m.visible:
                     expected.add(mid)
                     del self.msgs[mid]
                     self.expired += 1
