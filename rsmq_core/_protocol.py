@@ -596,12 +596,10 @@ def send(
         suffixes,
         ",".join(str(len(b)) for b in bodies),
         b"".join(bodies),
-        "1",
-        "",
     ]
     names = [keys.zset, keys.hash, keys.sent(retry_span())]
     if dedup_ids:
-        args[7] = "".join("d" if d else "-" for d in dedup_ids)
+        args.append("".join("d" if d else "-" for d in dedup_ids))
         names += [keys.dedup(d) for d in dedup_ids if d]
     return Call("send", names, args)
 

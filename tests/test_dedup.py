@@ -255,13 +255,27 @@ def test_a_send_call_run_again_answers_as_the_first_and_stores_nothing(rsmq, r):
     assert rsmq.get_queue_attributes("q").totalsent == 2
     suffixes = call.args[3]
     assert isinstance(suffixes, str)
-    # In the hash of the span the call named, for 90 s after the last send to it.
+    # In the hash of the span the call named, for 90 s after the call that made it.
     marker_hash = call.keys[2]
     assert marker_hash == k.sent(p.retry_span()) or marker_hash == k.sent(p.retry_span() - 1)
     assert r.hget(marker_hash, suffixes[:22]) == ",".join(first)
     assert 0 < r.ttl(marker_hash) <= 90
+    # Set once, not at every call (which cost Redis more than the check that it is new).
+    r.expire(marker_hash, 50)
+    rsmq._call(in_span(p.send(k, [b"c"], "", all_or_none=True, realtime=False), marker_hash))
+    assert 0 < r.ttl(marker_hash) <= 50 and r.hlen(marker_hash) == 2
     rsmq.delete_queue("q")
     assert not r.exists(marker_hash)
+    # A hash made again (the queue deleted and made again in the span) gets its lifetime too.
+    rsmq.create_queue("q")
+    rsmq._call(in_span(p.send(k, [b"d"], "", all_or_none=True, realtime=False), marker_hash))
+    assert 0 < r.ttl(marker_hash) <= 90
+
+
+def in_span(call: p.Call, marker_hash: str) -> p.Call:
+    """The call, its marker in the hash named (the clock's span may have moved on meanwhile)."""
+    call.keys[2] = marker_hash
+    return call
 
 
 @backends

@@ -70,6 +70,18 @@ def test_every_script_has_a_call_and_a_header():
         assert re.search(r"^-- KEYS\[1\]", source(name), re.M), f"{name} lacks its header"
 
 
+def test_a_script_carries_only_the_helpers_it_calls():
+    """Redis makes every helper in front of a script anew at each call: the loader puts in
+    only those the script calls, and those they call (the suite runs every script)."""
+    for name in NAMES:
+        text = source(name)
+        defined = re.findall(r"^local function (\w+)", text, re.M)
+        code = re.sub(r"--[^\n]*|^local function \w+", "", text, flags=re.M)
+        for helper in defined:
+            assert re.search(rf"\b{helper}\b", code), f"{name} carries {helper}, never called"
+    assert "local function expire(" not in source("send")  # the receive path's, not a send's
+
+
 def test_hash_tagged_namespace_keeps_each_call_in_one_slot():
     for call in every_call("{rsmq}"):
         assert len({key_slot(k.encode()) for k in call.keys}) == 1, call.script
@@ -135,9 +147,9 @@ def test_a_send_names_its_marker_hash_and_each_dedup_key():
                   dedup_ids=["x", "", "y/1"])  # fmt: skip
     assert call.keys == [k.zset, k.hash, k.sent(p.retry_span()), "rsmq:{q}:dedup:x",
                          "rsmq:{q}:dedup:y/1"]  # fmt: skip
-    assert call.args[6:] == ["1", "d-d"]
+    assert call.args[6:] == ["d-d"]
     plain = p.send(k, [b"a"], "", all_or_none=False, realtime=False)
-    assert plain.args[6:] == ["1", ""] and len(plain.keys) == 3
+    assert len(plain.args) == 6 and len(plain.keys) == 3  # no argument for what is not there
 
 
 def test_rsmq_key_layout():

@@ -10,19 +10,24 @@
 -- ARGV[5] the bodies' lengths in bytes, joined with ","   ARGV[6] the bodies, joined
 -- (Joined rather than one argument each: redis-py's asyncio client packs each argument in
 -- Python, which costs more than the whole script for a large batch.)
--- ARGV[7] "1" to leave a retry marker for this call in KEYS[3], or "" for none
--- ARGV[8] per message "d" (it has a dedup id: the next of KEYS[4...]) or "-", or "" for none
+-- ARGV[7] only when some message has a dedup id: per message "d" (it has one: the next of
+-- KEYS[4...]) or "-". (Absent, not empty, on a plain send: each argument costs the client.)
 -- Returns {"ok", id...} where an id is "!messageTooLong" for a message refused in "each" mode
 -- and "=" before the id of a duplicate (the first message's), or {"queueNotFound"}, or
 -- {"messageTooLong", index} in "all" mode.
-local cfg = redis.call("HMGET", KEYS[2], "delay", "maxsize")
+local cfg = redis.call("HMGET", KEYS[2], "delay", "maxsize", "totalsent")
 if not cfg[1] then return {"queueNotFound"} end
 local maxsize = tonumber(cfg[2])
 local delay = ARGV[3] == "" and tonumber(cfg[1]) or tonumber(ARGV[3])
-local bodies, at = {}, 1
-for size in string.gmatch(ARGV[5], "%d+") do
-  bodies[#bodies + 1] = string.sub(ARGV[6], at, at + size - 1)
-  at = at + size
+local bodies = {}
+if ARGV[5] ~= "" and not string.find(ARGV[5], ",", 1, true) then
+  bodies[1] = ARGV[6]  -- one message, most calls: no copy of it
+else
+  local at = 1
+  for size in string.gmatch(ARGV[5], "%d+") do
+    bodies[#bodies + 1] = string.sub(ARGV[6], at, at + size - 1)
+    at = at + size
+  end
 end
 local n = #bodies
 local function too_long(i) return maxsize ~= -1 and #bodies[i] > maxsize end
@@ -32,22 +37,25 @@ if ARGV[2] == "all" then
   end
 end
 
-local dedup = ARGV[8] ~= ""
-local window, created = DEFAULT_DEDUP_WINDOW, ""
+-- What only dedup ids need is made only for them: a plain send is the path that counts.
+local dedup = ARGV[7] ~= nil
+local window, created, seen, remember, remembered
 if dedup then
   local more = redis.call("HMGET", KEYS[2], DEDUP_WINDOW, DEDUP_USED, "created")
   window = tonumber(more[1] or DEFAULT_DEDUP_WINDOW)
   -- Says delete_queue has dedup keys to sweep; written once, as RSMQ never reads it.
   if not more[2] then redis.call("HSET", KEYS[2], DEDUP_USED, "1") end
   created = more[3] or ""
-end
--- A dedup key holds "{the queue's created} {id}": one left by a queue of the same name that
--- was deleted (by Node RSMQ's deleteQueue, which knows nothing of them) is not this queue's.
-local function remembered(d)
-  local v = redis.call("GET", KEYS[d])
-  if not v then return false end
-  local born, id = string.match(v, "^(%d*) (.*)$")
-  return born == created and id
+  seen, remember = {}, {}
+  -- A dedup key holds "{the queue's created} {id}": one left by a queue of the same name
+  -- that was deleted (by Node RSMQ's deleteQueue, which knows nothing of them) is not this
+  -- queue's.
+  remembered = function(d)
+    local v = redis.call("GET", KEYS[d])
+    if not v then return false end
+    local born, id = string.match(v, "^(%d*) (.*)$")
+    return born == created and id
+  end
 end
 
 local s, us, ms = now()
@@ -61,11 +69,11 @@ local high = (stamp - low) / 1296
 local heads = {}
 local suffixes = ARGV[4]
 local out, zadd, hset, sent = {"ok"}, {}, {}, 0
-local seen, remember, next_key = {}, {}, 4
+local next_key = 4
 for i = 1, n do
   local d = false
   local first = false
-  if dedup and string.sub(ARGV[8], i, i) == "d" then
+  if dedup and string.sub(ARGV[7], i, i) == "d" then
     d = next_key
     next_key = next_key + 1
     -- The same id twice in one call: the second is a duplicate of the first.
@@ -106,26 +114,29 @@ if sent == 0 then return out end
 -- marker (the call's first 22 random id characters, in the hash of the span the client named
 -- when it built the call) and finds it set, so it answers the first try's ids and stores
 -- nothing. One HSETNX does both the check and the mark, before anything else is written. The
--- hash lives 90 s from its last send (a retry comes within seconds), and delete_queue deletes
--- the hashes of the spans around now.
-if ARGV[7] ~= "" then
-  local tag = string.sub(suffixes, 1, 22)
-  if redis.call("HSETNX", KEYS[3], tag, table.concat(out, ",", 2)) == 0 then
-    local again = {"ok"}
-    for id in string.gmatch(redis.call("HGET", KEYS[3], tag), "[^,]+") do
-      again[#again + 1] = id
-    end
-    return again
+-- hash lives 90 s from its first marker, at least 60 s after its span's last (a retry comes
+-- within seconds), and delete_queue deletes the hashes of the spans around now. Its lifetime
+-- is set once, by the call that made it: an EXPIRE every call cost more than an HLEN.
+local tag = string.sub(suffixes, 1, 22)
+if redis.call("HSETNX", KEYS[3], tag, table.concat(out, ",", 2)) == 0 then
+  local again = {"ok"}
+  for id in string.gmatch(redis.call("HGET", KEYS[3], tag), "[^,]+") do
+    again[#again + 1] = id
   end
-  redis.call("EXPIRE", KEYS[3], 3 * RETRY_SPAN)
+  return again
 end
+if redis.call("HLEN", KEYS[3]) == 1 then redis.call("EXPIRE", KEYS[3], 3 * RETRY_SPAN) end
 
-for _, d in ipairs(remember) do
-  redis.call("SET", KEYS[d], created .. " " .. seen[KEYS[d]], "EX", window)
+if dedup then
+  for _, d in ipairs(remember) do
+    redis.call("SET", KEYS[d], created .. " " .. seen[KEYS[d]], "EX", window)
+  end
 end
 redis.call("ZADD", KEYS[1], unpack(zadd))
+-- The count written with the bodies, read with the settings: RSMQ's HINCRBY, one call fewer.
+hset[#hset + 1] = "totalsent"
+hset[#hset + 1] = string.format("%d", (tonumber(cfg[3]) or 0) + sent)
 redis.call("HSET", KEYS[2], unpack(hset))
-redis.call("HINCRBY", KEYS[2], "totalsent", sent)
 -- RSMQ publishes the queue's size after a send; a batch announces itself once.
 if ARGV[1] ~= "" then notify(ARGV[1], redis.call("ZCARD", KEYS[1])) end
 return out
