@@ -257,12 +257,12 @@ def test_a_refused_password_or_permission_answers_503_naming_the_cause(server, a
         for answer in (submit(web, "x"), request(web, "/api/queues/jobs")):
             assert_unavailable(answer, "no permissions to run the 'evalsha' command",
                                "the README's ACL rule")  # fmt: skip
-        admin.execute_command("ACL", "SETUSER", name, "+@scripting", "-hincrby")  # in a script
+        admin.execute_command("ACL", "SETUSER", name, "+@scripting", "-zadd")  # in a script
         assert_unavailable(submit(web, "x"), "The user executing the script can't run this "
                            "command", "the README's ACL rule")  # fmt: skip
         # Without its events (a stream under the queue's keys) the websocket says why and
         # closes properly, instead of dropping the connection.
-        admin.execute_command("ACL", "SETUSER", name, "+hincrby", "-xrevrange")
+        admin.execute_command("ACL", "SETUSER", name, "+zadd", "-xrevrange")
         frames, code = asyncio.run(ws_frames(web, {"type": "subscribe", "queue": "jobs"}))
         errors = [f for f in frames if f["type"] == "error"]
         assert [e["error"] for e in errors] == ["unavailable"], frames
