@@ -526,26 +526,43 @@ def test_queued_is_published_before_the_workers_are_woken(client, r, ns):
     sub.close()
 
 
+def test_a_send_records_queued_and_wakes_the_workers_in_one_call(client, r, ns):
+    """The POST's three round trips were two: "queued" and the wake-up go in one script."""
+    events, sender = client.app.state.events, client.app.state.sender
+    script, calls = events._script, []
+
+    async def counted(**kwargs: Any) -> Any:
+        calls.append(kwargs["args"][3:])
+        return await script(**kwargs)
+
+    events._script = counted
+    sender.notify = cut  # not called: nothing to see in the log
+    reply = client.post("/api/queues/jobs/messages", json={"messages": ["a", "b"]})
+    assert reply.status_code == 202
+    (items,) = calls
+    assert [i[:1] for i in items] == ["S", "S", "W"] and items[2] == f"WP{ns}:rt:jobs"
+
+
+async def cut(*args: Any) -> Any:
+    raise redis.ConnectionError("cut after the send")
+
+
 def test_a_send_whose_wake_up_fails_is_still_answered(client, caplog):
     # The message is stored once the send returns; an error after that would invite a resend.
-    async def cut(qname: str) -> int:
-        raise redis.ConnectionError("cut between the send and the wake-up")
-
+    client.app.state.events.record_then_wake = cut
     client.app.state.sender.notify = cut
     with caplog.at_level(logging.WARNING, logger="web.api"):
         reply = client.post("/api/queues/jobs/messages", json={"message": "x"})
     assert reply.status_code == 202
     assert client.get("/api/queues/jobs").json()["msgs"] == 1
+    assert "could not record it queued" in caplog.text
     assert "could not wake the workers" in caplog.text
 
 
 def test_a_send_whose_queued_event_fails_is_still_answered_and_wakes_the_workers(
     client, caplog, r, ns
 ):
-    async def lost(event: Any) -> str:
-        raise redis.ConnectionError("cut between the send and the event")
-
-    client.app.state.events.record = lost
+    client.app.state.events.record_then_wake = cut  # "queued" and its wake-up, one call
     sub = r.pubsub()
     sub.subscribe(f"{ns}:rt:jobs")
     assert sub.get_message(timeout=5)["type"] == "subscribe"

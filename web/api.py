@@ -8,7 +8,6 @@ JSON) — never a 500 for bad input.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
@@ -319,18 +318,18 @@ async def send(request: Request, data: dict[str, Any]) -> Response:
     new = (
         ids if duplicate is None else [m for m, dup in zip(ids, duplicate, strict=True) if not dup]
     )
-    recorded = await asyncio.gather(
-        *(events.record(StatusEvent("queued", name, mid)) for mid in new), return_exceptions=True
-    )
-    if failed := [x for x in recorded if isinstance(x, Exception)]:
-        log.warning("sent %s to %s but could not record it queued: %s", ids, name,
-                    explain(failed[0]))  # fmt: skip
+    # One round trip for both (a wake-up of its own took a fifth of the POST's CPU).
     try:
         if new:
-            await sender.notify(name)
+            await events.record_then_wake(name, [StatusEvent("queued", name, m) for m in new])
     except RedisError as exc:
-        # Workers that did not hear find the message at their next heartbeat.
-        log.warning("sent %s to %s but could not wake the workers: %s", ids, name, explain(exc))
+        log.warning("sent %s to %s but could not record it queued: %s", ids, name, explain(exc))
+        try:
+            await sender.notify(name)  # the workers still hear of it at once, if they can
+        except RedisError as again:
+            # Workers that did not hear find the message at their next heartbeat.
+            log.warning("sent %s to %s but could not wake the workers: %s", ids, name,
+                        explain(again))  # fmt: skip
     body: dict[str, Any] = {"ids": ids} if "messages" in fields else {"id": ids[0]}
     if duplicate is not None:
         body["duplicate"] = duplicate if "messages" in fields else duplicate[0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from typing import Any, cast
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -49,11 +50,44 @@ def head_timeout() -> float:
     return Settings.from_env().head_timeout
 
 
+class Coalescing:
+    """A connection's transport whose writes of one turn of the loop leave as one: uvicorn
+    writes a response's head and its body apart, two system calls for every small answer
+    (a tenth of a POST's CPU, with the rest of the syscalls it costs anyway)."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.raw = transport
+        self._loop = loop
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self._parts:
+            self._loop.call_soon(self.flush)
+        self._parts.append(data)
+
+    def flush(self) -> None:
+        if self._parts:
+            data = b"".join(self._parts)
+            self._parts.clear()
+            if not self.raw.is_closing():
+                self.raw.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self.raw.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+
 class GuardedH11(H11Protocol):
     head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = cast(asyncio.Transport, Coalescing(transport, self.loop))
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -90,6 +124,10 @@ class GuardedH11(H11Protocol):
             self.transport.write(BUSY)
             self.transport.close()
             return
+        # The websocket gets the connection's own transport: its frames leave as they come.
+        if isinstance(coalescing := cast(Any, self.transport), Coalescing):
+            coalescing.flush()
+            self.transport = coalescing.raw
         super().handle_websocket_upgrade(event)
 
     def _arm(self) -> None:
