@@ -203,3 +203,40 @@ def test_keepalive_pings_flow_on_an_idle_socket(web, redis_url, ns):
             return time.monotonic() - start
 
     assert asyncio.run(idle()) < 3
+
+
+def test_a_response_leaves_in_one_write_and_a_close_sends_what_waits():
+    """uvicorn writes a response's head and body apart: the transport the protocol gets
+    sends what one turn of the loop wrote as one, and never drops it on a close."""
+    from web.protocol import Coalescing
+
+    class Transport:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+            self.closed = False
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+        def is_closing(self) -> bool:
+            return self.closed
+
+        def close(self) -> None:
+            self.closed = True
+
+    async def main() -> tuple[list[bytes], list[bytes], bool]:
+        raw = Transport()
+        transport = Coalescing(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+        transport.write(b"HTTP/1.1 202 Accepted\r\n\r\n")
+        transport.write(b'{"id": "x"}')
+        transport.write(b"")
+        assert raw.writes == [] and not transport.is_closing()  # the rest goes through
+        await asyncio.sleep(0)
+        first = list(raw.writes)
+        transport.write(b"bye")
+        transport.close()
+        return first, raw.writes[1:], raw.closed
+
+    first, then, closed = asyncio.run(main())
+    assert first == [b'HTTP/1.1 202 Accepted\r\n\r\n{"id": "x"}']
+    assert then == [b"bye"] and closed
