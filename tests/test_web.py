@@ -497,6 +497,29 @@ def test_live_events_held_past_the_buffer_cut_the_client():
     assert client.replaying == {} and client.outbox.get_nowait() == CLOSE
 
 
+def test_a_batching_websocket_message_stays_small_with_big_results(client, r, ns):
+    """/ws?batch=1 sends what piled up as one message, up to MAX_BATCH_BYTES (one frame past
+    it at most): thirty "done" events with 8 KB results were one message of 250 KB."""
+    from realtime import StatusEvent
+    from realtime.events import _SCRIPT, MAXLEN, TTL, _write_args
+    from rsmq_core import RSMQ
+    from web.live import MAX_BATCH_BYTES
+
+    done = [StatusEvent("done", "jobs", f"{i:032d}", result="r" * 8000) for i in range(30)]
+    keys, args = _write_args(RSMQ(r, ns=ns).keys("jobs"), done, MAXLEN, TTL)
+    with client.websocket_connect("/ws?batch=1", headers=ORIGIN) as ws:
+        ws.send_json({"type": "subscribe", "queue": "jobs"})
+        assert [f["type"] for f in ws.receive_json()] == ["subscribed"]
+        r.register_script(_SCRIPT)(keys=keys, args=args)  # one burst
+        sizes, got = [], []
+        while len(got) < 30:
+            text = ws.receive_text()
+            sizes.append(len(text))
+            got += [f["event"]["id"] for f in json.loads(text) if f["type"] == "event"]
+    assert got == [e.id for e in done]
+    assert len(sizes) > 1 and max(sizes) < MAX_BATCH_BYTES + 9000, sizes
+
+
 def test_a_replay_longer_than_the_buffer_gets_through(make_client):
     client = make_client(ws_buffer=50)
     ids = client.post("/api/queues/jobs/messages", json={"messages": ["m"] * 300}).json()["ids"]

@@ -222,6 +222,9 @@ class Client:
 CLOSE = "_close"
 PING = json.dumps({"type": "ping"})
 MAX_BATCH = 100  # frames in one message of a batching connection (about 30 KB of events)
+# and bytes, about (one frame may pass it): events with results of 64 KiB each would
+# otherwise make one message of megabytes, for the server to build and a phone to parse.
+MAX_BATCH_BYTES = 64 * 1024
 REPLAY_WAIT = 10.0  # seconds a replay waits for room in a client's outbox
 
 
@@ -329,9 +332,10 @@ class Hub:
                 if not client.batch:
                     await client.ws.send_text(text)
                     continue
-                texts = [text]
-                while len(texts) < MAX_BATCH and not outbox.empty():
+                texts, size = [text], len(text)
+                while len(texts) < MAX_BATCH and size < MAX_BATCH_BYTES and not outbox.empty():
                     texts.append(outbox.get_nowait())
+                    size += len(texts[-1])
                 # put() empties the outbox before it puts CLOSE in: CLOSE comes alone, first.
                 await client.ws.send_text(f"[{','.join(texts)}]")
         except (WebSocketDisconnect, RuntimeError, OSError):
