@@ -155,6 +155,24 @@ def test_a_request_trickled_byte_by_byte_gets_the_same_deadline(start):
     assert status_and_body(answer)[0] == 408
 
 
+def test_each_head_on_a_kept_connection_gets_its_deadline_from_the_last_answer(start):
+    """The timer is not moved at every request: one set by the first answer fires early for
+    the second's and sets itself again, neither cutting the connection early nor late."""
+    server = start(HEAD_TIMEOUT="1")
+    ask = head("GET", "/api/health", server.port)
+    with connect(server.port) as sock:
+        for pause in (0.0, 0.5):  # the second answer, at 0.7 s, moves the deadline to 1.7
+            time.sleep(pause)
+            sock.sendall(ask)
+            answer, closed = until_closed(sock, 0.2)
+            assert not closed and status_and_body(answer)[0] == 200
+        read = time.monotonic()  # 0.9 s: the first answer's timer fires at 1.0, sets 1.7
+        sock.sendall(ask[:20])  # half a head
+        answer, closed = until_closed(sock, 5)
+    assert closed and status_and_body(answer)[0] == 408
+    assert 0.5 < time.monotonic() - read < 3
+
+
 def test_a_body_slower_than_body_timeout_gets_408(start):
     server = start(BODY_TIMEOUT="1")
     with connect(server.port) as sock:
