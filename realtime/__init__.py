@@ -2,7 +2,15 @@
 
 from rsmq_core import __version__ as __version__
 
-from .events import ACTIONS, STATUSES, EventLog, Status, StatusEvent, events_json
+from .events import (
+    ACTIONS,
+    STATUSES,
+    EventLog,
+    Status,
+    StatusEvent,
+    events_json,
+    queued_on_send,
+)
 from .registry import WorkerInfo, live_workers
 from .results import AsyncResults, JobFailed, Results, ResultTimeout
 from .subscriber import RESYNC, Listener, Subscriber, Wakeup
@@ -24,4 +32,5 @@ __all__ = [
     "WorkerInfo",
     "events_json",
     "live_workers",
+    "queued_on_send",
 ]

@@ -17,7 +17,7 @@ import getpass
 import json
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from functools import partial
@@ -26,7 +26,7 @@ from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
 
-from rsmq_core import RSMQ, Keys
+from rsmq_core import RSMQ, Keys, SendEvents
 from rsmq_core._batch import Batcher
 from rsmq_core.client import AsyncRedis
 
@@ -106,31 +106,27 @@ MAXLEN = 10_000  # events a queue's stream keeps (about: trimmed with ~)
 TTL = 86_400  # seconds a message's last status stays readable
 
 
-class Wake:
-    """In a write, after the events before it: the queue's workers told of new messages (its
-    size published on its realtime channel, as a realtime send does). One round trip for a
-    sender's "queued" and its wake-up, which must come after it."""
-
-
-WAKE = Wake()
-Item = StatusEvent | Wake
-
-
-def _write_args(queue: Keys, items: Sequence[Item], maxlen: int, ttl: int) -> Any:
-    keys = [stream_key(queue)]
+def _write_args(queue: Keys, events: Sequence[StatusEvent], maxlen: int, ttl: int) -> Any:
+    keys = [stream_key(queue)] + [status_key(queue, e.id) for e in events]
     args: list[Any] = [queue.notify(events_channel(queue)), maxlen, ttl]
-    for item in items:
-        if isinstance(item, Wake):
-            keys.append(queue.zset)
-            args.append("W" + queue.notify(queue.channel))
-            continue
-        keys.append(status_key(queue, item.id))
-        # Marked "S" to be kept as the message's last status: the script then never decodes
-        # an event, so a result's JSON goes through byte for byte (Lua's cjson would round
-        # floats to 14 digits and turn [] into {}), and no result can make the script fail
-        # its batch.
-        args.append(("-" if item.id == "" else "S") + _without_ts(item).to_json())
-    return keys, args
+    # Marked "S" to be kept as the message's last status: the script then never decodes an
+    # event, so a result's JSON goes through byte for byte (Lua's cjson would round floats to
+    # 14 digits and turn [] into {}), and no result can make the script fail its batch.
+    return keys, args + [("-" if e.id == "" else "S") + _without_ts(e).to_json() for e in events]
+
+
+def queued_on_send(*, maxlen: int = MAXLEN, ttl: int = TTL) -> Callable[[Keys], SendEvents]:
+    """For ``AsyncRSMQ(send_events=...)``: its sends record "queued" for each message they
+    store, then wake the workers, in the send's own script call (the web app's sends: one
+    round trip where there were three)."""
+
+    def queued(keys: Keys) -> SendEvents:
+        # The event as to_json writes it, cut around its id and before its closing brace.
+        head, _, tail = StatusEvent("queued", keys.qname, "\x00").to_json().partition('"\\u0000"')
+        return SendEvents(head + '"', '"' + tail[:-1], keys.notify(events_channel(keys)),
+                          maxlen, ttl)  # fmt: skip
+
+    return queued
 
 
 def _without_ts(event: StatusEvent) -> StatusEvent:
@@ -157,10 +153,7 @@ class EventLog:
         self._ttl = ttl
         self._script = redis.register_script(_SCRIPT)
         # One batch at a time per queue: events must reach the stream in the order they happened.
-        # Items are groups written together, in order (see record_then_wake).
-        self._batcher: Batcher[str, tuple[Item, ...], list[str]] = Batcher(
-            self._write, 500, in_flight=1
-        )
+        self._batcher: Batcher[str, StatusEvent, str] = Batcher(self._write, 500, in_flight=1)
         self._background: set[asyncio.Task[str]] = set()
         self.failures = 0
 
@@ -174,14 +167,7 @@ class EventLog:
 
     async def record(self, event: StatusEvent) -> str:
         """Record an event and return its stream id."""
-        (eid,) = await self._batcher.submit(event.queue, (event,))
-        return eid
-
-    async def record_then_wake(self, qname: str, events: Sequence[StatusEvent]) -> list[str]:
-        """Record the queue's events, then wake its workers, in one round trip; the events'
-        stream ids."""
-        eids = await self._batcher.submit(qname, (*events, WAKE))
-        return eids[:-1]
+        return await self._batcher.submit(event.queue, event)
 
     def emit(self, event: StatusEvent) -> None:
         """Record an event without waiting: the work it describes never waits on the log."""
@@ -201,12 +187,10 @@ class EventLog:
             await asyncio.gather(*self._background, return_exceptions=True)
             await asyncio.sleep(0)  # for the done callbacks: see Batcher.wait_idle
 
-    async def _write(self, qname: str, groups: list[tuple[Item, ...]]) -> list[list[str]]:
-        items = [item for group in groups for item in group]
-        keys, args = _write_args(self._keys(qname), items, self._maxlen, self._ttl)
-        reply = iter(await self._script(keys=keys, args=args))
-        # Group first: zip draws from it before the reply, so a group's end takes nothing.
-        return [[_text(x) for _, x in zip(group, reply, strict=False)] for group in groups]
+    async def _write(self, qname: str, events: list[StatusEvent]) -> Sequence[str]:
+        keys, args = _write_args(self._keys(qname), events, self._maxlen, self._ttl)
+        reply = await self._script(keys=keys, args=args)
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in reply]
 
     async def last_status(self, qname: str, id: str) -> StatusEvent | None:
         """The message's last recorded status, while it is kept (``ttl``)."""

@@ -3,7 +3,7 @@
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
-from ._protocol import Keys
+from ._protocol import Keys, SendEvents
 from .client import AsyncRSMQ
 from .connection import ConnectionOptions
 from .errors import (
@@ -64,4 +64,5 @@ __all__ = [
     "RSMQError",
     "Received",
     "Schedule",
+    "SendEvents",
 ]

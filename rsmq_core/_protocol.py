@@ -568,11 +568,28 @@ def send_batch(
     *,
     realtime: bool,
     dedup_ids: object,
+    events: SendEvents | None = None,
 ) -> Call:
     """A batch send, all or none, checked: the one call both clients' batch sends build."""
     bodies = [encode_message(m) for m in check_messages(messages)]
     return send(k, bodies, delay_arg(delay), all_or_none=True, realtime=realtime,
-                dedup_ids=check_dedup_ids(dedup_ids, len(bodies)))  # fmt: skip
+                dedup_ids=check_dedup_ids(dedup_ids, len(bodies)), events=events)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SendEvents:
+    """What a send records of each message it stores, in its own script call, before it
+    wakes the queue's workers (send.lua): the status event ``head + id + tail`` (JSON
+    without its closing brace: the script adds Redis's clock as "ts") appended to the queue's
+    event stream (capped at about ``maxlen``), kept ``ttl`` seconds as the message's last
+    status, and published on ``channel`` (marked, as :meth:`Keys.notify` marks). What the
+    events say is realtime's business: rsmq_core writes what it is given."""
+
+    head: str
+    tail: str
+    channel: str
+    maxlen: int
+    ttl: int
 
 
 def send(
@@ -583,11 +600,13 @@ def send(
     all_or_none: bool,
     realtime: bool,
     dedup_ids: Sequence[str] | None = None,
+    events: SendEvents | None = None,
 ) -> Call:
     """``dedup_ids``: checked ones (see :func:`check_dedup_ids`), "" for a message without.
     Every call leaves a retry marker (see send.lua), so redis-py's retry of it after a lost
     reply stores nothing twice: in the hash of the client's current RETRY_SPAN, named here so
-    that a retry, the same call, names the same hash."""
+    that a retry, the same call, names the same hash. ``events``: recorded, and the workers
+    woken, in the same call (``realtime`` is then beside the point)."""
     suffixes = new_id_suffixes(len(bodies))
     args: list[str | int | bytes] = [
         keys.notify(keys.channel) if realtime else "",
@@ -598,8 +617,14 @@ def send(
         b"".join(bodies),
     ]
     names = [keys.zset, keys.hash, keys.sent(retry_span())]
-    if dedup_ids:
+    if events is not None:
+        names.append(keys.events)
+        args += ["".join("d" if d else "-" for d in dedup_ids or ()), events.channel,
+                 keys.notify(keys.channel), events.maxlen, events.ttl, keys.status(""),
+                 events.head, events.tail]  # fmt: skip
+    elif dedup_ids:
         args.append("".join("d" if d else "-" for d in dedup_ids))
+    if dedup_ids:
         names += [keys.dedup(d) for d in dedup_ids if d]
     return Call("send", names, args)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from types import TracebackType
 from typing import Any, NamedTuple, Self, cast
@@ -77,9 +77,14 @@ class AsyncRSMQ:
         realtime: bool = False,
         min_replicas: int = 0,
         replica_timeout: float = replication.DEFAULT_TIMEOUT,
+        send_events: Callable[[p.Keys], p.SendEvents] | None = None,
         _owns_redis: bool = False,
     ) -> None:
+        """``send_events``: each send records an event of every message it stores, then
+        wakes the queue's workers, in its own script call (the web app's "queued", which
+        must come first in a message's history): the events a queue's sends record."""
         self.redis = redis
+        self._send_events = send_events
         self.ns = p.check_ns(ns)
         self.realtime = realtime
         self.cluster = isinstance(redis, aioredis.RedisCluster)
@@ -231,6 +236,7 @@ class AsyncRSMQ:
             all_or_none=False,
             realtime=self.realtime,
             dedup_ids=dedup,
+            events=self._events_of(keys),
         )
         # Not coalesced: a batch has one dedup id per message, and these sends are rare.
         reply, acked = await self._send_call(call)
@@ -251,7 +257,8 @@ class AsyncRSMQ:
         """Send up to 1000 messages in one round trip, all or none; returns their ids in order.
         ``dedup_ids``: one per message (None for one without), as ``send_message``'s."""
         keys = self._keys(qname)
-        call = p.send_batch(keys, messages, delay, realtime=self.realtime, dedup_ids=dedup_ids)
+        call = p.send_batch(keys, messages, delay, realtime=self.realtime, dedup_ids=dedup_ids,
+                            events=self._events_of(keys))  # fmt: skip
         reply, acked = await self._send_call(call)
         ids = p.parse_batch_ids(reply)
         return ids if acked is None else self._confirm_all(ids, acked)
@@ -267,7 +274,8 @@ class AsyncRSMQ:
         """As :meth:`send_messages`, saying of each message whether it was a duplicate (for the
         web API, which records and announces only what was stored)."""
         keys = self._keys(qname)
-        call = p.send_batch(keys, messages, delay, realtime=self.realtime, dedup_ids=dedup_ids)
+        call = p.send_batch(keys, messages, delay, realtime=self.realtime, dedup_ids=dedup_ids,
+                            events=self._events_of(keys))  # fmt: skip
         reply, acked = await self._send_call(call)
         sent = p.parse_sent(reply)
         if acked is not None:
@@ -466,10 +474,14 @@ class AsyncRSMQ:
 
     async def _send_each(self, key: _SendKey, bodies: list[bytes]) -> list[str | RSMQError]:
         keys, delay = key
-        call = p.send(keys, bodies, delay, all_or_none=False, realtime=self.realtime)
+        call = p.send(keys, bodies, delay, all_or_none=False, realtime=self.realtime,
+                      events=self._events_of(keys))  # fmt: skip
         reply, acked = await self._send_call(call)  # one WAIT for the whole batch
         ids = p.parse_ids(reply)
         return ids if acked is None else self._confirm(ids, acked)
+
+    def _events_of(self, keys: p.Keys) -> p.SendEvents | None:
+        return None if self._send_events is None else self._send_events(keys)
 
     async def _send_call(self, call: p.Call) -> tuple[Any, int | None]:
         """The send script's reply, and with min_replicas how many replicas confirmed it."""

@@ -288,7 +288,7 @@ async def send(request: Request, data: dict[str, Any]) -> Response:
     With dedup ids, a message whose id was sent within the queue's dedup window answers the
     first message's id with "duplicate": true, and is neither recorded nor announced again."""
     sender: AsyncRSMQ = request.app.state.sender
-    events, name = events_of(request), qname(request)
+    name = qname(request)
     fields = options(data, "message", "messages", "delay", "dedup_id")
     delay = fields.get("delay")
     if ("message" in fields) == ("messages" in fields):
@@ -312,24 +312,9 @@ async def send(request: Request, data: dict[str, Any]) -> Response:
     except MessageTooLong as exc:
         raise await with_limit(request, exc) from None
     # From here the messages are stored and their ids are the answer: nothing may fail the
-    # request now, as an error would invite a resend (and a duplicate).
-    # "queued" is recorded before the answer (the page subscribes to the id as soon as it has
-    # it) and before the workers hear of the message, so it is the first event of its life.
-    new = (
-        ids if duplicate is None else [m for m, dup in zip(ids, duplicate, strict=True) if not dup]
-    )
-    # One round trip for both (a wake-up of its own took a fifth of the POST's CPU).
-    try:
-        if new:
-            await events.record_then_wake(name, [StatusEvent("queued", name, m) for m in new])
-    except RedisError as exc:
-        log.warning("sent %s to %s but could not record it queued: %s", ids, name, explain(exc))
-        try:
-            await sender.notify(name)  # the workers still hear of it at once, if they can
-        except RedisError as again:
-            # Workers that did not hear find the message at their next heartbeat.
-            log.warning("sent %s to %s but could not wake the workers: %s", ids, name,
-                        explain(again))  # fmt: skip
+    # request now, as an error would invite a resend (and a duplicate). The send itself
+    # recorded "queued" (before the answer: the page subscribes to the id as soon as it has
+    # it), then woke the workers, so it is the first event of the message's life.
     body: dict[str, Any] = {"ids": ids} if "messages" in fields else {"id": ids[0]}
     if duplicate is not None:
         body["duplicate"] = duplicate if "messages" in fields else duplicate[0]

@@ -27,7 +27,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from realtime import EventLog, Subscriber
+from realtime import EventLog, Subscriber, queued_on_send
 from rsmq_core import AsyncRSMQ, QueueExists, QueueNotFound
 from rsmq_core.client import connect
 from rsmq_core.connection import explain, scrub
@@ -84,11 +84,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.settings = settings
         app.state.outage = Outage(settings.redis_url)
         app.state.rsmq = AsyncRSMQ(client, ns=settings.ns, realtime=True)
-        # Sends publish nothing themselves: the API records "queued" first, then wakes the
-        # workers (see api.send), so no worker's "received" can come before it.
+        # The API's sends record "queued" first, then wake the workers, in the send's own
+        # script call: no worker's "received" can come before it.
         app.state.sender = AsyncRSMQ(client, ns=settings.ns, realtime=False,
                                      min_replicas=settings.send_min_replicas,
-                                     replica_timeout=settings.send_replica_timeout)  # fmt: skip
+                                     replica_timeout=settings.send_replica_timeout,
+                                     send_events=queued_on_send())  # fmt: skip
         app.state.events = EventLog(client, settings.ns)
         # The websockets' reads go through a pool of their own: however many clients ask for
         # however much, the API's connections stay free.

@@ -1,7 +1,8 @@
 -- Send messages, as RSMQ's sendMessage does, any number in one call.
 -- KEYS[1] {ns}:{qname} (zset)   KEYS[2] {ns}:{qname}:Q (hash)
 -- KEYS[3] {ns}:{qname}:sent:{span} (hash: the retry markers of the sends of a 30 s span)
--- KEYS[4...] {ns}:{qname}:dedup:{dedup id}, one per message that has a dedup id, in order
+-- KEYS[4] {ns}:{qname}:events (stream) when the send records events (ARGV[8...])
+-- KEYS[4 or 5...] {ns}:{qname}:dedup:{dedup id}, one per message that has a dedup id, in order
 -- ARGV[1] the realtime channel {ns}:rt:{qname} (marked: see notify in _lib.lua), or
 -- "" when not in realtime mode
 -- ARGV[2] "all" (refuse the whole batch if one message is too long) or "each"
@@ -10,8 +11,12 @@
 -- ARGV[5] the bodies' lengths in bytes, joined with ","   ARGV[6] the bodies, joined
 -- (Joined rather than one argument each: redis-py's asyncio client packs each argument in
 -- Python, which costs more than the whole script for a large batch.)
--- ARGV[7] only when some message has a dedup id: per message "d" (it has one: the next of
--- KEYS[4...]) or "-". (Absent, not empty, on a plain send: each argument costs the client.)
+-- ARGV[7] per message "d" (it has a dedup id: the next of the dedup KEYS) or "-", or "" for
+-- none; absent, not empty, on a plain send (each argument costs the client)
+-- ARGV[8...] to record an event of each message stored (SendEvents in _protocol.py), then wake the
+-- workers: the events channel and the realtime channel (both marked), the stream's length
+-- (about), a last status's seconds, the prefix of the status keys (the id follows: on a
+-- cluster it shares the queue's hash tag), and the head and tail of an event around its id
 -- Returns {"ok", id...} where an id is "!messageTooLong" for a message refused in "each" mode
 -- and "=" before the id of a duplicate (the first message's), or {"queueNotFound"}, or
 -- {"messageTooLong", index} in "all" mode.
@@ -38,7 +43,8 @@ if ARGV[2] == "all" then
 end
 
 -- What only dedup ids need is made only for them: a plain send is the path that counts.
-local dedup = ARGV[7] ~= nil
+local dedup = ARGV[7] ~= nil and ARGV[7] ~= ""
+local events = ARGV[8] ~= nil
 local window, created, seen, remember, remembered
 if dedup then
   local more = redis.call("HMGET", KEYS[2], DEDUP_WINDOW, DEDUP_USED, "created")
@@ -69,7 +75,7 @@ local high = (stamp - low) / 1296
 local heads = {}
 local suffixes = ARGV[4]
 local out, zadd, hset, sent = {"ok"}, {}, {}, 0
-local next_key = 4
+local next_key = events and 5 or 4
 for i = 1, n do
   local d = false
   local first = false
@@ -137,6 +143,23 @@ redis.call("ZADD", KEYS[1], unpack(zadd))
 hset[#hset + 1] = "totalsent"
 hset[#hset + 1] = string.format("%d", (tonumber(cfg[3]) or 0) + sent)
 redis.call("HSET", KEYS[2], unpack(hset))
+if events then
+  -- As realtime's emit.lua records an event, for each message stored, then the wake-up: a
+  -- worker that hears of a message finds its "queued" before it.
+  local ts = ',"ts":' .. string.format("%d", ms) .. "}"
+  for i = 2, #out do
+    local id = out[i]
+    local mark = string.sub(id, 1, 1)
+    if mark ~= "!" and mark ~= "=" then
+      local event = ARGV[13] .. id .. ARGV[14] .. ts
+      local eid = redis.call("XADD", KEYS[4], "MAXLEN", "~", ARGV[10], "*", "e", event)
+      redis.call("SET", ARGV[12] .. id, event, "EX", ARGV[11])
+      notify(ARGV[8], eid .. " " .. event)
+    end
+  end
+  notify(ARGV[9], redis.call("ZCARD", KEYS[1]))
 -- RSMQ publishes the queue's size after a send; a batch announces itself once.
-if ARGV[1] ~= "" then notify(ARGV[1], redis.call("ZCARD", KEYS[1])) end
+elseif ARGV[1] ~= "" then
+  notify(ARGV[1], redis.call("ZCARD", KEYS[1]))
+end
 return out
