@@ -41,6 +41,11 @@ class Batcher(Generic[K, I, R]):
     async def submit(self, key: K, item: I) -> R:
         if key not in self._flying and key not in self._pending:
             return await self._alone(key, item)
+        return await self.enqueue(key, item)
+
+    def enqueue(self, key: K, item: I) -> asyncio.Future[R]:
+        """Submit without waiting (no task of its own, which costs more than the item): the
+        result comes in the future. The batch leaves at the end of this loop iteration."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._pending.setdefault(key, []).append((item, future))
@@ -48,7 +53,7 @@ class Batcher(Generic[K, I, R]):
             # Launch at the end of this loop iteration: calls made in it go together.
             self._scheduled.add(key)
             loop.call_soon(self._launch, key)
-        return await future
+        return future
 
     async def _alone(self, key: K, item: I) -> R:
         """Nothing else is going on for this key: go straight out, from the caller's own task.
