@@ -833,7 +833,13 @@ class Worker:
             # died mid-handler. Running it again would likely kill another.
             await self._dead_letter(qname, msg, f"received {msg.rc} times")
             return
-        keeper = asyncio.create_task(self._keep_hidden(qname, msg))
+        # The lease keeper starts only for a handler still running when the lease must be
+        # extended: a task and a timer for every job, most done in milliseconds, cost more.
+        keeper: list[asyncio.Task[None]] = []
+        start_keeper = asyncio.get_running_loop().call_later(
+            self.settings.vt * 0.6,
+            lambda: keeper.append(asyncio.create_task(self._keep_hidden(qname, msg))),
+        )
         started = time.perf_counter()
         try:
             self._emit("processing", qname, msg, progress=0.0)
@@ -864,7 +870,9 @@ class Worker:
                     msg.id,
                 )
         finally:
-            keeper.cancel()
+            start_keeper.cancel()
+            for task in keeper:
+                task.cancel()
 
     async def _queued(self, qname: str, msg: Message) -> bool:
         """Whether the message is still in its queue (by anyone's hand)."""
@@ -922,10 +930,12 @@ class Worker:
         what the handler returned."""
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
-        over = threading.Event()  # the deadline passed: what the handler says now is stale
+        # The deadline passed: what the handler says now is stale. Read and set in the loop's
+        # thread only (report sends a thread's reports there), so a plain flag does.
+        over = [False]
 
         def emit(fraction: float) -> None:
-            if not over.is_set():
+            if not over[0]:
                 self._emit("processing", qname, msg, progress=fraction)
 
         def report(fraction: float) -> None:
@@ -950,7 +960,7 @@ class Worker:
         if deadline.expired():
             # Whatever came out past the deadline (the TimeoutError of its cancellation, or a
             # return or Retry from a handler that caught it) is too late, as a thread's is.
-            over.set()
+            over[0] = True
             raise _TimedOut(f"timed out after {limit:g} s")
         return result
 
@@ -1048,16 +1058,18 @@ class Worker:
                       new_id, why)  # fmt: skip
 
     async def _keep_hidden(self, qname: str, msg: Message) -> None:
-        """Extend a long handler's visibility timeout before it runs out."""
+        """Extend a long handler's visibility timeout, now (0.6 of it has passed: see
+        _handle) and again each time 0.6 of it passes."""
         vt = self.settings.vt
         while True:
-            await asyncio.sleep(vt * 0.6)
             try:
                 still_ours = await self.rsmq.change_message_visibility(qname, msg.id, vt, rc=msg.rc)
             except REDIS_DOWN as exc:
                 log.warning("could not extend %s/%s: %s", qname, msg.id, exc)
-                continue
-            if not still_ours:
-                self.counters["lost_leases"] += 1
-                log.warning("%s/%s: lost to another worker while its handler ran", qname, msg.id)
-                return
+            else:
+                if not still_ours:
+                    self.counters["lost_leases"] += 1
+                    log.warning("%s/%s: lost to another worker while its handler ran", qname,
+                                msg.id)  # fmt: skip
+                    return
+            await asyncio.sleep(vt * 0.6)
