@@ -599,10 +599,11 @@ def report(info: dict[str, Any], results: list[dict[str, Any]], tp: list[dict[st
     if tp:
         out += ["", "Throughput: 1 realtime worker, handler does nothing", ""]
         out.append(table(
-            ["CONCURRENCY", "messages", "seconds", "msgs/s", "worker CPU", "Redis CPU",
-             "CPUs busy"],
+            ["CONCURRENCY", "messages", "seconds", "msgs/s", "worker CPU",
+             "worker CPU-s per 1,000", "Redis CPU", "CPUs busy"],
             [[str(t["concurrency"]), f"{t['messages']:,}", f"{t['seconds']:.2f}",
-              f"{t['msgs_per_s']:,.0f}", f"{t['worker_cpus']:.0%}", f"{t['redis_cpus']:.0%}",
+              f"{t['msgs_per_s']:,.0f}", f"{t['worker_cpus']:.0%}",
+              f"{t['worker_cpus'] / t['msgs_per_s'] * 1000:.3f}", f"{t['redis_cpus']:.0%}",
               f"{t['machine_cpus_busy']:.2f}"] for t in tp],
         ))  # fmt: skip
     if results:
