@@ -560,12 +560,13 @@ ACTIONS: list[tuple[str, Endpoint, list[str]]] = [
 ]
 
 ROUTES = [
+    # The busiest first: Starlette tries each route's pattern in turn, at every request.
+    Route("/api/queues/{qname}/messages", send_messages, methods=["POST"]),
     Route("/api/health", health),
     Route("/api/queues", list_queues),
     Route("/api/queues", create_queue, methods=["POST"]),
     Route("/api/queues/{qname}", get_queue),
     Route("/api/queues/{qname}", delete_queue, methods=["DELETE"]),
-    Route("/api/queues/{qname}/messages", send_messages, methods=["POST"]),
     Route("/api/queues/{qname}/receive", receive, methods=["POST"]),
     Route("/api/queues/{qname}/pop", pop, methods=["POST"]),
     Route("/api/queues/{qname}/messages/{id}/visibility", change_visibility, methods=["POST"]),

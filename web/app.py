@@ -229,6 +229,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml")
 
     routes = [
+        *api.ROUTES,  # the API first: its sends are most of the requests
         Route("/", index),
         Route("/favicon.ico", favicon),
         Route("/dashboard", dashboard),
@@ -239,7 +240,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/metrics", metrics),
         WebSocketRoute("/ws", websocket),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
-        *api.ROUTES,
     ]
     middleware = [
         # Host first: a rebound name gets nothing, not even a body read.
