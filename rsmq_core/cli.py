@@ -33,6 +33,7 @@ from .connection import (
     mask_url,
     scrub,
 )
+from .environment import EnvReader
 from .errors import MessageNotString, RSMQError
 from .models import Message
 from .sync import RSMQ
@@ -505,12 +506,7 @@ def _cluster(args: argparse.Namespace) -> bool:
     """--cluster or --no-cluster, else $REDIS_CLUSTER, read as strictly as the worker does."""
     if args.cluster is not None:
         return bool(args.cluster)
-    raw = os.environ.get("REDIS_CLUSTER", "").strip()
-    if raw.lower() in ("", "0", "false", "no", "off"):
-        return False
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    raise ValueError(f"REDIS_CLUSTER={raw!r} is not a boolean (use true or false)")
+    return EnvReader(os.environ).boolean("REDIS_CLUSTER", False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

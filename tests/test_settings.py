@@ -83,3 +83,27 @@ def test_bad_values_name_the_setting(env, message):
     with pytest.raises(SettingError) as exc:
         Settings.from_env({**HANDLER, **env})
     assert message in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("web", "worker", "message"),
+    [
+        ({"WS_BUFFER": "1.5"}, {"CONCURRENCY": "1.5"}, "='1.5' is not a whole number"),
+        ({"MAX_BODY": "1e6"}, {"VT": "1e6"}, "='1e6' is not a whole number"),
+        ({"HEAD_TIMEOUT": "soon"}, {"HEARTBEAT": "soon"}, "='soon' is not a number of seconds"),
+        ({"BODY_TIMEOUT": "inf"}, {"SHUTDOWN_GRACE": "inf"}, "='inf' must be a finite number"),
+        ({"REDIS_CLUSTER": "maybe"}, {"REDIS_CLUSTER": "maybe"}, "is not a boolean"),
+        ({"LOG_LEVEL": "loud"}, {"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"REDIS_URL": "http://x"}, {"REDIS_URL": "http://x"}, "REDIS_URL"),
+    ],
+)
+def test_the_web_app_and_the_worker_read_their_settings_alike(web, worker, message):
+    """One reader (rsmq_core.environment) for both processes: a whole number is whole in
+    both (the web app took WS_BUFFER=1.5 as 1), seconds are seconds, a flag is a flag."""
+    from web.settings import Settings as WebSettings
+
+    with pytest.raises(SettingError) as web_refusal:
+        WebSettings.from_env({"HOST": "127.0.0.1", **web})
+    with pytest.raises(SettingError) as worker_refusal:
+        Settings.from_env({**HANDLER, **worker})
+    assert message in str(web_refusal.value) and message in str(worker_refusal.value)

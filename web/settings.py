@@ -8,15 +8,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rsmq_core import _protocol, logs
-from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions, check_url
+from rsmq_core import _protocol
+from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions
+from rsmq_core.environment import EnvReader
+from rsmq_core.environment import SettingError as SettingError  # raised here, caught by callers
 
 B64TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
-
-
-class SettingError(ValueError):
-    """A setting from the environment that the web app cannot use."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,104 +65,69 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        reader = EnvReader(env)
         d = cls()
-
-        def text(name: str, default: str) -> str:
-            value = env.get(name, "").strip()
-            return value or default
-
-        def number(name: str, default: float, low: float) -> float:
-            raw = env.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise SettingError(f"{name}={raw!r} is not a number") from None
-            if not low <= value < float("inf"):
-                raise SettingError(f"{name}={raw!r} must be a finite number, at least {low}")
-            return value
-
-        def flag(name: str, default: bool) -> bool:
-            raw = env.get(name, "").strip().lower()
-            if raw in ("", "0", "1", "false", "true", "no", "yes", "off", "on"):
-                return raw in ("1", "true", "yes", "on") if raw else default
-            raise SettingError(f"{name}={env[name]!r} is not a boolean (use true or false)")
-
-        queue = text("QUEUE", d.queue)
+        queue = reader.text("QUEUE", d.queue)
         if not _protocol.QNAME_RE.fullmatch(queue):
             raise SettingError(f"QUEUE={queue!r} is not a valid queue name")
         origins = tuple(o.strip() for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip())
-        host = text("HOST", d.host)
+        host = reader.text("HOST", d.host)
         hosts = tuple(allowed_host(h) for h in env.get("ALLOWED_HOSTS", "").split(",") if h.strip())
         if not hosts and is_loopback(host):
             hosts = LOOPBACK_HOSTS
-        redis_url = text("REDIS_URL", d.redis_url)
-        try:
-            connection = ConnectionOptions.from_env(env)
-        except ValueError as exc:
-            raise SettingError(str(exc)) from None
-        try:
-            check_url(redis_url)
-        except ValueError as exc:
-            raise SettingError(str(exc)) from None
-        try:
-            connection.redis_kwargs(redis_url)
-        except ValueError as exc:
-            raise SettingError(f"REDIS_URL: {exc}") from None
-        min_replicas = text("SEND_MIN_REPLICAS", str(d.send_min_replicas))
+        redis_url, connection = reader.redis(d.redis_url)
+        min_replicas = reader.text("SEND_MIN_REPLICAS", str(d.send_min_replicas))
         if not min_replicas.isdigit():
             raise SettingError(
                 f"SEND_MIN_REPLICAS={min_replicas!r} must be a whole number: how many replicas "
                 "must confirm a send, 0 (the default) for none"
             )
-        if int(min_replicas) and flag("REDIS_CLUSTER", d.redis_cluster):
+        redis_cluster = reader.boolean("REDIS_CLUSTER", d.redis_cluster)
+        if int(min_replicas) and redis_cluster:
             raise SettingError("SEND_MIN_REPLICAS is not supported with REDIS_CLUSTER: use 0")
-        port_text = text("PORT", str(d.port))
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise SettingError(f"PORT={port_text!r} must be a port number, 1 to 65535")
-        try:
-            log_level = logs.check_level(text("LOG_LEVEL", d.log_level))
-            log_format = logs.check_format(text("LOG_FORMAT", d.log_format))
-        except ValueError as exc:
-            raise SettingError(str(exc)) from None
+        port = reader.port("PORT", d.port)
+        log_level = reader.log_level("LOG_LEVEL", d.log_level)
+        log_format = reader.log_format("LOG_FORMAT", d.log_format)
         api_token, session_secret = secret("API_TOKEN", env), secret("SESSION_SECRET", env)
-        allow_anonymous = flag("ALLOW_ANONYMOUS", d.allow_anonymous)
+        allow_anonymous = reader.boolean("ALLOW_ANONYMOUS", d.allow_anonymous)
         if api_token is None and not allow_anonymous and not is_loopback(host):
             raise SettingError(
                 f"HOST={host!r} is reachable from other machines and API_TOKEN is not set, so "
                 "anyone could send, delete and purge: set API_TOKEN to a secret, or "
                 "ALLOW_ANONYMOUS=true to serve the API without one on purpose"
             )
+        count = reader.integer
         return cls(
             api_token=api_token,
             metrics_token=secret("METRICS_TOKEN", env),
             session_secret=session_secret,
             redis_url=redis_url,
-            redis_cluster=flag("REDIS_CLUSTER", d.redis_cluster),
+            redis_cluster=redis_cluster,
             host=host,
-            port=int(port_text),
+            port=port,
             log_level=log_level,
             log_format=log_format,
             connection=connection,
-            ns=text("RSMQ_NS", d.ns),
+            ns=reader.text("RSMQ_NS", d.ns),
             send_min_replicas=int(min_replicas),
-            send_replica_timeout=number("SEND_REPLICA_TIMEOUT", d.send_replica_timeout, 0.001),
+            send_replica_timeout=reader.seconds(
+                "SEND_REPLICA_TIMEOUT", d.send_replica_timeout, low=0.001
+            ),
             queue=queue,
             allow_anonymous=allow_anonymous,
-            max_body=int(number("MAX_BODY", d.max_body, 1024)),
-            ws_keepalive=number("WS_KEEPALIVE", d.ws_keepalive, 0.1),
-            ws_buffer=int(number("WS_BUFFER", d.ws_buffer, 1)),
-            ws_max_channels=int(number("WS_MAX_CHANNELS", d.ws_max_channels, 1)),
-            ws_max_ids=int(number("WS_MAX_IDS", d.ws_max_ids, 1)),
-            ws_subscribe_rate=number("WS_SUBSCRIBE_RATE", d.ws_subscribe_rate, 0.01),
-            ws_subscribe_burst=int(number("WS_SUBSCRIBE_BURST", d.ws_subscribe_burst, 1)),
-            ws_redis_connections=int(number("WS_REDIS_CONNECTIONS", d.ws_redis_connections, 1)),
+            max_body=count("MAX_BODY", d.max_body, low=1024),
+            ws_keepalive=reader.seconds("WS_KEEPALIVE", d.ws_keepalive, low=0.1),
+            ws_buffer=count("WS_BUFFER", d.ws_buffer, low=1),
+            ws_max_channels=count("WS_MAX_CHANNELS", d.ws_max_channels, low=1),
+            ws_max_ids=count("WS_MAX_IDS", d.ws_max_ids, low=1),
+            ws_subscribe_rate=reader.number("WS_SUBSCRIBE_RATE", d.ws_subscribe_rate, low=0.01),
+            ws_subscribe_burst=count("WS_SUBSCRIBE_BURST", d.ws_subscribe_burst, low=1),
+            ws_redis_connections=count("WS_REDIS_CONNECTIONS", d.ws_redis_connections, low=1),
             allowed_origins=origins,
             allowed_hosts=hosts,
-            head_timeout=number("HEAD_TIMEOUT", d.head_timeout, 0.1),
-            body_timeout=number("BODY_TIMEOUT", d.body_timeout, 0.1),
-            max_connections=int(number("MAX_CONNECTIONS", d.max_connections, 10)),
+            head_timeout=reader.seconds("HEAD_TIMEOUT", d.head_timeout, low=0.1),
+            body_timeout=reader.seconds("BODY_TIMEOUT", d.body_timeout, low=0.1),
+            max_connections=count("MAX_CONNECTIONS", d.max_connections, low=10),
         )
 
 

@@ -12,9 +12,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rsmq_core import RSMQError, Schedule, _protocol, logs
+from rsmq_core import RSMQError, Schedule, _protocol
 from rsmq_core import schedules as _schedules
-from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions, check_url
+from rsmq_core.connection import DEFAULT_OPTIONS, ConnectionOptions
+from rsmq_core.environment import EnvReader
+from rsmq_core.environment import SettingError as SettingError  # raised here, caught by callers
 
 # The example app's handler. Never a default: an installed worker given no HANDLER would
 # consume real messages with it, so the Procfile, app.json and scripts/run name it.
@@ -25,10 +27,6 @@ EXAMPLE_HANDLER = "worker.example:handle"
 # them, and a slow websocket may hold WS_BUFFER in the web process. So no larger than a
 # message body may be (RSMQ's maxsize); larger outputs belong in a store of their own.
 MAX_RESULT_BYTES = 65_536
-
-
-class SettingError(ValueError):
-    """A setting from the environment that the worker cannot use."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,24 +61,24 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        reader = _Reader(env)
+        reader = EnvReader(os.environ if env is None else env)
         d = cls()  # the defaults
+        redis_url, connection = reader.redis(d.redis_url)
         settings = cls(
-            redis_url=reader.text("REDIS_URL", d.redis_url),
+            redis_url=redis_url,
             redis_cluster=reader.boolean("REDIS_CLUSTER", d.redis_cluster),
-            connection=reader.connection(),
+            connection=connection,
             ns=reader.text("RSMQ_NS", d.ns),
-            queues=reader.queues("QUEUES", d.queues),
-            handler=reader.handler("HANDLER"),
+            queues=reader.queue_names("QUEUES", d.queues),
+            handler=_handler(reader, "HANDLER"),
             realtime=reader.boolean("REALTIME", d.realtime),
-            poll_interval=reader.number("POLL_INTERVAL", d.poll_interval, low=0.001),
+            poll_interval=reader.seconds("POLL_INTERVAL", d.poll_interval, low=0.001),
             concurrency=reader.integer("CONCURRENCY", d.concurrency, low=1, high=10_000),
             vt=reader.integer("VT", d.vt, low=1, high=_protocol.MAX_SECONDS),
             max_receives=reader.integer("MAX_RECEIVES", d.max_receives, low=1),
-            shutdown_grace=reader.number("SHUTDOWN_GRACE", d.shutdown_grace, low=0),
+            shutdown_grace=reader.seconds("SHUTDOWN_GRACE", d.shutdown_grace, low=0),
             job_timeout=reader.limit("JOB_TIMEOUT"),
-            retry_backoff=reader.number("RETRY_BACKOFF", d.retry_backoff, low=0),
+            retry_backoff=reader.seconds("RETRY_BACKOFF", d.retry_backoff, low=0),
             retry_backoff_max=reader.integer(
                 "RETRY_BACKOFF_MAX", d.retry_backoff_max, low=0, high=_protocol.MAX_SECONDS
             ),
@@ -89,21 +87,13 @@ class Settings:
             result_max_bytes=reader.integer(
                 "RESULT_MAX_BYTES", d.result_max_bytes, low=1, high=MAX_RESULT_BYTES
             ),
-            heartbeat=reader.number("HEARTBEAT", d.heartbeat, low=0.1),
-            stagger=reader.number("STAGGER", d.stagger, low=0),
+            heartbeat=reader.seconds("HEARTBEAT", d.heartbeat, low=0.1),
+            stagger=reader.seconds("STAGGER", d.stagger, low=0),
             log_level=reader.log_level("LOG_LEVEL", d.log_level),
             log_format=reader.log_format("LOG_FORMAT", d.log_format),
             metrics_port=reader.integer("METRICS_PORT", 0, low=0, high=65535) or None,
-            schedules=reader.schedules("SCHEDULES"),
+            schedules=_schedules_of(reader, "SCHEDULES"),
         )
-        try:
-            check_url(settings.redis_url)
-        except ValueError as exc:
-            raise SettingError(str(exc)) from None
-        try:
-            settings.connection.redis_kwargs(settings.redis_url)
-        except ValueError as exc:
-            raise SettingError(f"REDIS_URL: {exc}") from None
         if settings.schedules and settings.redis_cluster:
             raise SettingError(
                 "SCHEDULES needs a standalone Redis: on a Redis Cluster (REDIS_CLUSTER) a "
@@ -118,13 +108,6 @@ class Settings:
                     "(letters, digits, _ and -, at most 160 characters)"
                 )
         return settings
-
-
-def _seconds(name: str, raw: str) -> float:
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingError(f"{name}={raw!r} is not a number of seconds") from None
 
 
 _SCHEDULE_FIELDS = ("name", "queue", "cron", "every", "message", "catch_up")
@@ -168,124 +151,36 @@ def _cron_tag(cron: str) -> str:
     return "cron-" + hashlib.sha256(cron.encode()).hexdigest()[:10]
 
 
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-
-    def _raw(self, name: str) -> str | None:
-        value = self.env.get(name)
-        return None if value is None or value.strip() == "" else value.strip()
-
-    def text(self, name: str, default: str) -> str:
-        return self._raw(name) or default
-
-    def integer(self, name: str, default: int, *, low: int, high: int | None = None) -> int:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise SettingError(f"{name}={raw!r} is not a whole number") from None
-        if value < low or (high is not None and value > high):
-            span = f"at least {low}" if high is None else f"between {low} and {high}"
-            raise SettingError(f"{name}={raw!r} must be {span}")
-        return value
-
-    def number(self, name: str, default: float, *, low: float) -> float:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        value = _seconds(name, raw)
-        if not value >= low or value == float("inf"):
-            raise SettingError(f"{name}={raw!r} must be a finite number, at least {low}")
-        return value
-
-    def limit(self, name: str) -> float | None:
-        """Seconds above 0, or None (no limit) when unset: 0 would fail every job at once, so
-        it is refused rather than read as "off"."""
-        raw = self._raw(name)
-        if raw is None:
-            return None
-        value = _seconds(name, raw)
-        if not 0 < value < float("inf"):
+def _schedules_of(reader: EnvReader, name: str) -> tuple[Schedule, ...]:
+    """A JSON list of {"name"?, "queue", "cron" or "every", "message", "catch_up"?}."""
+    raw = reader.raw(name)
+    if raw is None:
+        return ()
+    try:
+        entries = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+        raise SettingError(f"{name} is not JSON ({exc}): give a list of schedules") from None
+    if not isinstance(entries, list):
+        raise SettingError(f"{name} must be a JSON list of schedules, not {raw!r}")
+    out: dict[str, Schedule] = {}
+    for i, entry in enumerate(entries):
+        schedule = _schedule_entry(f"{name} entry {i} ({json.dumps(entry)})", entry)
+        if schedule.name in out:
             raise SettingError(
-                f"{name}={raw!r} must be a finite number of seconds above 0 "
-                "(leave it unset for no limit)"
+                f"{name} entry {i}: a second schedule named {schedule.name!r} "
+                '(give each its own "name")'
             )
-        return value
+        out[schedule.name] = schedule
+    return tuple(out.values())
 
-    def boolean(self, name: str, default: bool) -> bool:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        lowered = raw.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise SettingError(f"{name}={raw!r} is not a boolean (use true or false)")
 
-    def queues(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        names = tuple(dict.fromkeys(q.strip() for q in raw.split(",") if q.strip()))
-        bad = [q for q in names if not _protocol.QNAME_RE.fullmatch(q)]
-        if not names or bad:
-            raise SettingError(
-                f"{name}={raw!r}: give comma-separated queue names of letters, digits, _ and -"
-                + (f" ({', '.join(map(repr, bad))} is not one)" if bad else "")
-            )
-        return names
-
-    def connection(self) -> ConnectionOptions:
-        try:
-            return ConnectionOptions.from_env(self.env)
-        except ValueError as exc:
-            raise SettingError(str(exc)) from None
-
-    def log_level(self, name: str, default: str) -> str:
-        try:
-            return logs.check_level(self._raw(name) or default)
-        except ValueError as exc:
-            raise SettingError(str(exc)) from None
-
-    def log_format(self, name: str, default: str) -> str:
-        try:
-            return logs.check_format(self._raw(name) or default)
-        except ValueError as exc:
-            raise SettingError(str(exc)) from None
-
-    def schedules(self, name: str) -> tuple[Schedule, ...]:
-        """A JSON list of {"name"?, "queue", "cron" or "every", "message", "catch_up"?}."""
-        raw = self._raw(name)
-        if raw is None:
-            return ()
-        try:
-            entries = json.loads(raw)
-        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
-            raise SettingError(f"{name} is not JSON ({exc}): give a list of schedules") from None
-        if not isinstance(entries, list):
-            raise SettingError(f"{name} must be a JSON list of schedules, not {raw!r}")
-        out: dict[str, Schedule] = {}
-        for i, entry in enumerate(entries):
-            schedule = _schedule_entry(f"{name} entry {i} ({json.dumps(entry)})", entry)
-            if schedule.name in out:
-                raise SettingError(
-                    f"{name} entry {i}: a second schedule named {schedule.name!r} "
-                    '(give each its own "name")'
-                )
-            out[schedule.name] = schedule
-        return tuple(out.values())
-
-    def handler(self, name: str) -> str:
-        raw = self._raw(name)
-        if raw is None:
-            raise SettingError(
-                f"{name} is not set: set {name}=module:function, the function each message is "
-                f"given to ({name}={EXAMPLE_HANDLER} runs the example app's)"
-            )
-        if not re.fullmatch(r"[\w.]+:[\w.]+", raw):
-            raise SettingError(f"{name}={raw!r} must look like 'package.module:function'")
-        return raw
+def _handler(reader: EnvReader, name: str) -> str:
+    raw = reader.raw(name)
+    if raw is None:
+        raise SettingError(
+            f"{name} is not set: set {name}=module:function, the function each message is "
+            f"given to ({name}={EXAMPLE_HANDLER} runs the example app's)"
+        )
+    if not re.fullmatch(r"[\w.]+:[\w.]+", raw):
+        raise SettingError(f"{name}={raw!r} must look like 'package.module:function'")
+    return raw
