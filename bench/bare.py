@@ -28,7 +28,9 @@ def create_app() -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
-    return Starlette(routes=[
-        Route("/api/queues/{qname}/messages", send, methods=["POST"]),
-        Route("/api/health", health),
-    ])  # fmt: skip
+    return Starlette(
+        routes=[
+            Route("/api/queues/{qname}/messages", send, methods=["POST"]),
+            Route("/api/health", health),
+        ]
+    )

@@ -110,12 +110,17 @@ def measure(layout: Layout, names: list[str], plan: Plan, deadline: Deadline) ->
         raise BenchError("the queues did not hold exactly the messages sent")
     workers = [
         WorkerProcess(
-            layout.cluster.url, ns, cluster=True, queues=",".join(names),
-            handler="bench.handlers:noop", concurrency=plan.concurrency,
-            heartbeat=3600, log_level="WARNING",
+            layout.cluster.url,
+            ns,
+            cluster=True,
+            queues=",".join(names),
+            handler="bench.handlers:noop",
+            concurrency=plan.concurrency,
+            heartbeat=3600,
+            log_level="WARNING",
         )
         for _ in range(plan.workers)
-    ]  # fmt: skip
+    ]
 
     def received() -> bool:
         return any(layout.quiet.get_queue_attributes(q).totalrecv > before[q] for q in names)
@@ -190,21 +195,33 @@ def summary(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         runs = [r for r in results if r["layout"] == name]
         by_layout[name] = {
             key: statistics.median(r[key] for r in runs)
-            for key in ("handled_per_s", "handled_per_worker_cpu_s", "sent_per_s",
-                        "worker_cpus", "redis_cpus", "machine_cpus_busy")
-        }  # fmt: skip
+            for key in (
+                "handled_per_s",
+                "handled_per_worker_cpu_s",
+                "sent_per_s",
+                "worker_cpus",
+                "redis_cpus",
+                "machine_cpus_busy",
+            )
+        }
     return by_layout
 
 
 def report(info: dict[str, Any], plan: Plan, results: list[dict[str, Any]]) -> str:
     med = summary(results)
     rows = [
-        [name, f"{m['handled_per_s']:,.0f}", f"{m['handled_per_worker_cpu_s']:,.0f}",
-         f"{m['sent_per_s']:,.0f}",
-         f"{m['worker_cpus']:.2f}", f"{m['redis_cpus']:.2f}", f"{m['machine_cpus_busy']:.2f}",
-         f"{m['machine_cpus_busy'] - m['worker_cpus'] - m['redis_cpus']:.2f}"]
+        [
+            name,
+            f"{m['handled_per_s']:,.0f}",
+            f"{m['handled_per_worker_cpu_s']:,.0f}",
+            f"{m['sent_per_s']:,.0f}",
+            f"{m['worker_cpus']:.2f}",
+            f"{m['redis_cpus']:.2f}",
+            f"{m['machine_cpus_busy']:.2f}",
+            f"{m['machine_cpus_busy'] - m['worker_cpus'] - m['redis_cpus']:.2f}",
+        ]
         for name, m in med.items()
-    ]  # fmt: skip
+    ]
     ratio = med["3 masters"]["handled_per_s"] / med["1 master"]["handled_per_s"]
     send_ratio = med["3 masters"]["sent_per_s"] / med["1 master"]["sent_per_s"]
     key = "handled_per_worker_cpu_s"

@@ -112,16 +112,25 @@ async def soak(
                 recoveries.append(tally.first_ack - t0)
                 await settle(q, tally)
                 took, lost = recoveries[-1], tally.lost
-                print(f"min_replicas={min_replicas} failover {n}: recovered in {took:.2f}s, "
-                      f"{lost} lost so far", file=sys.stderr)  # fmt: skip
+                print(
+                    f"min_replicas={min_replicas} failover {n}: recovered in {took:.2f}s, "
+                    f"{lost} lost so far",
+                    file=sys.stderr,
+                )
             stop.set()
             tally.running.set()
             await asyncio.gather(*tasks)
         return [
-            str(min_replicas), str(failovers), str(tally.sent), str(tally.lost),
-            str(tally.unconfirmed), str(tally.failed), str(group.failovers()),
-            f"{statistics.median(recoveries):.2f}", f"{max(recoveries):.2f}",
-        ]  # fmt: skip
+            str(min_replicas),
+            str(failovers),
+            str(tally.sent),
+            str(tally.lost),
+            str(tally.unconfirmed),
+            str(tally.failed),
+            str(group.failovers()),
+            f"{statistics.median(recoveries):.2f}",
+            f"{max(recoveries):.2f}",
+        ]
     finally:
         group.cleanup()
 
@@ -136,10 +145,16 @@ def main() -> None:
     # SIGTERM ends the run as Ctrl-C does, through the cleanup that stops every server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     header = [
-        "min_replicas", "failovers", "acked sends", "acked lost", "unconfirmed", "failed",
+        "min_replicas",
+        "failovers",
+        "acked sends",
+        "acked lost",
+        "unconfirmed",
+        "failed",
         "by sentinel",
-        "recover median s", "recover max s",
-    ]  # fmt: skip
+        "recover median s",
+        "recover max s",
+    ]
     rows = [
         asyncio.run(soak(mode, args.failovers, args.senders, args.traffic, args.down_after))
         for mode in (0, 1)

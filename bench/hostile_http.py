@@ -51,10 +51,22 @@ def status(pid: int, field: str) -> int:
 def web_process(root: Path, redis_url: str) -> Iterator[tuple[int, int]]:
     """``python -m web`` of ``root``; yields (pid, port) once it answers."""
     port = free_port()
-    env = dict(os.environ, REDIS_URL=redis_url, RSMQ_NS="hostile", HOST="127.0.0.1",
-               PORT=str(port), LOG_LEVEL="ERROR", PYTHONPATH=str(root))  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "web"], env=env, cwd=root,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    env = dict(
+        os.environ,
+        REDIS_URL=redis_url,
+        RSMQ_NS="hostile",
+        HOST="127.0.0.1",
+        PORT=str(port),
+        LOG_LEVEL="ERROR",
+        PYTHONPATH=str(root),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "web"],
+        env=env,
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

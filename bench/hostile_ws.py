@@ -49,9 +49,16 @@ class Web:
 
     def __init__(self, root: Path, redis_url: str, **settings: str) -> None:
         self.port = free_port()
-        env = dict(os.environ, REDIS_URL=redis_url, RSMQ_NS=f"b{uuid.uuid4().hex[:8]}",
-                   HOST="127.0.0.1", PORT=str(self.port), LOG_LEVEL="ERROR",
-                   PYTHONPATH=str(root), **settings)  # fmt: skip
+        env = dict(
+            os.environ,
+            REDIS_URL=redis_url,
+            RSMQ_NS=f"b{uuid.uuid4().hex[:8]}",
+            HOST="127.0.0.1",
+            PORT=str(self.port),
+            LOG_LEVEL="ERROR",
+            PYTHONPATH=str(root),
+            **settings,
+        )
         # Its logs are not the measure (main's code logs a traceback per failed request).
         quiet = subprocess.DEVNULL
         command = [sys.executable, "-m", "web"]
@@ -147,9 +154,15 @@ def teardown(root: Path, url: str, args: argparse.Namespace, **settings: str) ->
         if web.proc.poll() is None:
             web.stop(1)
     ms_1s, left_1s = at_1s or (5000.0, channels(r))
-    return [f"{closed - t0:.1f}", str(refused), f"{worst:.0f}", f"{ms_1s:.0f}", str(left_1s),
-            "> 60" if clear is None else f"{clear:.2f}",
-            "killed after 10" if stop is None else f"{stop:.1f}"]  # fmt: skip
+    return [
+        f"{closed - t0:.1f}",
+        str(refused),
+        f"{worst:.0f}",
+        f"{ms_1s:.0f}",
+        str(left_1s),
+        "> 60" if clear is None else f"{clear:.2f}",
+        "killed after 10" if stop is None else f"{stop:.1f}",
+    ]
 
 
 def flooders(port: int, count: int, seconds: float, counts: Any) -> None:
@@ -243,16 +256,35 @@ def main() -> None:
         for name, root in trees:
             rows.append([name, *teardown(root, server.url, args), *flood(root, server.url, args)])
             if name == "after":  # the whole crowd followed, past the default cap
-                rows.append([f"after, WS_MAX_CHANNELS={cap}",
-                             *teardown(root, server.url, args, WS_MAX_CHANNELS=cap)])  # fmt: skip
+                rows.append(
+                    [
+                        f"after, WS_MAX_CHANNELS={cap}",
+                        *teardown(root, server.url, args, WS_MAX_CHANNELS=cap),
+                    ]
+                )
     finally:
         server.cleanup()
-    print(f"{args.clients} clients x {args.queues} made-up queues, then all close; "
-          f"{args.flooders} flooders x 1000 ids for {args.seconds:g} s\n")  # fmt: skip
-    head = ["code", "subscribing s", "refused", "health worst ms, 1st s after close",
-            "health ms at +1 s", "channels at +1 s", "all clear after s", "SIGTERM s",
-            "GET p95 ms quiet", "GET p50 ms flood", "GET p95 ms flood", "GET max ms flood",
-            "GET failed", "frames/s sent", "subscribes/s taken"]  # fmt: skip
+    print(
+        f"{args.clients} clients x {args.queues} made-up queues, then all close; "
+        f"{args.flooders} flooders x 1000 ids for {args.seconds:g} s\n"
+    )
+    head = [
+        "code",
+        "subscribing s",
+        "refused",
+        "health worst ms, 1st s after close",
+        "health ms at +1 s",
+        "channels at +1 s",
+        "all clear after s",
+        "SIGTERM s",
+        "GET p95 ms quiet",
+        "GET p50 ms flood",
+        "GET p95 ms flood",
+        "GET max ms flood",
+        "GET failed",
+        "frames/s sent",
+        "subscribes/s taken",
+    ]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for row in rows:

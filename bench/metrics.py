@@ -62,8 +62,9 @@ async def setup(url: str, queues: int, workers: int) -> None:
             rec.duration(name, 0.2)
             rec.pickup(name, 1000.0, 1002.0)
         taken = rec.take()
-        info = WorkerInfo(id=f"w{i:03d}", host="bench", pid=i, mode=mode, queues=names,
-                          concurrency=8, started=i)  # fmt: skip
+        info = WorkerInfo(
+            id=f"w{i:03d}", host="bench", pid=i, mode=mode, queues=names, concurrency=8, started=i
+        )
         write = functools.partial(rec.write, taken=taken)
         await heartbeat(rsmq.redis, NS, info, ttl=3600, also=write)
     await rsmq.aclose()

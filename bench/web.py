@@ -229,8 +229,17 @@ class WebServer(WebProcess):
         # implementation, no per-message deflate, limits) are part of what is measured.
         command = [sys.executable, "-m", "web"]
         if bare:
-            command[2:] = ["uvicorn", "--factory", "bench.bare:create_app", "--host", "127.0.0.1",
-                           "--port", str(self.port), "--log-level", "warning"]  # fmt: skip
+            command[2:] = [
+                "uvicorn",
+                "--factory",
+                "bench.bare:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ]
         self.proc = subprocess.Popen(
             command,
             env=env,
@@ -924,16 +933,18 @@ async def burst(
                 with contextlib.suppress(BenchError):
                     await until(heard, 3.0, "the tabs to hear of a message", deadline)
                 logged = web.output().splitlines()
-                rounds.append({
-                    "subscribe": "with after" if after else "new",
-                    "tabs": n,
-                    "subscribed": sum(1 for x in got if x is None),
-                    "failures": dict(Counter(type(x).__name__ for x in got if x is not None)),
-                    "still_open": len(still_open),
-                    "live": sum(1 for t in still_open if t.counts["queued"]),
-                    "seconds": seconds,
-                    "web_log": log_problems(logged[seen:]),
-                })  # fmt: skip
+                rounds.append(
+                    {
+                        "subscribe": "with after" if after else "new",
+                        "tabs": n,
+                        "subscribed": sum(1 for x in got if x is None),
+                        "failures": dict(Counter(type(x).__name__ for x in got if x is not None)),
+                        "still_open": len(still_open),
+                        "live": sum(1 for t in still_open if t.counts["queued"]),
+                        "seconds": seconds,
+                        "web_log": log_problems(logged[seen:]),
+                    }
+                )
                 seen = len(logged)
                 for t in tabs:
                     t.close()
@@ -968,8 +979,10 @@ def report(info: dict[str, Any], results: dict[str, Any]) -> str:
     if (u := results.get("burst")) is not None:
         out += _burst_table(u)
     if (log := results.get("web_log")) and log["errors"]:
-        out += ["", f"Web process of parts 1 and 2: {log['errors']} errors logged: "
-                f"{log['exceptions']}"]  # fmt: skip
+        out += [
+            "",
+            f"Web process of parts 1 and 2: {log['errors']} errors logged: {log['exceptions']}",
+        ]
     return "\n".join(out)
 
 
@@ -996,17 +1009,45 @@ def _browser_table(b: dict[str, Any]) -> list[str]:
 
 
 def _http_table(h: dict[str, Any], bare: dict[str, Any] | None) -> list[str]:
-    header = ["server", "clients", "requests", "202", "requests/s", "p50 ms", "p99 ms", "max ms",
-              "202 ids in Redis", "web CPU", "bench CPU", "others' CPUs"]  # fmt: skip
-    rows = [[name, str(x["clients"]), f"{x['requests']:,}", f"{x['accepted']:,}",
-             f"{x['requests_per_s']:,.0f}", f"{x['p50_ms']:.2f}", f"{x['p99_ms']:.2f}",
-             f"{x['max_ms']:.1f}", f"{x['accepted'] - x['ids_missing_in_redis']:,}",
-             f"{x['web_cpus']:.0%}", f"{x['bench_cpus']:.0%}", f"{x['others_cpus']:.2f}"]
-            for name, x in (("the app", h), ("bare endpoint", bare)) if x is not None]  # fmt: skip
+    header = [
+        "server",
+        "clients",
+        "requests",
+        "202",
+        "requests/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "202 ids in Redis",
+        "web CPU",
+        "bench CPU",
+        "others' CPUs",
+    ]
+    rows = [
+        [
+            name,
+            str(x["clients"]),
+            f"{x['requests']:,}",
+            f"{x['accepted']:,}",
+            f"{x['requests_per_s']:,.0f}",
+            f"{x['p50_ms']:.2f}",
+            f"{x['p99_ms']:.2f}",
+            f"{x['max_ms']:.1f}",
+            f"{x['accepted'] - x['ids_missing_in_redis']:,}",
+            f"{x['web_cpus']:.0%}",
+            f"{x['bench_cpus']:.0%}",
+            f"{x['others_cpus']:.2f}",
+        ]
+        for name, x in (("the app", h), ("bare endpoint", bare))
+        if x is not None
+    ]
     ratio = []
     if bare is not None:
-        ratio = ["", f"The app's requests/s: {h['of_bare']:.2f}x the bare endpoint's "
-                 "(bench/bare.py: the same send, nothing else), in the same run."]  # fmt: skip
+        ratio = [
+            "",
+            f"The app's requests/s: {h['of_bare']:.2f}x the bare endpoint's "
+            "(bench/bare.py: the same send, nothing else), in the same run.",
+        ]
     return [
         "",
         f"2. HTTP sends/s: keep-alive clients POSTing back to back for {h['seconds']:.1f} s to "
@@ -1019,23 +1060,56 @@ def _http_table(h: dict[str, Any], bare: dict[str, Any] | None) -> list[str]:
 
 def _fanout_table(fans: list[dict[str, Any]]) -> list[str]:
     mb = 1024.0
-    header = ["tabs", "messages", "deliveries/s due", "delivered/s", "got all", "cut (1013)",
-              "closes", "events delivered", "seconds", "latency p50 ms", "p99 ms",
-              "first->last p99 ms", "RSS idle MB", "subscribed MB", "after MB", "peak MB",
-              "KB/tab", "web CPU", "bench CPU", "others' CPUs", "stop s"]  # fmt: skip
-    rows = [[
-        str(f["clients"]), f"{f['messages']} @ {f['rate']:g}/s",
-        f"{f['deliveries_needed_per_s']:,.0f}", f"{f['deliveries_per_s']:,.0f}",
-        f"{f['complete']}/{f['connected']}", str(f["cut_too_slow"]), str(f["closes"]),
-        f"{f['events_delivered']:,}/{f['events_expected']:,}", f"{f['seconds']:.1f}",
-        f"{f['latency']['p50_ms']:,.0f}", f"{f['latency']['p99_ms']:,.0f}",
-        f"{f['spread']['p99_ms']:,.0f}", f"{f['rss_idle_kb'] / mb:.0f}",
-        f"{f['rss_subscribed_kb'] / mb:.0f}", f"{f['rss_after_kb'] / mb:.0f}",
-        f"{f['rss_peak_kb'] / mb:.0f}",
-        f"{(f['rss_subscribed_kb'] - f['rss_idle_kb']) / max(1, f['connected']):.0f}",
-        f"{f['web_cpus']:.0%}", f"{f['bench_cpus']:.0%}", f"{f['others_cpus']:.2f}",
-        f"{f['web_stop_seconds']:.1f}" + (" killed" if f["web_log_at_teardown"]["killed"] else ""),
-    ] for f in fans]  # fmt: skip
+    header = [
+        "tabs",
+        "messages",
+        "deliveries/s due",
+        "delivered/s",
+        "got all",
+        "cut (1013)",
+        "closes",
+        "events delivered",
+        "seconds",
+        "latency p50 ms",
+        "p99 ms",
+        "first->last p99 ms",
+        "RSS idle MB",
+        "subscribed MB",
+        "after MB",
+        "peak MB",
+        "KB/tab",
+        "web CPU",
+        "bench CPU",
+        "others' CPUs",
+        "stop s",
+    ]
+    rows = [
+        [
+            str(f["clients"]),
+            f"{f['messages']} @ {f['rate']:g}/s",
+            f"{f['deliveries_needed_per_s']:,.0f}",
+            f"{f['deliveries_per_s']:,.0f}",
+            f"{f['complete']}/{f['connected']}",
+            str(f["cut_too_slow"]),
+            str(f["closes"]),
+            f"{f['events_delivered']:,}/{f['events_expected']:,}",
+            f"{f['seconds']:.1f}",
+            f"{f['latency']['p50_ms']:,.0f}",
+            f"{f['latency']['p99_ms']:,.0f}",
+            f"{f['spread']['p99_ms']:,.0f}",
+            f"{f['rss_idle_kb'] / mb:.0f}",
+            f"{f['rss_subscribed_kb'] / mb:.0f}",
+            f"{f['rss_after_kb'] / mb:.0f}",
+            f"{f['rss_peak_kb'] / mb:.0f}",
+            f"{(f['rss_subscribed_kb'] - f['rss_idle_kb']) / max(1, f['connected']):.0f}",
+            f"{f['web_cpus']:.0%}",
+            f"{f['bench_cpus']:.0%}",
+            f"{f['others_cpus']:.2f}",
+            f"{f['web_stop_seconds']:.1f}"
+            + (" killed" if f["web_log_at_teardown"]["killed"] else ""),
+        ]
+        for f in fans
+    ]
     out = [
         "",
         f"3. Websocket fan-out: N tabs subscribed to {QUEUE!r}, a fresh web process for each "
@@ -1047,22 +1121,41 @@ def _fanout_table(fans: list[dict[str, Any]]) -> list[str]:
     notes = []
     for f in fans:
         if f["connect_failures"]:
-            notes.append(f"{f['clients']} tabs: {f['connect_failures']} could not connect, "
-                         f"e.g. {f['connect_failure_example']}")  # fmt: skip
+            notes.append(
+                f"{f['clients']} tabs: {f['connect_failures']} could not connect, "
+                f"e.g. {f['connect_failure_example']}"
+            )
         for when, key in (("meanwhile", "web_log"), ("at the teardown", "web_log_at_teardown")):
             if f[key]["errors"]:
                 row = f"{f['clients']} tabs, {f['messages']} @ {f['rate']:g}/s"
-                notes.append(f"{row}: web log {when}: {f[key]['errors']} errors, "
-                             f"{f[key]['exceptions']}")  # fmt: skip
+                notes.append(
+                    f"{row}: web log {when}: {f[key]['errors']} errors, {f[key]['exceptions']}"
+                )
     return out + (["", *notes] if notes else [])
 
 
 def _burst_table(u: dict[str, Any]) -> list[str]:
-    rows = [[x["subscribe"], str(x["tabs"]), str(x["subscribed"]), str(x["still_open"]),
-             str(x["live"]), f"{x['seconds']:.1f}", str(x["web_log"]["errors"])]
-            for x in u["rounds"]]  # fmt: skip
-    header = ["subscribe", "frames at once", "subscribed", "open 1 s later",
-              "of which get events", "seconds", "web errors meanwhile"]  # fmt: skip
+    rows = [
+        [
+            x["subscribe"],
+            str(x["tabs"]),
+            str(x["subscribed"]),
+            str(x["still_open"]),
+            str(x["live"]),
+            f"{x['seconds']:.1f}",
+            str(x["web_log"]["errors"]),
+        ]
+        for x in u["rounds"]
+    ]
+    header = [
+        "subscribe",
+        "frames at once",
+        "subscribed",
+        "open 1 s later",
+        "of which get events",
+        "seconds",
+        "web errors meanwhile",
+    ]
     return [
         "",
         f"4. Subscribe burst: {u['tabs']} open websockets send their subscribe frames at once "
@@ -1081,25 +1174,33 @@ def versions() -> dict[str, str]:
 
 
 async def run(
-    server: EmbeddedRedis, web: WebServer, helpers: list[int], r: redis.Redis, plan: Plan,
-    deadline: Deadline, only: str | None,
-) -> dict[str, Any]:  # fmt: skip
+    server: EmbeddedRedis,
+    web: WebServer,
+    helpers: list[int],
+    r: redis.Redis,
+    plan: Plan,
+    deadline: Deadline,
+    only: str | None,
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     if only in (None, "browser"):
         print("\n== 1. browser path", flush=True)
         with timed("browser path"):
             b = results["browser"] = await browser_path(web.port, plan, deadline)
         done = b["post_to_done"]
-        print(f"   POST -> done p50 {done['p50_ms']:.2f} ms, p99 {done['p99_ms']:.2f} ms",
-              flush=True)  # fmt: skip
+        print(
+            f"   POST -> done p50 {done['p50_ms']:.2f} ms, p99 {done['p99_ms']:.2f} ms", flush=True
+        )
     if only in (None, "http"):
         print("\n== 2. HTTP sends/s", flush=True)
         with timed("HTTP sends/s"):
             h = await http_load(web.port, web.pid, helpers, r, plan, deadline)
         results["http"] = h
-        print(f"   {h['requests_per_s']:,.0f} requests/s, p50 {h['p50_ms']:.2f} ms, "
-              f"p99 {h['p99_ms']:.2f} ms, {h['ids_missing_in_redis']} ids missing",
-              flush=True)  # fmt: skip
+        print(
+            f"   {h['requests_per_s']:,.0f} requests/s, p50 {h['p50_ms']:.2f} ms, "
+            f"p99 {h['p99_ms']:.2f} ms, {h['ids_missing_in_redis']} ids missing",
+            flush=True,
+        )
         bare = WebServer(server.url, NS, bare=True)
         try:
             await asyncio.to_thread(bare.wait_ready)
@@ -1109,8 +1210,11 @@ async def run(
             bare.cleanup()
         results["http_bare"] = b
         h["of_bare"] = h["requests_per_s"] / b["requests_per_s"]
-        print(f"   bare endpoint: {b['requests_per_s']:,.0f} requests/s, p50 {b['p50_ms']:.2f} "
-              f"ms; the app at {h['of_bare']:.2f}x of it", flush=True)  # fmt: skip
+        print(
+            f"   bare endpoint: {b['requests_per_s']:,.0f} requests/s, p50 {b['p50_ms']:.2f} "
+            f"ms; the app at {h['of_bare']:.2f}x of it",
+            flush=True,
+        )
     results["web_log"] = log_problems(web.output().splitlines())
     if only in (None, "fanout"):
         print("\n== 3. websocket fan-out", flush=True)
@@ -1128,12 +1232,14 @@ async def run(
             with timed(name):
                 f = await fanout(server, helpers, level, settle, deadline)
             results["fanout"].append(f)
-            print(f"   {name}: {f['complete']} of {f['connected']} got every event "
-                  f"({f['cut_too_slow']} cut as too slow, {f['closes']} closes), latency p50 "
-                  f"{f['latency']['p50_ms']:.0f} ms p99 {f['latency']['p99_ms']:.0f} ms, RSS "
-                  f"{f['rss_idle_kb'] / 1024:.0f} -> {f['rss_subscribed_kb'] / 1024:.0f} -> "
-                  f"{f['rss_after_kb'] / 1024:.0f} MB, web CPU {f['web_cpus']:.0%}",
-                  flush=True)  # fmt: skip
+            print(
+                f"   {name}: {f['complete']} of {f['connected']} got every event "
+                f"({f['cut_too_slow']} cut as too slow, {f['closes']} closes), latency p50 "
+                f"{f['latency']['p50_ms']:.0f} ms p99 {f['latency']['p99_ms']:.0f} ms, RSS "
+                f"{f['rss_idle_kb'] / 1024:.0f} -> {f['rss_subscribed_kb'] / 1024:.0f} -> "
+                f"{f['rss_after_kb'] / 1024:.0f} MB, web CPU {f['web_cpus']:.0%}",
+                flush=True,
+            )
             if f["complete"] < level.clients:
                 failed.append(level)
     if only in (None, "burst"):
@@ -1144,9 +1250,11 @@ async def run(
             with timed("subscribe burst"):
                 u = results["burst"] = await burst(server, r, plan.burst_tabs, deadline)
             for x in u["rounds"]:
-                print(f"   {x['tabs']} at once ({x['subscribe']}): {x['subscribed']} subscribed, "
-                      f"{x['still_open']} open 1 s later, {x['live']} of them get events",
-                      flush=True)  # fmt: skip
+                print(
+                    f"   {x['tabs']} at once ({x['subscribe']}): {x['subscribed']} subscribed, "
+                    f"{x['still_open']} open 1 s later, {x['live']} of them get events",
+                    flush=True,
+                )
     return results
 
 

@@ -486,9 +486,15 @@ def throughput(plan: Plan, deadline: Deadline) -> list[dict[str, Any]]:
             qname = f"tp{concurrency}"
             q.create_queue(qname)
             w = WorkerProcess(
-                server.url, NS, queues=qname, realtime="true", concurrency=concurrency,
-                handler="bench.handlers:noop", heartbeat=HEARTBEAT, log_level="INFO",
-            )  # fmt: skip
+                server.url,
+                NS,
+                queues=qname,
+                realtime="true",
+                concurrency=concurrency,
+                handler="bench.handlers:noop",
+                heartbeat=HEARTBEAT,
+                log_level="INFO",
+            )
             stack.callback(w.cleanup)
             w.start(ready=False)
             w.wait_ready(timeout=min(20.0, max(1.0, deadline.left())))
@@ -511,10 +517,16 @@ def throughput(plan: Plan, deadline: Deadline) -> list[dict[str, Any]]:
             worker_cpu, redis_cpu, machine_cpu = ((b - a) / seconds for a, b in pairs)
             w.stop(timeout=10)
             results.append(
-                {"concurrency": concurrency, "messages": n, "seconds": seconds,
-                 "msgs_per_s": n / seconds, "worker_cpus": worker_cpu, "redis_cpus": redis_cpu,
-                 "machine_cpus_busy": machine_cpu}
-            )  # fmt: skip
+                {
+                    "concurrency": concurrency,
+                    "messages": n,
+                    "seconds": seconds,
+                    "msgs_per_s": n / seconds,
+                    "worker_cpus": worker_cpu,
+                    "redis_cpus": redis_cpu,
+                    "machine_cpus_busy": machine_cpu,
+                }
+            )
             print(
                 f"   CONCURRENCY {concurrency}: {n / seconds:,.0f} msgs/s, worker"
                 f" {worker_cpu:.0%} of a CPU, redis-server {redis_cpu:.0%}",
@@ -560,9 +572,11 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs]
         return "| " + " | ".join(padded) + " |"
 
-    rule = "| " + " | ".join(
-        "-" * w if i == 0 else "-" * (w - 1) + ":" for i, w in enumerate(widths)
-    ) + " |"  # fmt: skip
+    rule = (
+        "| "
+        + " | ".join("-" * w if i == 0 else "-" * (w - 1) + ":" for i, w in enumerate(widths))
+        + " |"
+    )
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
 
 
@@ -571,20 +585,31 @@ def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     one = next(x for x in rt["loads"] if x["workers"] == 1)
     eight = next((x for x in rt["loads"] if x["workers"] == 8), None)
     checks = [
-        ("realtime latency p50 <= 2 ms (1 worker, 200 msgs/s)", f"{one['p50_ms']:.2f} ms",
-         one["p50_ms"] <= TARGET_P50_MS),
-        ("realtime latency p99 <= 15 ms (1 worker, 200 msgs/s)", f"{one['p99_ms']:.2f} ms",
-         one["p99_ms"] <= TARGET_P99_MS),
-        ("realtime: 0 receive calls per idle second", f"{rt['idle']['evalsha_per_s']:.2f}/s",
-         rt["idle"]["evalsha_per_s"] <= TARGET_IDLE_RECEIVES
-         and rt["idle"]["counted_receives_per_s"] <= TARGET_IDLE_RECEIVES),
-    ]  # fmt: skip
+        (
+            "realtime latency p50 <= 2 ms (1 worker, 200 msgs/s)",
+            f"{one['p50_ms']:.2f} ms",
+            one["p50_ms"] <= TARGET_P50_MS,
+        ),
+        (
+            "realtime latency p99 <= 15 ms (1 worker, 200 msgs/s)",
+            f"{one['p99_ms']:.2f} ms",
+            one["p99_ms"] <= TARGET_P99_MS,
+        ),
+        (
+            "realtime: 0 receive calls per idle second",
+            f"{rt['idle']['evalsha_per_s']:.2f}/s",
+            rt["idle"]["evalsha_per_s"] <= TARGET_IDLE_RECEIVES
+            and rt["idle"]["counted_receives_per_s"] <= TARGET_IDLE_RECEIVES,
+        ),
+    ]
     if eight is not None:
         checks.append(
-            ("realtime: <= 1.2 receive calls per handled message, 8 workers",
-             f"{eight['receives_per_msg']:.2f}",
-             eight["receives_per_msg"] <= TARGET_RECEIVES_PER_MSG)
-        )  # fmt: skip
+            (
+                "realtime: <= 1.2 receive calls per handled message, 8 workers",
+                f"{eight['receives_per_msg']:.2f}",
+                eight["receives_per_msg"] <= TARGET_RECEIVES_PER_MSG,
+            )
+        )
     return [{"target": t, "measured": m, "pass": ok} for t, m, ok in checks]
 
 
@@ -598,21 +623,44 @@ def report(info: dict[str, Any], results: list[dict[str, Any]], tp: list[dict[st
         out += _worker_tables(results)
     if tp:
         out += ["", "Throughput: 1 realtime worker, handler does nothing", ""]
-        out.append(table(
-            ["CONCURRENCY", "messages", "seconds", "msgs/s", "worker CPU",
-             "worker CPU-s per 1,000", "Redis CPU", "CPUs busy"],
-            [[str(t["concurrency"]), f"{t['messages']:,}", f"{t['seconds']:.2f}",
-              f"{t['msgs_per_s']:,.0f}", f"{t['worker_cpus']:.0%}",
-              f"{t['worker_cpus'] / t['msgs_per_s'] * 1000:.3f}", f"{t['redis_cpus']:.0%}",
-              f"{t['machine_cpus_busy']:.2f}"] for t in tp],
-        ))  # fmt: skip
+        out.append(
+            table(
+                [
+                    "CONCURRENCY",
+                    "messages",
+                    "seconds",
+                    "msgs/s",
+                    "worker CPU",
+                    "worker CPU-s per 1,000",
+                    "Redis CPU",
+                    "CPUs busy",
+                ],
+                [
+                    [
+                        str(t["concurrency"]),
+                        f"{t['messages']:,}",
+                        f"{t['seconds']:.2f}",
+                        f"{t['msgs_per_s']:,.0f}",
+                        f"{t['worker_cpus']:.0%}",
+                        f"{t['worker_cpus'] / t['msgs_per_s'] * 1000:.3f}",
+                        f"{t['redis_cpus']:.0%}",
+                        f"{t['machine_cpus_busy']:.2f}",
+                    ]
+                    for t in tp
+                ],
+            )
+        )
     if results:
         out += ["", "Targets", ""]
-        out.append(table(
-            ["target", "measured", "verdict"],
-            [[t["target"], t["measured"], "PASS" if t["pass"] else "MISS"]
-             for t in targets(results)],
-        ))  # fmt: skip
+        out.append(
+            table(
+                ["target", "measured", "verdict"],
+                [
+                    [t["target"], t["measured"], "PASS" if t["pass"] else "MISS"]
+                    for t in targets(results)
+                ],
+            )
+        )
         busy = [
             f"{res['config']['name']} x{x['workers']}: {x['others_cpus_busy']:.2f}"
             for res in results
@@ -635,33 +683,70 @@ def _worker_tables(results: list[dict[str, Any]]) -> list[str]:
     rows = []
     for res in results:
         one, idle = res["loads"][0], res["idle"]
-        rows.append([
-            res["config"]["name"], f"{one['p50_ms']:.2f}", f"{one['p99_ms']:.2f}",
-            f"{one['max_ms']:.1f}", f"{idle['commands_per_s_per_worker']:.2f}",
-            f"{idle['heartbeat_per_s_per_worker']:.2f}", f"{idle['evalsha_per_s_per_worker']:.2f}",
-        ])  # fmt: skip
-    out.append(table(
-        ["configuration", "p50 ms", "p99 ms", "max ms", "idle cmds/s/worker", "of which heartbeat",
-         "idle EVALSHA/s/worker"], rows,
-    ))  # fmt: skip
+        rows.append(
+            [
+                res["config"]["name"],
+                f"{one['p50_ms']:.2f}",
+                f"{one['p99_ms']:.2f}",
+                f"{one['max_ms']:.1f}",
+                f"{idle['commands_per_s_per_worker']:.2f}",
+                f"{idle['heartbeat_per_s_per_worker']:.2f}",
+                f"{idle['evalsha_per_s_per_worker']:.2f}",
+            ]
+        )
+    out.append(
+        table(
+            [
+                "configuration",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "idle cmds/s/worker",
+                "of which heartbeat",
+                "idle EVALSHA/s/worker",
+            ],
+            rows,
+        )
+    )
     out += ["", f"Receive calls per handled message at {RATE:.0f} msgs/s", ""]
     rows = []
     for res in results:
         for x in res["loads"]:
-            rows.append([
-                res["config"]["name"], str(x["workers"]), f"{x['send_rate']:.0f}",
-                f"{x['p50_ms']:.2f}",
-                f"{x['p99_ms']:.2f}", f"{x['receives_per_msg']:.2f}", f"{x['empty_per_msg']:.2f}",
-                f"{x['scripts_per_msg']:.2f}", f"{x['worker_cpu_ms_per_msg']:.2f}",
-                f"{x['redis_cpu_ms_per_msg']:.3f}", f"{x['machine_cpus_busy']:.2f}",
-                f"{x['others_cpus_busy']:.2f}",
-            ])  # fmt: skip
-    out.append(table(
-        ["configuration", "workers", "sent/s", "p50 ms", "p99 ms", "receive calls/msg",
-         "empty receives/msg", "worker scripts/msg", "worker CPU ms/msg", "Redis CPU ms/msg",
-         "CPUs busy", "others' CPUs"],
-        rows,
-    ))  # fmt: skip
+            rows.append(
+                [
+                    res["config"]["name"],
+                    str(x["workers"]),
+                    f"{x['send_rate']:.0f}",
+                    f"{x['p50_ms']:.2f}",
+                    f"{x['p99_ms']:.2f}",
+                    f"{x['receives_per_msg']:.2f}",
+                    f"{x['empty_per_msg']:.2f}",
+                    f"{x['scripts_per_msg']:.2f}",
+                    f"{x['worker_cpu_ms_per_msg']:.2f}",
+                    f"{x['redis_cpu_ms_per_msg']:.3f}",
+                    f"{x['machine_cpus_busy']:.2f}",
+                    f"{x['others_cpus_busy']:.2f}",
+                ]
+            )
+    out.append(
+        table(
+            [
+                "configuration",
+                "workers",
+                "sent/s",
+                "p50 ms",
+                "p99 ms",
+                "receive calls/msg",
+                "empty receives/msg",
+                "worker scripts/msg",
+                "worker CPU ms/msg",
+                "Redis CPU ms/msg",
+                "CPUs busy",
+                "others' CPUs",
+            ],
+            rows,
+        )
+    )
     return out
 
 
@@ -712,8 +797,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(report(info, results, tp))
     if args.json is not None:
-        data = {"machine": info, "plan": asdict(plan), "configs": results, "throughput": tp,
-                "targets": targets(results) if results else []}  # fmt: skip
+        data = {
+            "machine": info,
+            "plan": asdict(plan),
+            "configs": results,
+            "throughput": tp,
+            "targets": targets(results) if results else [],
+        }
         args.json.write_text(json.dumps(data, indent=2) + "\n")
         print(f"\nraw figures: {args.json}")
     return 0 if results or tp else 1

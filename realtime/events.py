@@ -33,19 +33,44 @@ from rsmq_core.client import AsyncRedis
 log = logging.getLogger(__name__)
 
 Status = Literal[
-    "queued", "received", "processing", "done", "failed", "retrying", "dead",
+    "queued",
+    "received",
+    "processing",
+    "done",
+    "failed",
+    "retrying",
+    "dead",
     # Past its queue's retention: dropped undelivered (announced by a worker's sweep).
     "expired",
     # An operator's actions (the API, the dashboard, the CLI): ``by`` says where from. Those
     # on a whole queue (paused, resumed, purged, changed) have the id "".
-    "deleted", "made visible", "redriven", "paused", "resumed", "purged", "changed",
-]  # fmt: skip
+    "deleted",
+    "made visible",
+    "redriven",
+    "paused",
+    "resumed",
+    "purged",
+    "changed",
+]
 STATUSES: tuple[Status, ...] = (
-    "queued", "received", "processing", "done", "failed", "retrying", "dead", "expired",
-)  # fmt: skip
+    "queued",
+    "received",
+    "processing",
+    "done",
+    "failed",
+    "retrying",
+    "dead",
+    "expired",
+)
 ACTIONS: tuple[Status, ...] = (
-    "deleted", "made visible", "redriven", "paused", "resumed", "purged", "changed",
-)  # fmt: skip
+    "deleted",
+    "made visible",
+    "redriven",
+    "paused",
+    "resumed",
+    "purged",
+    "changed",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +148,9 @@ def queued_on_send(*, maxlen: int = MAXLEN, ttl: int = TTL) -> Callable[[Keys], 
     def queued(keys: Keys) -> SendEvents:
         # The event as to_json writes it, cut around its id and before its closing brace.
         head, _, tail = StatusEvent("queued", keys.qname, "\x00").to_json().partition('"\\u0000"')
-        return SendEvents(head + '"', '"' + tail[:-1], keys.notify(events_channel(keys)),
-                          maxlen, ttl)  # fmt: skip
+        return SendEvents(
+            head + '"', '"' + tail[:-1], keys.notify(events_channel(keys)), maxlen, ttl
+        )
 
     return queued
 

@@ -32,10 +32,39 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 
 from rsmq_core.client import AsyncRedis
 
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                    300.0)  # fmt: skip
-PICKUP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                  30.0, 60.0)  # fmt: skip
+DURATION_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+)
+PICKUP_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 JOB_STATUSES = ("done", "failed", "retrying", "dead")
 MODES = ("realtime", "polling")
 PICKUP_SAMPLES = 1000  # kept per mode, in Redis and per heartbeat in a worker
@@ -134,8 +163,10 @@ class Recorder:
             pipe.hincrby(key, name, n)
         for name, value in sums.items():
             pipe.hincrbyfloat(key, name, value)
-        for rows, plist in ((samples, pickups_key(index, self.mode)),
-                            (finished, done_key(index, self.mode))):  # fmt: skip
+        for rows, plist in (
+            (samples, pickups_key(index, self.mode)),
+            (finished, done_key(index, self.mode)),
+        ):
             if rows:
                 pipe.lpush(plist, *(f"{at} {ms:.3f}" for at, ms in rows))
                 pipe.ltrim(plist, 0, PICKUP_SAMPLES - 1)
@@ -156,8 +187,9 @@ def count_commands(redis: AsyncRedis) -> Callable[[], int] | None:
         sent[0] += 1
         return base.pack_command(self, *args)
 
-    pool.connection_class = type(f"Counting{base.__name__}", (base,),
-                                 {"pack_command": pack_command})  # fmt: skip
+    pool.connection_class = type(
+        f"Counting{base.__name__}", (base,), {"pack_command": pack_command}
+    )
     return lambda: sent[0]
 
 
@@ -203,9 +235,13 @@ def job_families(
     """``rsmq_jobs_total``, ``rsmq_job_duration_seconds`` and ``rsmq_pickup_latency_seconds``
     for ``queues`` from ``fields`` (the metrics hash, or a worker's own totals); every queue
     gets every status and, for each mode ``mode_of(queue)`` names, a histogram."""
-    jobs = CounterMetricFamily("rsmq_jobs_total", "Jobs by outcome: done, failed (a handler "
-                               "raised), retrying (made visible again later), dead "
-                               "(dead-lettered)", labels=["queue", "status"])  # fmt: skip
+    jobs = CounterMetricFamily(
+        "rsmq_jobs_total",
+        "Jobs by outcome: done, failed (a handler "
+        "raised), retrying (made visible again later), dead "
+        "(dead-lettered)",
+        labels=["queue", "status"],
+    )
     duration = HistogramMetricFamily(
         "rsmq_job_duration_seconds", "Time a handler ran, done or failed", labels=["queue"]
     )
@@ -223,8 +259,13 @@ def job_families(
     return [jobs, duration, pickup]
 
 
-def _histogram(family: HistogramMetricFamily, labels: list[str], fields: dict[str, float],
-               prefix: str, bounds: tuple[float, ...]) -> None:  # fmt: skip
+def _histogram(
+    family: HistogramMetricFamily,
+    labels: list[str],
+    fields: dict[str, float],
+    prefix: str,
+    bounds: tuple[float, ...],
+) -> None:
     cumulative, buckets = 0.0, []
     for i, bound in enumerate((*bounds, math.inf)):
         cumulative += fields.get(f"{prefix}:{i}", 0)

@@ -112,10 +112,12 @@ def _queue_needs(redis: AsyncRedis, ns: str, qname: str) -> list[Need]:
     needs += [Need(("zscan", keys.zset, "0"), _key(keys.zset))]
     needs += [Need((c, keys.expired, "x"), _key(keys.expired)) for c in ("sadd", "spop")]
     needs += [Need(("scard", keys.expired), _key(keys.expired))]
-    needs += [Need((c, keys.hash, "f", "1"), _key(keys.hash)) for c in
-              ("hset", "hsetnx", "hincrby")]  # fmt: skip
-    needs += [Need((c, keys.hash, "f"), _key(keys.hash)) for c in
-              ("hget", "hmget", "hdel", "hexists")]  # fmt: skip
+    needs += [
+        Need((c, keys.hash, "f", "1"), _key(keys.hash)) for c in ("hset", "hsetnx", "hincrby")
+    ]
+    needs += [
+        Need((c, keys.hash, "f"), _key(keys.hash)) for c in ("hget", "hmget", "hdel", "hexists")
+    ]
     if not cluster:  # a cluster keeps the queue list out of the scripts (see Keys)
         needs += [Need((c, keys.queues, "x"), _key(keys.queues)) for c in ("sadd", "srem")]
     needs += [
@@ -138,8 +140,9 @@ def _subscribe(redis: AsyncRedis, channels: Iterable[str]) -> list[Need]:
     return [Need((command, c), f"channel {c}") for c in channels]
 
 
-def worker_needs(redis: AsyncRedis, ns: str, queues: Iterable[str], worker_id: str,
-                 *, realtime: bool) -> list[Need]:  # fmt: skip
+def worker_needs(
+    redis: AsyncRedis, ns: str, queues: Iterable[str], worker_id: str, *, realtime: bool
+) -> list[Need]:
     """What a worker runs: its queues' scripts and events, the worker registry, and in realtime
     mode a subscription to each queue's channels."""
     index, info = index_key(redis, ns), info_key(redis, ns, worker_id)
@@ -166,8 +169,9 @@ def worker_needs(redis: AsyncRedis, ns: str, queues: Iterable[str], worker_id: s
         keys = Keys.of(ns, qname, cluster=isinstance(redis, aioredis.RedisCluster))
         needs += [Need(("exists", keys.hash), _key(keys.hash))]
         if realtime:
-            needs += _subscribe(redis, (keys.channel, f"{keys.channel}:receives",
-                                        keys.pause_channel))  # fmt: skip
+            needs += _subscribe(
+                redis, (keys.channel, f"{keys.channel}:receives", keys.pause_channel)
+            )
     return needs
 
 

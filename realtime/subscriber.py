@@ -339,9 +339,13 @@ class Subscriber:
                 delay = backoff(failures, *self._backoff)
                 what = exc if isinstance(exc, CONNECTION_LOST) else f"{type(exc).__name__}: {exc}"
                 # One warning per outage; its further attempts are details.
-                log.log(logging.WARNING if failures == 1 else logging.DEBUG,
-                        "pub/sub connection lost (%s); attempt %d, retrying in %.2fs", what,
-                        failures, delay)  # fmt: skip
+                log.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
+                    "pub/sub connection lost (%s); attempt %d, retrying in %.2fs",
+                    what,
+                    failures,
+                    delay,
+                )
                 await asyncio.sleep(delay)
             finally:
                 self.connected.clear()

@@ -572,8 +572,15 @@ def send_batch(
 ) -> Call:
     """A batch send, all or none, checked: the one call both clients' batch sends build."""
     bodies = [encode_message(m) for m in check_messages(messages)]
-    return send(k, bodies, delay_arg(delay), all_or_none=True, realtime=realtime,
-                dedup_ids=check_dedup_ids(dedup_ids, len(bodies)), events=events)  # fmt: skip
+    return send(
+        k,
+        bodies,
+        delay_arg(delay),
+        all_or_none=True,
+        realtime=realtime,
+        dedup_ids=check_dedup_ids(dedup_ids, len(bodies)),
+        events=events,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -619,9 +626,16 @@ def send(
     names = [keys.zset, keys.hash, keys.sent(retry_span())]
     if events is not None:
         names.append(keys.events)
-        args += ["".join("d" if d else "-" for d in dedup_ids or ()), events.channel,
-                 keys.notify(keys.channel), events.maxlen, events.ttl, keys.status(""),
-                 events.head, events.tail]  # fmt: skip
+        args += [
+            "".join("d" if d else "-" for d in dedup_ids or ()),
+            events.channel,
+            keys.notify(keys.channel),
+            events.maxlen,
+            events.ttl,
+            keys.status(""),
+            events.head,
+            events.tail,
+        ]
     elif dedup_ids:
         args.append("".join("d" if d else "-" for d in dedup_ids))
     if dedup_ids:
@@ -833,11 +847,25 @@ def parse_peek(reply: Sequence[Any], offset: int) -> Peek:
         body = rows[i + 1]
         text = body.decode("utf-8", "surrogateescape") if isinstance(body, bytes) else body
         visible_at = int(float(rows[i + 4]))
-        messages.append(PeekedMessage(mid, text, int(rows[i + 2]), int(rows[i + 3]),
-                                      sent_ms(mid), visible_at, visible_at <= now))  # fmt: skip
+        messages.append(
+            PeekedMessage(
+                mid,
+                text,
+                int(rows[i + 2]),
+                int(rows[i + 3]),
+                sent_ms(mid),
+                visible_at,
+                visible_at <= now,
+            )
+        )
     after = offset + len(messages)
-    return Peek(messages, offset, total, after if after < total and messages else None,
-                int(paused) if paused else None)  # fmt: skip
+    return Peek(
+        messages,
+        offset,
+        total,
+        after if after < total and messages else None,
+        int(paused) if paused else None,
+    )
 
 
 def pause(k: Keys, paused: bool) -> Call:

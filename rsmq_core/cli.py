@@ -256,8 +256,9 @@ def _resume(client: RSMQ, args: argparse.Namespace) -> bool:
 
 def _schedule_add(client: RSMQ, args: argparse.Namespace) -> dict[str, Any]:
     message = _stdin_text() if args.message == "-" else args.message
-    return client.add_schedule(args.name, args.qname, message, cron=args.cron, every=args.every,
-                               catch_up=args.catch_up).to_json()  # fmt: skip
+    return client.add_schedule(
+        args.name, args.qname, message, cron=args.cron, every=args.every, catch_up=args.catch_up
+    ).to_json()
 
 
 def _schedule_list(client: RSMQ, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -279,8 +280,9 @@ def _record(client: RSMQ, args: argparse.Namespace) -> None:
             for what, id, detail in args.actions:
                 record(client, what, args.qname, id, detail)
         except Exception as exc:
-            print(f"rsmq: done, but {entry.name} could not record it: {explain(exc)}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"rsmq: done, but {entry.name} could not record it: {explain(exc)}", file=sys.stderr
+            )
 
 
 # Parser --------------------------------------------------------------------------------------
@@ -437,14 +439,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     peek.add_argument("--offset", type=int, default=0, metavar="N", help="from the Nth (0)")
     peek.add_argument("--count", type=int, default=50, metavar="N", help="at most N (50)")
-    retry = command("retry", _retry, "make a message visible now (prints whether it was there)",
-                    aliases=["make-visible"])  # fmt: skip
+    retry = command(
+        "retry",
+        _retry,
+        "make a message visible now (prints whether it was there)",
+        aliases=["make-visible"],
+    )
     retry.add_argument("id", metavar="ID")
-    command("pause", _pause, "pause a queue for this project's workers (prints whether it "
-            "changed); sends are still accepted, RSMQ clients are unaffected")  # fmt: skip
+    command(
+        "pause",
+        _pause,
+        "pause a queue for this project's workers (prints whether it "
+        "changed); sends are still accepted, RSMQ clients are unaffected",
+    )
     command("resume", _resume, "resume a paused queue (prints whether it changed)")
-    timeline = command("timeline", _timeline, "a message's status events, oldest first, or "
-                       "without ID the queue's own (paused, purged, redriven...)")  # fmt: skip
+    timeline = command(
+        "timeline",
+        _timeline,
+        "a message's status events, oldest first, or "
+        "without ID the queue's own (paused, purged, redriven...)",
+    )
     timeline.add_argument("id", nargs="?", metavar="ID")
 
     about = "periodic sends, fired by the workers (cron in UTC, or every N seconds)"
@@ -459,24 +473,34 @@ def build_parser() -> argparse.ArgumentParser:
     when = add.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", metavar="EXPR", help='5 fields, in UTC: "*/5 * * * *"')
     when.add_argument("--every", type=int, metavar="N", help="every N seconds")
-    add.add_argument("--catch-up", default="once", metavar="once|skip",
-                     help="ticks missed while no worker ran: one send for all (once, the "
-                     "default) or none (skip)")  # fmt: skip
+    add.add_argument(
+        "--catch-up",
+        default="once",
+        metavar="once|skip",
+        help="ticks missed while no worker ran: one send for all (once, the "
+        "default) or none (skip)",
+    )
     actions.add_parser("list", help="list the schedules", parents=[common]).set_defaults(
         run=_schedule_list
     )
-    remove = actions.add_parser("remove", help="remove a schedule (prints whether it was there)",
-                                parents=[common])  # fmt: skip
+    remove = actions.add_parser(
+        "remove", help="remove a schedule (prints whether it was there)", parents=[common]
+    )
     remove.set_defaults(run=_schedule_remove)
     remove.add_argument("name", metavar="NAME")
-    status = command("status", _status, "a message's last status, with its handler's result "
-                     "once done (null when none is known)")  # fmt: skip
+    status = command(
+        "status",
+        _status,
+        "a message's last status, with its handler's result once done (null when none is known)",
+    )
     status.add_argument("id", metavar="ID")
     status.add_argument(
-        "--wait", type=_wait_seconds, metavar="SECONDS",
+        "--wait",
+        type=_wait_seconds,
+        metavar="SECONDS",
         help="wait up to SECONDS for it to end (done, dead, deleted, expired); exit status 1 when "
         "they pass first",
-    )  # fmt: skip
+    )
     return parser
 
 
@@ -554,8 +578,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except redis.RedisError as exc:
         if isinstance(exc, redis.exceptions.MovedError | redis.exceptions.ClusterCrossSlotError):
             # A plain client on a node of a cluster: the node refuses keys of other slots.
-            return _fail(f"{mask_url(url)} is a node of a Redis Cluster ({exc}): add --cluster "
-                         "(or set REDIS_CLUSTER=true)", EXIT_USAGE)  # fmt: skip
+            return _fail(
+                f"{mask_url(url)} is a node of a Redis Cluster ({exc}): add --cluster "
+                "(or set REDIS_CLUSTER=true)",
+                EXIT_USAGE,
+            )
         return _fail(f"{type(exc).__name__}: {scrub(explain(exc), url)}", EXIT_ERROR)
     # ASCII escapes keep the output printable whatever the bodies hold.
     print(json.dumps(result, indent=2 if args.pretty else None))

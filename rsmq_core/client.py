@@ -139,8 +139,14 @@ class AsyncRSMQ:
         timeout = kwargs.get("socket_timeout")  # checked before a pool is made for nothing
         replication.check(min_replicas, replica_timeout, cluster=cluster, socket_timeout=timeout)
         client = connect(url, cluster=cluster, connection=connection, **kwargs)
-        return cls(client, ns=ns, realtime=realtime, min_replicas=min_replicas,
-                   replica_timeout=replica_timeout, _owns_redis=True)  # fmt: skip
+        return cls(
+            client,
+            ns=ns,
+            realtime=realtime,
+            min_replicas=min_replicas,
+            replica_timeout=replica_timeout,
+            _owns_redis=True,
+        )
 
     def __repr__(self) -> str:
         return f"<AsyncRSMQ ns={self.ns!r} realtime={self.realtime} cluster={self.cluster}>"
@@ -257,8 +263,14 @@ class AsyncRSMQ:
         """Send up to 1000 messages in one round trip, all or none; returns their ids in order.
         ``dedup_ids``: one per message (None for one without), as ``send_message``'s."""
         keys = self._keys(qname)
-        call = p.send_batch(keys, messages, delay, realtime=self.realtime, dedup_ids=dedup_ids,
-                            events=self._events_of(keys))  # fmt: skip
+        call = p.send_batch(
+            keys,
+            messages,
+            delay,
+            realtime=self.realtime,
+            dedup_ids=dedup_ids,
+            events=self._events_of(keys),
+        )
         reply, acked = await self._send_call(call)
         ids = p.parse_batch_ids(reply)
         return ids if acked is None else self._confirm_all(ids, acked)
@@ -274,8 +286,14 @@ class AsyncRSMQ:
         """As :meth:`send_messages`, saying of each message whether it was a duplicate (for the
         web API, which records and announces only what was stored)."""
         keys = self._keys(qname)
-        call = p.send_batch(keys, messages, delay, realtime=self.realtime, dedup_ids=dedup_ids,
-                            events=self._events_of(keys))  # fmt: skip
+        call = p.send_batch(
+            keys,
+            messages,
+            delay,
+            realtime=self.realtime,
+            dedup_ids=dedup_ids,
+            events=self._events_of(keys),
+        )
         reply, acked = await self._send_call(call)
         sent = p.parse_sent(reply)
         if acked is not None:
@@ -474,8 +492,14 @@ class AsyncRSMQ:
 
     async def _send_each(self, key: _SendKey, bodies: list[bytes]) -> list[str | RSMQError]:
         keys, delay = key
-        call = p.send(keys, bodies, delay, all_or_none=False, realtime=self.realtime,
-                      events=self._events_of(keys))  # fmt: skip
+        call = p.send(
+            keys,
+            bodies,
+            delay,
+            all_or_none=False,
+            realtime=self.realtime,
+            events=self._events_of(keys),
+        )
         reply, acked = await self._send_call(call)  # one WAIT for the whole batch
         ids = p.parse_ids(reply)
         return ids if acked is None else self._confirm(ids, acked)

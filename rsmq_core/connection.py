@@ -173,14 +173,17 @@ def async_client(
         where = SentinelURL.parse(url)
         blocking = issubclass(pool_class, aioredis.BlockingConnectionPool)
         manager = aiosentinel.Sentinel(where.sentinels, sentinel_kwargs=_sentinel_kwargs(kwargs))
-        return cast(_AsyncSentinelRedis, manager.master_for(
-            where.service,
-            redis_class=_AsyncSentinelRedis,
-            connection_class=_AsyncSentinelConnection,
-            connection_pool_class=_BlockingSentinelPool if blocking else _SentinelPool,
-            **where.master_kwargs(),
-            **kwargs,
-        ))  # fmt: skip
+        return cast(
+            _AsyncSentinelRedis,
+            manager.master_for(
+                where.service,
+                redis_class=_AsyncSentinelRedis,
+                connection_class=_AsyncSentinelConnection,
+                connection_pool_class=_BlockingSentinelPool if blocking else _SentinelPool,
+                **where.master_kwargs(),
+                **kwargs,
+            ),
+        )
     if cluster:
         return aioredis.RedisCluster.from_url(url, **kwargs)
     return aioredis.Redis.from_pool(pool_class.from_url(url, **kwargs))

@@ -99,11 +99,14 @@ class EmbeddedRedis:
         args = [
             self.binary or redis_server_binary(),
             *self.listen_args(),
-            "--dir", str(self.dir),
-            "--save", "",
-            "--appendonly", "no",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
             *self.extra_args,
-        ]  # fmt: skip
+        ]
         log = open(self.dir / "redis.log", "ab")  # the child keeps its own handle
         self.proc = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, start_new_session=self.own_session

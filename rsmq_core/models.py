@@ -86,8 +86,15 @@ class PeekedMessage:
 
     def to_json(self) -> dict[str, Any]:
         """As :meth:`Message.to_json`, with ``visible_at`` and ``visible``."""
-        out = {"id": self.id, "message": None, "rc": self.rc, "fr": self.fr, "sent": self.sent,
-               "visible_at": self.visible_at, "visible": self.visible}  # fmt: skip
+        out = {
+            "id": self.id,
+            "message": None,
+            "rc": self.rc,
+            "fr": self.fr,
+            "sent": self.sent,
+            "visible_at": self.visible_at,
+            "visible": self.visible,
+        }
         return _with_body(out, self.message)
 
 
@@ -104,9 +111,13 @@ class Peek:
     paused_since: int | None
 
     def to_json(self) -> dict[str, Any]:
-        return {"messages": [m.to_json() for m in self.messages], "offset": self.offset,
-                "total": self.total, "next_offset": self.next_offset,
-                "paused_since": self.paused_since}  # fmt: skip
+        return {
+            "messages": [m.to_json() for m in self.messages],
+            "offset": self.offset,
+            "total": self.total,
+            "next_offset": self.next_offset,
+            "paused_since": self.paused_since,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +176,15 @@ class Schedule:
     next_fire: int | None
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "queue": self.queue, "message": self.message,
-                "cron": self.cron, "every": self.every, "catch_up": self.catch_up,
-                "next_fire": self.next_fire}  # fmt: skip
+        return {
+            "name": self.name,
+            "queue": self.queue,
+            "message": self.message,
+            "cron": self.cron,
+            "every": self.every,
+            "catch_up": self.catch_up,
+            "next_fire": self.next_fire,
+        }
 
 
 @dataclass(frozen=True, slots=True)

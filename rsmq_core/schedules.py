@@ -143,16 +143,31 @@ def add_steps(
     queue = p.Keys.of(ns, qname)
     now = int(p.check_status((yield _call(ns, "due", 0)))[1])
     text = json.dumps(defn, separators=(",", ":"))
-    reply = yield _call(ns, "add", checked, text, next_fire(defn, now), len(body),
-                        "P" + channel(ns), more=[queue.hash])  # fmt: skip
+    reply = yield _call(
+        ns,
+        "add",
+        checked,
+        text,
+        next_fire(defn, now),
+        len(body),
+        "P" + channel(ns),
+        more=[queue.hash],
+    )
     if p._text(reply[0]) == "queueNotFound":
         raise p.error_from_name("queueNotFound", f"No queue {queue.qname!r} to schedule for")
     return _schedule(checked, defn, int(p.check_status(reply)[1]))
 
 
 def _schedule(name: str, defn: dict[str, Any], next_ms: int | None) -> Schedule:
-    return Schedule(name, defn["queue"], defn["message"], defn.get("cron"), defn.get("every"),
-                    defn.get("catch_up", "once"), next_ms)  # fmt: skip
+    return Schedule(
+        name,
+        defn["queue"],
+        defn["message"],
+        defn.get("cron"),
+        defn.get("every"),
+        defn.get("catch_up", "once"),
+        next_ms,
+    )
 
 
 def remove(ns: str, cluster: bool, name: object) -> p.Call:
@@ -205,10 +220,18 @@ def fire_steps(ns: str, cluster: bool) -> p.Steps:
             continue
         wake.append(after)
         reply = yield _call(
-            ns, "fire", name, text, tick, wake[-1], "1" if send else "",
-            queue.notify(queue.channel), p.new_id_suffixes(1), body,
+            ns,
+            "fire",
+            name,
+            text,
+            tick,
+            wake[-1],
+            "1" if send else "",
+            queue.notify(queue.channel),
+            p.new_id_suffixes(1),
+            body,
             more=[queue.zset, queue.hash],
-        )  # fmt: skip
+        )
         status = p._text(reply[0])
         if status == "taken":
             continue

@@ -71,8 +71,14 @@ class RSMQ:
         replication.check(min_replicas, replica_timeout, cluster=cluster, socket_timeout=timeout)
         kwargs.setdefault("retry", Retry(BACKOFF, RETRIES))
         client = sync_client(url, connection, cluster=cluster, **kwargs)
-        return cls(client, ns=ns, realtime=realtime, min_replicas=min_replicas,
-                   replica_timeout=replica_timeout, _owns_redis=True)  # fmt: skip
+        return cls(
+            client,
+            ns=ns,
+            realtime=realtime,
+            min_replicas=min_replicas,
+            replica_timeout=replica_timeout,
+            _owns_redis=True,
+        )
 
     def __repr__(self) -> str:
         return f"<RSMQ ns={self.ns!r} realtime={self.realtime} cluster={self.cluster}>"

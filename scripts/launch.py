@@ -188,8 +188,9 @@ def check_redis(url: str, options: ConnectionOptions) -> None:
     deadline = time.monotonic() + REDIS_PATIENCE
     while True:
         try:
-            with sync_client(url, options, socket_connect_timeout=CONNECT_TIMEOUT,
-                             socket_timeout=CONNECT_TIMEOUT) as client:  # fmt: skip
+            with sync_client(
+                url, options, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT
+            ) as client:
                 client.ping()
             return
         except redis.RedisError as exc:
@@ -206,16 +207,26 @@ def check_redis(url: str, options: ConnectionOptions) -> None:
 
 
 async def run(url: str, port: int, *, once: bool, compare: bool = False) -> int:
-    env = dict(os.environ, REDIS_URL=url, RSMQ_NS=NS, QUEUES=QUEUE, QUEUE=QUEUE,
-               MAX_RECEIVES="2", RETRY_BACKOFF="0.5", PYTHONPATH=str(ROOT))  # fmt: skip
+    env = dict(
+        os.environ,
+        REDIS_URL=url,
+        RSMQ_NS=NS,
+        QUEUES=QUEUE,
+        QUEUE=QUEUE,
+        MAX_RECEIVES="2",
+        RETRY_BACKOFF="0.5",
+        PYTHONPATH=str(ROOT),
+    )
     env |= {"HANDLER": EXAMPLE_HANDLER}  # the demo's work; a worker has no default handler
     # The web app on loopback only, and quiet: its request lines would bury the demo's.
     web_env = dict(env, HOST="127.0.0.1", PORT=str(port), LOG_LEVEL="WARNING")
     workers = [env]
     if compare:
         # Quiet too: a line per message from each worker would bury the instructions.
-        workers = [dict(env, QUEUES=qname, REALTIME=str(mode == "realtime").lower(),
-                        LOG_LEVEL="WARNING") for mode, qname in COMPARE_QUEUES.items()]  # fmt: skip
+        workers = [
+            dict(env, QUEUES=qname, REALTIME=str(mode == "realtime").lower(), LOG_LEVEL="WARNING")
+            for mode, qname in COMPARE_QUEUES.items()
+        ]
     children = [
         await asyncio.create_subprocess_exec(sys.executable, "-m", "worker", env=e, cwd=ROOT)
         for e in workers
@@ -236,8 +247,10 @@ async def run(url: str, port: int, *, once: bool, compare: bool = False) -> int:
             print("the web app or the worker exited at start; stopping", file=sys.stderr)
             return 1
         if compare:
-            print(f"\nOpen http://127.0.0.1:{port}/dashboard — realtime vs polling, one worker "
-                  "each, a message to each every 0.5 s (Ctrl-C stops everything)\n")  # fmt: skip
+            print(
+                f"\nOpen http://127.0.0.1:{port}/dashboard — realtime vs polling, one worker "
+                "each, a message to each every 0.5 s (Ctrl-C stops everything)\n"
+            )
             showing = asyncio.create_task(trickle(url, once=once))
         else:
             print(f"\nOpen http://127.0.0.1:{port}/ — the example app (Ctrl-C stops everything)\n")

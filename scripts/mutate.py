@@ -46,31 +46,55 @@ ROOT = Path(__file__).resolve().parent.parent
 # What is mutated, and the fast tests that pin it (no worker processes: seconds a run).
 PACKAGES: dict[str, tuple[list[str], list[str]]] = {
     "rsmq_core": (
-        ["rsmq_core/_batch.py", "rsmq_core/_protocol.py", "rsmq_core/client.py",
-         "rsmq_core/sync.py", "rsmq_core/models.py"],
-        ["tests/test_queue.py", "tests/test_validation.py", "tests/test_async.py",
-         "tests/test_protocol.py", "tests/test_model.py"],
+        [
+            "rsmq_core/_batch.py",
+            "rsmq_core/_protocol.py",
+            "rsmq_core/client.py",
+            "rsmq_core/sync.py",
+            "rsmq_core/models.py",
+        ],
+        [
+            "tests/test_queue.py",
+            "tests/test_validation.py",
+            "tests/test_async.py",
+            "tests/test_protocol.py",
+            "tests/test_model.py",
+        ],
     ),
     "realtime": (
-        ["realtime/subscriber.py", "realtime/backoff.py", "realtime/events.py",
-         "realtime/registry.py"],
+        [
+            "realtime/subscriber.py",
+            "realtime/backoff.py",
+            "realtime/events.py",
+            "realtime/registry.py",
+        ],
         ["tests/test_realtime.py", "tests/test_worker_inproc.py"],
     ),
     "worker": (
         ["worker/worker.py", "worker/job.py"],
         ["tests/test_worker_inproc.py", "tests/test_worker_limits.py"],
     ),
-}  # fmt: skip
+}
 
 COMPARE_FLIP: dict[type[ast.cmpop], type[ast.cmpop]] = {
-    ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
-    ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In,
-    ast.Is: ast.IsNot, ast.IsNot: ast.Is,
-}  # fmt: skip
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+}
 ARITH_FLIP: dict[type[ast.operator], type[ast.operator]] = {
-    ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult,
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.Div,
+    ast.Div: ast.Mult,
     ast.FloorDiv: ast.Div,
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -121,8 +145,12 @@ def _mutations(node: ast.AST, skip: set[int]) -> Iterator[tuple[str, ast.AST]]:
     elif isinstance(node, ast.Constant) and type(node.value) is bool:
         yield "bool", ast.Constant(not node.value)
     elif isinstance(node, ast.BoolOp):
-        yield "boolop", ast.BoolOp(ast.Or() if isinstance(node.op, ast.And) else ast.And(),
-                                   copy.deepcopy(node.values))  # fmt: skip
+        yield (
+            "boolop",
+            ast.BoolOp(
+                ast.Or() if isinstance(node.op, ast.And) else ast.And(), copy.deepcopy(node.values)
+            ),
+        )
     elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
         yield "not", copy.deepcopy(node.operand)
     elif isinstance(node, ast.BinOp) and type(node.op) in ARITH_FLIP:
@@ -207,8 +235,13 @@ def sample(packages: list[str], per_package: int, seed: int) -> list[tuple[str, 
 
 
 def copy_tree(dest: Path) -> None:
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                            check=True, capture_output=True, text=True).stdout.split()  # fmt: skip
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     for name in listed:
         src = ROOT / name
         if src.is_file():
@@ -222,9 +255,12 @@ def run_tests(tree: Path, tests: list[str], timeout: float) -> tuple[bool, float
     began = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
-        cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=tree,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,  # its Redis and any worker go with it on a timeout
-    )  # fmt: skip
+    )
     try:
         rc = proc.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -252,12 +288,17 @@ def main(argv: list[str] | None = None) -> int:
         copy_tree(tree)
         where = subprocess.run(
             [sys.executable, "-c", "import worker, realtime, rsmq_core as m; print(m.__file__)"],
-            cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True,
-            text=True, check=True,
-        ).stdout.strip()  # fmt: skip
+            cwd=tree,
+            env={**os.environ, "PYTHONPATH": str(tree)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         if not where.startswith(str(tree)):
-            print(f"the copy is not what gets imported ({where}): is the project installed "
-                  "other than editable?")  # fmt: skip
+            print(
+                f"the copy is not what gets imported ({where}): is the project installed "
+                "other than editable?"
+            )
             return 1
         killed: dict[str, list[Mutant]] = {p: [] for p in packages}
         survived: dict[str, list[Mutant]] = {p: [] for p in packages}
@@ -279,8 +320,9 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     target.write_text(original)
                 (survived if passed else killed)[package].append(mutant)
-                print(f"  {'SURVIVED' if passed else 'killed  '} {took:5.1f}s  {mutant}",
-                      flush=True)  # fmt: skip
+                print(
+                    f"  {'SURVIVED' if passed else 'killed  '} {took:5.1f}s  {mutant}", flush=True
+                )
         print("\npackage     killed  of  score")
         for package in packages:
             k, n = len(killed[package]), len(killed[package]) + len(survived[package])

@@ -50,8 +50,14 @@ async def record(job: Job) -> Any:
     ns = os.environ.get("RSMQ_NS", "rsmq")
     started = time.time() * 1000
     r = _redis()
-    entry = {"id": job.id, "rc": job.rc, "t": started, "pid": os.getpid(), "body": job.body,
-             "raw": base64.b64encode(job.raw).decode()}  # fmt: skip
+    entry = {
+        "id": job.id,
+        "rc": job.rc,
+        "t": started,
+        "pid": os.getpid(),
+        "body": job.body,
+        "raw": base64.b64encode(job.raw).decode(),
+    }
     r.rpush(started_key(ns), json.dumps(entry))
     try:
         spec = json.loads(job.body)

@@ -135,8 +135,11 @@ class RedisCluster:
         try:
             done = subprocess.run(
                 [*args, "--cluster-replicas", "0", "--cluster-yes"],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
-            )  # fmt: skip
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
         except subprocess.TimeoutExpired as e:
             raise RuntimeError(f"redis-cli --cluster create hung for 30s:\n{e.stdout!r}") from None
         if done.returncode != 0:

@@ -60,8 +60,12 @@ def test_peek_refuses_bad_pages_and_missing_queues(rsmq):
     with pytest.raises(QueueNotFound):
         rsmq.peek_messages("nope")
     assert rsmq.peek_messages("q").to_json() == {
-        "messages": [], "offset": 0, "total": 0, "next_offset": None, "paused_since": None,
-    }  # fmt: skip
+        "messages": [],
+        "offset": 0,
+        "total": 0,
+        "next_offset": None,
+        "paused_since": None,
+    }
 
 
 def test_peek_carries_a_body_that_is_not_utf8_as_base64(rsmq, r):
@@ -147,9 +151,15 @@ def test_a_paused_queue_is_not_received_from_until_resumed(backend, ns, r, worke
     shows the worker alive and past the pause; the paused queue's message waits, untouched.
     On a cluster the pause channel is in the queue's slot, heard by sharded pub/sub."""
     realtime = mode == "realtime"
-    w = WorkerProcess(backend.url, ns, cluster=backend.cluster, queues="jobs,other",
-                      realtime=realtime, heartbeat=60 if realtime else 0.2,
-                      poll_interval=0.05)  # fmt: skip
+    w = WorkerProcess(
+        backend.url,
+        ns,
+        cluster=backend.cluster,
+        queues="jobs,other",
+        realtime=realtime,
+        heartbeat=60 if realtime else 0.2,
+        poll_interval=0.05,
+    )
     workers.append(w)
     w.start()
     with RSMQ.from_url(backend.url, ns=ns, realtime=True, cluster=backend.cluster) as q:
@@ -184,8 +194,9 @@ def csrf_of(client, page: str) -> str:
 
 def logged_in(client) -> str:
     """Log the client in as the dashboard's form does; the page's CSRF token."""
-    answer = client.post("/login", data={"csrf": csrf_of(client, "/login"), "token": TOKEN},
-                         follow_redirects=False)  # fmt: skip
+    answer = client.post(
+        "/login", data={"csrf": csrf_of(client, "/login"), "token": TOKEN}, follow_redirects=False
+    )
     assert answer.status_code == 303, answer.text
     return csrf_of(client, "/dashboard")
 
@@ -235,30 +246,37 @@ def test_api_actions_act_and_leave_events_saying_from_where(closed, queues):
     assert rest == {"moved": 2}
 
     assert closed.post("/api/queues/q/pause", headers=BEARER).json() == {
-        "paused": True, "changed": True,
-    }  # fmt: skip
+        "paused": True,
+        "changed": True,
+    }
     assert queues.is_paused("q")
     assert closed.post("/api/queues/q/resume", headers=BEARER).json()["changed"] is True
     assert closed.patch("/api/queues/q", json={"vt": 60}, headers=BEARER).json()["vt"] == 60
     assert closed.post("/api/queues/q/purge", headers=BEARER).json() == {"purged": 3}
     history = closed.get("/api/queues/q/history", headers=BEARER).json()["events"]
     assert [(e["status"], e.get("detail")) for e in history] == [
-        ("paused", None), ("resumed", None), ("changed", "vt=60"), ("purged", "3 message(s)"),
-    ]  # fmt: skip
+        ("paused", None),
+        ("resumed", None),
+        ("changed", "vt=60"),
+        ("purged", "3 message(s)"),
+    ]
     dead_history = closed.get("/api/queues/q-dead/history", headers=BEARER).json()["events"]
     assert [e.get("detail") for e in dead_history] == ["2 message(s) to q"]
 
 
 def test_a_redriven_message_s_timeline_says_where_it_went(closed, queues):
     mid = queues.send_message("q-dead", "x")
-    moved = closed.post("/api/queues/q-dead/redrive", json={"to": "q", "ids": [mid]},
-                        headers=BEARER).json()  # fmt: skip
+    moved = closed.post(
+        "/api/queues/q-dead/redrive", json={"to": "q", "ids": [mid]}, headers=BEARER
+    ).json()
     (event,) = closed.get(f"/api/queues/q-dead/messages/{mid}/timeline", headers=BEARER).json()[
         "events"
     ]
     assert (event["status"], event["detail"], event["dead_letter_id"]) == (
-        "redriven", "to q", moved["ids"][mid],
-    )  # fmt: skip
+        "redriven",
+        "to q",
+        moved["ids"][mid],
+    )
 
 
 def test_api_actions_refuse_bad_input_by_name(closed, queues):
@@ -266,27 +284,69 @@ def test_api_actions_refuse_bad_input_by_name(closed, queues):
         assert answer.status_code == status, answer.text
         assert answer.json()["error"] == error and text in answer.json()["message"]
 
-    refused(closed.get("/api/queues/q/peek?count=x", headers=BEARER), 400, "invalidValue",
-            "count must be an integer")  # fmt: skip
-    refused(closed.get("/api/queues/q/peek?count=5000", headers=BEARER), 400, "invalidValue",
-            "count must be between 1 and 1000")  # fmt: skip
-    refused(closed.get("/api/queues/q/peek?limit=5", headers=BEARER), 400, "unknownField",
-            "limit")  # fmt: skip
-    refused(closed.get("/api/queues/nope/peek", headers=BEARER), 404, "queueNotFound",
-            "Queue not found")  # fmt: skip
-    refused(closed.get("/api/queues/q/messages/short/timeline", headers=BEARER), 400,
-            "invalidFormat", "Invalid id format")  # fmt: skip
-    refused(closed.get(f"/api/queues/nope/messages/{'a' * 32}/timeline", headers=BEARER), 404,
-            "queueNotFound", "Queue not found")  # fmt: skip
-    refused(closed.post("/api/queues/q-dead/redrive", json={"to": "q", "ids": [], },
-                        headers=BEARER), 400, "invalidValue", "ids must be a list")  # fmt: skip
-    refused(closed.post("/api/queues/q-dead/redrive", json={"to": "q", "ids": ["a" * 32],
-                        "count": 1}, headers=BEARER), 400, "invalidValue",
-            "either ids or count")  # fmt: skip
-    refused(closed.post("/api/queues/nope/pause", headers=BEARER), 404, "queueNotFound",
-            "Queue not found")  # fmt: skip
-    refused(closed.post("/api/queues/q/purge", json={"really": True}, headers=BEARER), 400,
-            "unknownField", "really")  # fmt: skip
+    refused(
+        closed.get("/api/queues/q/peek?count=x", headers=BEARER),
+        400,
+        "invalidValue",
+        "count must be an integer",
+    )
+    refused(
+        closed.get("/api/queues/q/peek?count=5000", headers=BEARER),
+        400,
+        "invalidValue",
+        "count must be between 1 and 1000",
+    )
+    refused(closed.get("/api/queues/q/peek?limit=5", headers=BEARER), 400, "unknownField", "limit")
+    refused(
+        closed.get("/api/queues/nope/peek", headers=BEARER), 404, "queueNotFound", "Queue not found"
+    )
+    refused(
+        closed.get("/api/queues/q/messages/short/timeline", headers=BEARER),
+        400,
+        "invalidFormat",
+        "Invalid id format",
+    )
+    refused(
+        closed.get(f"/api/queues/nope/messages/{'a' * 32}/timeline", headers=BEARER),
+        404,
+        "queueNotFound",
+        "Queue not found",
+    )
+    refused(
+        closed.post(
+            "/api/queues/q-dead/redrive",
+            json={
+                "to": "q",
+                "ids": [],
+            },
+            headers=BEARER,
+        ),
+        400,
+        "invalidValue",
+        "ids must be a list",
+    )
+    refused(
+        closed.post(
+            "/api/queues/q-dead/redrive",
+            json={"to": "q", "ids": ["a" * 32], "count": 1},
+            headers=BEARER,
+        ),
+        400,
+        "invalidValue",
+        "either ids or count",
+    )
+    refused(
+        closed.post("/api/queues/nope/pause", headers=BEARER),
+        404,
+        "queueNotFound",
+        "Queue not found",
+    )
+    refused(
+        closed.post("/api/queues/q/purge", json={"really": True}, headers=BEARER),
+        400,
+        "unknownField",
+        "really",
+    )
     refused(closed.post("/api/queues/q/pause"), 401, "unauthorized", "API token")
     assert not queues.is_paused("q")
 
@@ -309,8 +369,7 @@ def test_the_dashboard_acts_with_its_login_and_csrf_token_only(closed, queues):
     ok = closed.post("/dashboard/api/queues/q/pause", headers={"x-csrf-token": csrf})
     assert ok.json() == {"paused": True, "changed": True}
     assert closed.get("/dashboard/api/queues/q/peek").json()["paused_since"]
-    gone = closed.delete(f"/dashboard/api/queues/q/messages/{mid}",
-                         headers={"x-csrf-token": csrf})  # fmt: skip
+    gone = closed.delete(f"/dashboard/api/queues/q/messages/{mid}", headers={"x-csrf-token": csrf})
     assert gone.json() == {"deleted": True}
     (event,) = timeline_of(closed, mid, "/dashboard/api", {})
     assert (event["status"], event["by"]) == ("deleted", "dashboard testclient")
@@ -396,8 +455,13 @@ def test_cli_actions_leave_events_saying_who_and_where(redis_url, ns, queues, ca
     mid = queues.send_message("q", "x", delay=600)
     gone = queues.send_message("q", "y")
     cli = ["--url", redis_url, "--ns", ns]
-    for argv in (["retry", "q", mid], ["delete", "q", gone, "n" * 32], ["pause", "q"],
-                 ["set", "q", "--vt", "9"], ["purge", "q"]):  # fmt: skip
+    for argv in (
+        ["retry", "q", mid],
+        ["delete", "q", gone, "n" * 32],
+        ["pause", "q"],
+        ["set", "q", "--vt", "9"],
+        ["purge", "q"],
+    ):
         assert cli_main([*cli, *argv]) == 0
     assert capsys.readouterr().err == ""
 
@@ -420,11 +484,15 @@ def test_cli_actions_leave_events_saying_who_and_where(redis_url, ns, queues, ca
     assert json.loads(capsys.readouterr().out) == []  # not there: nothing was deleted
     assert cli_main([*cli, "timeline", "q"]) == 0
     assert [e["status"] for e in json.loads(capsys.readouterr().out)] == [
-        "paused", "changed", "purged",
-    ]  # fmt: skip
+        "paused",
+        "changed",
+        "purged",
+    ]
     assert [(e.status, e.detail) for _, e in queue] == [
-        ("paused", None), ("changed", "vt=9"), ("purged", "1 message(s)"),
-    ]  # fmt: skip
+        ("paused", None),
+        ("changed", "vt=9"),
+        ("purged", "1 message(s)"),
+    ]
     stream = queues.keys("q").events
     queues.redis.delete(stream)
     queues.redis.set(stream, "not a stream")

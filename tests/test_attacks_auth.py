@@ -60,16 +60,26 @@ def csrf_of(client: TestClient, page: str = "/") -> str:
 def test_a_text_plain_body_is_refused_and_creates_nothing(open_app, queues):
     # What a no-cors fetch or a <form enctype="text/plain"> of another site can send.
     plain = {"content-type": "text/plain"}
-    refused(open_app.post("/api/queues", content=b'{"qname": "evil"}', headers=plain),
-            415, "unsupportedMediaType", "Content-Type: application/json")  # fmt: skip
+    refused(
+        open_app.post("/api/queues", content=b'{"qname": "evil"}', headers=plain),
+        415,
+        "unsupportedMediaType",
+        "Content-Type: application/json",
+    )
     assert "evil" not in queues.list_queues()
     queues.send_message("jobs", "hidden?")
     receive = b'{"count": 1000, "vt": 9999999}'
-    refused(open_app.post("/api/queues/jobs/receive", content=receive, headers=plain),
-            415, "unsupportedMediaType")  # fmt: skip
+    refused(
+        open_app.post("/api/queues/jobs/receive", content=receive, headers=plain),
+        415,
+        "unsupportedMediaType",
+    )
     form = {"content-type": "application/x-www-form-urlencoded"}
-    refused(open_app.post("/api/queues/jobs/messages", content=b"message=x", headers=form),
-            415, "unsupportedMediaType")  # fmt: skip
+    refused(
+        open_app.post("/api/queues/jobs/messages", content=b"message=x", headers=form),
+        415,
+        "unsupportedMediaType",
+    )
     attrs = queues.get_queue_attributes("jobs")
     assert (attrs.msgs, attrs.totalrecv, attrs.totalsent) == (1, 0, 1)  # none hidden or sent
     # The page's own form too: text/plain is refused even with a good CSRF token.
@@ -150,13 +160,18 @@ def test_health_is_bare_without_the_token(closed, make_client):
 
 def log_in(client: TestClient, token: str = TOKEN) -> Any:
     csrf = csrf_of(client, "/login")
-    return client.post("/login?next=/dashboard", data={"csrf": csrf, "token": token},
-                       headers=SAME, follow_redirects=False)  # fmt: skip
+    return client.post(
+        "/login?next=/dashboard",
+        data={"csrf": csrf, "token": token},
+        headers=SAME,
+        follow_redirects=False,
+    )
 
 
 def session_cookie(answer: Any) -> str:
-    found: list[str] = [h for h in answer.headers.get_list("set-cookie")
-                        if h.startswith("session=")]  # fmt: skip
+    found: list[str] = [
+        h for h in answer.headers.get_list("set-cookie") if h.startswith("session=")
+    ]
     assert len(found) == 1, answer.headers
     return found[0]
 
@@ -188,8 +203,9 @@ def test_login_needs_the_csrf_token_and_a_local_next(closed):
     big = closed.post("/login", data={"token": "x" * 5000})
     refused(big, 413, "bodyTooLarge")
     csrf = csrf_of(closed, "/login")
-    away = closed.post("/login?next=//evil.example/x", data={"csrf": csrf, "token": TOKEN},
-                       follow_redirects=False)  # fmt: skip
+    away = closed.post(
+        "/login?next=//evil.example/x", data={"csrf": csrf, "token": TOKEN}, follow_redirects=False
+    )
     assert away.headers["location"] == "/dashboard"
 
 
@@ -217,9 +233,17 @@ def test_behind_a_trusted_proxy_on_a_real_server_the_session_is_secure(redis_url
         csrf = re.search(r'value="([^"]+)"', page.read().decode())
         assert csrf
         cookie = csrf_header.split(";")[0]
-        conn.request("POST", "/login", body=f"csrf={csrf.group(1)}&token={TOKEN}",
-                     headers={**https, "cookie": cookie, "origin": f"https://127.0.0.1:{web.port}",
-                              "content-type": "application/x-www-form-urlencoded"})  # fmt: skip
+        conn.request(
+            "POST",
+            "/login",
+            body=f"csrf={csrf.group(1)}&token={TOKEN}",
+            headers={
+                **https,
+                "cookie": cookie,
+                "origin": f"https://127.0.0.1:{web.port}",
+                "content-type": "application/x-www-form-urlencoded",
+            },
+        )
         answer = conn.getresponse()
         answer.read()
         assert answer.status == 303
@@ -283,15 +307,23 @@ def test_a_visitor_follows_only_the_ids_it_was_given(closed):
         assert next_frame(ws, "error")["error"] == "unauthorized"
         # Another id's ticket, or none, does not open an id.
         for tickets in ([mine["ticket"]], [], None, ["x"]):
-            ws.send_json({"type": "subscribe", "queue": "jobs", "ids": [other["id"]],
-                          "tickets": tickets})  # fmt: skip
+            ws.send_json(
+                {"type": "subscribe", "queue": "jobs", "ids": [other["id"]], "tickets": tickets}
+            )
             assert next_frame(ws, "error")["error"] == "unauthorized", tickets
         # A ticket is for its queue only.
-        ws.send_json({"type": "subscribe", "queue": "other", "ids": [mine["id"]],
-                      "tickets": [mine["ticket"]]})  # fmt: skip
+        ws.send_json(
+            {
+                "type": "subscribe",
+                "queue": "other",
+                "ids": [mine["id"]],
+                "tickets": [mine["ticket"]],
+            }
+        )
         assert next_frame(ws, "error")["error"] == "unauthorized"
-        ws.send_json({"type": "subscribe", "queue": "jobs", "ids": [mine["id"]],
-                      "tickets": [mine["ticket"]]})  # fmt: skip
+        ws.send_json(
+            {"type": "subscribe", "queue": "jobs", "ids": [mine["id"]], "tickets": [mine["ticket"]]}
+        )
         assert next_frame(ws, "subscribed")["queue"] == "jobs"
         event = next_frame(ws, "event")["event"]
         assert (event["id"], event["status"]) == (mine["id"], "queued")
@@ -350,8 +382,9 @@ def test_an_empty_blank_or_short_token_stops_the_start(value, message):
 
 def test_the_web_process_will_not_start_with_a_short_token(redis_url, ns):
     env = dict(os.environ, API_TOKEN="short", REDIS_URL=redis_url, RSMQ_NS=ns, PORT="1")
-    ran = subprocess.run([sys.executable, "-m", "web"], env=env, capture_output=True,
-                         text=True, timeout=30, cwd=ROOT)  # fmt: skip
+    ran = subprocess.run(
+        [sys.executable, "-m", "web"], env=env, capture_output=True, text=True, timeout=30, cwd=ROOT
+    )
     assert ran.returncode == 2
     assert "API_TOKEN has 5 characters; use at least 16" in ran.stderr
 
@@ -380,15 +413,22 @@ def test_a_csrf_cookie_chosen_by_the_client_is_refused(open_app, queues):
     refused(open_app.post("/submit", json={"message": "x"}, headers=chosen), 403, "csrf")
     forged = "nonce.not-the-mac"
     open_app.cookies.set("csrftoken", forged)
-    refused(open_app.post("/submit", json={"message": "x"}, headers={"x-csrf-token": forged}),
-            403, "csrf")  # fmt: skip
+    refused(
+        open_app.post("/submit", json={"message": "x"}, headers={"x-csrf-token": forged}),
+        403,
+        "csrf",
+    )
     assert queues.get_queue_attributes("jobs").totalsent == 0
     # The page replaces it with one the server minted, which works.
     page = open_app.get("/")
     minted = page.cookies["csrftoken"]
     assert minted != forged and f'content="{minted}"' in page.text
-    assert open_app.post("/submit", json={"message": "x"},
-                         headers={"x-csrf-token": minted}).status_code == 202  # fmt: skip
+    assert (
+        open_app.post(
+            "/submit", json={"message": "x"}, headers={"x-csrf-token": minted}
+        ).status_code
+        == 202
+    )
 
 
 def test_two_web_processes_without_a_token_accept_each_others_csrf_tokens(make_client):

@@ -99,8 +99,15 @@ def test_a_15_mib_websocket_frame_is_refused_from_its_header(start):
 def test_a_10_mib_content_length_is_refused_before_the_body_is_sent(start):
     server = start()
     with connect(server.port) as sock:
-        sock.sendall(head("POST", SEND, server.port, "Content-Type: application/json",
-                          f"Content-Length: {10 * MIB}"))  # fmt: skip
+        sock.sendall(
+            head(
+                "POST",
+                SEND,
+                server.port,
+                "Content-Type: application/json",
+                f"Content-Length: {10 * MIB}",
+            )
+        )
         answer, closed = until_closed(sock, 5)
     status, headers, body = status_and_body(answer)
     assert status == 413 and b"connection: close" in headers
@@ -115,8 +122,15 @@ def test_a_chunked_body_is_cut_with_413_at_the_limit(start):
     server = start(MAX_BODY="65536")
     chunk = b"x" * 16384
     with connect(server.port) as sock:
-        sock.sendall(head("POST", SEND, server.port, "Content-Type: application/json",
-                          "Transfer-Encoding: chunked"))  # fmt: skip
+        sock.sendall(
+            head(
+                "POST",
+                SEND,
+                server.port,
+                "Content-Type: application/json",
+                "Transfer-Encoding: chunked",
+            )
+        )
         for _ in range(5):  # 80 KiB, past the 64 KiB limit; the body never ends
             sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         answer, closed = until_closed(sock, 5)
@@ -176,8 +190,10 @@ def test_each_head_on_a_kept_connection_gets_its_deadline_from_the_last_answer(s
 def test_a_body_slower_than_body_timeout_gets_408(start):
     server = start(BODY_TIMEOUT="1")
     with connect(server.port) as sock:
-        sock.sendall(head("POST", SEND, server.port, "Content-Type: application/json",
-                          "Content-Length: 100") + b'{"message": "')  # fmt: skip
+        sock.sendall(
+            head("POST", SEND, server.port, "Content-Type: application/json", "Content-Length: 100")
+            + b'{"message": "'
+        )
         answer, closed = until_closed(sock, 10)
     status, _, body = status_and_body(answer)
     assert status == 408 and closed
@@ -187,11 +203,20 @@ def test_a_body_slower_than_body_timeout_gets_408(start):
     }
 
 
-@pytest.mark.parametrize(("header", "name"), [
-    ("LocalHost:8000", "localhost"), ("[::1]:8000", "[::1]"), ("[::1]", "[::1]"),
-    ("example.com", "example.com"), ("", None), ("a:b", None), ("[::1", None),
-    ("[::1]x", None), ("example.com:", None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        ("LocalHost:8000", "localhost"),
+        ("[::1]:8000", "[::1]"),
+        ("[::1]", "[::1]"),
+        ("example.com", "example.com"),
+        ("", None),
+        ("a:b", None),
+        ("[::1", None),
+        ("[::1]x", None),
+        ("example.com:", None),
+    ],
+)
 def test_the_host_check_reads_the_name_out_of_the_header(header, name):
     assert host_name(header) == name
 
@@ -208,8 +233,12 @@ def test_a_wildcard_admits_the_names_under_a_domain_only():
 def test_a_foreign_host_is_refused_on_http_and_on_the_websocket(start):
     server = start()  # HOST=127.0.0.1: loopback names only
     rebound = ("Host: evil.example:8096", "Origin: http://evil.example:8096")
-    upgrade = ("Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
-               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==")  # fmt: skip
+    upgrade = (
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    )
     for request in (b"GET /api/queues HTTP/1.1\r\n", b"GET /ws HTTP/1.1\r\n"):
         lines = rebound + (upgrade if b"/ws" in request else ())
         with connect(server.port) as sock:
@@ -231,8 +260,16 @@ def test_a_client_leaving_mid_body_logs_one_info_line(start):
     with tempfile.TemporaryFile("w+") as out:
         server = start(LOG_LEVEL="INFO", stdout=out, stderr=out)
         with connect(server.port) as sock:
-            sock.sendall(head("POST", SEND, server.port, "Content-Type: application/json",
-                              "Content-Length: 1000") + b'{"message": "')  # fmt: skip
+            sock.sendall(
+                head(
+                    "POST",
+                    SEND,
+                    server.port,
+                    "Content-Type: application/json",
+                    "Content-Length: 1000",
+                )
+                + b'{"message": "'
+            )
 
         def told() -> list[str]:
             out.seek(0)
@@ -266,8 +303,15 @@ def test_https_behind_a_trusted_proxy_gets_hsts_and_nothing_else_does(start):
 def serving(app: object) -> Iterator[int]:
     """A real uvicorn in a thread (no signal handlers there), on a free loopback port."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,  # type: ignore[arg-type]
-                                           log_config=None, log_level="critical"))  # fmt: skip
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            log_level="critical",
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -295,10 +339,16 @@ def test_a_500_carries_the_security_headers(redis_url, ns):
 
 def test_allowed_hosts_default_to_the_loopback_names_on_loopback_only():
     assert Settings.from_env({"HOST": "127.0.0.1"}).allowed_hosts == (
-        "localhost", "127.0.0.1", "[::1]")  # fmt: skip
+        "localhost",
+        "127.0.0.1",
+        "[::1]",
+    )
     assert Settings.from_env({"HOST": "0.0.0.0", "ALLOW_ANONYMOUS": "true"}).allowed_hosts == ()
-    env = {"HOST": "0.0.0.0", "ALLOW_ANONYMOUS": "true",
-           "ALLOWED_HOSTS": " App.Example.com, *.herokuapp.com,::1"}  # fmt: skip
+    env = {
+        "HOST": "0.0.0.0",
+        "ALLOW_ANONYMOUS": "true",
+        "ALLOWED_HOSTS": " App.Example.com, *.herokuapp.com,::1",
+    }
     assert Settings.from_env(env).allowed_hosts == ("app.example.com", "*.herokuapp.com", "[::1]")
 
 
@@ -306,10 +356,15 @@ NO_PORT = "write host names only, no port or scheme"
 WILDCARD = "a wildcard stands for the names under a domain (*.example.com), or for any name (*)"
 
 
-@pytest.mark.parametrize(("value", "why"), [
-    ("example.com:8000", NO_PORT), ("https://example.com", NO_PORT),
-    ("app.*.com", WILDCARD), ("*example.com", WILDCARD),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("example.com:8000", NO_PORT),
+        ("https://example.com", NO_PORT),
+        ("app.*.com", WILDCARD),
+        ("*example.com", WILDCARD),
+    ],
+)
 def test_a_bad_allowed_host_is_named(value, why):
     with pytest.raises(SettingError) as caught:
         Settings.from_env({"ALLOWED_HOSTS": value})
@@ -322,11 +377,18 @@ def test_an_app_without_allowed_hosts_is_not_made(redis_url, ns):
 
 
 def test_the_web_app_will_not_start_on_a_public_interface_without_allowed_hosts(ns):
-    env = dict(os.environ, HOST="0.0.0.0", PORT=str(free_port()), PYTHONPATH=str(ROOT),
-               RSMQ_NS=ns, API_TOKEN="t" * 16)  # fmt: skip
+    env = dict(
+        os.environ,
+        HOST="0.0.0.0",
+        PORT=str(free_port()),
+        PYTHONPATH=str(ROOT),
+        RSMQ_NS=ns,
+        API_TOKEN="t" * 16,
+    )
     env.pop("ALLOWED_HOSTS", None)
-    done = subprocess.run([sys.executable, "-m", "web"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "web"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 2
     assert done.stderr == (
         "web: bad setting: ALLOWED_HOSTS is not set and HOST=0.0.0.0 is not a loopback "

@@ -84,10 +84,17 @@ def test_content_length_beside_transfer_encoding_is_refused_and_the_connection_c
     smuggled = head("GET", "/api/queues", server.port)
     with connect(server.port) as sock:
         sock.sendall(
-            head("POST", "/api/queues/jobs/pop", server.port, "Content-Type: application/json",
-                 f"Content-Length: {len(smuggled) + 5}", "Transfer-Encoding: chunked")
-            + b"0\r\n\r\n" + smuggled
-        )  # fmt: skip
+            head(
+                "POST",
+                "/api/queues/jobs/pop",
+                server.port,
+                "Content-Type: application/json",
+                f"Content-Length: {len(smuggled) + 5}",
+                "Transfer-Encoding: chunked",
+            )
+            + b"0\r\n\r\n"
+            + smuggled
+        )
         answer, closed = until_closed(sock, 5)
     status, headers, body = status_and_body(answer)
     assert status == 400 and closed and b"x-content-type-options: nosniff" in headers

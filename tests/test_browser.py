@@ -23,9 +23,16 @@ from web.dashboard import LISTED
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync"]  # fmt: skip
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @contextlib.contextmanager
@@ -86,8 +93,9 @@ def test_click_submit_and_watch_it_reach_done(app):
         try:
             page, errors = live_page(browser, app.url("/"))
             # The handler returns {"result"}: a result that echoes a body, HTML and all.
-            page.fill("#message", json.dumps({"note": hostile, "sleep": 0.2,
-                                              "result": {"note": hostile}}))  # fmt: skip
+            page.fill(
+                "#message", json.dumps({"note": hostile, "sleep": 0.2, "result": {"note": hostile}})
+            )
             page.click("#submit")
             item = page.locator("#applications li").first
             expect(item.locator(".status")).to_have_text("done", timeout=20_000)

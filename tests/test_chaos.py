@@ -157,9 +157,12 @@ def test_proxy_closes_the_client_when_redis_is_down(tmp_path):
 )
 def test_proxy_refuses_bad_arguments(args, named):
     done = subprocess.run(
-        [sys.executable, "-m", "bench.chaos.proxy", *args], cwd=ROOT, capture_output=True,
-        text=True, timeout=30,
-    )  # fmt: skip
+        [sys.executable, "-m", "bench.chaos.proxy", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 2
     assert named in done.stderr
 
@@ -232,11 +235,13 @@ def test_a_send_stored_twice_is_explained_only_by_a_redis_kill():
 def test_recovery_after_each_fault():
     lives = [Life(1, 0, 0.0), Life(2, 1, 0.0, ended=20.0), Life(3, 1, 20.0), Life(4, 2, 9.0)]
     records = [
-        rec(1, pid=1, start=5.0), rec(2, pid=2, start=6.0),  # at work before the faults
-        rec(3, pid=1, start=10.5), rec(4, pid=2, start=11.0),  # back after Redis
+        rec(1, pid=1, start=5.0),
+        rec(2, pid=2, start=6.0),  # at work before the faults
+        rec(3, pid=1, start=10.5),
+        rec(4, pid=2, start=11.0),  # back after Redis
         rec(5, pid=3, start=21.5),  # the replacement's first
         rec(6, pid=4, start=12.0),  # started after the fault: not counted as "back"
-    ]  # fmt: skip
+    ]
     faults = [
         Fault(ledger.REDIS_KILL, 9.5, 10.0),
         Fault(ledger.WORKER_KILL, 20.0, 20.0, slot=1, pid=2, new_pid=3),
@@ -276,29 +281,53 @@ def test_the_schedule_alternates_worker_kills_with_the_other_faults():
     plan = Plan(worker_kills=3, redis_kills=1, script_flushes=1, client_kills=1, proxy_cuts=1)
     kinds = [kind for _, kind in plan.schedule()]
     assert kinds == [
-        ledger.WORKER_KILL, ledger.REDIS_KILL, ledger.WORKER_KILL, ledger.SCRIPT_FLUSH,
-        ledger.WORKER_KILL, ledger.CLIENT_KILL, ledger.PROXY_CUT,
-    ]  # fmt: skip
+        ledger.WORKER_KILL,
+        ledger.REDIS_KILL,
+        ledger.WORKER_KILL,
+        ledger.SCRIPT_FLUSH,
+        ledger.WORKER_KILL,
+        ledger.CLIENT_KILL,
+        ledger.PROXY_CUT,
+    ]
     times = [t for t, kind in plan.schedule() if kind == ledger.WORKER_KILL]
     assert [b - a for a, b in itertools.pairwise(times)] == [1.5, 1.5]
 
 
 def test_every_missed_expectation_is_named():
-    plan = Plan(messages=3, worker_kills=1, redis_kills=1, script_flushes=0, client_kills=0,
-                proxy_cuts=0)  # fmt: skip
-    verdict = ledger.Verdict(acknowledged=2, lost=[1], unexplained=["x"], phantoms=[9],
-                             dead_lettered=[2])  # fmt: skip
+    plan = Plan(
+        messages=3, worker_kills=1, redis_kills=1, script_flushes=0, client_kills=0, proxy_cuts=0
+    )
+    verdict = ledger.Verdict(
+        acknowledged=2, lost=[1], unexplained=["x"], phantoms=[9], dead_lettered=[2]
+    )
     slow = ledger.Recovery(ledger.REDIS_KILL, 1.0, 0.1, 0.5, 3.0, 4)
     res = Result(
-        mode="realtime", fsync="always", plan=plan, seconds=1.0, verdict=verdict,
-        recoveries=[slow], faults=[Fault(ledger.REDIS_KILL, 1.0, 1.1)], drained=False,
-        left_in_queue=2, random_drops=0, worker_exits=[0, -9], sender_error="boom",
-    )  # fmt: skip
+        mode="realtime",
+        fsync="always",
+        plan=plan,
+        seconds=1.0,
+        verdict=verdict,
+        recoveries=[slow],
+        faults=[Fault(ledger.REDIS_KILL, 1.0, 1.1)],
+        drained=False,
+        left_in_queue=2,
+        random_drops=0,
+        worker_exits=[0, -9],
+        sender_error="boom",
+    )
     problems = "\n".join(res.problems())
-    for named in ["only 2 of 3 sends", "only 1 of 2 faults", "1 acknowledged sends lost",
-                  "1 duplicates with no fault", "never sent", "1 messages dead-lettered",
-                  "did not drain: 2", "workers back 3.0 s", "exit codes [0, -9]",
-                  "sender failed: boom"]:  # fmt: skip
+    for named in [
+        "only 2 of 3 sends",
+        "only 1 of 2 faults",
+        "1 acknowledged sends lost",
+        "1 duplicates with no fault",
+        "never sent",
+        "1 messages dead-lettered",
+        "did not drain: 2",
+        "workers back 3.0 s",
+        "exit codes [0, -9]",
+        "sender failed: boom",
+    ]:
         assert named in problems
     assert res.problems(recovery_bound=5.0) != res.problems()  # the bound is the caller's
     everysec = Result(**{**res.__dict__, "fsync": "everysec"})
@@ -326,8 +355,13 @@ def test_small_soak(mode):
     assert not v.phantoms and not v.dead_lettered
     assert res.drained and res.left_in_queue == 0
     kinds = {f.kind for f in res.faults}
-    assert kinds == {ledger.WORKER_KILL, ledger.REDIS_KILL, ledger.SCRIPT_FLUSH,
-                     ledger.CLIENT_KILL, ledger.PROXY_CUT}  # fmt: skip
+    assert kinds == {
+        ledger.WORKER_KILL,
+        ledger.REDIS_KILL,
+        ledger.SCRIPT_FLUSH,
+        ledger.CLIENT_KILL,
+        ledger.PROXY_CUT,
+    }
     for r in res.recoveries:
         if r.kind == ledger.REDIS_KILL:
             assert r.all_back is not None and r.all_back < RECOVERY_BOUND, r

@@ -108,9 +108,19 @@ def test_attributes_and_alias(run, client):
     # hiddenmsgs may change between the two if a second boundary passes (see below).
     assert {**again, "hiddenmsgs": 0} == {**attrs, "hiddenmsgs": 0}
     assert list(attrs) == [
-        "vt", "delay", "maxsize", "totalrecv", "totalsent", "created", "modified",
-        "msgs", "hiddenmsgs", "dedup_window", "retention", "totalexpired",
-    ]  # fmt: skip
+        "vt",
+        "delay",
+        "maxsize",
+        "totalrecv",
+        "totalsent",
+        "created",
+        "modified",
+        "msgs",
+        "hiddenmsgs",
+        "dedup_window",
+        "retention",
+        "totalexpired",
+    ]
     assert (attrs["vt"], attrs["totalsent"], attrs["totalrecv"]) == (4, 2, 1)
     # RSMQ counts as hidden every message due from the start of this second, so the one
     # still visible may count too if it was sent within the current second.
@@ -126,20 +136,36 @@ def test_send_with_a_dedup_id_and_the_dedup_window(run, client):
     assert ok(run("send", "q", "--batch", "--dedup-id", "b1", stdin=b"x\ny\n")) == ids
     assert client.send_message("q", "z", dedup_id="b1/1") == ids[1]
     assert client.get_queue_attributes("q").msgs == 3
-    refused(run("send", "q", "a", "--dedup-id", "a b"), "invalidFormat",
-            "Invalid dedup_id format", detail=True)  # fmt: skip
-    refused(run("set", "q", "--dedup-window", "0"), "invalidValue",
-            "dedup_window must be between 1 and 86400", detail="got 0")  # fmt: skip
+    refused(
+        run("send", "q", "a", "--dedup-id", "a b"),
+        "invalidFormat",
+        "Invalid dedup_id format",
+        detail=True,
+    )
+    refused(
+        run("set", "q", "--dedup-window", "0"),
+        "invalidValue",
+        "dedup_window must be between 1 and 86400",
+        detail="got 0",
+    )
     assert ok(run("set", "q", "--dedup-window", "10"))["dedup_window"] == 10
 
 
 def test_create_and_set_the_retention(run, client):
     ok(run("create", "q", "--retention", "60"))
     assert ok(run("attributes", "q"))["retention"] == 60
-    refused(run("set", "q", "--retention", "-1"), "invalidValue",
-            "retention must be between 0 and 9999999", detail="got -1")  # fmt: skip
-    refused(run("create", "r", "--retention", "-5"), "invalidValue",
-            "retention must be between 0 and 9999999", detail="got -5")  # fmt: skip
+    refused(
+        run("set", "q", "--retention", "-1"),
+        "invalidValue",
+        "retention must be between 0 and 9999999",
+        detail="got -1",
+    )
+    refused(
+        run("create", "r", "--retention", "-5"),
+        "invalidValue",
+        "retention must be between 0 and 9999999",
+        detail="got -5",
+    )
     assert client.list_queues() == ["q"]
     changed = ok(run("set", "q", "--retention", "0"))
     assert (changed["retention"], changed["totalexpired"]) == (0, 0)
@@ -399,10 +425,18 @@ QUEUES_RESERVED = (
 @pytest.mark.parametrize(
     ("argv", "name", "message", "detail"),
     [
-        (["create", "bad name"], "invalidFormat", "Invalid qname format",
-         QNAME_RULE.format("bad name")),
-        (["create", "q" * 161], "invalidFormat", "Invalid qname format",
-         QNAME_RULE.format("q" * 161)),
+        (
+            ["create", "bad name"],
+            "invalidFormat",
+            "Invalid qname format",
+            QNAME_RULE.format("bad name"),
+        ),
+        (
+            ["create", "q" * 161],
+            "invalidFormat",
+            "Invalid qname format",
+            QNAME_RULE.format("q" * 161),
+        ),
         (["create", ""], "missingParameter", "No qname supplied", False),
         (["attributes", "a.b"], "invalidFormat", "Invalid qname format", QNAME_RULE.format("a.b")),
         (["create", "QUEUES"], "invalidFormat", "Invalid qname format", QUEUES_RESERVED),
@@ -412,14 +446,22 @@ QUEUES_RESERVED = (
         (["create", "q", "--maxsize", "100"], "invalidValue", MAXSIZE_RANGE, "got 100"),
         (["set", "q", "--maxsize", "70000"], "invalidValue", MAXSIZE_RANGE, "got 70000"),
         (["receive", "q", "--vt", "10000000"], "invalidValue", VT_RANGE, "got 10000000"),
-        (["receive", "q", "--count", "0"], "invalidValue", "count must be between 1 and 1000",
-         "got 0"),
+        (
+            ["receive", "q", "--count", "0"],
+            "invalidValue",
+            "count must be between 1 and 1000",
+            "got 0",
+        ),
         (["send", "q", "x", "--delay", "-5"], "invalidValue", DELAY_RANGE, "got -5"),
-        (["visibility", "q", "short", "1"], "invalidFormat", "Invalid id format",
-         "a message id is 32 of a-z, A-Z, 0-9 and : (got 'short')"),
+        (
+            ["visibility", "q", "short", "1"],
+            "invalidFormat",
+            "Invalid id format",
+            "a message id is 32 of a-z, A-Z, 0-9 and : (got 'short')",
+        ),
         (["visibility", "q", SOME_ID, "-1"], "invalidValue", VT_RANGE, "got -1"),
     ],
-)  # fmt: skip
+)
 def test_invalid_arguments_are_refused(run, r, ns, argv, name, message, detail):
     refused(run(*argv), name, message, detail=detail)
     assert r.keys(f"{ns}:*") == []

@@ -167,8 +167,9 @@ def test_the_cli_on_the_cluster(redis_cluster, ns, capsys, monkeypatch):
         assert q.list_queues() == ["jobs"]
 
 
-def test_the_cli_without_cluster_on_a_cluster_node_says_to_add_it(redis_cluster, ns, capsys,
-                                                                   monkeypatch):  # fmt: skip
+def test_the_cli_without_cluster_on_a_cluster_node_says_to_add_it(
+    redis_cluster, ns, capsys, monkeypatch
+):
     monkeypatch.delenv("REDIS_CLUSTER", raising=False)
     base = ["--url", redis_cluster.url, "--ns", ns]
     names = redis_cluster.queue_names(ns, 1)  # one per master: some live elsewhere

@@ -18,19 +18,24 @@ HERE = __file__  # a file that exists and can be read
 
 def test_verification_is_on_by_default_with_host_names():
     assert ConnectionOptions().redis_kwargs("rediss://h:1/0") == {
-        "ssl_cert_reqs": "required", "ssl_check_hostname": True,
-    }  # fmt: skip
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": True,
+    }
 
 
 def test_every_option_reaches_redis_py():
     options = ConnectionOptions(tls_ca_file="ca", tls_cert_file="c", tls_key_file="k")
     assert options.redis_kwargs("rediss://h:1/0") == {
-        "ssl_cert_reqs": "required", "ssl_check_hostname": True, "ssl_ca_certs": "ca",
-        "ssl_certfile": "c", "ssl_keyfile": "k",
-    }  # fmt: skip
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": True,
+        "ssl_ca_certs": "ca",
+        "ssl_certfile": "c",
+        "ssl_keyfile": "k",
+    }
     assert ConnectionOptions(tls_verify="none").redis_kwargs("rediss://h") == {
-        "ssl_cert_reqs": "none", "ssl_check_hostname": False,
-    }  # fmt: skip
+        "ssl_cert_reqs": "none",
+        "ssl_check_hostname": False,
+    }
 
 
 def test_a_plain_url_gets_no_tls_arguments():

@@ -197,8 +197,12 @@ def test_the_library_delivers_bodies_that_are_not_utf8_losslessly(rsmq, raw):
     text = rsmq.pop_message("q")
     assert (text.message, text.body, text.is_text) == ("café ☕", "café ☕".encode(), True)
     assert text.to_json() == {
-        "id": text.id, "message": "café ☕", "rc": 1, "fr": text.fr, "sent": text.sent,
-    }  # fmt: skip
+        "id": text.id,
+        "message": "café ☕",
+        "rc": 1,
+        "fr": text.fr,
+        "sent": text.sent,
+    }
 
 
 @pytest.fixture
@@ -336,8 +340,9 @@ def test_a_sweep_that_fails_does_not_fail_the_delete_done_before_it(r, ns, redis
     next delete_queue (by a user allowed it) sweep."""
     from rsmq_core import RSMQ, AsyncRSMQ
 
-    r.acl_setuser(ns, enabled=True, passwords=["+pw"], keys=[f"{ns}:*"],
-                  commands=["+@all", "-scan"])  # fmt: skip
+    r.acl_setuser(
+        ns, enabled=True, passwords=["+pw"], keys=[f"{ns}:*"], commands=["+@all", "-scan"]
+    )
     url = redis_url.replace("redis://", f"redis://{ns}:pw@")
     try:
         with RSMQ.from_url(redis_url, ns=ns) as admin:

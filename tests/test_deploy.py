@@ -56,8 +56,15 @@ SETTINGS = read_by(worker.settings) | read_by(web.settings)
 
 def test_both_processes_read_the_connection_settings():
     both = read_by(worker.settings) & read_by(web.settings)
-    assert {"REDIS_URL", "REDIS_TLS_VERIFY", "REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE",
-            "REDIS_TLS_KEY_FILE", "RSMQ_NS", "LOG_LEVEL"} <= both  # fmt: skip
+    assert {
+        "REDIS_URL",
+        "REDIS_TLS_VERIFY",
+        "REDIS_TLS_CA_FILE",
+        "REDIS_TLS_CERT_FILE",
+        "REDIS_TLS_KEY_FILE",
+        "RSMQ_NS",
+        "LOG_LEVEL",
+    } <= both
 
 
 def readme_settings() -> set[str]:

@@ -49,8 +49,11 @@ def test_without_any_server_it_says_how_to_get_one(monkeypatch):
 def test_python_m_rsmq_core_embedded_serves_until_interrupted():
     with subprocess.Popen(
         [sys.executable, "-m", "rsmq_core.embedded"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    ) as proc:  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    ) as proc:
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline()  # printed once the server answers
@@ -83,8 +86,12 @@ def run_launcher(env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
     env |= {"PORT": str(free_port())} | env_extra
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "launch.py"), "--once"],
-        capture_output=True, text=True, timeout=120, env=env, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
 
 
 def test_run_command_starts_an_embedded_redis_when_none_is_configured():

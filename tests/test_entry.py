@@ -37,9 +37,14 @@ def run(command: str, *argv: str, **env: str) -> subprocess.CompletedProcess[str
     """One of COMMANDS with only the environment given (and PATH), from the repository."""
     env |= {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [*COMMANDS[command], *argv], env=env, cwd=ROOT, capture_output=True, text=True,
-        timeout=20, check=False,
-    )  # fmt: skip
+        [*COMMANDS[command], *argv],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -62,8 +67,13 @@ def queued(redis_url, ns):
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_prints_the_settings_and_touches_no_redis(command, redis_url, ns, queued):
     # Found by a newcomer: `python -m worker --help` started a worker that consumed a message.
-    env = {"REDIS_URL": redis_url, "RSMQ_NS": ns, "HANDLER": "tests.handlers:record",
-           "HOST": "127.0.0.1", "PORT": str(free_port())}  # fmt: skip
+    env = {
+        "REDIS_URL": redis_url,
+        "RSMQ_NS": ns,
+        "HANDLER": "tests.handlers:record",
+        "HOST": "127.0.0.1",
+        "PORT": str(free_port()),
+    }
     result = run(command, "--help", **env)
     assert (result.returncode, result.stderr) == (0, ""), result
     assert result.stdout.startswith("usage: ")
@@ -85,8 +95,10 @@ def test_help_names_every_setting_the_process_reads(command, module):
 def test_version_prints_the_package_version(command):
     result = run(command, "--version", REDIS_URL="redis://127.0.0.1:1/0")
     assert (result.returncode, result.stdout, result.stderr) == (
-        0, importlib.metadata.version("rsmq-realtime") + "\n", "",
-    )  # fmt: skip
+        0,
+        importlib.metadata.version("rsmq-realtime") + "\n",
+        "",
+    )
 
 
 @pytest.mark.parametrize("command", ["worker", "web"])
@@ -121,21 +133,37 @@ def test_every_launcher_names_the_example_handler():
 # Bad settings: one line naming the setting -----------------------------------------------------
 
 URL_CASES = [
-    ("localhost:6399", "'localhost:6399' has no scheme: begin it with redis:// (rediss:// "
-     "for TLS, unix:// for a socket)"),
-    ("user:pw@h:1", "'user:***@h:1' has no scheme: begin it with redis:// (rediss:// for TLS, "
-     "unix:// for a socket)"),
-    ("http://h:1/0", "'http://h:1/0' has the scheme 'http': use redis://, rediss:// (TLS), "
-     "redis+sentinel:// or unix://"),
-    ("redis://:pw@h:99999/0", "'redis://:***@h:99999/0' has a port that is not a number from "
-     "1 to 65535"),
-    ("redis://h:1/jobs", "'redis://h:1/jobs' has the database 'jobs': give a number "
-     "(redis://host:6379/0)"),
+    (
+        "localhost:6399",
+        "'localhost:6399' has no scheme: begin it with redis:// (rediss:// "
+        "for TLS, unix:// for a socket)",
+    ),
+    (
+        "user:pw@h:1",
+        "'user:***@h:1' has no scheme: begin it with redis:// (rediss:// for TLS, "
+        "unix:// for a socket)",
+    ),
+    (
+        "http://h:1/0",
+        "'http://h:1/0' has the scheme 'http': use redis://, rediss:// (TLS), "
+        "redis+sentinel:// or unix://",
+    ),
+    (
+        "redis://:pw@h:99999/0",
+        "'redis://:***@h:99999/0' has a port that is not a number from 1 to 65535",
+    ),
+    (
+        "redis://h:1/jobs",
+        "'redis://h:1/jobs' has the database 'jobs': give a number (redis://host:6379/0)",
+    ),
     ("redis://:6379/0", "'redis://:6379/0' names no host: redis://host:port/db"),
     ("unix://", "'unix://' names no socket: unix:///path/to/redis.sock"),
-    ("redis://h?socket_timeout=soon", "'redis://h?socket_timeout=soon' is refused by redis-py: "
-     "Invalid value for 'socket_timeout' in connection URL."),
-]  # fmt: skip
+    (
+        "redis://h?socket_timeout=soon",
+        "'redis://h?socket_timeout=soon' is refused by redis-py: "
+        "Invalid value for 'socket_timeout' in connection URL.",
+    ),
+]
 
 
 @pytest.mark.parametrize(("url", "message"), URL_CASES)
@@ -150,8 +178,7 @@ def test_a_malformed_redis_url_is_named(module, url, message):
 @pytest.mark.parametrize("command", COMMANDS)
 def test_each_command_says_a_url_without_scheme_in_one_line(command):
     # Found by a newcomer: a 30-line traceback from the worker, an escaped one from the web.
-    env = {"REDIS_URL": "localhost:6399", "HANDLER": "worker.example:handle",
-           "HOST": "127.0.0.1"}  # fmt: skip
+    env = {"REDIS_URL": "localhost:6399", "HANDLER": "worker.example:handle", "HOST": "127.0.0.1"}
     result = run(command, *(["list"] if command == "rsmq" else []), **env)
     who = "rsmq" if command == "rsmq" else command
     assert (result.returncode, result.stdout) == (2, "")
@@ -190,9 +217,14 @@ def test_the_processes_refuse_a_cluster_setting_that_is_no_boolean(module):
 @pytest.mark.parametrize("command", ["worker", "web"])
 def test_a_process_without_redis_says_in_one_line_how_to_get_one(command, tmp_path):
     url = f"redis://:secret@127.0.0.1:{free_port()}/0"  # nothing listens there
-    env = {"REDIS_URL": url, "HANDLER": "worker.example:handle", "HOST": "127.0.0.1",
-           "PORT": str(free_port()), "PATH": os.environ["PATH"],
-           "PYTHONPATH": str(ROOT)}  # fmt: skip
+    env = {
+        "REDIS_URL": url,
+        "HANDLER": "worker.example:handle",
+        "HOST": "127.0.0.1",
+        "PORT": str(free_port()),
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(ROOT),
+    }
     out = tmp_path / "out"
     with (
         open(out, "w") as sink,
@@ -203,8 +235,9 @@ def test_a_process_without_redis_says_in_one_line_how_to_get_one(command, tmp_pa
         try:
             line = wait_for(
                 lambda: next((x for x in out.read_text().splitlines() if "No Redis?" in x), None),
-                timeout=15, what="the line saying how to get a Redis",
-            )  # fmt: skip
+                timeout=15,
+                what="the line saying how to get a Redis",
+            )
             assert proc.poll() is None  # it waits for Redis meanwhile
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -243,8 +276,10 @@ def test_a_token_or_an_explicit_allow_opens_a_public_address():
     assert (with_token.host, with_token.api_token) == ("0.0.0.0", "s3cret-s3cret-s3cret")
     anonymous = web.settings.Settings.from_env({"ALLOW_ANONYMOUS": "true"})
     assert (anonymous.host, anonymous.api_token, anonymous.allow_anonymous) == (
-        "0.0.0.0", None, True,
-    )  # fmt: skip
+        "0.0.0.0",
+        None,
+        True,
+    )
     with pytest.raises(web.settings.SettingError) as exc:
         web.settings.Settings.from_env({"ALLOW_ANONYMOUS": "perhaps", "API_TOKEN": "x" * 16})
     assert str(exc.value) == "ALLOW_ANONYMOUS='perhaps' is not a boolean (use true or false)"
@@ -369,12 +404,19 @@ def test_every_line_of_the_readme_cli_block_works_against_the_redis_it_names():
         # The README's Redis is the machine's, which no test may touch: this test's stands in
         # for it. Any line not using the URL the block names goes to a closed port and fails.
         script = "set -euo pipefail\n" + block.replace(README_URL, server.url)
-        env = {"PATH": f"{Path(RSMQ_BIN).parent}:{os.environ['PATH']}",
-               "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}  # fmt: skip
+        env = {
+            "PATH": f"{Path(RSMQ_BIN).parent}:{os.environ['PATH']}",
+            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        }
         result = subprocess.run(
-            ["bash", "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
-            timeout=60, check=False,
-        )  # fmt: skip
+            ["bash", "-c", script],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert (result.returncode, result.stderr) == (0, ""), result
         with server.client(decode_responses=True) as r:
             assert r.smembers("rsmq:QUEUES") == {"jobs-dead"}  # what the block leaves
@@ -419,11 +461,27 @@ def test_a_run_whose_tests_leave_processes_fails_and_kills_them(tmp_path):
     (tmp_path / "test_leaky.py").write_text(LEAKY_TESTS)
     pids = tmp_path / "pids"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.leftovers", "-p", "no:cacheprovider",
-         "--rootdir", str(tmp_path), "-c", os.devnull, str(tmp_path / "test_leaky.py")],
-        env={**os.environ, "PIDS": str(pids), "PYTHONPATH": str(ROOT)}, cwd=ROOT,
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "tests.leftovers",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            "-c",
+            os.devnull,
+            str(tmp_path / "test_leaky.py"),
+        ],
+        env={**os.environ, "PIDS": str(pids), "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     left = [int(pid) for pid in pids.read_text().split()]
     try:
         assert len(left) == 2

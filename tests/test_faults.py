@@ -69,8 +69,9 @@ def request(
 ) -> tuple[int, Any, Any]:
     """(status, headers (case-insensitive), JSON body) of a GET, or a POST of ``body``."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(web.url(path), data=data, headers={
-        "content-type": "application/json", **(headers or {})})  # fmt: skip
+    req = urllib.request.Request(
+        web.url(path), data=data, headers={"content-type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=15) as answer:
             return answer.status, answer.headers, json.loads(answer.read())
@@ -86,8 +87,12 @@ def submit(web: WebProcess, message: str) -> tuple[int, Any, Any]:
     """The page's button: /submit with the CSRF cookie the page set, and its header."""
     with urllib.request.urlopen(web.url("/"), timeout=15) as page:
         token = SimpleCookie(page.headers["set-cookie"])["csrftoken"].value
-    return request(web, "/submit", {"message": message},
-                   {"cookie": f"csrftoken={token}", "x-csrf-token": token})  # fmt: skip
+    return request(
+        web,
+        "/submit",
+        {"message": message},
+        {"cookie": f"csrftoken={token}", "x-csrf-token": token},
+    )
 
 
 # 3. Queues that vanish with Redis's data ------------------------------------------------------
@@ -110,8 +115,12 @@ def test_a_worker_creates_its_queues_again_after_a_flushall(server, admin, ns):
             assert sorted(d["id"] for d in done(admin, ns)) == sorted(ids)
             # Two heartbeats (0.5 s apart) later, still one line per queue.
             later = admin.time()[0] * 1000 + 1100
-            wait_for(lambda: any(s > later for _, s in admin.zrange(
-                f"{ns}:@workers", 0, -1, withscores=True)), what="two more heartbeats")  # fmt: skip
+            wait_for(
+                lambda: any(
+                    s > later for _, s in admin.zrange(f"{ns}:@workers", 0, -1, withscores=True)
+                ),
+                what="two more heartbeats",
+            )
             assert first not in ids
     finally:
         worker.stop()
@@ -173,8 +182,19 @@ def acl_user(admin: redis.Redis, ns: str, *rules: str) -> tuple[str, str]:
     """An ACL user allowed the test's namespace with the README's rule, then ``rules``."""
     name, password = f"app-{ns}", secrets.token_hex(8)
     # resetchannels: a Redis 6.2 user starts with every channel
-    admin.execute_command("ACL", "SETUSER", name, "reset", "resetchannels", "on", f">{password}",
-                          f"~{ns}:*", f"&{ns}:*", *QUEUE_ACL, *rules)  # fmt: skip
+    admin.execute_command(
+        "ACL",
+        "SETUSER",
+        name,
+        "reset",
+        "resetchannels",
+        "on",
+        f">{password}",
+        f"~{ns}:*",
+        f"&{ns}:*",
+        *QUEUE_ACL,
+        *rules,
+    )
     return name, password
 
 
@@ -255,11 +275,15 @@ def test_a_refused_password_or_permission_answers_503_naming_the_cause(server, a
             assert password not in json.dumps(answer[2])
         admin.execute_command("ACL", "SETUSER", name, "resetpass", f">{password}", "-@scripting")
         for answer in (submit(web, "x"), request(web, "/api/queues/jobs")):
-            assert_unavailable(answer, "no permissions to run the 'evalsha' command",
-                               "the README's ACL rule")  # fmt: skip
+            assert_unavailable(
+                answer, "no permissions to run the 'evalsha' command", "the README's ACL rule"
+            )
         admin.execute_command("ACL", "SETUSER", name, "+@scripting", "-zadd")  # in a script
-        assert_unavailable(submit(web, "x"), "The user executing the script can't run this "
-                           "command", "the README's ACL rule")  # fmt: skip
+        assert_unavailable(
+            submit(web, "x"),
+            "The user executing the script can't run this command",
+            "the README's ACL rule",
+        )
         # Without its events (a stream under the queue's keys) the websocket says why and
         # closes properly, instead of dropping the connection.
         admin.execute_command("ACL", "SETUSER", name, "+zadd", "-xrevrange")
@@ -308,8 +332,10 @@ def test_a_worker_whose_user_lacks_a_permission_stops_saying_which(server, admin
     assert stderr == "", "no traceback"
     errors = [line for line in stdout.splitlines() if " ERROR " in line]
     assert len(errors) == 1, stdout
-    assert f"cannot use Redis at redis://{name}:***@127.0.0.1:{server.port}/0: the Redis ACL " \
-           f"user '{name}' may not run what the worker needs: " in errors[0]  # fmt: skip
+    assert (
+        f"cannot use Redis at redis://{name}:***@127.0.0.1:{server.port}/0: the Redis ACL "
+        f"user '{name}' may not run what the worker needs: " in errors[0]
+    )
     assert LACKING[lack][1].format(ns=ns) in errors[0]
     assert f"grant them, e.g. ACL SETUSER {name} ~{ns}:* &{ns}:* +@read " in errors[0]
     assert password not in stdout
@@ -320,8 +346,9 @@ def test_a_web_app_whose_user_lacks_a_permission_stops_saying_which(
     server, admin, ns, lack, web_log, log_file
 ):
     name, password = lacking_user(admin, ns, lack)
-    web = WebProcess(user_url(server, name, password), ns, stdout=web_log, stderr=web_log,
-                     wait=False)  # fmt: skip
+    web = WebProcess(
+        user_url(server, name, password), ns, stdout=web_log, stderr=web_log, wait=False
+    )
     assert web.proc.wait(20) == 2
     output = log_file.read_text()
     assert output.count("\n") == 1, output  # one line
@@ -337,13 +364,17 @@ def test_a_user_without_scripts_is_told_so(server, admin, ns):
     async def check() -> None:
         client = connect(user_url(server, name, password))
         try:
-            await preflight.check(client, preflight.web_needs(client, ns, "jobs"),
-                                  process="web app", ns=ns)  # fmt: skip
+            await preflight.check(
+                client, preflight.web_needs(client, ns, "jobs"), process="web app", ns=ns
+            )
         finally:
             await client.aclose()
 
-    with pytest.raises(preflight.MissingPermissions, match="may not run what the web app needs: "
-                       r"EVAL; grant them, e\.g\. ACL SETUSER "):  # fmt: skip
+    with pytest.raises(
+        preflight.MissingPermissions,
+        match="may not run what the web app needs: "
+        r"EVAL; grant them, e\.g\. ACL SETUSER ",
+    ):
         asyncio.run(check())
 
 
@@ -355,8 +386,9 @@ def test_the_readmes_acl_rule_is_what_the_processes_need(server, admin, ns):
     assert rule == QUEUE_ACL  # what the TLS tests run the processes with
     assert " ".join(rule).startswith(preflight.GRANT)  # what a refusal says to grant
     name, password = f"app-{ns}", secrets.token_hex(8)
-    admin.execute_command("ACL", "SETUSER", name, "on", f">{password}", f"~{ns}:*", f"&{ns}:*",
-                          *rule)  # fmt: skip
+    admin.execute_command(
+        "ACL", "SETUSER", name, "on", f">{password}", f"~{ns}:*", f"&{ns}:*", *rule
+    )
 
     async def check() -> None:
         client = connect(user_url(server, name, password))
@@ -399,7 +431,9 @@ def test_the_pub_sub_reconnect_backs_off_with_jitter_when_refused(server, admin,
         attempts = asyncio.run(run())
     # One warning, not one per attempt; no "reconnected" after each refused subscribe.
     assert [r.levelname for r in caplog.records if "connection lost" in r.getMessage()][:7] == [
-        "WARNING", *["DEBUG"] * 6]  # fmt: skip
+        "WARNING",
+        *["DEBUG"] * 6,
+    ]
     assert "reconnected" not in caplog.text
     # Each refused subscribe counts: the waits grow to the cap, none above its bound.
     assert [n for n, _ in attempts[:7]] == list(range(1, 8)), attempts

@@ -21,8 +21,24 @@ from hypothesis import strategies as st
 from rsmq_core import RSMQ
 from rsmq_core.cli import EXIT_ERROR, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, main
 
-COMMANDS = ["create", "list", "attributes", "attrs", "set", "send", "receive", "pop", "delete",
-            "visibility", "delete-queue", "purge", "redrive", "schedule", "nope", ""]  # fmt: skip
+COMMANDS = [
+    "create",
+    "list",
+    "attributes",
+    "attrs",
+    "set",
+    "send",
+    "receive",
+    "pop",
+    "delete",
+    "visibility",
+    "delete-queue",
+    "purge",
+    "redrive",
+    "schedule",
+    "nope",
+    "",
+]
 FLAGS = ["--batch", "--pretty", "--realtime", "--no-realtime", "-", "--", "-h"]
 VALUED = ["--vt", "--delay", "--maxsize", "--count", "--ns", "--every", "--cron", "--catch-up"]
 values = st.one_of(
@@ -36,10 +52,24 @@ options = st.lists(st.tuples(st.sampled_from(VALUED), values), max_size=2).map(
 )
 flags = st.lists(st.sampled_from(FLAGS), max_size=1)
 # How many positional arguments each command takes: shaped argvs reach Redis far more often.
-SHAPES = {"create": 1, "list": 0, "attributes": 1, "attrs": 1, "set": 1, "send": 2,
-          "receive": 1, "pop": 1, "delete": 2, "visibility": 3, "delete-queue": 1,
-          "purge": 1, "redrive": 2, "schedule add": 3, "schedule list": 0,
-          "schedule remove": 1}  # fmt: skip
+SHAPES = {
+    "create": 1,
+    "list": 0,
+    "attributes": 1,
+    "attrs": 1,
+    "set": 1,
+    "send": 2,
+    "receive": 1,
+    "pop": 1,
+    "delete": 2,
+    "visibility": 3,
+    "delete-queue": 1,
+    "purge": 1,
+    "redrive": 2,
+    "schedule add": 3,
+    "schedule list": 0,
+    "schedule remove": 1,
+}
 shaped = (
     st.sampled_from(sorted(SHAPES))
     .flatmap(

@@ -147,8 +147,12 @@ def test_oversize_and_deep_frames(server):
 
 async def flood(server: Server, count: int) -> int | None:
     """Send ``count`` frames as fast as possible, reading nothing; the close code, if any."""
-    junk = [json.dumps({"type": "ping"}), "{not json", json.dumps({"type": "dance"}),
-            json.dumps({"type": "subscribe", "queue": "jobs"})]  # fmt: skip
+    junk = [
+        json.dumps({"type": "ping"}),
+        "{not json",
+        json.dumps({"type": "dance"}),
+        json.dumps({"type": "subscribe", "queue": "jobs"}),
+    ]
     try:
         async with websockets.connect(server.ws_url) as ws:
             for i in range(count):
@@ -197,8 +201,10 @@ def test_a_flood_leaves_the_server_and_other_clients_unharmed(server):
         thread.join(10)
     assert all(code in (None, 1013) for code in codes), codes  # 1013: too slow, resume later
     assert rss[1] - rss[0] < 32, f"RSS {rss[0]:.0f} -> {rss[1]:.0f} MB in {flood_s:.1f}s"
-    wait_for(lambda: server.channels() <= before | {f"{server.ns}:rt:jobs:events".encode()},
-             what="the flooders' queues let go")  # fmt: skip
+    wait_for(
+        lambda: server.channels() <= before | {f"{server.ns}:rt:jobs:events".encode()},
+        what="the flooders' queues let go",
+    )
     with connect(server.ws_url) as ws:
         assert until_pong(ws) == []
 

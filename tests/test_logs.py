@@ -43,8 +43,10 @@ def test_a_traceback_and_line_breaks_stay_on_one_line():
 def test_uvicorn_loggers_go_to_the_root_handler():
     loggers = config("WARNING")["loggers"]
     assert {n: v["propagate"] for n, v in loggers.items()} == {
-        "uvicorn": True, "uvicorn.error": True, "uvicorn.access": True,
-    }  # fmt: skip
+        "uvicorn": True,
+        "uvicorn.error": True,
+        "uvicorn.access": True,
+    }
 
 
 def test_a_real_workers_stdout_is_one_line_per_event(redis_url, ns, r):
@@ -87,9 +89,13 @@ def test_the_web_process_logs_to_stdout_one_line_per_event(redis_url, ns):
 
 def run_module(module: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", module], env={"PATH": "/usr/bin:/bin", **env}, cwd=ROOT,
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        [sys.executable, "-m", module],
+        env={"PATH": "/usr/bin:/bin", **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_the_web_process_refuses_a_bad_port_naming_it():

@@ -125,8 +125,10 @@ def machine(client_factory, redis_url):
             texts, dedup = [b for b, _ in body], [d for _, d in body]
             for mid, b, d in zip(
                 self.q.send_messages("q", texts, delay=delay, dedup_ids=dedup),
-                texts, dedup, strict=True,
-            ):  # fmt: skip
+                texts,
+                dedup,
+                strict=True,
+            ):
                 if d is not None and d in self.dedup:
                     assert mid == self.dedup[d]
                     continue

@@ -821,27 +821,41 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], Callable[[Any], Any]]] = [
     ("getQueueAttributes", {"qname": "nope"}, lambda q: q.get_queue_attributes("nope")),
     ("deleteQueue", {"qname": "nope"}, lambda q: q.delete_queue("nope")),
     ("setQueueAttributes", {"qname": "q"}, lambda q: q.set_queue_attributes("q")),
-    ("setQueueAttributes", {"qname": "q", "maxsize": 70000},
-     lambda q: q.set_queue_attributes("q", maxsize=70000)),
+    (
+        "setQueueAttributes",
+        {"qname": "q", "maxsize": 70000},
+        lambda q: q.set_queue_attributes("q", maxsize=70000),
+    ),
     ("sendMessage", {"qname": "q", "message": 5}, lambda q: q.send_message("q", 5)),
-    ("sendMessage", {"qname": "q", "message": "x" * 1025},
-     lambda q: q.send_message("q", "x" * 1025)),
-    ("sendMessage", {"qname": "q", "message": "x", "delay": -1},
-     lambda q: q.send_message("q", "x", delay=-1)),
+    (
+        "sendMessage",
+        {"qname": "q", "message": "x" * 1025},
+        lambda q: q.send_message("q", "x" * 1025),
+    ),
+    (
+        "sendMessage",
+        {"qname": "q", "message": "x", "delay": -1},
+        lambda q: q.send_message("q", "x", delay=-1),
+    ),
     ("sendMessage", {"qname": "nope", "message": "x"}, lambda q: q.send_message("nope", "x")),
     ("receiveMessage", {"qname": "q", "vt": "x"}, lambda q: q.receive_message("q", vt="x")),
     ("receiveMessage", {"qname": "nope"}, lambda q: q.receive_message("nope")),
     ("popMessage", {"qname": "a.b"}, lambda q: q.pop_message("a.b")),
     ("deleteMessage", {"qname": "q", "id": ""}, lambda q: q.delete_message("q", "")),
     ("deleteMessage", {"qname": "q", "id": "short"}, lambda q: q.delete_message("q", "short")),
-    ("changeMessageVisibility", {"qname": "q", "id": "a" * 32, "vt": 10**7},
-     lambda q: q.change_message_visibility("q", "a" * 32, 10**7)),
-]  # fmt: skip
+    (
+        "changeMessageVisibility",
+        {"qname": "q", "id": "a" * 32, "vt": 10**7},
+        lambda q: q.change_message_visibility("q", "a" * 32, 10**7),
+    ),
+]
 
 
-@pytest.mark.parametrize(("op", "options", "call"), BAD_INPUTS, ids=[
-    f"{op}-{i}" for i, (op, _, _) in enumerate(BAD_INPUTS)
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("op", "options", "call"),
+    BAD_INPUTS,
+    ids=[f"{op}-{i}" for i, (op, _, _) in enumerate(BAD_INPUTS)],
+)
 def test_error_names_and_messages_are_node_rsmqs_byte_for_byte(
     rsmq: Any, node: NodeRSMQ, op: str, options: dict[str, Any], call: Callable[[Any], Any]
 ) -> None:
@@ -893,8 +907,10 @@ def test_a_queue_with_dedup_is_an_ordinary_queue_to_node_rsmq(
     attributes_agree(rsmq, node, r, "dd")
     got = node.receive("dd")
     assert got is not None and (got["id"], got["message"], got["rc"]) == (
-        first, "with a dedup id", 1,
-    )  # fmt: skip
+        first,
+        "with a dedup id",
+        1,
+    )
     assert node.call("deleteMessage", qname="dd", id=first) == 1
     # Still a duplicate after Node deleted it: the window, not the message, decides.
     assert rsmq.send_message("dd", "again", dedup_id="order-1") == first
@@ -928,8 +944,10 @@ def test_a_scheduled_message_is_an_ordinary_message_to_node_rsmq(
     (fired,) = rsmq.fire_schedules().fired
     got = node.receive("sched")
     assert got is not None and (got["id"], got["message"], got["rc"]) == (
-        fired.id, "from a schedule", 1,
-    )  # fmt: skip
+        fired.id,
+        "from a schedule",
+        1,
+    )
     assert got["sent"] == id_time_us(fired.id) / 1000
     assert node.call("deleteMessage", qname="sched", id=fired.id) == 1
     attributes = node.call("getQueueAttributes", qname="sched")
@@ -957,8 +975,10 @@ def test_a_queue_whose_jobs_kept_results_is_an_ordinary_queue_to_node_rsmq(
             other = node.send("jobs", "from node")
             got = node.receive("jobs")
             assert got is not None and (got["id"], got["message"], got["rc"]) == (
-                other, "from node", 1,
-            )  # fmt: skip
+                other,
+                "from node",
+                1,
+            )
             assert node.call("deleteMessage", qname="jobs", id=other) == 1
             attributes = node.call("getQueueAttributes", qname="jobs")
             assert (attributes["msgs"], attributes["totalsent"]) == (0, 2)

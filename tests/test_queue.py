@@ -219,8 +219,14 @@ def test_pop_removes_the_message(rsmq, r):
     assert msg.fr >= int(msg.sent)
     assert r.zcard(rsmq.keys("q").zset) == 0
     assert r.hkeys(rsmq.keys("q").hash) == [
-        "vt", "delay", "maxsize", "created", "modified", "totalsent", "totalrecv",
-    ]  # fmt: skip
+        "vt",
+        "delay",
+        "maxsize",
+        "created",
+        "modified",
+        "totalsent",
+        "totalrecv",
+    ]
 
 
 def test_pop_after_receive_keeps_first_receive(rsmq):
@@ -317,8 +323,10 @@ def test_batch_receive_of_first_and_repeated_receives(rsmq):
     first = rsmq.receive_message("q")
     got = {m.id: m for m in rsmq.receive_messages("q", 3)}
     assert {i: (m.message, m.rc) for i, m in got.items()} == {
-        ids[0]: ("a", 2), ids[1]: ("b", 1), ids[2]: ("c", 1),
-    }  # fmt: skip
+        ids[0]: ("a", 2),
+        ids[1]: ("b", 1),
+        ids[2]: ("c", 1),
+    }
     assert got[ids[0]].fr == first.fr
     assert got[ids[1]].fr == got[ids[2]].fr >= first.fr
     popped = {m.id: m for m in rsmq.pop_messages("q", 3)}
@@ -485,8 +493,14 @@ def test_purge_queue(rsmq, r):
     a = rsmq.get_queue_attributes("q")
     assert (a.msgs, a.totalsent, a.totalrecv, a.vt) == (0, 6, 1, 100)
     assert set(r.hkeys(rsmq.keys("q").hash)) == {
-        "vt", "delay", "maxsize", "created", "modified", "totalsent", "totalrecv",
-    }  # fmt: skip
+        "vt",
+        "delay",
+        "maxsize",
+        "created",
+        "modified",
+        "totalsent",
+        "totalrecv",
+    }
     assert rsmq.purge_queue("q") == 0
     with pytest.raises(QueueNotFound):
         rsmq.purge_queue("nope")
@@ -556,8 +570,9 @@ def test_a_wrapped_client_that_decodes_replies_itself(backend, ns):
         q.create_queue("q", vt=0)
         ids = q.send_messages("q", ["a", "b"])
         assert [(m.id, m.message, m.rc) for m in q.receive_messages("q", 2)] == [
-            (ids[0], "a", 1), (ids[1], "b", 1),
-        ]  # fmt: skip
+            (ids[0], "a", 1),
+            (ids[1], "b", 1),
+        ]
         assert [(m.id, m.rc) for m in q.pop_messages("q", 2)] == [(ids[0], 2), (ids[1], 2)]
         # A move reads the message's receive count back as text too (two steps on a cluster).
         q.create_queue("q-dead")

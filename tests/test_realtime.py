@@ -170,8 +170,9 @@ async def test_event_log_emit_never_raises_and_counts_failures(ns):
 
 
 async def test_registry_lists_and_forgets(ar, ns):
-    info = WorkerInfo(id="w1", host="h", pid=1, mode="realtime", queues=["q"], concurrency=2,
-                      started=1)  # fmt: skip
+    info = WorkerInfo(
+        id="w1", host="h", pid=1, mode="realtime", queues=["q"], concurrency=2, started=1
+    )
     await heartbeat(ar, ns, info, ttl=5)
     assert 4900 < await ar.pttl(f"{ns}:@workers:w1") <= 5000  # lapses ttl seconds after
     (listed,) = await live_workers(ar, ns)

@@ -35,8 +35,15 @@ from worker.worker import Worker
 ar, q, run, until = inproc.ar, inproc.q, inproc.run, inproc.until
 ID = "a" * 32
 # What Lua's cjson would have changed, had the script decoded and re-encoded the event.
-FAITHFUL = {"float": 0.1 + 0.2, "big": 2**60 + 1, "empty": [], "obj": {}, "text": "é ☃ \udc80",
-            "html": "<b>x</b>", "nested": [[1, [2, {"3": None}]]]}  # fmt: skip
+FAITHFUL = {
+    "float": 0.1 + 0.2,
+    "big": 2**60 + 1,
+    "empty": [],
+    "obj": {},
+    "text": "é ☃ \udc80",
+    "html": "<b>x</b>",
+    "nested": [[1, [2, {"3": None}]]],
+}
 
 
 def record(r: redis.Redis, ns: str, event: StatusEvent) -> None:
@@ -325,8 +332,11 @@ def test_wait_for_result_raises_job_failed_when_the_message_expired(results, raw
 
 def test_wait_for_result_times_out_with_a_clear_error(results, raw, ns):
     record(raw, ns, StatusEvent("processing", "jobs", ID))
-    with pytest.raises(ResultTimeout, match=rf"no result for jobs/{ID} within 0.2 s "
-                       r"\(last status: processing\)") as late:  # fmt: skip
+    with pytest.raises(
+        ResultTimeout,
+        match=rf"no result for jobs/{ID} within 0.2 s "
+        r"\(last status: processing\)",
+    ) as late:
         results.wait_for_result("jobs", ID, timeout=0.2)
     assert isinstance(late.value, TimeoutError) and late.value.last.status == "processing"
     with pytest.raises(ResultTimeout, match=r"last status: none known"):
@@ -342,11 +352,14 @@ def test_a_bad_timeout_is_refused(results, timeout):
 @pytest.mark.parametrize(
     ("qname", "id", "error"),
     [
-        ("bad:name", ID, InvalidFormat), ("jobs", "short", InvalidFormat),
-        ("", ID, MissingParameter), ("jobs", "", MissingParameter), (None, ID, MissingParameter),
+        ("bad:name", ID, InvalidFormat),
+        ("jobs", "short", InvalidFormat),
+        ("", ID, MissingParameter),
+        ("jobs", "", MissingParameter),
+        (None, ID, MissingParameter),
         ("nosuchqueue", ID, QueueNotFound),
     ],
-)  # fmt: skip
+)
 def test_bad_names_are_refused_by_both_calls(results, raw, ns, qname, id, error):
     before = sorted(raw.scan_iter(f"{ns}:*"))
     with pytest.raises(error):
@@ -360,8 +373,11 @@ def test_sync_and_async_have_the_same_calls():
     import inspect
 
     def calls(cls: type) -> dict[str, list[str]]:
-        return {n: list(inspect.signature(f).parameters) for n, f in vars(cls).items()
-                if not n.startswith("_") and callable(f) and n != "aclose"}  # fmt: skip
+        return {
+            n: list(inspect.signature(f).parameters)
+            for n, f in vars(cls).items()
+            if not n.startswith("_") and callable(f) and n != "aclose"
+        }
 
     assert calls(Results) == calls(AsyncResults)
 
@@ -372,8 +388,10 @@ async def test_async_waiters_share_a_given_subscriber(redis_url, ns):
         log = EventLog(client.redis, ns)
         async with Subscriber(client.redis) as sub:
             results = AsyncResults(client, subscriber=sub)
-            waits = [asyncio.create_task(results.wait_for_result("jobs", i * 32, timeout=10))
-                     for i in "ab"]  # fmt: skip
+            waits = [
+                asyncio.create_task(results.wait_for_result("jobs", i * 32, timeout=10))
+                for i in "ab"
+            ]
             await until(lambda: len(sub._channels()) == 1, what="one channel for both")
             for i in "ab":
                 await log.record(StatusEvent("done", "jobs", i * 32, result=i))

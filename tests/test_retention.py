@@ -109,8 +109,9 @@ def test_a_message_is_never_dropped_before_its_retention(rsmq, r):
 
 
 @backends
-@pytest.mark.parametrize("how", ["receive_message", "receive_messages", "receive_batch",
-                                 "pop_message", "pop_messages"])  # fmt: skip
+@pytest.mark.parametrize(
+    "how", ["receive_message", "receive_messages", "receive_batch", "pop_message", "pop_messages"]
+)
 def test_every_receive_path_skips_expired_messages_for_fresh_ones_behind_them(rsmq, r, how):
     rsmq.create_queue("q", retention=1)
     old = rsmq.send_messages("q", ["old1", "old2", "old3"])

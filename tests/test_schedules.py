@@ -165,8 +165,19 @@ def test_one_tick_is_claimed_once(rsmq, r) -> None:
     # A second worker that read the same due tick before the first claimed it: its claim
     # finds the tick moved on, and sends nothing.
     q = rsmq.keys("jobs")
-    call = sched._call(rsmq.ns, "fire", "tick", text, tick, tick + 60_000, "1", "",
-                       "x" * 22, "m", more=[q.zset, q.hash])  # fmt: skip
+    call = sched._call(
+        rsmq.ns,
+        "fire",
+        "tick",
+        text,
+        tick,
+        tick + 60_000,
+        "1",
+        "",
+        "x" * 22,
+        "m",
+        more=[q.zset, q.hash],
+    )
     assert rsmq._call(call) == [b"taken"]
     assert r.zcard(q.zset) == 1
 
@@ -231,8 +242,19 @@ def rsmq_cli(capsys, redis_url: str, ns: str, *argv: str) -> tuple[int, str, str
 def test_cli_add_list_remove(capsys, redis_url, ns) -> None:
     with RSMQ.from_url(redis_url, ns=ns) as q:
         q.create_queue("jobs")
-        code, out, err = rsmq_cli(capsys, redis_url, ns, "add", "nightly", "jobs", "{}",
-                                  "--cron", "0 3 * * *", "--catch-up", "skip")  # fmt: skip
+        code, out, err = rsmq_cli(
+            capsys,
+            redis_url,
+            ns,
+            "add",
+            "nightly",
+            "jobs",
+            "{}",
+            "--cron",
+            "0 3 * * *",
+            "--catch-up",
+            "skip",
+        )
         assert (code, err) == (0, "")
         added = json.loads(out)
         assert added == q.list_schedules()[0].to_json()
@@ -292,22 +314,42 @@ def test_api_add_list_remove_with_the_token(make_client, redis_url, ns) -> None:
     ("body", "status", "error", "text"),
     [
         ({"queue": "rep", "message": "m", "every": 1}, 400, "missingParameter", "name"),
-        ({"name": "s", "queue": "rep", "message": "m", "cron": "* *"}, 400, "invalidFormat",
-         "Invalid cron format"),
+        (
+            {"name": "s", "queue": "rep", "message": "m", "cron": "* *"},
+            400,
+            "invalidFormat",
+            "Invalid cron format",
+        ),
         ({"name": "s", "queue": "rep", "message": "m", "every": 0}, 400, "invalidValue", "every"),
         ({"name": "s", "queue": "rep", "message": "m"}, 400, "missingParameter", "cron or every"),
-        ({"name": "s", "queue": "rep", "message": "m", "every": 1, "at": 2}, 400,
-         "unknownField", "at"),
-        ({"name": "s", "queue": "rep", "message": "m", "every": 1, "catch_up": None}, 400,
-         "invalidValue", "catch_up may not be null"),
+        (
+            {"name": "s", "queue": "rep", "message": "m", "every": 1, "at": 2},
+            400,
+            "unknownField",
+            "at",
+        ),
+        (
+            {"name": "s", "queue": "rep", "message": "m", "every": 1, "catch_up": None},
+            400,
+            "invalidValue",
+            "catch_up may not be null",
+        ),
         ({"name": "s", "queue": "nope", "message": "m", "every": 1}, 404, "queueNotFound", ""),
         # Refused as the API's send refuses it: an empty job every tick is a slip of a form.
-        ({"name": "s", "queue": "rep", "message": "", "every": 1}, 400, "emptyMessage",
-         "the message is empty"),
-        ({"name": "s", "queue": "rep", "message": "x" * 70_000, "every": 1}, 413,
-         "messageTooLong", ""),
+        (
+            {"name": "s", "queue": "rep", "message": "", "every": 1},
+            400,
+            "emptyMessage",
+            "the message is empty",
+        ),
+        (
+            {"name": "s", "queue": "rep", "message": "x" * 70_000, "every": 1},
+            413,
+            "messageTooLong",
+            "",
+        ),
     ],
-)  # fmt: skip
+)
 def test_api_refuses_bad_schedules(make_client, redis_url, ns, body, status, error, text) -> None:
     api = make_client(api_token=TOKEN, max_body=1_000_000)
     with RSMQ.from_url(redis_url, ns=ns) as q:
@@ -341,11 +383,18 @@ def test_the_dashboard_removes_a_schedule_with_its_login_and_csrf_token(
 
 
 def test_schedules_setting() -> None:
-    raw = json.dumps([
-        {"queue": "jobs", "every": 30, "message": "hi"},
-        {"name": "five", "queue": "jobs", "cron": "*/5 * * * *", "message": "{}",
-         "catch_up": "skip"},
-    ])  # fmt: skip
+    raw = json.dumps(
+        [
+            {"queue": "jobs", "every": 30, "message": "hi"},
+            {
+                "name": "five",
+                "queue": "jobs",
+                "cron": "*/5 * * * *",
+                "message": "{}",
+                "catch_up": "skip",
+            },
+        ]
+    )
     got = Settings.from_env({"HANDLER": "a:b", "SCHEDULES": raw}).schedules
     assert got == (
         Schedule("jobs-every-30", "jobs", "hi", None, 30, "once", None),
@@ -405,8 +454,11 @@ def test_a_schedules_setting_deeper_than_json_goes_is_a_bad_setting() -> None:
 
 
 def test_schedules_setting_on_a_cluster_is_refused() -> None:
-    env = {"HANDLER": "a:b", "REDIS_CLUSTER": "1",
-           "SCHEDULES": '[{"queue": "jobs", "every": 1, "message": "m"}]'}  # fmt: skip
+    env = {
+        "HANDLER": "a:b",
+        "REDIS_CLUSTER": "1",
+        "SCHEDULES": '[{"queue": "jobs", "every": 1, "message": "m"}]',
+    }
     with pytest.raises(SettingError, match="standalone Redis"):
         Settings.from_env(env)
 

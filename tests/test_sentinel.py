@@ -60,18 +60,30 @@ def test_sentinel_url_is_taken_apart():
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
-        ("redis+sentinel://h:1", "names no service: redis+sentinel://host:26379/<the master's "
-         "name in sentinel.conf>"),
-        ("redis+sentinel://h:1/svc/x", "has the database 'x': give a number "
-         "(redis+sentinel://host:26379/svc/0)"),
-        ("redis+sentinel://h:1,,h:2/svc", "has the sentinel address '': give host:port pairs "
-         "separated by commas (redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster)"),
-        ("redis+sentinel://h:99999/svc", "has the sentinel address 'h:99999': give host:port "
-         "pairs separated by commas (redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster)"),
-        ("redis+sentinel://h:1/svc?x=1", "has query parameters, which a redis+sentinel:// URL "
-         "does not take"),
+        (
+            "redis+sentinel://h:1",
+            "names no service: redis+sentinel://host:26379/<the master's name in sentinel.conf>",
+        ),
+        (
+            "redis+sentinel://h:1/svc/x",
+            "has the database 'x': give a number (redis+sentinel://host:26379/svc/0)",
+        ),
+        (
+            "redis+sentinel://h:1,,h:2/svc",
+            "has the sentinel address '': give host:port pairs "
+            "separated by commas (redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster)",
+        ),
+        (
+            "redis+sentinel://h:99999/svc",
+            "has the sentinel address 'h:99999': give host:port "
+            "pairs separated by commas (redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster)",
+        ),
+        (
+            "redis+sentinel://h:1/svc?x=1",
+            "has query parameters, which a redis+sentinel:// URL does not take",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_sentinel_url_is_named(url, reason):
     with pytest.raises(ValueError) as refused:
         check_url(url)
@@ -225,8 +237,7 @@ def test_unconfirmed_send_raises_not_replicated_and_is_stored(group, ns):
         assert [m.id for m in q.receive_messages("q", 10)] == [sent, *batch.value.ids]
 
     async def coalesced() -> list[Any]:
-        async with AsyncRSMQ.from_url(group.url, ns=ns, min_replicas=2,
-                                      replica_timeout=0.1) as aq:  # fmt: skip
+        async with AsyncRSMQ.from_url(group.url, ns=ns, min_replicas=2, replica_timeout=0.1) as aq:
             return await asyncio.gather(
                 *(aq.send_message("q", str(i)) for i in range(5)), return_exceptions=True
             )
@@ -241,15 +252,22 @@ def test_unconfirmed_send_raises_not_replicated_and_is_stored(group, ns):
     ("kwargs", "message"),
     [
         ({"min_replicas": -1}, "min_replicas=-1: give a whole number, 0 or more"),
-        ({"min_replicas": 1, "replica_timeout": 0}, "replica_timeout=0: give a number of "
-         "seconds above 0"),
-        ({"min_replicas": 1, "socket_timeout": 1}, "socket_timeout=1 is not above "
-         "replica_timeout=1.0: a send waiting for its replicas would time out and be sent "
-         "again"),
-        ({"min_replicas": 1, "cluster": True}, "min_replicas is not supported on a Redis "
-         "Cluster: use 0 (the default)"),
+        (
+            {"min_replicas": 1, "replica_timeout": 0},
+            "replica_timeout=0: give a number of seconds above 0",
+        ),
+        (
+            {"min_replicas": 1, "socket_timeout": 1},
+            "socket_timeout=1 is not above "
+            "replica_timeout=1.0: a send waiting for its replicas would time out and be sent "
+            "again",
+        ),
+        (
+            {"min_replicas": 1, "cluster": True},
+            "min_replicas is not supported on a Redis Cluster: use 0 (the default)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_min_replicas_is_named(redis_url, kwargs, message):
     for cls in (RSMQ, AsyncRSMQ):
         with pytest.raises(ValueError) as refused:
@@ -266,10 +284,11 @@ def test_api_answers_an_unconfirmed_send_202_with_a_warning(group, ns):
             f"Message {answer['id']} is stored on the master but not confirmed by 2 replica(s)"
         )
         request = urllib.request.Request(
-            web.url("/api/queues/jobs/messages"), method="POST",
+            web.url("/api/queues/jobs/messages"),
+            method="POST",
             data=json.dumps({"messages": ["a", "b"]}).encode(),
             headers={"content-type": "application/json"},
-        )  # fmt: skip
+        )
         with urllib.request.urlopen(request, timeout=5) as reply:
             assert reply.status == 202
             body = json.loads(reply.read())
@@ -292,14 +311,21 @@ def test_api_confirmed_send_has_no_warning(group, ns):
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"SEND_MIN_REPLICAS": "one"}, "SEND_MIN_REPLICAS='one' must be a whole number: how "
-         "many replicas must confirm a send, 0 (the default) for none"),
-        ({"SEND_MIN_REPLICAS": "1", "REDIS_CLUSTER": "true"}, "SEND_MIN_REPLICAS is not "
-         "supported with REDIS_CLUSTER: use 0"),
-        ({"SEND_REPLICA_TIMEOUT": "0"}, "SEND_REPLICA_TIMEOUT='0' must be a finite number, "
-         "at least 0.001"),
+        (
+            {"SEND_MIN_REPLICAS": "one"},
+            "SEND_MIN_REPLICAS='one' must be a whole number: how "
+            "many replicas must confirm a send, 0 (the default) for none",
+        ),
+        (
+            {"SEND_MIN_REPLICAS": "1", "REDIS_CLUSTER": "true"},
+            "SEND_MIN_REPLICAS is not supported with REDIS_CLUSTER: use 0",
+        ),
+        (
+            {"SEND_REPLICA_TIMEOUT": "0"},
+            "SEND_REPLICA_TIMEOUT='0' must be a finite number, at least 0.001",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_send_settings_are_named(env, message):
     with pytest.raises(SettingError) as refused:
         WebSettings.from_env({"HOST": "127.0.0.1", **env})

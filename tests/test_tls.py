@@ -25,8 +25,16 @@ from web.app import create_app
 from web.settings import Settings as WebSettings
 
 # What a queue's user needs, and no more: its namespace's keys and channels, no admin command.
-QUEUE_ACL = ["+@read", "+@write", "+@scripting", "+@pubsub", "+@transaction", "+@connection",
-             "+time", "-@dangerous"]  # fmt: skip
+QUEUE_ACL = [
+    "+@read",
+    "+@write",
+    "+@scripting",
+    "+@pubsub",
+    "+@transaction",
+    "+@connection",
+    "+time",
+    "-@dangerous",
+]
 NONE = ConnectionOptions(tls_verify="none")
 
 
@@ -59,8 +67,9 @@ def verified(certs: Certificates) -> ConnectionOptions:
 def user(admin: redis.Redis, ns: str) -> Iterator[tuple[str, str]]:
     """An ACL user of the test's own, allowed only the test's namespace."""
     name, password = f"queue-{ns}", secrets.token_hex(12)
-    admin.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}", f"~{ns}:*",
-                          f"&{ns}:*", *QUEUE_ACL)  # fmt: skip
+    admin.execute_command(
+        "ACL", "SETUSER", name, "reset", "on", f">{password}", f"~{ns}:*", f"&{ns}:*", *QUEUE_ACL
+    )
     yield name, password
     admin.acl_deluser(name)
 
@@ -194,8 +203,10 @@ def test_cli_over_tls(capsys, monkeypatch, url, ns, certs, user):
     monkeypatch.delenv("REDIS_TLS_CA_FILE", raising=False)
     args = ("--url", url, "--ns", ns)
     assert cli(capsys, *args, "--tls-ca-file", str(certs.ca), "create", "jobs") == (
-        0, "true\n", "",
-    )  # fmt: skip
+        0,
+        "true\n",
+        "",
+    )
     code, out, err = cli(capsys, *args, "list")
     assert code == 3 and out == ""
     assert "certificate verify failed" in err and "REDIS_TLS_CA_FILE" in err
@@ -227,8 +238,9 @@ def test_cli_bad_tls_options_are_usage_errors(capsys, monkeypatch, argv, env, me
 
 
 def test_cli_refuses_a_ca_file_for_a_plain_url(capsys, certs):
-    code, _, err = cli(capsys, "--url", "redis://127.0.0.1:1/0", "--tls-ca-file",
-                       str(certs.ca), "list")  # fmt: skip
+    code, _, err = cli(
+        capsys, "--url", "redis://127.0.0.1:1/0", "--tls-ca-file", str(certs.ca), "list"
+    )
     assert code == 2 and "use rediss://" in err
 
 

@@ -258,10 +258,17 @@ def test_every_error_is_an_rsmq_error_with_rsmq_name():
     # RSMQ's eight, and two of ours: {ns}:QUEUES is someone else's key (RSMQ fails there with
     # Redis's WRONGTYPE), and a send with min_replicas that the replicas did not confirm.
     assert names == {
-        "queueNotFound", "queueExists", "invalidFormat", "invalidValue", "missingParameter",
-        "messageTooLong", "messageNotString", "noAttributeSupplied", "indexConflict",
+        "queueNotFound",
+        "queueExists",
+        "invalidFormat",
+        "invalidValue",
+        "missingParameter",
+        "messageTooLong",
+        "messageNotString",
+        "noAttributeSupplied",
+        "indexConflict",
         "notReplicated",
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize("rc", [0, -1, 1.5, "1", True])

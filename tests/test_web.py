@@ -47,16 +47,18 @@ def test_submit_needs_the_csrf_token(client, r, ns):
     client.get("/")
     token = client.cookies.get("csrftoken")
     refused(client.post("/submit", json={"message": "x"}), 403, "csrf")
-    refused(client.post("/submit", json={"message": "x"}, headers={"x-csrf-token": "bad"}),
-            403, "csrf")  # fmt: skip
+    refused(
+        client.post("/submit", json={"message": "x"}, headers={"x-csrf-token": "bad"}), 403, "csrf"
+    )
     sent = client.post("/submit", json={"message": "hello"}, headers={"x-csrf-token": token})
     assert sent.status_code == 202
     mid = sent.json()["id"]
     assert r.hget(f"{ns}:jobs:Q", mid) == "hello"
     csrf = {"x-csrf-token": token}
     refused(client.post("/submit", json={"message": 5}, headers=csrf), 400, "messageNotString")
-    refused(client.post("/submit", json={"message": "x" * 70_000}, headers=csrf),
-            413, "messageTooLong")  # fmt: skip
+    refused(
+        client.post("/submit", json={"message": "x" * 70_000}, headers=csrf), 413, "messageTooLong"
+    )
     raw = {**csrf, "content-type": "application/json"}
     refused(client.post("/submit", content=b"{", headers=raw), 400, "invalidJson")
 
@@ -65,13 +67,21 @@ def test_an_empty_message_is_refused_and_too_long_says_the_limit(client, r, ns):
     client.get("/")
     csrf = {"x-csrf-token": client.cookies.get("csrftoken")}
     before = r.zcard(f"{ns}:jobs")
-    refused(client.post("/submit", json={"message": ""}, headers=csrf), 400, "emptyMessage",
-            "the message is empty")  # fmt: skip
+    refused(
+        client.post("/submit", json={"message": ""}, headers=csrf),
+        400,
+        "emptyMessage",
+        "the message is empty",
+    )
     refused(client.post("/submit", json={}, headers=csrf), 400, "emptyMessage")
     refused(client.post("/api/queues/jobs/messages", json={"message": ""}), 400, "emptyMessage")
     batch = {"messages": ["a", {"message": ""}]}
-    refused(client.post("/api/queues/jobs/messages", json=batch), 400, "emptyMessage",
-            "messages[1] is empty")  # fmt: skip
+    refused(
+        client.post("/api/queues/jobs/messages", json=batch),
+        400,
+        "emptyMessage",
+        "messages[1] is empty",
+    )
     assert r.zcard(f"{ns}:jobs") == before  # nothing of a refused batch was stored
     client.patch("/api/queues/jobs", json={"maxsize": 1024})
     for answer in (
@@ -146,11 +156,15 @@ def test_redrive_and_status(client, r, ns):
         ("post", "/api/queues", {"qname": "q", "colour": 1}, 400, "unknownField"),
         ("post", "/api/queues/jobs/messages", {"message": 5}, 400, "messageNotString"),
         ("post", "/api/queues/jobs/messages", {}, 400, "missingParameter"),
-        ("post", "/api/queues/jobs/messages", {"message": "x", "messages": []}, 400,
-         "missingParameter"),
+        (
+            "post",
+            "/api/queues/jobs/messages",
+            {"message": "x", "messages": []},
+            400,
+            "missingParameter",
+        ),
         ("post", "/api/queues/jobs/messages", {"message": "x" * 70000}, 413, "messageTooLong"),
-        ("post", "/api/queues/jobs/messages", {"message": "x", "delay": -1}, 400,
-         "invalidValue"),
+        ("post", "/api/queues/jobs/messages", {"message": "x", "delay": -1}, 400, "invalidValue"),
         ("post", "/api/queues/nope/messages", {"message": "x"}, 404, "queueNotFound"),
         ("post", "/api/queues/jobs/receive", {"count": 0}, 400, "invalidValue"),
         ("post", "/api/queues/jobs/receive", {"vt": []}, 400, "invalidValue"),
@@ -162,7 +176,7 @@ def test_redrive_and_status(client, r, ns):
         ("patch", "/api/queues/jobs", {"maxsize": None}, 400, "invalidValue"),
         ("patch", "/api/queues/jobs", {"maxsize": 5}, 400, "invalidValue"),
     ],
-)  # fmt: skip
+)
 def test_bad_input_is_a_clear_json_error(client, method, path, body, status, error):
     response = client.request(method.upper(), path, json=body)
     refused(response, status, error)
@@ -332,8 +346,10 @@ def test_websocket_bad_frames_get_an_error_and_the_connection_stays(client, fram
 
 def test_a_websocket_follows_a_bounded_number_of_queues_and_lets_them_go(client):
     hub = client.app.state.hub
-    with client.websocket_connect("/ws", headers=ORIGIN) as ws, \
-            client.websocket_connect("/ws", headers=ORIGIN) as other:  # fmt: skip
+    with (
+        client.websocket_connect("/ws", headers=ORIGIN) as ws,
+        client.websocket_connect("/ws", headers=ORIGIN) as other,
+    ):
         for i in range(MAX_QUEUES):
             ws.send_json({"type": "subscribe", "queue": f"q{i}"})
             assert next_frame(ws, "subscribed")["queue"] == f"q{i}"
@@ -412,8 +428,10 @@ def test_live_events_during_a_replay_are_held_then_deduplicated():
 def ids_until_one_more_is_sent(client: TestClient, ws: Any, r: Any, channel: str) -> list[str]:
     """The ids of the events a websocket gets up to that of a message sent once Redis
     confirms the channel: what came before it is all a lost event could have been in."""
-    wait_for(lambda: r.execute_command("PUBSUB", "NUMSUB", channel)[1] == 1,
-             what="the channel to be heard")  # fmt: skip
+    wait_for(
+        lambda: r.execute_command("PUBSUB", "NUMSUB", channel)[1] == 1,
+        what="the channel to be heard",
+    )
     last = client.post("/api/queues/jobs/messages", json={"message": "last"}).json()["id"]
     got = [next_frame(ws, "event")["event"]["id"]]
     while got[-1] != last:

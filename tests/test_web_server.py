@@ -41,9 +41,17 @@ class WebProcess:
         **settings: str,
     ) -> None:
         self.port = free_port()
-        env = dict(os.environ, REDIS_URL=redis_url, RSMQ_NS=ns, QUEUE="jobs", HOST="127.0.0.1",
-                   PORT=str(self.port), LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT),
-                   WS_KEEPALIVE="1")  # fmt: skip
+        env = dict(
+            os.environ,
+            REDIS_URL=redis_url,
+            RSMQ_NS=ns,
+            QUEUE="jobs",
+            HOST="127.0.0.1",
+            PORT=str(self.port),
+            LOG_LEVEL="WARNING",
+            PYTHONPATH=str(ROOT),
+            WS_KEEPALIVE="1",
+        )
         env.update(settings)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "web"], env=env, cwd=ROOT, stdout=stdout, stderr=stderr
@@ -68,9 +76,11 @@ class WebProcess:
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         request = urllib.request.Request(
-            self.url(path), data=json.dumps(body).encode(), method="POST",
+            self.url(path),
+            data=json.dumps(body).encode(),
+            method="POST",
             headers={"content-type": "application/json"},
-        )  # fmt: skip
+        )
         with urllib.request.urlopen(request, timeout=5) as answer:
             data: dict[str, Any] = json.loads(answer.read())
             return data
@@ -142,10 +152,12 @@ def test_two_web_processes_each_deliver_every_event(web, redis_url, ns):
                 web[0].post("/api/queues/jobs/messages", {"message": str(i)})
 
     async def both() -> list[list[dict[str, Any]]]:
-        return list(await asyncio.gather(
-            statuses(web[0].port, send_when_both_listen, want=3),
-            statuses(web[1].port, send_when_both_listen, want=3),
-        ))  # fmt: skip
+        return list(
+            await asyncio.gather(
+                statuses(web[0].port, send_when_both_listen, want=3),
+                statuses(web[1].port, send_when_both_listen, want=3),
+            )
+        )
 
     first, second = asyncio.run(both())
     assert [e["id"] for e in first] == [e["id"] for e in second]

@@ -30,8 +30,9 @@ def spawn(redis_url: str, ns: str) -> Iterator[Callable[..., WorkerProcess]]:
 
     def make(mode: str = "realtime", *, url: str | None = None, ready: bool = True, **settings):
         settings.setdefault("poll_interval", 0.1)
-        w = WorkerProcess(url or redis_url, ns, realtime=str(mode == "realtime").lower(),
-                          **settings)  # fmt: skip
+        w = WorkerProcess(
+            url or redis_url, ns, realtime=str(mode == "realtime").lower(), **settings
+        )
         procs.append(w)
         return w.start(ready=ready)
 
@@ -175,8 +176,9 @@ def test_four_workers_two_thousand_messages_with_a_kill(spawn, q, r, ns, mode):
     victim = workers[0]
     wait_for(lambda: sum(e["pid"] == victim.pid for e in started(r, ns)) >= 20)
     victim.kill()
-    wait_for(lambda: len({d["id"] for d in done(r, ns)}) == 2000, timeout=60,
-             what="every message done")  # fmt: skip
+    wait_for(
+        lambda: len({d["id"] for d in done(r, ns)}) == 2000, timeout=60, what="every message done"
+    )
     counts = Counter(d["id"] for d in done(r, ns))
     assert set(counts) == set(ids)
     held_by_victim = {e["id"] for e in started(r, ns) if e["pid"] == victim.pid}
@@ -219,11 +221,17 @@ def test_a_handled_message_is_deleted_once_redis_is_back(spawn, r, ns, redis_ser
             mid = q.send_message("jobs", json.dumps({"sleep": 0.5}))
             wait_for(lambda: started(r, ns), what="the handler to start")
             server.stop(kill=True)  # while the handler runs
-            wait_for(lambda: "could not delete handled" in w.output(), timeout=20,
-                     what="the delete to fail past the client's retries")  # fmt: skip
+            wait_for(
+                lambda: "could not delete handled" in w.output(),
+                timeout=20,
+                what="the delete to fail past the client's retries",
+            )
             server.start()  # the same port and folder: the message is back, hidden, rc 1
-            wait_for(lambda: q.get_queue_attributes("jobs").msgs == 0, timeout=20,
-                     what="the delete, after Redis is back")  # fmt: skip
+            wait_for(
+                lambda: q.get_queue_attributes("jobs").msgs == 0,
+                timeout=20,
+                what="the delete, after Redis is back",
+            )
         assert [(e["id"], e["rc"]) for e in started(r, ns)] == [(mid, 1)]
         assert [d["id"] for d in done(r, ns)] == [mid]
     finally:
@@ -281,9 +289,13 @@ def test_failures_back_off_then_dead_letter_then_redrive(spawn, q, r, ns, mode):
     # its events after the move, in the background, so under load the move was seen before the
     # events were written (and the counts below came up short). Events of a queue are written
     # in order, so once "dead" is, every event before it is too.
-    wait_for(lambda: r.get(f"{ns}:jobs:status:{mid}")
-             and json.loads(r.get(f"{ns}:jobs:status:{mid}"))["status"] == "dead",
-             what="dead-lettering")  # fmt: skip
+    wait_for(
+        lambda: (
+            r.get(f"{ns}:jobs:status:{mid}")
+            and json.loads(r.get(f"{ns}:jobs:status:{mid}"))["status"] == "dead"
+        ),
+        what="dead-lettering",
+    )
     assert q.get_queue_attributes("jobs-dead").msgs == 1
     assert [e["rc"] for e in started(r, ns)] == [1, 2, 3]
     assert q.get_queue_attributes("jobs").msgs == 0
@@ -325,12 +337,19 @@ def test_long_handler_keeps_its_message_hidden(spawn, q, r, ns):
 def test_events_and_last_status(spawn, q, r, ns):
     spawn("realtime", event_ttl=120)
     mid = q.send_message("jobs", json.dumps({"sleep": 0.01}))
-    wait_for(lambda: r.get(f"{ns}:jobs:status:{mid}")
-             and json.loads(r.get(f"{ns}:jobs:status:{mid}"))["status"] == "done")  # fmt: skip
+    wait_for(
+        lambda: (
+            r.get(f"{ns}:jobs:status:{mid}")
+            and json.loads(r.get(f"{ns}:jobs:status:{mid}"))["status"] == "done"
+        )
+    )
     events = [json.loads(f["e"]) for _, f in r.xrange(f"{ns}:jobs:events")]
     assert [(e["status"], e.get("progress")) for e in events] == [
-        ("received", None), ("processing", 0), ("processing", 0.5), ("done", None),
-    ]  # fmt: skip
+        ("received", None),
+        ("processing", 0),
+        ("processing", 0.5),
+        ("done", None),
+    ]
     assert all(e["id"] == mid and e["rc"] == 1 and e["queue"] == "jobs" for e in events)
     assert len({e["worker"] for e in events}) == 1
     assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)
@@ -405,13 +424,20 @@ def test_one_notification_does_not_wake_every_process(spawn, q, r, ns):
 def test_events_of_a_failure_come_in_order(spawn, q, r, ns):
     spawn("realtime", max_receives=1)
     mid = q.send_message("jobs", json.dumps({"sleep": 0.01, "fail": True}))
-    wait_for(lambda: r.get(f"{ns}:jobs:status:{mid}")
-             and json.loads(r.get(f"{ns}:jobs:status:{mid}"))["status"] == "dead")  # fmt: skip
+    wait_for(
+        lambda: (
+            r.get(f"{ns}:jobs:status:{mid}")
+            and json.loads(r.get(f"{ns}:jobs:status:{mid}"))["status"] == "dead"
+        )
+    )
     events = [json.loads(f["e"]) for _, f in r.xrange(f"{ns}:jobs:events")]
     assert [(e["status"], e.get("progress")) for e in events] == [
-        ("received", None), ("processing", 0), ("processing", 0.5), ("failed", None),
+        ("received", None),
+        ("processing", 0),
+        ("processing", 0.5),
+        ("failed", None),
         ("dead", None),
-    ]  # fmt: skip
+    ]
 
 
 def test_message_from_a_sender_not_in_realtime_mode_is_found_at_a_heartbeat(
@@ -439,8 +465,11 @@ def test_the_redis_password_is_never_logged(ns):
     w = WorkerProcess(url, ns)
     try:
         w.start(ready=False)
-        wait_for(lambda: "Redis unavailable" in w.output() or "could not" in w.output(),
-                 timeout=15, what="the worker to report Redis unavailable")  # fmt: skip
+        wait_for(
+            lambda: "Redis unavailable" in w.output() or "could not" in w.output(),
+            timeout=15,
+            what="the worker to report Redis unavailable",
+        )
         assert w.stop() == 0
         assert "hunter2secret" not in w.output()
     finally:

@@ -74,8 +74,10 @@ async def run(redis_url: str, ns: str, ar: aioredis.Redis) -> AsyncIterator[Run]
         await until(lambda: worker.counters["receives"] >= 1, what="the first look")
         if worker.settings.realtime:
             channel = worker.rsmq.keys("jobs").channel
-            await until(lambda: worker._subscriber is not None
-                        and worker._subscriber._heard(channel), what="subscribed")  # fmt: skip
+            await until(
+                lambda: worker._subscriber is not None and worker._subscriber._heard(channel),
+                what="subscribed",
+            )
         return worker
 
     yield start
@@ -251,8 +253,10 @@ async def test_released_messages_are_announced_at_shutdown(redis_url, ns, q, ar)
         began.set()
         await asyncio.sleep(3600)
 
-    w = Worker(Settings(redis_url=redis_url, ns=ns, heartbeat=SLOW_HEARTBEAT,
-                        shutdown_grace=0.1, vt=60), hang)  # fmt: skip
+    w = Worker(
+        Settings(redis_url=redis_url, ns=ns, heartbeat=SLOW_HEARTBEAT, shutdown_grace=0.1, vt=60),
+        hang,
+    )
     task = asyncio.create_task(w.run())
     async with ar.pubsub() as pubsub:
         await pubsub.subscribe(f"{ns}:rt:jobs")
@@ -398,8 +402,11 @@ async def test_a_sync_handlers_progress_is_recorded(run, q, ar, ns):
     await w.events.flush()
     events = [json.loads(f[b"e"]) for _, f in await ar.xrange(f"{ns}:jobs:events")]
     assert [(e["status"], e.get("progress")) for e in events if e["id"] == mid] == [
-        ("received", None), ("processing", 0), ("processing", 0.5), ("done", None),
-    ]  # fmt: skip
+        ("received", None),
+        ("processing", 0),
+        ("processing", 0.5),
+        ("done", None),
+    ]
 
 
 @pytest.fixture

@@ -91,8 +91,12 @@ async def test_a_startup_that_raises_stops_the_worker_before_any_receive(redis_u
         raise ConnectionRefusedError("the database is down")
 
     await q.send_message("jobs", "x")
-    w = Worker(Settings(redis_url=redis_url, ns=ns), lambda job: None, startup=no_database,
-               shutdown=shut.append)  # fmt: skip
+    w = Worker(
+        Settings(redis_url=redis_url, ns=ns),
+        lambda job: None,
+        startup=no_database,
+        shutdown=shut.append,
+    )
     with pytest.raises(StartupFailed) as exc:
         async with asyncio.timeout(10):
             await w.run()
@@ -124,12 +128,18 @@ def test_hooks_are_found_in_the_handlers_module(fake_module):
     ("name", "hook", "message"),
     [
         ("startup", "postgres://db", "fake_lifecycle.startup is not a function (str)"),
-        ("startup", lambda: None,
-         "fake_lifecycle.startup must take one argument, the context dict: def startup(ctx)"),
-        ("shutdown", lambda ctx, pool: None,
-         "fake_lifecycle.shutdown must take one argument, the context dict: def shutdown(ctx)"),
+        (
+            "startup",
+            lambda: None,
+            "fake_lifecycle.startup must take one argument, the context dict: def startup(ctx)",
+        ),
+        (
+            "shutdown",
+            lambda ctx, pool: None,
+            "fake_lifecycle.shutdown must take one argument, the context dict: def shutdown(ctx)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_hook_that_cannot_be_called_is_a_bad_setting(
     fake_module, monkeypatch, capsys, name, hook, message
 ):

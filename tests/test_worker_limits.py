@@ -50,13 +50,20 @@ async def test_an_async_handler_past_job_timeout_is_cancelled_retried_then_dead_
     assert cancelled == [1, 2]
     c = w.counters
     assert (c["timed_out"], c["failed"], c["retried"], c["done"]) == (2, 2, 1, 0)
-    said = [(e["status"], e["rc"], e.get("error"), e.get("retry_in"))
-            for e in await events_of(w, ar, ns, mid) if e["status"] != "processing"]  # fmt: skip
+    said = [
+        (e["status"], e["rc"], e.get("error"), e.get("retry_in"))
+        for e in await events_of(w, ar, ns, mid)
+        if e["status"] != "processing"
+    ]
     late = "timed out after 0.2 s"
     assert said == [
-        ("received", 1, None, None), ("failed", 1, late, None), ("retrying", 1, late, 0),
-        ("received", 2, None, None), ("failed", 2, late, None), ("dead", 2, late, None),
-    ]  # fmt: skip
+        ("received", 1, None, None),
+        ("failed", 1, late, None),
+        ("retrying", 1, late, 0),
+        ("received", 2, None, None),
+        ("failed", 2, late, None),
+        ("dead", 2, late, None),
+    ]
     assert (await q.get_queue_attributes("jobs-dead")).msgs == 1
 
 
@@ -101,12 +108,15 @@ async def test_a_sync_handler_past_job_timeout_is_given_up_on_and_its_late_retur
     assert await ar.zscore(f"{ns}:jobs", mid) == hidden_until
     c = w.counters
     assert (c["done"], c["failed"], c["timed_out"], c["retried"]) == (1, 1, 1, 1)
-    said = [(e["status"], e.get("progress"), e.get("error"))
-            for e in await events_of(w, ar, ns, mid)]  # fmt: skip
+    said = [
+        (e["status"], e.get("progress"), e.get("error")) for e in await events_of(w, ar, ns, mid)
+    ]
     assert said == [
-        ("received", None, None), ("processing", 0, None),
-        ("failed", None, "timed out after 0.2 s"), ("retrying", None, "timed out after 0.2 s"),
-    ]  # fmt: skip
+        ("received", None, None),
+        ("processing", 0, None),
+        ("failed", None, "timed out after 0.2 s"),
+        ("retrying", None, "timed out after 0.2 s"),
+    ]
     assert [e["status"] for e in await events_of(w, ar, ns, other)][-1] == "done"
 
 
@@ -127,8 +137,9 @@ async def test_retry_hands_the_message_back_after_its_delay(run, q, ar, ns, kind
     # Hidden 30 s, not the backoff's 1 s.
     assert 29_000 < await ar.zscore(f"{ns}:jobs", mid) - await server_ms(ar) <= 30_000
     assert (w.counters["failed"], w.counters["done"]) == (0, 0)
-    said = [(e["status"], e.get("retry_in"), e.get("error"))
-            for e in await events_of(w, ar, ns, mid)]  # fmt: skip
+    said = [
+        (e["status"], e.get("retry_in"), e.get("error")) for e in await events_of(w, ar, ns, mid)
+    ]
     assert said[-1] == ("retrying", 30, None)
     assert "failed" not in [status for status, _, _ in said]
 
@@ -147,8 +158,9 @@ async def test_a_retry_still_counts_as_a_receive(run, q, ar, ns):
     assert w.counters["retried"] == 2
     dead = (await events_of(w, ar, ns, mid))[-1]
     assert (dead["status"], dead["error"]) == (
-        "dead", "asked to retry in 0s at receive 3, and MAX_RECEIVES is 3",
-    )  # fmt: skip
+        "dead",
+        "asked to retry in 0s at receive 3, and MAX_RECEIVES is 3",
+    )
 
 
 @pytest.mark.parametrize(

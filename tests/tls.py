@@ -47,9 +47,27 @@ def _openssl(*args: str | Path) -> None:
 
 def _ca(folder: Path, name: str) -> tuple[Path, Path]:
     cert, key = folder / f"{name}.crt", folder / f"{name}.key"
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", f"/CN={name}",
-             "-extensions", "v3", "-config", _config(folder, CA_EXT))  # fmt: skip
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+        "-extensions",
+        "v3",
+        "-config",
+        _config(folder, CA_EXT),
+    )
     return cert, key
 
 
@@ -61,12 +79,39 @@ def _config(folder: Path, extensions: str) -> Path:
 
 def _leaf(folder: Path, name: str, ca: tuple[Path, Path], extensions: str) -> tuple[Path, Path]:
     cert, key, csr = folder / f"{name}.crt", folder / f"{name}.key", folder / f"{name}.csr"
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", key, "-out", csr, "-subj", f"/CN={name}")  # fmt: skip
+    _openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        csr,
+        "-subj",
+        f"/CN={name}",
+    )
     ext = folder / f"{name}.ext"
     ext.write_text(LEAF_EXT + extensions)
-    _openssl("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
-             "-out", cert, "-days", "2", "-extfile", ext)  # fmt: skip
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        ca[0],
+        "-CAkey",
+        ca[1],
+        "-CAcreateserial",
+        "-out",
+        cert,
+        "-days",
+        "2",
+        "-extfile",
+        ext,
+    )
     return cert, key
 
 
@@ -74,8 +119,9 @@ def make_certificates(folder: Path) -> Certificates:
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command is needed to make the TLS tests' certificates")
     ca = _ca(folder, "rsmq-test-ca")
-    server = _leaf(folder, "server", ca, "extendedKeyUsage = serverAuth\n"
-                   "subjectAltName = IP:127.0.0.1\n")  # fmt: skip
+    server = _leaf(
+        folder, "server", ca, "extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1\n"
+    )
     client = _leaf(folder, "client", ca, "extendedKeyUsage = clientAuth\n")
     other, _ = _ca(folder, "untrusted-ca")
     return Certificates(ca[0], *server, *client, other)
@@ -104,14 +150,21 @@ class TlsRedisServer(RedisServer):
 
     def listen_args(self) -> list[str]:
         return [
-            "--port", "0",
-            "--tls-port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--tls-cert-file", str(self.certs.server_cert),
-            "--tls-key-file", str(self.certs.server_key),
-            "--tls-ca-cert-file", str(self.certs.ca),
-            "--tls-auth-clients", "yes" if self.client_certificates else "no",
-        ]  # fmt: skip
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            str(self.certs.server_cert),
+            "--tls-key-file",
+            str(self.certs.server_key),
+            "--tls-ca-cert-file",
+            str(self.certs.ca),
+            "--tls-auth-clients",
+            "yes" if self.client_certificates else "no",
+        ]
 
     def client(self, **kwargs: Any) -> redis.Redis:
         return sync_client(self.url, self.options, cluster=False, **kwargs)

@@ -70,9 +70,12 @@ class WorkerProcess:
 
     def start(self, *, ready: bool = True) -> WorkerProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker"], env=self.env, cwd=ROOT,
-            stdout=self.log, stderr=self.err,
-        )  # fmt: skip
+            [sys.executable, "-m", "worker"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=self.err,
+        )
         if ready:
             self.wait_ready()
         return self

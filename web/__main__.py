@@ -43,9 +43,13 @@ async def check_permissions(settings: Settings) -> None:
     """Stop at start when the ACL user lacks a permission the app needs (see
     realtime.preflight). A Redis that cannot be reached or refuses the password is no reason
     not to serve: requests answer 503 saying why until it can be used."""
-    client = connect(settings.redis_url, cluster=settings.redis_cluster,
-                     connection=settings.connection, socket_connect_timeout=5,
-                     retry=Retry(NoBackoff(), 0))  # fmt: skip
+    client = connect(
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        connection=settings.connection,
+        socket_connect_timeout=5,
+        retry=Retry(NoBackoff(), 0),
+    )
     try:
         needs = preflight.web_needs(client, settings.ns, settings.queue)
         await preflight.check(client, needs, process="web app", ns=settings.ns)

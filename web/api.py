@@ -148,7 +148,7 @@ def session_refusal(request: Request) -> Response | None:
         request.method not in access.SAFE_METHODS
         and not access.keys_of(request).bearer_valid(request.headers.get("authorization"))
         and not access.csrf_matches(request, request.headers.get("x-csrf-token", ""))
-    ):  # fmt: skip
+    ):
         return error_response(403, "csrf", "missing or wrong CSRF token; reload the page")
     return None
 
@@ -228,9 +228,11 @@ def idempotency_key(request: Request) -> str | None:
     if key is None:
         return None
     if len(key) > MAX_IDEMPOTENCY_KEY:
-        raise ApiError(400, "invalidFormat",
-                       f"Idempotency-Key may have at most {MAX_IDEMPOTENCY_KEY} characters "
-                       f"(got {len(key)})")  # fmt: skip
+        raise ApiError(
+            400,
+            "invalidFormat",
+            f"Idempotency-Key may have at most {MAX_IDEMPOTENCY_KEY} characters (got {len(key)})",
+        )
     return check_dedup_id(key)
 
 
@@ -253,9 +255,11 @@ def messages_of(request: Request, fields: dict[str, Any]) -> tuple[list[Any], li
         if isinstance(item, dict):
             extra = sorted(set(item) - {"message", "dedup_id"})
             if extra or "message" not in item:
-                raise ApiError(400, "invalidValue",
-                               f"messages[{i}]: an object has a message and may have a "
-                               "dedup_id, nothing else")  # fmt: skip
+                raise ApiError(
+                    400,
+                    "invalidValue",
+                    f"messages[{i}]: an object has a message and may have a dedup_id, nothing else",
+                )
             bodies.append(item["message"])
             dedup.append(item.get("dedup_id", None if key is None else f"{key}/{i}"))
         else:
@@ -379,13 +383,18 @@ async def redrive(request: Request) -> Response:
             raise ApiError(400, "invalidValue", "give either ids or count, not both")
         new_ids = await rsmq_of(request).move_messages(name, fields["ids"], to)
         moved = {old: new for old, new in zip(fields["ids"], new_ids, strict=True) if new}
-        await record_actions(request, [StatusEvent("redriven", name, old, dead_letter_id=new,
-                                                   detail=f"to {to}")
-                                       for old, new in moved.items()])  # fmt: skip
+        await record_actions(
+            request,
+            [
+                StatusEvent("redriven", name, old, dead_letter_id=new, detail=f"to {to}")
+                for old, new in moved.items()
+            ],
+        )
         return JSONResponse({"moved": len(moved), "ids": moved})
     count = await rsmq_of(request).redrive_messages(name, to, count=fields.get("count", 1000))
-    await record_actions(request, [StatusEvent("redriven", name, "",
-                                               detail=f"{count} message(s) to {to}")])  # fmt: skip
+    await record_actions(
+        request, [StatusEvent("redriven", name, "", detail=f"{count} message(s) to {to}")]
+    )
     return JSONResponse({"moved": count})
 
 
@@ -442,9 +451,10 @@ async def peek(request: Request) -> Response:
     if unknown:
         raise ApiError(400, "unknownField", f"unknown parameter(s): {', '.join(unknown)}")
     page = await rsmq_of(request).peek_messages(
-        qname(request), offset=_query_int(request, "offset", 0),
+        qname(request),
+        offset=_query_int(request, "offset", 0),
         count=_query_int(request, "count", 50),
-    )  # fmt: skip
+    )
     return JSONResponse(page.to_json())
 
 
@@ -496,14 +506,16 @@ async def health(request: Request) -> Response:
     try:
         attrs = await rsmq.get_queue_attributes(queue)
     except RSMQError as exc:
-        return JSONResponse({"ok": True, "queue": queue, "note": exc.message} if detailed
-                            else {"ok": True})  # fmt: skip
+        return JSONResponse(
+            {"ok": True, "queue": queue, "note": exc.message} if detailed else {"ok": True}
+        )
     except Exception as exc:  # Redis down, or anything else: unhealthy, and why
         if not detailed:
             return JSONResponse({"ok": False}, status_code=503)
         return error_response(503, "unhealthy", f"{type(exc).__name__}: {explain(exc)}")
-    return JSONResponse({"ok": True, "queue": queue, "msgs": attrs.msgs} if detailed
-                        else {"ok": True})  # fmt: skip
+    return JSONResponse(
+        {"ok": True, "queue": queue, "msgs": attrs.msgs} if detailed else {"ok": True}
+    )
 
 
 async def list_schedules(request: Request) -> Response:
@@ -525,9 +537,13 @@ async def add_schedule(request: Request) -> Response:
     if isinstance(fields["queue"], str) and QNAME_RE.fullmatch(fields["queue"]):
         await rsmq.get_queue_attributes(fields["queue"])
     schedule = await rsmq.add_schedule(
-        fields["name"], fields["queue"], fields["message"], cron=fields.get("cron"),
-        every=fields.get("every"), catch_up=fields.get("catch_up", "once"),
-    )  # fmt: skip
+        fields["name"],
+        fields["queue"],
+        fields["message"],
+        cron=fields.get("cron"),
+        every=fields.get("every"),
+        catch_up=fields.get("catch_up", "once"),
+    )
     return JSONResponse(schedule.to_json(), status_code=201)
 
 

@@ -75,45 +75,66 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # client keeps a pool per node and has no blocking variant. Either retries a call whose
         # connection dropped, as the worker's does (see rsmq_core.client.connect).
         blocking: dict[str, Any] = (
-            {} if settings.redis_cluster
+            {}
+            if settings.redis_cluster
             else {"pool_class": aioredis.BlockingConnectionPool, "timeout": 10}
-        )  # fmt: skip
-        client = connect(settings.redis_url, cluster=settings.redis_cluster,
-                         connection=settings.connection, max_connections=REDIS_CONNECTIONS,
-                         **blocking)  # fmt: skip
+        )
+        client = connect(
+            settings.redis_url,
+            cluster=settings.redis_cluster,
+            connection=settings.connection,
+            max_connections=REDIS_CONNECTIONS,
+            **blocking,
+        )
         app.state.settings = settings
         app.state.outage = Outage(settings.redis_url)
         app.state.rsmq = AsyncRSMQ(client, ns=settings.ns, realtime=True)
         # The API's sends record "queued" first, then wake the workers, in the send's own
         # script call: no worker's "received" can come before it.
-        app.state.sender = AsyncRSMQ(client, ns=settings.ns, realtime=False,
-                                     min_replicas=settings.send_min_replicas,
-                                     replica_timeout=settings.send_replica_timeout,
-                                     send_events=queued_on_send())  # fmt: skip
+        app.state.sender = AsyncRSMQ(
+            client,
+            ns=settings.ns,
+            realtime=False,
+            min_replicas=settings.send_min_replicas,
+            replica_timeout=settings.send_replica_timeout,
+            send_events=queued_on_send(),
+        )
         app.state.events = EventLog(client, settings.ns)
         # The websockets' reads go through a pool of their own: however many clients ask for
         # however much, the API's connections stay free.
-        ws_client = connect(settings.redis_url, cluster=settings.redis_cluster,
-                            connection=settings.connection,
-                            max_connections=settings.ws_redis_connections, **blocking)  # fmt: skip
+        ws_client = connect(
+            settings.redis_url,
+            cluster=settings.redis_cluster,
+            connection=settings.connection,
+            max_connections=settings.ws_redis_connections,
+            **blocking,
+        )
         subscriber = Subscriber(client, max_channels=settings.ws_max_channels)
         subscriber.start()
         app.state.keys = access.Keys(
             await access.shared_secret(settings, app.state.rsmq), settings.api_token
         )
         app.state.stats = Stats(app.state.rsmq)
-        app.state.hub = Hub(subscriber, EventLog(ws_client, settings.ns),
-                            keepalive=settings.ws_keepalive, buffer=settings.ws_buffer,
-                            stats=app.state.stats, max_ids=settings.ws_max_ids,
-                            subscribe_rate=settings.ws_subscribe_rate,
-                            subscribe_burst=settings.ws_subscribe_burst,
-                            redis_connections=settings.ws_redis_connections,
-                            authorize=access.ws_refusal)  # fmt: skip
+        app.state.hub = Hub(
+            subscriber,
+            EventLog(ws_client, settings.ns),
+            keepalive=settings.ws_keepalive,
+            buffer=settings.ws_buffer,
+            stats=app.state.stats,
+            max_ids=settings.ws_max_ids,
+            subscribe_rate=settings.ws_subscribe_rate,
+            subscribe_burst=settings.ws_subscribe_burst,
+            redis_connections=settings.ws_redis_connections,
+            authorize=access.ws_refusal,
+        )
         try:
             await create_example_queue(app.state.rsmq)
         except Exception as exc:  # Redis down: serve anyway; /api/health says what is wrong
-            log.warning("could not create queue %s: %s", settings.queue,
-                        scrub(explain(exc), settings.redis_url))  # fmt: skip
+            log.warning(
+                "could not create queue %s: %s",
+                settings.queue,
+                scrub(explain(exc), settings.redis_url),
+            )
         try:
             yield
         finally:
@@ -157,8 +178,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # The page's own queue, gone with Redis's data (a restart without persistence, a
             # FLUSHALL): made again, as at start. Nothing was stored, so the send is tried anew.
             if await create_example_queue(request.app.state.rsmq):
-                log.warning("queue %s was gone (Redis lost its data, or it was deleted); "
-                            "created it again", settings.queue)  # fmt: skip
+                log.warning(
+                    "queue %s was gone (Redis lost its data, or it was deleted); created it again",
+                    settings.queue,
+                )
             answer = await api.send(request, body)
         if answer.status_code != 202:
             return answer
@@ -187,14 +210,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             else:
                 done = RedirectResponse(goal, status_code=303)
                 session = access.keys_of(request).new_session()
-                access.set_cookie(done, request, access.SESSION_COOKIE, session,
-                                  max_age=access.SESSION_AGE)  # fmt: skip
+                access.set_cookie(
+                    done, request, access.SESSION_COOKIE, session, max_age=access.SESSION_AGE
+                )
                 return done
         token = access.csrf_token(request)
         response = templates.TemplateResponse(
-            request, "login.html", {"csrf": token, "error": error, "next": goal},
+            request,
+            "login.html",
+            {"csrf": token, "error": error, "next": goal},
             status_code=status,
-        )  # fmt: skip
+        )
         access.set_cookie(response, request, access.CSRF_COOKIE, token)
         return response
 
@@ -207,8 +233,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ):
             return api.error_response(403, "csrf", "missing or wrong CSRF token; reload the page")
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(access.SESSION_COOKIE, path="/", httponly=True,
-                               samesite="strict", secure=access.https(request))  # fmt: skip
+        response.delete_cookie(
+            access.SESSION_COOKIE,
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=access.https(request),
+        )
         return response
 
     async def websocket(ws: WebSocket) -> None:
@@ -247,8 +278,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Middleware(guard.BodyLimit, max_body=settings.max_body, timeout=settings.body_timeout),
     ]
     handlers: dict[Any, Any] = {RedisError: redis_error}  # one handler for HTTP and websocket
-    return App(routes=routes, lifespan=lifespan, middleware=middleware,
-               exception_handlers=handlers)  # fmt: skip
+    return App(routes=routes, lifespan=lifespan, middleware=middleware, exception_handlers=handlers)
 
 
 async def redis_error(conn: HTTPConnection, exc: Exception) -> Response | None:

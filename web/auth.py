@@ -114,8 +114,9 @@ async def shared_secret(settings: Settings, rsmq: AsyncRSMQ) -> bytes:
     if settings.session_secret is not None:
         return settings.session_secret.encode()
     if settings.api_token is not None:
-        return hmac.new(settings.api_token.encode(), b"rsmq-realtime web secret",
-                        hashlib.sha256).digest()  # fmt: skip
+        return hmac.new(
+            settings.api_token.encode(), b"rsmq-realtime web secret", hashlib.sha256
+        ).digest()
     key, mine = SECRET_KEY.format(ns=rsmq.ns), secrets.token_hex(32)
     try:
         await rsmq.redis.set(key, mine, nx=True)
@@ -179,17 +180,17 @@ def csrf_token(request: Request) -> str:
 
 
 def set_cookie(response: Response, request: Request, name: str, value: str, **kw: Any) -> None:
-    response.set_cookie(name, value, httponly=True, samesite="strict", secure=https(request),
-                        path="/", **kw)  # fmt: skip
+    response.set_cookie(
+        name, value, httponly=True, samesite="strict", secure=https(request), path="/", **kw
+    )
 
 
 def csrf_matches(request: Request, given: str) -> bool:
     """The token sent (header or form field) is the cookie's, and the server minted it."""
     cookie = request.cookies.get(CSRF_COOKIE, "")
-    return (
-        keys_of(request).csrf_valid(cookie)
-        and hmac.compare_digest(cookie.encode(), given.encode())
-    )  # fmt: skip
+    return keys_of(request).csrf_valid(cookie) and hmac.compare_digest(
+        cookie.encode(), given.encode()
+    )
 
 
 # The websocket ----------------------------------------------------------------------------
@@ -219,6 +220,6 @@ def ws_refusal(conn: HTTPConnection, frame: dict[str, Any]) -> str | None:
         not isinstance(tickets, list)
         or len(tickets) != len(ids)
         or not all(keys.ticket_valid(queue, str(i), t) for i, t in zip(ids, tickets, strict=True))
-    ):  # fmt: skip
+    ):
         return "each id needs the ticket /submit answered with it (tickets, in the order of ids)"
     return None

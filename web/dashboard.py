@@ -67,9 +67,15 @@ async def snapshot(
                 queues[name][status] = int(jobs.get(f"jobs:{name}:{status}", 0))
     shown = {name: queues[name] for name in listed if name in queues}
     workers = [dataclasses.asdict(w) for w in await live_workers(rsmq.redis, rsmq.ns)]
-    return {"at": time.time(), "queues": shown, "total_queues": len(names), "workers": workers,
-            "compare": await compare(rsmq.redis, rsmq.ns, workers), "done": done,
-            "results": await last_results(rsmq, list(shown))}  # fmt: skip
+    return {
+        "at": time.time(),
+        "queues": shown,
+        "total_queues": len(names),
+        "workers": workers,
+        "compare": await compare(rsmq.redis, rsmq.ns, workers),
+        "done": done,
+        "results": await last_results(rsmq, list(shown)),
+    }
 
 
 async def last_results(rsmq: AsyncRSMQ, names: list[str]) -> list[dict[str, Any]]:
@@ -89,8 +95,7 @@ async def last_results(rsmq: AsyncRSMQ, names: list[str]) -> list[dict[str, Any]
                 if event.status == "done" and event.result is not None:
                     found.append(event)
     found.sort(key=lambda e: e.ts or 0, reverse=True)
-    return [{"queue": e.queue, "id": e.id, "result": e.result, "ts": e.ts}
-            for e in found[:RESULTS]]  # fmt: skip
+    return [{"queue": e.queue, "id": e.id, "result": e.result, "ts": e.ts} for e in found[:RESULTS]]
 
 
 async def finished(
@@ -104,8 +109,11 @@ async def finished(
         for mode in MODES:
             pipe.lrange(done_key(index, mode), 0, CHARTED - 1)
         fields, *rows = await pipe.execute()
-    done = [(at, ms, mode) for mode, raw in zip(MODES, rows, strict=True)
-            for at, ms in parse_samples(raw, 0)]  # fmt: skip
+    done = [
+        (at, ms, mode)
+        for mode, raw in zip(MODES, rows, strict=True)
+        for at, ms in parse_samples(raw, 0)
+    ]
     jobs = {k.decode(): float(v) for k, v in fields.items() if k.startswith(b"jobs:")}
     return jobs, sorted(done)[-CHARTED:]
 
@@ -127,8 +135,11 @@ async def compare(
     out: dict[str, dict[str, Any]] = {}
     for mode, raw in zip(MODES, rows, strict=True):
         latencies = [ms for _, ms in parse_samples(raw, since)]
-        rates = [w["commands_per_second"] for w in workers
-                 if w["mode"] == mode and w.get("commands_per_second") is not None]  # fmt: skip
+        rates = [
+            w["commands_per_second"]
+            for w in workers
+            if w["mode"] == mode and w.get("commands_per_second") is not None
+        ]
         p50, p95, p99 = percentiles(latencies) if latencies else (None, None, None)
         out[mode] = {
             "workers": sum(1 for w in workers if w["mode"] == mode),

@@ -102,8 +102,9 @@ class TrustedHosts:
             header = Headers(scope=scope).get("host", "")
             name = host_name(header)
             if name is None or not host_allowed(name, self.allowed_hosts):
-                response = error(400, "invalidHost",
-                                 f"Host {header!r} is not a name this app answers to")  # fmt: skip
+                response = error(
+                    400, "invalidHost", f"Host {header!r} is not a name this app answers to"
+                )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -146,8 +147,12 @@ class BodyLimit:
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
-                        log.info("client left mid-body: %s %s after %d bytes",
-                                 scope["method"], scope["path"], size)  # fmt: skip
+                        log.info(
+                            "client left mid-body: %s %s after %d bytes",
+                            scope["method"],
+                            scope["path"],
+                            size,
+                        )
                         return
                     chunk = message.get("body", b"")
                     size += len(chunk)
@@ -158,9 +163,12 @@ class BodyLimit:
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
-            await error(408, "bodyTimeout",
-                        f"the request body must arrive within {self.timeout:g} s",
-                        close=True)(scope, receive, send)  # fmt: skip
+            await error(
+                408,
+                "bodyTimeout",
+                f"the request body must arrive within {self.timeout:g} s",
+                close=True,
+            )(scope, receive, send)
             return
         body = b"".join(chunks)
         replayed = False

@@ -426,9 +426,11 @@ class Hub:
         cost = min(1 + len(ids or ()) // IDS_PER_SUBSCRIBE, self._rate[1])
         if works and (wait := client.budget.take(cost)):
             rate, burst = self._rate
-            text = (f"at most {rate:g} subscribes a second per connection (after a burst of "
-                    f"{burst}; each {IDS_PER_SUBSCRIBE} ids count as one more): this one was "
-                    "not taken; send it again later")  # fmt: skip
+            text = (
+                f"at most {rate:g} subscribes a second per connection (after a burst of "
+                f"{burst}; each {IDS_PER_SUBSCRIBE} ids count as one more): this one was "
+                "not taken; send it again later"
+            )
             self._error(client, "rateLimited", text)
             # Read nothing more from it meanwhile: what it sends waits in its socket.
             await asyncio.sleep(min(wait, MAX_PAUSE))
@@ -440,8 +442,10 @@ class Hub:
         try:
             self._reader(queue)
         except TooManyChannels as exc:
-            text = (f"this server follows as many queues as it may ({exc.limit}, for all its "
-                    "connections); try again later")  # fmt: skip
+            text = (
+                f"this server follows as many queues as it may ({exc.limit}, for all its "
+                "connections); try again later"
+            )
             self._error(client, "tooManyChannels", text)
             return
         if new:

@@ -114,13 +114,19 @@ class DeploymentCollector(Collector):
             return family
 
         yield gauge("rsmq_queue_messages", "Messages in the queue", lambda q: q.messages)
-        yield gauge("rsmq_queue_visible_messages", "Messages a receive can take now",
-                    lambda q: q.visible)  # fmt: skip
-        yield gauge("rsmq_queue_hidden_messages", "Messages delayed or received and not yet "
-                    "timed out", lambda q: q.messages - q.visible)  # fmt: skip
-        yield gauge("rsmq_queue_oldest_visible_age_seconds", "Age since its send of the "
-                    "visible message first in line (0 when none is visible)",
-                    lambda q: q.oldest_visible_age)  # fmt: skip
+        yield gauge(
+            "rsmq_queue_visible_messages", "Messages a receive can take now", lambda q: q.visible
+        )
+        yield gauge(
+            "rsmq_queue_hidden_messages",
+            "Messages delayed or received and not yet timed out",
+            lambda q: q.messages - q.visible,
+        )
+        yield gauge(
+            "rsmq_queue_oldest_visible_age_seconds",
+            "Age since its send of the visible message first in line (0 when none is visible)",
+            lambda q: q.oldest_visible_age,
+        )
         # prometheus_client adds the _total suffix to counters' samples
         yield counter("rsmq_queue_sent", "Messages sent (RSMQ's totalsent)", lambda q: q.sent)
         yield counter("rsmq_queue_received", "Receives (RSMQ's totalrecv)", lambda q: q.received)

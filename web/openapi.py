@@ -12,25 +12,51 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 _NON_EMPTY = {"type": "string", "minLength": 1}
 _NAME = {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,160}$"}
 _QNAME = {"name": "qname", "in": "path", "required": True, "schema": _NAME}
-_ID = {"name": "id", "in": "path", "required": True,
-       "schema": {"type": "string", "pattern": "^[a-zA-Z0-9:]{32}$"}}  # fmt: skip
+_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[a-zA-Z0-9:]{32}$"},
+}
 _SECONDS = {"type": "integer", "minimum": 0, "maximum": 9999999}
-_MAXSIZE = {"anyOf": [{"type": "integer", "minimum": 1024, "maximum": 65536},
-                      {"type": "integer", "enum": [-1]}]}  # fmt: skip
+_MAXSIZE = {
+    "anyOf": [
+        {"type": "integer", "minimum": 1024, "maximum": 65536},
+        {"type": "integer", "enum": [-1]},
+    ]
+}
 _COUNT = {"type": "integer", "minimum": 1, "maximum": 1000}
 _DEDUP_WINDOW = {"type": "integer", "minimum": 1, "maximum": MAX_DEDUP_WINDOW}
 _DEDUP_ID = {"type": "string", "pattern": f"^{DEDUP_ID_RE.pattern}$"}
 # The header names the request; a batch's message i gets the dedup id "{key}/{i}".
 _KEY_RE = DEDUP_ID_RE.pattern.replace("128", "120")
-_IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
-                    "schema": {"type": "string", "pattern": f"^{_KEY_RE}$"}}  # fmt: skip
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "pattern": f"^{_KEY_RE}$"},
+}
 _RC = {"type": "integer", "minimum": 1}
 _IDS = {"type": "array", "minItems": 1, "maxItems": 1000, "items": _ID["schema"]}
-_EVENTS = {"type": "object", "properties": {"events": {"type": "array", "items": {
-    "type": "object", "required": ["eid", "status", "queue", "id", "ts"]}}}}  # fmt: skip
-_STATUS = {"type": "object", "required": ["status", "queue", "id", "ts"], "properties": {
-    "result": {"description": "a \"done\" status: what the handler returned (any JSON; "
-               "absent when it returned nothing); untrusted text, show it as such"}}}  # fmt: skip
+_EVENTS = {
+    "type": "object",
+    "properties": {
+        "events": {
+            "type": "array",
+            "items": {"type": "object", "required": ["eid", "status", "queue", "id", "ts"]},
+        }
+    },
+}
+_STATUS = {
+    "type": "object",
+    "required": ["status", "queue", "id", "ts"],
+    "properties": {
+        "result": {
+            "description": 'a "done" status: what the handler returned (any JSON; '
+            "absent when it returned nothing); untrusted text, show it as such"
+        }
+    },
+}
 
 
 _SCHEDULE = {
@@ -47,8 +73,11 @@ _SCHEDULE = {
     },
 }
 _SCHEDULE_NAME = {"name": "name", "in": "path", "required": True, "schema": _NAME}
-_SCHEDULES = {"type": "object", "required": ["schedules"],
-              "properties": {"schedules": {"type": "array", "items": _SCHEDULE}}}  # fmt: skip
+_SCHEDULES = {
+    "type": "object",
+    "required": ["schedules"],
+    "properties": {"schedules": {"type": "array", "items": _SCHEDULE}},
+}
 
 
 def _query(name: str, low: int, high: int | None) -> dict[str, Any]:
@@ -71,8 +100,12 @@ def _body(
     """A JSON object body; ``rules`` are further JSON Schema keywords (minProperties, oneOf)."""
     # not_: JSON Schema's "not" (a Python keyword)
     rules = {k.rstrip("_"): v for k, v in rules.items()}
-    schema: dict[str, Any] = {"type": "object", "properties": properties,
-                              "additionalProperties": False, **rules}  # fmt: skip
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+        **rules,
+    }
     if required:
         schema["required"] = required
     needed = bool(required or rules)
@@ -85,16 +118,26 @@ def _answers(ok: int, schema: dict[str, Any] | None, *errors: int) -> dict[str, 
         | ({"content": {"application/json": {"schema": schema}}} if schema else {})
     }
     for code in errors:
-        out[str(code)] = {"description": "refused",
-                          "content": {"application/json": {"schema": _ERROR}}}  # fmt: skip
+        out[str(code)] = {
+            "description": "refused",
+            "content": {"application/json": {"schema": _ERROR}},
+        }
     return out
 
 
-def _op(summary: str, ok: int, schema: dict[str, Any] | None, *errors: int,
-        params: list[dict[str, Any]] | None = None,
-        body: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
-    op: dict[str, Any] = {"summary": summary, "responses": _answers(ok, schema, *errors),
-                          "security": TOKEN}  # fmt: skip
+def _op(
+    summary: str,
+    ok: int,
+    schema: dict[str, Any] | None,
+    *errors: int,
+    params: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": _answers(ok, schema, *errors),
+        "security": TOKEN,
+    }
     if params:
         op["parameters"] = params
     if body:
@@ -110,9 +153,15 @@ def openapi() -> dict[str, Any]:
     health = _op("Redis and the scripts answer", 200, obj, 503)
     health["security"] = [{}, *TOKEN]
     health["responses"]["503"]["content"]["application/json"]["schema"] = {
-        "anyOf": [_ERROR, {"type": "object", "required": ["ok"],
-                           "properties": {"ok": {"type": "boolean", "enum": [False]}}}]
-    }  # fmt: skip
+        "anyOf": [
+            _ERROR,
+            {
+                "type": "object",
+                "required": ["ok"],
+                "properties": {"ok": {"type": "boolean", "enum": [False]}},
+            },
+        ]
+    }
     return {
         "openapi": "3.0.3",
         "info": {"title": "rsmq-realtime", "version": __version__},

@@ -62,8 +62,11 @@ class Outage:
         cause = self.cause(exc)
         if self._since is None:
             self._since = time.monotonic()
-            log.warning("Redis is unavailable (%s: %s); answering 503 until it is back",
-                        type(exc).__name__, cause)  # fmt: skip
+            log.warning(
+                "Redis is unavailable (%s: %s); answering 503 until it is back",
+                type(exc).__name__,
+                cause,
+            )
         self._refused += 1
         return {"error": "unavailable", "message": f"{UNAVAILABLE}: {cause}"}
 
@@ -76,7 +79,10 @@ class Outage:
     def served(self) -> None:
         """A request was served with Redis's help: an outage, if there was one, is over."""
         if self._since is not None:
-            log.info("Redis is available again after %.1fs (%d request(s) answered 503)",
-                     time.monotonic() - self._since, self._refused)  # fmt: skip
+            log.info(
+                "Redis is available again after %.1fs (%d request(s) answered 503)",
+                time.monotonic() - self._since,
+                self._refused,
+            )
             self._since = None
             self._refused = 0

@@ -25,14 +25,17 @@ async def declare(rsmq: AsyncRSMQ, schedules: tuple[Schedule, ...]) -> bool:
     and none moves a next fire time on (see schedule.lua's "add")."""
     for s in schedules:
         try:
-            await rsmq.add_schedule(s.name, s.queue, s.message, cron=s.cron, every=s.every,
-                                    catch_up=s.catch_up)  # fmt: skip
+            await rsmq.add_schedule(
+                s.name, s.queue, s.message, cron=s.cron, every=s.every, catch_up=s.catch_up
+            )
             log.info("schedule %s declared: %s to queue %s", s.name, _timing(s), s.queue)
         except QueueNotFound:
             log.error(
                 "schedule %s not declared: there is no queue %s (create it, or add it to "
-                "QUEUES, which creates it at start)", s.name, s.queue,
-            )  # fmt: skip
+                "QUEUES, which creates it at start)",
+                s.name,
+                s.queue,
+            )
         except CONNECTION_LOST as exc:
             log.warning("could not declare schedule %s yet: %s", s.name, exc)
             return False
@@ -47,20 +50,30 @@ def report(fired: Fired) -> None:
     if fired.outcome == "sent":
         log.info("schedule %s: sent %s to %s", fired.name, fired.id, fired.queue)
     elif fired.outcome == "skipped":
-        log.info("schedule %s: skipped ticks missed while no worker ran (catch_up skip)",
-                 fired.name)  # fmt: skip
+        log.info(
+            "schedule %s: skipped ticks missed while no worker ran (catch_up skip)", fired.name
+        )
     elif fired.outcome == "queueNotFound":
         log.warning(
             "schedule %s: queue %s does not exist, so this tick sent nothing; create the queue "
-            "or remove the schedule (rsmq schedule remove %s)", fired.name, fired.queue, fired.name,
-        )  # fmt: skip
+            "or remove the schedule (rsmq schedule remove %s)",
+            fired.name,
+            fired.queue,
+            fired.name,
+        )
     elif fired.outcome == "invalid":
-        log.warning("schedule %s: its stored definition is not one this worker reads, so it "
-                    "fires nothing; add it again or remove it (rsmq schedule remove %s)",
-                    fired.name, fired.name)  # fmt: skip
+        log.warning(
+            "schedule %s: its stored definition is not one this worker reads, so it "
+            "fires nothing; add it again or remove it (rsmq schedule remove %s)",
+            fired.name,
+            fired.name,
+        )
     else:
-        log.warning("schedule %s: its message is longer than queue %s's maxsize; tick skipped",
-                    fired.name, fired.queue)  # fmt: skip
+        log.warning(
+            "schedule %s: its message is longer than queue %s's maxsize; tick skipped",
+            fired.name,
+            fired.queue,
+        )
 
 
 async def run(

@@ -135,8 +135,9 @@ def _schedule_entry(where: str, entry: object) -> Schedule:
         name = _schedules.check_name(entry.get("name", _default_name(queue, timing)))
     except RSMQError as exc:
         raise SettingError(f"{where}: {exc.explain()}") from None
-    return Schedule(name, queue, defn["message"], defn.get("cron"), defn.get("every"),
-                    defn["catch_up"], None)  # fmt: skip
+    return Schedule(
+        name, queue, defn["message"], defn.get("cron"), defn.get("every"), defn["catch_up"], None
+    )
 
 
 def _default_name(queue: str, timing: str) -> str:

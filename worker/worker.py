@@ -165,8 +165,9 @@ class _OwnMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         w = self.worker
         # Copied whole (one C call, under the GIL) while the loop's thread may add to them.
-        yield from job_families(own_fields(w.metrics), list(w.settings.queues),
-                                lambda _queue: [w.mode])  # fmt: skip
+        yield from job_families(
+            own_fields(w.metrics), list(w.settings.queues), lambda _queue: [w.mode]
+        )
 
 
 class Worker:
@@ -218,10 +219,20 @@ class Worker:
         # a place that a later job then waited for (its own deadline ticking meanwhile).
         self._thread_ids = itertools.count(1)
         self.counters = dict.fromkeys(
-            ("receives", "empty_receives", "received", "done", "failed", "retried", "dead",
-             "lost_leases", "released", "timed_out"),
+            (
+                "receives",
+                "empty_receives",
+                "received",
+                "done",
+                "failed",
+                "retried",
+                "dead",
+                "lost_leases",
+                "released",
+                "timed_out",
+            ),
             0,
-        )  # fmt: skip
+        )
 
     def __repr__(self) -> str:
         c = self.counters
@@ -241,14 +252,22 @@ class Worker:
 
     async def run(self) -> None:
         info = WorkerInfo(
-            id=self.id, host=socket.gethostname(), pid=os.getpid(), mode=self.mode,
-            queues=list(self.settings.queues), concurrency=self.settings.concurrency,
-            started=int(time.time() * 1000), counters=self.counters,
-        )  # fmt: skip
+            id=self.id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            mode=self.mode,
+            queues=list(self.settings.queues),
+            concurrency=self.settings.concurrency,
+            started=int(time.time() * 1000),
+            counters=self.counters,
+        )
         log.info(
             "worker %s starting: %s mode, queues %s, concurrency %d",
-            self.id, self.mode, ",".join(self.settings.queues), self.settings.concurrency,
-        )  # fmt: skip
+            self.id,
+            self.mode,
+            ",".join(self.settings.queues),
+            self.settings.concurrency,
+        )
         try:
             await self._prepare()
             await self._start_up()
@@ -270,10 +289,17 @@ class Worker:
         beat = asyncio.create_task(self._heartbeat(info))
         consumers = [asyncio.create_task(self._consume(q)) for q in self.settings.queues]
         if not self.rsmq.cluster:  # schedules need a standalone Redis (rsmq_core.schedules)
-            consumers.append(asyncio.create_task(scheduler.run(
-                self.rsmq, self.settings.schedules, self._stopping, wake,
-                self.settings.poll_interval,
-            )))  # fmt: skip
+            consumers.append(
+                asyncio.create_task(
+                    scheduler.run(
+                        self.rsmq,
+                        self.settings.schedules,
+                        self._stopping,
+                        wake,
+                        self.settings.poll_interval,
+                    )
+                )
+            )
         try:
             await self._stopping.wait()
             await asyncio.gather(*consumers, return_exceptions=True)
@@ -336,16 +362,19 @@ class Worker:
             url = self.settings.redis_url
             log.warning(
                 "Redis at %s is not reachable yet (%s); retrying. No Redis? %s",
-                mask_url(url), scrub(explain(exc), url), HOW_TO_GET_REDIS,
-            )  # fmt: skip
+                mask_url(url),
+                scrub(explain(exc), url),
+                HOW_TO_GET_REDIS,
+            )
         await self._create_missing_queues()
 
     async def _check_permissions(self) -> None:
         """Raise MissingPermissions if the ACL user may not run all the worker needs (or
         UnsupportedServer, see realtime.preflight); once."""
         ns, realtime = self.settings.ns, self._subscriber is not None
-        needs = preflight.worker_needs(self._redis, ns, self.settings.queues, self.id,
-                                       realtime=realtime)  # fmt: skip
+        needs = preflight.worker_needs(
+            self._redis, ns, self.settings.queues, self.id, realtime=realtime
+        )
         await preflight.check(self._redis, needs, process="worker", ns=ns)
         self._permitted = True
 
@@ -361,9 +390,12 @@ class Worker:
                     await pipe.execute()
             else:
                 await heartbeat(
-                    self._redis, self.settings.ns, info, ttl=3 * self.settings.heartbeat,
+                    self._redis,
+                    self.settings.ns,
+                    info,
+                    ttl=3 * self.settings.heartbeat,
                     also=lambda pipe, index: self.metrics.write(pipe, index, taken),
-                )  # fmt: skip
+                )
         except BaseException:
             self.metrics.give_back(taken)
             raise
@@ -399,8 +431,12 @@ class Worker:
             except REDIS_DOWN as exc:
                 failures += 1
                 # One warning per outage; its further attempts are details.
-                log.log(logging.WARNING if failures == 1 else logging.DEBUG,
-                        "heartbeat failed (attempt %d): %s", failures, exc)  # fmt: skip
+                log.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
+                    "heartbeat failed (attempt %d): %s",
+                    failures,
+                    exc,
+                )
             except preflight.CannotUse as exc:
                 self._fatal = exc  # run() raises it once stopped
                 self.stop()
@@ -434,11 +470,18 @@ class Worker:
         except QueueExists:
             return True  # another worker (or the web app) was quicker
         except RedisError as exc:
-            log.warning("queue %s is gone and could not be created again (%s); trying again "
-                        "in %ds", qname, explain(exc), MISSING_QUEUE_RETRY)  # fmt: skip
+            log.warning(
+                "queue %s is gone and could not be created again (%s); trying again in %ds",
+                qname,
+                explain(exc),
+                MISSING_QUEUE_RETRY,
+            )
             return False
-        log.warning("queue %s was gone (Redis lost its data, or it was deleted); created it "
-                    "again (vt %ds)", qname, self.settings.vt)  # fmt: skip
+        log.warning(
+            "queue %s was gone (Redis lost its data, or it was deleted); created it again (vt %ds)",
+            qname,
+            self.settings.vt,
+        )
         return True
 
     async def _beat(self, info: WorkerInfo, *, sweep: bool = False) -> None:
@@ -533,8 +576,9 @@ class Worker:
         """``replies``: each queue's first message (ZRANGE 0 0 WITHSCORES) and whether it
         exists, in turn."""
         loop_now = asyncio.get_running_loop().time()
-        for qname, first, exists in zip(self.settings.queues, replies[::2], replies[1::2],
-                                        strict=True):  # fmt: skip
+        for qname, first, exists in zip(
+            self.settings.queues, replies[::2], replies[1::2], strict=True
+        ):
             state = self._states.get(qname)
             if state is None:
                 continue
@@ -618,8 +662,11 @@ class Worker:
         """Give in-flight handlers the grace period, then make the rest visible at once."""
         if not self._inflight:
             return
-        log.info("waiting up to %.1fs for %d handler(s)", self.settings.shutdown_grace,
-                 len(self._inflight))  # fmt: skip
+        log.info(
+            "waiting up to %.1fs for %d handler(s)",
+            self.settings.shutdown_grace,
+            len(self._inflight),
+        )
         _, late = await asyncio.wait(set(self._inflight), timeout=self.settings.shutdown_grace)
         if not late:
             return
@@ -684,8 +731,9 @@ class Worker:
                 try:
                     await self._receive(qname, state)
                     if failures:
-                        log.info("queue %s: Redis is back after %d failed receive(s)", qname,
-                                 failures)  # fmt: skip
+                        log.info(
+                            "queue %s: Redis is back after %d failed receive(s)", qname, failures
+                        )
                     failures = 0
                 except QueueNotFound:
                     state.maybe_more = await self._recreate(qname)  # then receive at once
@@ -695,9 +743,14 @@ class Worker:
                     failures += 1
                     delay = backoff(failures, 0.05, 2.0)
                     # One warning per outage; its further attempts are details.
-                    log.log(logging.WARNING if failures == 1 else logging.DEBUG,
-                            "queue %s: Redis unavailable (%s); attempt %d, retrying in %.2fs",
-                            qname, exc, failures, delay)  # fmt: skip
+                    log.log(
+                        logging.WARNING if failures == 1 else logging.DEBUG,
+                        "queue %s: Redis unavailable (%s); attempt %d, retrying in %.2fs",
+                        qname,
+                        exc,
+                        failures,
+                        delay,
+                    )
                     state.due_at = asyncio.get_running_loop().time() + delay
                 except Exception:
                     # A bug must not silently leave a queue without its consumer.
@@ -859,8 +912,9 @@ class Worker:
                 self.metrics.job(qname, "done")
                 self.metrics.done(msg.sent, time.time() * 1000)
                 self._emit("done", qname, msg, result=result)
-                log.info("%6.3fs done %s/%s rc=%d", time.perf_counter() - started, qname, msg.id,
-                         msg.rc)  # fmt: skip
+                log.info(
+                    "%6.3fs done %s/%s rc=%d", time.perf_counter() - started, qname, msg.id, msg.rc
+                )
             else:
                 self.counters["lost_leases"] += 1
                 log.warning(
@@ -897,8 +951,13 @@ class Worker:
                 delay = backoff(failures, 0.1, 2.0)
                 if self._stopping.is_set() or loop.time() + delay > give_up:
                     raise
-                log.warning("could not delete handled %s/%s yet (%s); trying again in %.1fs",
-                            qname, msg.id, exc, delay)  # fmt: skip
+                log.warning(
+                    "could not delete handled %s/%s yet (%s); trying again in %.1fs",
+                    qname,
+                    msg.id,
+                    exc,
+                    delay,
+                )
                 await asyncio.sleep(delay)
 
     def _result(self, value: Any) -> Any:
@@ -982,8 +1041,12 @@ class Worker:
 
         def settle(result: Any, exc: BaseException | None) -> None:
             if future.done():  # given up on
-                log.warning("%s/%s: the handler given up on returned after %.1fs; ignored",
-                            qname, job.id, time.monotonic() - began)  # fmt: skip
+                log.warning(
+                    "%s/%s: the handler given up on returned after %.1fs; ignored",
+                    qname,
+                    job.id,
+                    time.monotonic() - began,
+                )
             elif exc is not None:
                 future.set_exception(exc)
             else:
@@ -1015,8 +1078,9 @@ class Worker:
         if msg.rc >= self.settings.max_receives:
             await self._dead_letter(qname, msg, error)
             return
-        backoff = min(self.settings.retry_backoff * 2 ** (msg.rc - 1),
-                      self.settings.retry_backoff_max)  # fmt: skip
+        backoff = min(
+            self.settings.retry_backoff * 2 ** (msg.rc - 1), self.settings.retry_backoff_max
+        )
         delay = math.ceil(backoff)  # RSMQ's visibility timeouts are whole seconds
         log.warning("failed %s/%s rc=%d (%s); retry in %ds", qname, msg.id, msg.rc, error, delay)
         await self._hand_back(qname, msg, delay, error=error)
@@ -1025,12 +1089,15 @@ class Worker:
         """The handler raised Retry(delay): back in ``delay`` seconds, not after the backoff;
         not a failure, but a receive, so MAX_RECEIVES still ends it."""
         if msg.rc >= self.settings.max_receives:
-            why = (f"asked to retry in {retry.seconds}s at receive {msg.rc}, and "
-                   f"MAX_RECEIVES is {self.settings.max_receives}")  # fmt: skip
+            why = (
+                f"asked to retry in {retry.seconds}s at receive {msg.rc}, and "
+                f"MAX_RECEIVES is {self.settings.max_receives}"
+            )
             await self._dead_letter(qname, msg, why)
             return
-        log.info("%s/%s rc=%d: the handler asked to retry in %ds", qname, msg.id, msg.rc,
-                 retry.seconds)  # fmt: skip
+        log.info(
+            "%s/%s rc=%d: the handler asked to retry in %ds", qname, msg.id, msg.rc, retry.seconds
+        )
         await self._hand_back(qname, msg, retry.seconds)
 
     async def _hand_back(
@@ -1054,8 +1121,9 @@ class Worker:
             self.counters["dead"] += 1
             self.metrics.job(qname, "dead")
             self._emit("dead", qname, msg, error=why, dead_letter_id=new_id)
-            log.error("dead-lettered %s/%s rc=%d to %s/%s: %s", qname, msg.id, msg.rc, dead,
-                      new_id, why)  # fmt: skip
+            log.error(
+                "dead-lettered %s/%s rc=%d to %s/%s: %s", qname, msg.id, msg.rc, dead, new_id, why
+            )
 
     async def _keep_hidden(self, qname: str, msg: Message) -> None:
         """Extend a long handler's visibility timeout, now (0.6 of it has passed: see
@@ -1069,7 +1137,8 @@ class Worker:
             else:
                 if not still_ours:
                     self.counters["lost_leases"] += 1
-                    log.warning("%s/%s: lost to another worker while its handler ran", qname,
-                                msg.id)  # fmt: skip
+                    log.warning(
+                        "%s/%s: lost to another worker while its handler ran", qname, msg.id
+                    )
                     return
             await asyncio.sleep(vt * 0.6)

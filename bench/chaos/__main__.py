@@ -41,16 +41,28 @@ def describe(res: Result) -> str:
     lines += [f"   ! {u}" for u in v.unexplained[:10]]
     t0 = res.faults[0].t if res.faults else 0.0
     rows = [
-        [f"{r.t - t0:.2f}", r.kind, f"{r.down:.2f}", _s(r.first), _s(r.all_back),
-         str(r.workers) if r.all_back is not None else "", r.note]
+        [
+            f"{r.t - t0:.2f}",
+            r.kind,
+            f"{r.down:.2f}",
+            _s(r.first),
+            _s(r.all_back),
+            str(r.workers) if r.all_back is not None else "",
+            r.note,
+        ]
         for r in res.recoveries
-    ]  # fmt: skip
+    ]
     if rows:
-        lines.append(table(["t s", "fault", "down s", "first handler s", "all back s",
-                            "workers", "note"], rows))  # fmt: skip
+        lines.append(
+            table(
+                ["t s", "fault", "down s", "first handler s", "all back s", "workers", "note"], rows
+            )
+        )
     if res.worker_log:
-        lines.append("   worker log: " + "; ".join(
-            f"{n}x {kind!r}" for kind, n in res.worker_log.most_common(8)))  # fmt: skip
+        lines.append(
+            "   worker log: "
+            + "; ".join(f"{n}x {kind!r}" for kind, n in res.worker_log.most_common(8))
+        )
     return "\n".join(lines)
 
 
@@ -63,13 +75,31 @@ def summary(results: Sequence[Result]) -> str:
     for res in results:
         v = res.verdict
         redis_back = [r.all_back for r in res.recoveries if r.kind == "redis kill"]
-        rows.append([
-            f"{res.mode}, {res.fsync}", f"{v.acknowledged:,}", f"{v.handled:,}", str(len(v.lost)),
-            f"{len(v.duplicated)} / {len(v.unexplained)}", str(v.unexpected),
-            str(res.left_in_queue), ", ".join(_s(x) for x in redis_back),
-        ])  # fmt: skip
-    return table(["run", "sent (acked)", "handled", "lost", "duplicated / unexplained",
-                  "unexpected", "left", "all workers back after Redis, s"], rows)  # fmt: skip
+        rows.append(
+            [
+                f"{res.mode}, {res.fsync}",
+                f"{v.acknowledged:,}",
+                f"{v.handled:,}",
+                str(len(v.lost)),
+                f"{len(v.duplicated)} / {len(v.unexplained)}",
+                str(v.unexpected),
+                str(res.left_in_queue),
+                ", ".join(_s(x) for x in redis_back),
+            ]
+        )
+    return table(
+        [
+            "run",
+            "sent (acked)",
+            "handled",
+            "lost",
+            "duplicated / unexplained",
+            "unexpected",
+            "left",
+            "all workers back after Redis, s",
+        ],
+        rows,
+    )
 
 
 def as_json(res: Result) -> dict[str, Any]:

@@ -199,11 +199,23 @@ def start(
     SIGUSR1 to it cuts every connection; :func:`stop` ends it.
     """
     args = [
-        sys.executable, "-m", "bench.chaos.proxy", "--target", f"127.0.0.1:{target_port}",
-        "--ports", str(ports), "--latency-ms", str(latency_ms), "--jitter-ms", str(jitter_ms),
-        "--drop-rate", str(drop_rate), "--log", str(log),
+        sys.executable,
+        "-m",
+        "bench.chaos.proxy",
+        "--target",
+        f"127.0.0.1:{target_port}",
+        "--ports",
+        str(ports),
+        "--latency-ms",
+        str(latency_ms),
+        "--jitter-ms",
+        str(jitter_ms),
+        "--drop-rate",
+        str(drop_rate),
+        "--log",
+        str(log),
         *(["--seed", str(seed)] if seed is not None else []),
-    ]  # fmt: skip
+    ]
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE)
     assert proc.stdout is not None

@@ -88,9 +88,15 @@ class Plan:
 
 FULL = Plan()
 SMALL = Plan(
-    messages=400, worker_kills=3, redis_kills=1, script_flushes=1, client_kills=1,
-    proxy_cuts=1, drain_timeout=40.0, budget=100.0,
-)  # fmt: skip
+    messages=400,
+    worker_kills=3,
+    redis_kills=1,
+    script_flushes=1,
+    client_kills=1,
+    proxy_cuts=1,
+    drain_timeout=40.0,
+    budget=100.0,
+)
 
 
 @dataclass
@@ -128,8 +134,9 @@ class Result:
         if not self.drained:
             out.append(f"the queue did not drain: {self.left_in_queue} messages left")
         for rec in self.recoveries:
-            if rec.kind == ledger.REDIS_KILL and (rec.all_back is None or
-                                                  rec.all_back > recovery_bound):  # fmt: skip
+            if rec.kind == ledger.REDIS_KILL and (
+                rec.all_back is None or rec.all_back > recovery_bound
+            ):
                 out.append(f"workers back {rec.all_back} s after Redis returned")
         if any(code != 0 for code in self.worker_exits):
             out.append(f"workers stopped with exit codes {self.worker_exits}")
@@ -145,8 +152,9 @@ class Sender(threading.Thread):
 
     def __init__(self, url: str, count: int, seconds: float, handler_ms: int, seed: int) -> None:
         super().__init__(name="chaos-sender", daemon=True)
-        self.q = RSMQ.from_url(url, ns=NS, realtime=True, socket_timeout=5,
-                               socket_connect_timeout=1)  # fmt: skip
+        self.q = RSMQ.from_url(
+            url, ns=NS, realtime=True, socket_timeout=5, socket_connect_timeout=1
+        )
         self.count, self.seconds, self.handler_ms = count, seconds, handler_ms
         self.rng = random.Random(seed)
         self.sends: list[Send] = []
@@ -203,20 +211,31 @@ class Soak:
     def _start_proxy(self) -> tuple[subprocess.Popen[bytes], list[int]]:
         p = self.plan
         proc, ports = proxy.start(
-            self.server.port, self.dir / "proxy.log", ports=p.workers, latency_ms=p.latency_ms,
-            jitter_ms=p.jitter_ms, drop_rate=p.drop_rate, seed=p.seed,
-        )  # fmt: skip
+            self.server.port,
+            self.dir / "proxy.log",
+            ports=p.workers,
+            latency_ms=p.latency_ms,
+            jitter_ms=p.jitter_ms,
+            drop_rate=p.drop_rate,
+            seed=p.seed,
+        )
         self.stack.callback(proxy.stop, proc)
         return proc, ports
 
     def _start_worker(self, slot: int) -> WorkerProcess:
         p = self.plan
         w = WorkerProcess(
-            f"redis://127.0.0.1:{self.ports[slot]}/0", NS, queues=QUEUE,
-            handler="bench.handlers:journal", realtime=str(self.mode == "realtime").lower(),
-            vt=p.vt, concurrency=p.concurrency, poll_interval=p.poll_interval,
-            chaos_journal=self.journal, log_level="WARNING",
-        )  # fmt: skip
+            f"redis://127.0.0.1:{self.ports[slot]}/0",
+            NS,
+            queues=QUEUE,
+            handler="bench.handlers:journal",
+            realtime=str(self.mode == "realtime").lower(),
+            vt=p.vt,
+            concurrency=p.concurrency,
+            poll_interval=p.poll_interval,
+            chaos_journal=self.journal,
+            log_level="WARNING",
+        )
         self.stack.callback(w.cleanup)
         w.start(ready=False)
         self.workers.append(w)
@@ -263,9 +282,10 @@ class Soak:
                 channel = f"{NS}:rt:{QUEUE}"
                 with contextlib.suppress(Exception):
                     self.deadline.until(
-                        lambda: self.r.pubsub_numsub(channel)[0][1] >= self.plan.workers, 10,
+                        lambda: self.r.pubsub_numsub(channel)[0][1] >= self.plan.workers,
+                        10,
                         "the subscribers to come back",
-                    )  # fmt: skip
+                    )
                     note += f", all back subscribed after {time.time() - t:.3f} s"
             return Fault(kind, t, t, note=note)
         if kind == ledger.PROXY_CUT:
@@ -302,8 +322,12 @@ class Soak:
     def _drain(self) -> bool:
         key = f"{NS}:{QUEUE}"
         with contextlib.suppress(AssertionError, RuntimeError):
-            self.deadline.until(lambda: self.r.zcard(key) == 0, self.plan.drain_timeout,
-                                "the queue to drain", interval=0.05)  # fmt: skip
+            self.deadline.until(
+                lambda: self.r.zcard(key) == 0,
+                self.plan.drain_timeout,
+                "the queue to drain",
+                interval=0.05,
+            )
             return True
         return False
 
@@ -338,12 +362,21 @@ class Soak:
                 if " WARNING " in line or " ERROR " in line:
                     log[_log_kind(line)] += 1
         return Result(
-            mode=self.mode, fsync=self.fsync, plan=self.plan, seconds=seconds, verdict=verdict,
-            recoveries=ledger.recoveries(self.faults, records, lives), faults=self.faults,
-            drained=drained, left_in_queue=int(self.r.zcard(f"{NS}:{QUEUE}")),
+            mode=self.mode,
+            fsync=self.fsync,
+            plan=self.plan,
+            seconds=seconds,
+            verdict=verdict,
+            recoveries=ledger.recoveries(self.faults, records, lives),
+            faults=self.faults,
+            drained=drained,
+            left_in_queue=int(self.r.zcard(f"{NS}:{QUEUE}")),
             random_drops=sum(f.kind == ledger.PROXY_DROP for f in drops),
-            worker_exits=exits, worker_log=log, sender_error=sender.error, folder=str(self.dir),
-        )  # fmt: skip
+            worker_exits=exits,
+            worker_log=log,
+            sender_error=sender.error,
+            folder=str(self.dir),
+        )
 
 
 def _log_kind(line: str) -> str:
