@@ -7,7 +7,7 @@ Run from the repository root (needs redis-server 7+ and redis-cli on PATH)::
     .venv/bin/python -m bench.cluster --json out.json
     .venv/bin/python -m bench.cluster --rounds 5    # more alternating rounds
 
-Both clusters run side by side for the whole run (``tests/redis_cluster.py``, free loopback
+Both clusters run side by side for the whole run (``support/redis_cluster.py``, free loopback
 ports, no replicas, no persistence): one of a single master that owns every slot, one of three
 masters. Each gets the same queues (names chosen so the three-master cluster holds the same
 number on each master), the same number of real ``python -m worker`` processes with
@@ -56,8 +56,8 @@ from bench.workers import (
     table,
 )
 from rsmq_core import RSMQ
-from tests.redis_cluster import RedisCluster, unavailable
-from tests.workers import WorkerProcess
+from support.redis_cluster import RedisCluster, unavailable
+from support.workers import WorkerProcess
 
 BODY = "{}"
 BATCH = 1000

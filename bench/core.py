@@ -6,7 +6,7 @@ Run from the repository root::
     .venv/bin/python -m bench.core --quick      # a smaller run, a few seconds
     .venv/bin/python -m bench.core --json out.json
 
-The script starts its own redis-server on a free loopback port (``tests.redis_server``) and
+The script starts its own redis-server on a free loopback port (``support.redis_server``) and
 stops it at the end. Every client and mode warms up on a queue of its own first; then each
 operation is timed on a fresh queue with a fixed number of messages. Queues that are received
 from or popped are filled beforehand, outside the timing, and every queue is checked afterwards
@@ -44,7 +44,7 @@ from typing import Any, NoReturn
 import redis
 
 from rsmq_core import RSMQ, AsyncRSMQ
-from tests.redis_server import RedisServer
+from support.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_SCRIPT = REPO / "bench" / "node_rsmq.js"

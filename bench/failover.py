@@ -6,7 +6,7 @@ Run from the repository root (needs redis-server on PATH)::
     .venv/bin/python -m bench.failover                  # 10 failovers per mode, ~3 minutes
     .venv/bin/python -m bench.failover --failovers 3    # a shorter run
 
-Each mode gets a fresh group (``tests/redis_sentinel.py``: a master, one replica, three
+Each mode gets a fresh group (``support/redis_sentinel.py``: a master, one replica, three
 sentinels judging a master down after ``--down-after`` ms, on free loopback ports, no
 persistence) and one ``AsyncRSMQ`` on its ``redis+sentinel://`` URL, on which ``--senders``
 coroutines send without pause. A send counts as acknowledged when it returns an id; a
@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 
 from rsmq_core import AsyncRSMQ, NotReplicated
-from tests.redis_sentinel import SentinelGroup
+from support.redis_sentinel import SentinelGroup
 
 NS = "bench"
 QUEUE = "soak"

@@ -85,8 +85,8 @@ from bench.workers import (
 )
 from rsmq_core import RSMQ
 from rsmq_core.embedded import EmbeddedRedis, free_port
-from tests.test_web_server import ROOT, WebProcess
-from tests.workers import WorkerProcess, wait_for
+from support.web import ROOT, WebProcess
+from support.workers import WorkerProcess, wait_for
 
 NS = "bench"
 QUEUE = "jobs"  # the worker's queue: its messages go queued, received, processing, done

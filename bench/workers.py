@@ -9,7 +9,7 @@ Run from the repository root::
 Every configuration (realtime; polling every 1.0 s; polling every 0.1 s) gets a redis-server
 of its own (``rsmq_core.embedded.EmbeddedRedis``, a free loopback port), so Redis's
 ``INFO commandstats`` counts that configuration's calls and nothing else. Its workers are real
-``python -m worker`` processes (``tests/workers.py``'s WorkerProcess) with default settings
+``python -m worker`` processes (``support/workers.py``'s WorkerProcess) with default settings
 (CONCURRENCY 8, VT 30, LOG_LEVEL INFO) except HEARTBEAT=0.5, so that each worker's counters in
 the registry are at most half a second old. The handler, ``bench.handlers:record``, pushes the
 time it started onto a Redis list.
@@ -67,7 +67,7 @@ import redis
 from bench.handlers import started_key
 from rsmq_core import RSMQ
 from rsmq_core.embedded import EmbeddedRedis
-from tests.workers import WorkerProcess
+from support.workers import WorkerProcess
 
 NS = "bench"
 QUEUE = "jobs"

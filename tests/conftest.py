@@ -12,9 +12,9 @@ import redis
 from starlette.testclient import TestClient
 
 from rsmq_core import RSMQ, AsyncRSMQ
-from tests.redis_cluster import RedisCluster, unavailable
-from tests.redis_server import ENV, RedisServer, selected, server_binary
-from tests.test_web_server import WebProcess
+from support.redis_cluster import RedisCluster, unavailable
+from support.redis_server import ENV, RedisServer, selected, server_binary
+from support.web import WebProcess
 from web.app import create_app
 from web.settings import Settings
 
@@ -23,7 +23,7 @@ pytest_plugins = ["tests.leftovers"]
 
 
 def pytest_report_header() -> str:
-    """Which server the run's standalone tests start (see tests/redis_server.py)."""
+    """Which server the run's standalone tests start (see support/redis_server.py)."""
     return f"{ENV}={selected() or '(unset)'}: {server_binary()}"
 
 

@@ -19,8 +19,8 @@ from rsmq_core import RSMQ, InvalidValue, Keys, QueueNotFound
 from rsmq_core import cli as cli_module
 from rsmq_core.cli import main as cli_main
 from rsmq_core.client import connect
-from tests.redis_cluster import BACKENDS
-from tests.workers import WorkerProcess, done, started, wait_for
+from support.redis_cluster import BACKENDS
+from support.workers import WorkerProcess, done, started, wait_for
 
 both = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 

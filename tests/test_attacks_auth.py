@@ -17,8 +17,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from rsmq_core import AsyncRSMQ
+from support.web import ROOT, WebProcess
 from tests.test_web import next_frame
-from tests.test_web_server import ROOT, WebProcess
 from web.app import create_app
 from web.openapi import openapi
 from web.settings import SettingError, Settings

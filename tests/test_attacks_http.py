@@ -26,8 +26,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rsmq_core.embedded import free_port
-from tests.test_web_server import ROOT
-from tests.workers import wait_for
+from support.web import ROOT
+from support.workers import wait_for
 from web.app import create_app
 from web.guard import host_allowed, host_name
 from web.settings import SettingError, Settings

@@ -11,8 +11,8 @@ from typing import Any
 import redis
 import websockets
 
+from support.workers import wait_for
 from tests.test_attacks_http import connect, head, status_and_body, until_closed
-from tests.workers import wait_for
 from web.protocol import websocket_limit
 
 TOKEN = "review-token-0123456789"

@@ -23,9 +23,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from realtime import Listener, Subscriber
-from tests.redis_server import RedisServer
-from tests.test_web_server import WebProcess
-from tests.workers import wait_for
+from support.redis_server import RedisServer
+from support.web import WebProcess
+from support.workers import wait_for
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from rsmq_core import RSMQ
-from tests.test_web_server import WebProcess
-from tests.workers import WorkerProcess
+from support.web import WebProcess
+from support.workers import WorkerProcess
 from web.dashboard import LISTED
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

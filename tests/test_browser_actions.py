@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from rsmq_core import RSMQ
+from support.web import WebProcess
+from support.workers import WorkerProcess, done, started, wait_for
 from tests.test_browser import ARTIFACTS, CHROMIUM, dashboard
-from tests.test_web_server import WebProcess
-from tests.workers import WorkerProcess, done, started, wait_for
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium not found: install Debian's chromium (.ci/run does)"

@@ -19,10 +19,10 @@ import redis
 from realtime.metrics import metrics_key
 from realtime.registry import index_key
 from rsmq_core import RSMQ
+from support.web import WebProcess
+from support.workers import WorkerProcess, done, wait_for
 from tests.test_browser import ARTIFACTS, BROWSER_ARGS, CHROMIUM
 from tests.test_node_compat import npm_install
-from tests.test_web_server import WebProcess
-from tests.workers import WorkerProcess, done, wait_for
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium not found: install Debian's chromium (.ci/run does)"

@@ -19,7 +19,7 @@ import redis
 from bench.chaos import ledger, proxy
 from bench.chaos.ledger import Fault, Life, Record, Send
 from bench.chaos.soak import SMALL, Plan, Result, run
-from tests.workers import ROOT
+from support.workers import ROOT
 
 # The full soak's target is 2 s; a loaded 2-core CI machine gets more room.
 RECOVERY_BOUND = 10.0

@@ -18,9 +18,10 @@ from realtime import Listener, Subscriber
 from rsmq_core import RSMQ, Keys
 from rsmq_core.cli import main
 from rsmq_core.client import connect
-from tests.redis_cluster import RedisCluster
-from tests.test_web_server import QUEUED_TO_DONE, WebProcess, statuses
-from tests.workers import WorkerProcess, done, started, wait_for
+from support.redis_cluster import RedisCluster
+from support.web import WebProcess
+from support.workers import WorkerProcess, done, started, wait_for
+from tests.test_web_server import QUEUED_TO_DONE, statuses
 
 
 def keys_by_master(cluster: RedisCluster, pattern: str) -> dict[int, set[str]]:

@@ -25,7 +25,7 @@ from rsmq_core import AsyncRSMQ, IndexConflict, InvalidFormat, InvalidValue, Que
 from rsmq_core._protocol import SWEEP_COUNT
 from rsmq_core.cli import main
 from rsmq_core.client import connect
-from tests.redis_cluster import BACKENDS
+from support.redis_cluster import BACKENDS
 from web.api import ROUTES
 
 RESERVED = (

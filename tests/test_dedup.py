@@ -15,7 +15,7 @@ import redis
 
 from rsmq_core import RSMQ, AsyncRSMQ, InvalidFormat, InvalidValue, NoAttributeSupplied
 from rsmq_core import _protocol as p
-from tests.redis_cluster import BACKENDS
+from support.redis_cluster import BACKENDS
 
 backends = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 

@@ -13,7 +13,7 @@ import pytest
 
 import web.settings
 import worker.settings
-from tests.test_web_server import ROOT
+from support.web import ROOT
 
 # Set by Heroku itself (the add-on, the router) or only worth changing off Heroku.
 SET_BY_HEROKU = {"REDIS_URL", "PORT", "HOST"}

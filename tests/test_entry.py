@@ -22,7 +22,7 @@ import web.settings
 import worker.settings
 from rsmq_core import RSMQ
 from rsmq_core.embedded import EmbeddedRedis, free_port
-from tests.workers import wait_for
+from support.workers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 RSMQ_BIN = str(Path(sys.executable).with_name("rsmq"))

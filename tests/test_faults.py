@@ -24,11 +24,11 @@ from realtime import Subscriber, preflight
 from rsmq_core import RSMQ
 from rsmq_core.client import connect
 from rsmq_core.embedded import packaged_binary
-from tests.redis_server import RedisServer
+from support.redis_server import RedisServer
+from support.web import WebProcess
+from support.workers import WorkerProcess, done, wait_for
 from tests.test_browser import BROWSER_ARGS, CHROMIUM, live_page
 from tests.test_tls import QUEUE_ACL
-from tests.test_web_server import WebProcess
-from tests.workers import WorkerProcess, done, wait_for
 
 GONE = "was gone (Redis lost its data, or it was deleted); created it again"
 

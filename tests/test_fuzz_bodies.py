@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rsmq_core import RSMQ, MessageNotString, MessageTooLong
-from tests.workers import WorkerProcess, done, wait_for
+from support.workers import WorkerProcess, done, wait_for
 
 MIB = 1 << 20
 SAMPLES = {

@@ -23,9 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect
 
-from tests.redis_server import RedisServer
-from tests.test_web_server import WebProcess
-from tests.workers import wait_for
+from support.redis_server import RedisServer
+from support.web import WebProcess
+from support.workers import wait_for
 from web.live import MAX_QUEUES
 
 # What the server may send a client that asked for nothing else.

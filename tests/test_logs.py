@@ -13,8 +13,8 @@ from pathlib import Path
 
 from rsmq_core import RSMQ
 from rsmq_core.logs import OneLineFormatter, config
-from tests.test_web_server import ROOT, WebProcess
-from tests.workers import WorkerProcess, done, wait_for
+from support.web import ROOT, WebProcess
+from support.workers import WorkerProcess, done, wait_for
 
 LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR) [\w.]+: +\S.*")
 

@@ -29,8 +29,8 @@ from realtime.registry import WorkerInfo, heartbeat
 from rsmq_core import RSMQ, AsyncRSMQ, logs
 from rsmq_core._protocol import sent_ms
 from rsmq_core.embedded import free_port
+from support.workers import ROOT, WorkerProcess, wait_for
 from tests.handlers import done_key
-from tests.workers import ROOT, WorkerProcess, wait_for
 from web.dashboard import CHARTED, compare, snapshot
 from web.metrics import read
 from web.settings import SettingError
@@ -412,7 +412,7 @@ async def _compare(redis_url: str) -> dict[str, Any]:
 
 @pytest.mark.timeout(120)
 def test_metrics_on_a_cluster(redis_cluster, ns):
-    from tests.test_web_server import WebProcess
+    from support.web import WebProcess
 
     web = WebProcess(redis_cluster.url, ns, REDIS_CLUSTER="1")
     worker = WorkerProcess(redis_cluster.url, ns, cluster=True, queues="a,b,c")

@@ -961,7 +961,7 @@ def test_a_queue_whose_jobs_kept_results_is_an_ordinary_queue_to_node_rsmq(
     to the queue a worker kept results of, receives and deletes from it, sees nothing of
     them, and the results stay readable through Node's writes."""
     from realtime import Results
-    from tests.workers import WorkerProcess
+    from support.workers import WorkerProcess
 
     node.call("createQueue", qname="jobs")
     worker = WorkerProcess(redis_url, ns).start()

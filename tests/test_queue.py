@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from rsmq_core import RSMQ, AsyncRSMQ, InvalidValue, Message, QueueExists, QueueNotFound
 from rsmq_core._protocol import ATTRIBUTE_FIELDS
-from tests.redis_cluster import BACKENDS
+from support.redis_cluster import BACKENDS
 
 # Every behaviour on a standalone Redis and on a 3-master Redis Cluster (its own key layout).
 pytestmark = pytest.mark.parametrize("backend", BACKENDS, indirect=True)

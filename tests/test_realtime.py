@@ -105,7 +105,7 @@ async def test_reconnects_and_wakes_everyone_after_a_kill(ar, ns):
 
 
 async def test_subscriber_survives_redis_being_down(ns):
-    from tests.redis_server import RedisServer
+    from support.redis_server import RedisServer
 
     server = RedisServer()
     server.start()

@@ -10,8 +10,8 @@ import redis
 
 from rsmq_core import Keys
 from rsmq_core.embedded import packaged_binary
-from tests import redis_cluster as redis_cluster_module
-from tests.redis_cluster import SLOTS, RedisCluster, parse_nodes, unavailable
+from support import redis_cluster as redis_cluster_module
+from support.redis_cluster import SLOTS, RedisCluster, parse_nodes, unavailable
 
 
 def slot_count(spans: tuple[str, ...]) -> int:

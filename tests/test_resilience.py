@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from rsmq_core import RSMQ, AsyncRSMQ
-from tests.redis_server import RedisServer
+from support.redis_server import RedisServer
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from rsmq_core import InvalidValue, NoAttributeSupplied, QueueNotFound
-from tests.redis_cluster import BACKENDS
+from support.redis_cluster import BACKENDS
 
 backends = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 

@@ -29,10 +29,10 @@ from rsmq_core import (
 )
 from rsmq_core import schedules as sched
 from rsmq_core._protocol import sent_ms
+from support.web import WebProcess
+from support.workers import WorkerProcess, wait_for
 from tests.test_actions import BEARER, TOKEN, logged_in
 from tests.test_browser import CHROMIUM, dashboard
-from tests.test_web_server import WebProcess
-from tests.workers import WorkerProcess, wait_for
 from worker import scheduler
 from worker.settings import SettingError, Settings
 

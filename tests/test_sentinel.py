@@ -1,5 +1,5 @@
 """Redis Sentinel (redis+sentinel:// URLs, failover) and sends confirmed by replicas
-(min_replicas), on a real master, replica and three sentinels (tests/redis_sentinel.py)."""
+(min_replicas), on a real master, replica and three sentinels (support/redis_sentinel.py)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from realtime.subscriber import Subscriber
 from rsmq_core import RSMQ, AsyncRSMQ, NotReplicated
 from rsmq_core.cli import main as rsmq_cli
 from rsmq_core.connection import SentinelURL, check_url
-from tests.redis_sentinel import SentinelGroup, wait_for
-from tests.test_web_server import WebProcess
-from tests.workers import WorkerProcess, done
+from support.redis_sentinel import SentinelGroup, wait_for
+from support.web import WebProcess
+from support.workers import WorkerProcess, done
 from web.settings import SettingError
 from web.settings import Settings as WebSettings
 

@@ -1,7 +1,7 @@
 """The servers the project supports: Redis 6.2 (the oldest), Redis 7 and Valkey 8.
 
 CI runs the core, worker and web tests once per server, choosing it with RSMQ_TEST_SERVER (see
-tests/redis_server.py); these tests check that the server running is the one asked for, and
+support/redis_server.py); these tests check that the server running is the one asked for, and
 walk one message through everything a server must do for us: scripts (and their reload after
 SCRIPT FLUSH), pub/sub, streams and expiring keys. What a server lacks is said, not failed
 on: Redis Cluster mode needs 7.0 (sharded pub/sub).
@@ -24,8 +24,8 @@ from realtime import RESYNC, EventLog, StatusEvent, Subscriber, preflight
 from realtime.events import events_channel, parse_published
 from rsmq_core import AsyncRSMQ, Keys
 from rsmq_core.embedded import free_port, packaged_binary, redis_server_binary
-from tests.redis_server import ENV, RedisServer, selected, server_binary
-from tests.workers import wait_for
+from support.redis_server import ENV, RedisServer, selected, server_binary
+from support.workers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOTS = 16384

@@ -18,9 +18,10 @@ from realtime.subscriber import RESYNC
 from rsmq_core import RSMQ, AsyncRSMQ, ConnectionOptions
 from rsmq_core.cli import main
 from rsmq_core.connection import async_client, explain, is_misconfigured, sync_client
-from tests.test_web_server import WebProcess, statuses
+from support.web import WebProcess
+from support.workers import WorkerProcess, done, wait_for
+from tests.test_web_server import statuses
 from tests.tls import Certificates, TlsRedisServer, make_certificates, user_url
-from tests.workers import WorkerProcess, done, wait_for
 from web.app import create_app
 from web.settings import Settings as WebSettings
 

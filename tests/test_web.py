@@ -12,7 +12,7 @@ import pytest
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
-from tests.workers import wait_for
+from support.workers import wait_for
 from web.live import MAX_QUEUES
 
 ID = "a" * 32

@@ -16,8 +16,8 @@ import redis
 
 from bench.chaos import proxy
 from rsmq_core import RSMQ
-from tests.redis_server import RedisServer
-from tests.workers import WorkerProcess, done, started, wait_for
+from support.redis_server import RedisServer
+from support.workers import WorkerProcess, done, started, wait_for
 
 MODES = ["realtime", "polling"]
 # For tests of a wake-up: longer than the test, so the heartbeat's look cannot stand in for it.

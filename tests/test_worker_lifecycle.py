@@ -16,9 +16,9 @@ import redis
 
 from realtime import live_workers
 from rsmq_core import RSMQ
+from support.workers import WorkerProcess, wait_for
 from tests import test_worker_inproc as inproc
 from tests.lifecycle import recorded
-from tests.workers import WorkerProcess, wait_for
 from worker import Job, example_lifecycle
 from worker.__main__ import load_hooks, main
 from worker.settings import Settings

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from rsmq_core.connection import ConnectionOptions, sync_client
-from tests.redis_server import RedisServer
+from support.redis_server import RedisServer
 
 # Extensions a strict verifier (Python 3.13's VERIFY_X509_STRICT) wants to see.
 CA_EXT = """\

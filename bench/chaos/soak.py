@@ -24,7 +24,7 @@ import redis
 from bench.workers import Deadline
 from rsmq_core import RSMQ
 from rsmq_core.embedded import EmbeddedRedis
-from tests.workers import WorkerProcess
+from support.workers import WorkerProcess
 
 from . import ledger, proxy
 from .ledger import Fault, Life, Recovery, Send, Verdict
