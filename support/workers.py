@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 import redis
 
 from rsmq_core import Keys
-from tests.handlers import done_key, started_key
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -57,7 +56,7 @@ class WorkerProcess:
             REDIS_URL=redis_url,
             RSMQ_NS=ns,
             QUEUES="jobs",
-            HANDLER="tests.handlers:record",
+            HANDLER="tests.handlers:record",  # the tests' recording handler, unless named
             PYTHONPATH=str(ROOT),
             HEARTBEAT="0.5",
         )
@@ -168,15 +167,3 @@ def subscribers(nodes: list[redis.Redis], channels: list[str], cluster: bool) ->
             for i, n in enumerate(reply[1::2]):
                 counts[i] += int(n)
     return counts
-
-
-def records(r: redis.Redis | redis.RedisCluster, key: str) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in r.lrange(key, 0, -1)]
-
-
-def started(r: redis.Redis | redis.RedisCluster, ns: str) -> list[dict[str, Any]]:
-    return records(r, started_key(ns))
-
-
-def done(r: redis.Redis | redis.RedisCluster, ns: str) -> list[dict[str, Any]]:
-    return records(r, done_key(ns))

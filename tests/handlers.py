@@ -81,3 +81,18 @@ async def record(job: Job) -> Any:
 def record_sync(job: Job) -> Any:
     """The same, as a plain function: the worker runs it in a thread."""
     return asyncio.run(record(job))
+
+
+# What the recording handlers kept, read back by the tests.
+
+
+def records(r: redis.Redis | redis.RedisCluster, key: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in r.lrange(key, 0, -1)]
+
+
+def started(r: redis.Redis | redis.RedisCluster, ns: str) -> list[dict[str, Any]]:
+    return records(r, started_key(ns))
+
+
+def done(r: redis.Redis | redis.RedisCluster, ns: str) -> list[dict[str, Any]]:
+    return records(r, done_key(ns))

@@ -20,7 +20,8 @@ from rsmq_core import cli as cli_module
 from rsmq_core.cli import main as cli_main
 from rsmq_core.client import connect
 from support.redis_cluster import BACKENDS
-from support.workers import WorkerProcess, done, started, wait_for
+from support.workers import WorkerProcess, wait_for
+from tests.handlers import done, started
 
 both = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 

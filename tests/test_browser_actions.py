@@ -13,7 +13,8 @@ import redis
 
 from rsmq_core import RSMQ
 from support.web import WebProcess
-from support.workers import WorkerProcess, done, started, wait_for
+from support.workers import WorkerProcess, wait_for
+from tests.handlers import done, started
 from tests.test_browser import ARTIFACTS, CHROMIUM, dashboard
 
 pytestmark = pytest.mark.skipif(

@@ -20,7 +20,8 @@ from realtime.metrics import metrics_key
 from realtime.registry import index_key
 from rsmq_core import RSMQ
 from support.web import WebProcess
-from support.workers import WorkerProcess, done, wait_for
+from support.workers import WorkerProcess, wait_for
+from tests.handlers import done
 from tests.test_browser import ARTIFACTS, BROWSER_ARGS, CHROMIUM
 from tests.test_node_compat import npm_install
 

@@ -20,7 +20,8 @@ from rsmq_core.cli import main
 from rsmq_core.client import connect
 from support.redis_cluster import RedisCluster
 from support.web import WebProcess
-from support.workers import WorkerProcess, done, started, wait_for
+from support.workers import WorkerProcess, wait_for
+from tests.handlers import done, started
 from tests.test_web_server import QUEUED_TO_DONE, statuses
 
 

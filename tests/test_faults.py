@@ -26,7 +26,8 @@ from rsmq_core.client import connect
 from rsmq_core.embedded import packaged_binary
 from support.redis_server import RedisServer
 from support.web import WebProcess
-from support.workers import WorkerProcess, done, wait_for
+from support.workers import WorkerProcess, wait_for
+from tests.handlers import done
 from tests.test_browser import BROWSER_ARGS, CHROMIUM, live_page
 from tests.test_tls import QUEUE_ACL
 

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rsmq_core import RSMQ, MessageNotString, MessageTooLong
-from support.workers import WorkerProcess, done, wait_for
+from support.workers import WorkerProcess, wait_for
+from tests.handlers import done
 
 MIB = 1 << 20
 SAMPLES = {

@@ -14,7 +14,8 @@ from pathlib import Path
 from rsmq_core import RSMQ
 from rsmq_core.logs import OneLineFormatter, config
 from support.web import ROOT, WebProcess
-from support.workers import WorkerProcess, done, wait_for
+from support.workers import WorkerProcess, wait_for
+from tests.handlers import done
 
 LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR) [\w.]+: +\S.*")
 

@@ -18,7 +18,8 @@ from rsmq_core.cli import main as rsmq_cli
 from rsmq_core.connection import SentinelURL, check_url
 from support.redis_sentinel import SentinelGroup, wait_for
 from support.web import WebProcess
-from support.workers import WorkerProcess, done
+from support.workers import WorkerProcess
+from tests.handlers import done
 from web.settings import SettingError
 from web.settings import Settings as WebSettings
 

@@ -19,7 +19,8 @@ from rsmq_core import RSMQ, AsyncRSMQ, ConnectionOptions
 from rsmq_core.cli import main
 from rsmq_core.connection import async_client, explain, is_misconfigured, sync_client
 from support.web import WebProcess
-from support.workers import WorkerProcess, done, wait_for
+from support.workers import WorkerProcess, wait_for
+from tests.handlers import done
 from tests.test_web_server import statuses
 from tests.tls import Certificates, TlsRedisServer, make_certificates, user_url
 from web.app import create_app

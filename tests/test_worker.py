@@ -17,7 +17,8 @@ import redis
 from bench.chaos import proxy
 from rsmq_core import RSMQ
 from support.redis_server import RedisServer
-from support.workers import WorkerProcess, done, started, wait_for
+from support.workers import WorkerProcess, wait_for
+from tests.handlers import done, started
 
 MODES = ["realtime", "polling"]
 # For tests of a wake-up: longer than the test, so the heartbeat's look cannot stand in for it.
