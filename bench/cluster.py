@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench.workers import (
+from bench.harness import (
     BenchError,
     Deadline,
     cpu_seconds,

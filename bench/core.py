@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -39,10 +38,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import redis
 
+from bench.harness import exit_on_sigterm
 from rsmq_core import RSMQ, AsyncRSMQ
 from support.redis_server import RedisServer
 
@@ -567,15 +567,6 @@ def check_targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
             }
         )
     return results
-
-
-def exit_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so the redis-server is still stopped."""
-
-    def handler(signum: int, frame: object) -> NoReturn:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,7 +71,7 @@ from typing import Any
 
 import redis
 
-from bench.workers import (
+from bench.harness import (
     BenchError,
     Deadline,
     cpu_seconds,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bench.chaos.soak import FULL, SMALL, Result, run
-from bench.workers import exit_on_sigterm, table
+from bench.harness import exit_on_sigterm, table
 
 
 def describe(res: Result) -> str:

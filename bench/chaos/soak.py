@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis
 
-from bench.workers import Deadline
+from bench.harness import Deadline
 from rsmq_core import RSMQ
 from rsmq_core.embedded import EmbeddedRedis
 from support.workers import WorkerProcess

@@ -1,0 +1,153 @@
+"""What every benchmark here shares: the run's time budget, pacing, percentiles, CPU time
+from /proc, the machine's description, Markdown tables, and a SIGTERM that unwinds like
+Ctrl-C so that every process a benchmark started is stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import redis
+
+from rsmq_core.embedded import EmbeddedRedis
+
+T = TypeVar("T")
+
+
+class BenchError(RuntimeError):
+    """Something did not happen in time, or did not add up."""
+
+
+class Deadline:
+    """The whole run's time budget: every wait is cut to what is left of it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def until(
+        self,
+        predicate: Callable[[], T | None],
+        timeout: float,
+        what: str,
+        interval: float = 0.01,
+    ) -> T:
+        """Poll ``predicate`` until it returns something true; BenchError after ``timeout``."""
+        limit = time.monotonic() + min(timeout, max(0.0, self.left()))
+        for _ in range(int(timeout / interval) + 2):
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > limit:
+                break
+            time.sleep(interval)
+        over = " (the run's time budget is spent)" if self.left() <= 0 else ""
+        raise BenchError(f"timed out after {timeout:.1f}s waiting for {what}{over}")
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time the processes have used so far (Linux /proc; 0 elsewhere)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time every process on the machine has used so far (Linux /proc/stat; 0 elsewhere)."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle, iowait
+        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def pacing(rate: float, count: int, deadline: Deadline) -> Iterator[float]:
+    """For message i of ``count``, the seconds to wait until it is due (start + i/rate by the
+    monotonic clock); a sender that falls far behind, or past the deadline, is an error."""
+    start = time.monotonic()
+    limit = start + 2 * count / rate + 5
+    for i in range(count):
+        now = time.monotonic()
+        if now > limit or deadline.left() <= 0:
+            raise BenchError(f"the sender fell behind: {i} of {count} sent")
+        yield max(0.0, start + i / rate - now)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return math.nan
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    server = EmbeddedRedis()
+    server.start()
+    try:
+        with redis.Redis.from_url(server.url) as r:
+            redis_version = r.info("server")["redis_version"]
+    finally:
+        server.cleanup()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "platform": platform.platform(),
+        "redis": redis_version,
+        "python": platform.python_version(),
+        "redis_py": metadata.version("redis"),
+        "hiredis": metadata.version("hiredis"),
+        "loadavg": os.getloadavg(),
+    }
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        pairs = enumerate(zip(cells, widths, strict=True))
+        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = (
+        "| "
+        + " | ".join("-" * w if i == 0 else "-" * (w - 1) + ":" for i, w in enumerate(widths))
+        + " |"
+    )
+    return "\n".join([line(header), rule, *(line(row) for row in rows)])
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every process started here is still stopped."""
+
+    def handler(signum: int, frame: object) -> NoReturn:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@contextlib.contextmanager
+def timed(label: str) -> Iterator[None]:
+    """Prints how long the block took, as each benchmark's progress lines do."""
+    start = time.monotonic()
+    yield
+    print(f"   ({label}: {time.monotonic() - start:.0f} s)", flush=True)
