@@ -167,10 +167,14 @@ def test_a_paused_queue_is_not_received_from_until_resumed(backend, ns, r, worke
         assert q.pause_queue("jobs")
         if not realtime:  # a heartbeat that began after the pause has read it
             key = next(iter(r.keys(f"{ns}:@workers*:*")))
-            seen = r.pttl(key)
-            wait_for(lambda: r.pttl(key) > seen, what="a heartbeat after the pause")
-            seen = r.pttl(key)
-            wait_for(lambda: r.pttl(key) > seen, what="a whole heartbeat after the pause")
+
+            def beat() -> int:  # when the last heartbeat began (its TTL's reset was too
+                return int(json.loads(r.get(key))["last_seen"])  # fine to see reliably)
+
+            seen = beat()
+            wait_for(lambda: beat() > seen, what="a heartbeat after the pause")
+            seen = beat()
+            wait_for(lambda: beat() > seen, what="a whole heartbeat after the pause")
         held = q.send_message("jobs", "{}")
         alive = q.send_message("other", "{}")
         wait_for(lambda: alive in done_ids(r, ns), what="the other queue's message done")
