@@ -465,6 +465,30 @@ def test_an_event_right_after_subscribed_arrives_however_late_redis_answers(clie
     assert got[:-1] == [first]
 
 
+def test_an_event_right_after_a_subscribe_with_after_arrives_however_late_redis_answers(client, r):
+    """As for a plain subscribe: "subscribed" promises every later event. With ``after`` and
+    nothing in the stream after it, the replay set no mark; when Redis then confirmed the
+    channel, the catch-up found no mark and skipped the client: the client's own "queued",
+    sent after "subscribed" and before the confirmation, was in neither feed."""
+    hub = client.app.state.hub
+    sent = threading.Event()
+    batches = hub._subscriber._batches
+
+    async def after_the_send(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.to_thread(sent.wait, 2)
+        return await batches(*args, **kwargs)
+
+    hub._subscriber._batches = after_the_send
+    channel = hub._events.channel("jobs")
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws:
+        ws.send_json({"type": "subscribe", "queue": "jobs", "after": "0-0"})
+        next_frame(ws, "subscribed")
+        first = client.post("/api/queues/jobs/messages", json={"message": "1"}).json()["id"]
+        sent.set()
+        got = ids_until_one_more_is_sent(client, ws, r, channel)
+    assert got[:-1] == [first]
+
+
 def test_a_catch_up_asked_for_while_one_runs_reads_once_more(client, r):
     """The channel confirmed again while a client's replay runs: the replay may have read
     its last rows already, so it reads once more before it ends."""

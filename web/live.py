@@ -454,6 +454,9 @@ class Hub:
         # in what came before; push() drops what both deliver).
         client.wants[queue] = None if ids is None else set(ids)
         if after is not None:
+            # Its place in the stream from now: should Redis confirm the channel after the
+            # replay found nothing past ``after``, the catch-up then reads on from here.
+            client.last_eid.setdefault(queue, after)
             client.put({"type": "subscribed", "queue": queue})
             await self._replay(client, queue, after)
             return
