@@ -610,3 +610,57 @@ def test_a_send_records_queued_and_wakes_the_workers_in_its_own_call(client, r, 
     stream = r.xrange(f"{ns}:jobs:events")
     assert [json.loads(e["e"])["id"] for _, e in stream[-3:]] == [*ids, one]
     assert json.loads(r.get(f"{ns}:jobs:status:{one}"))["status"] == "queued"
+
+
+def test_live_events_held_by_a_replay_keep_their_order_and_all_arrive(redis_url, ns):
+    """A replay ends by sending what it held back, waiting for room in the outbox. A live
+    event that came meanwhile went straight out, ahead of those still held, and moved the
+    client's place past them: they were then dropped as already sent (lost, and out of order)."""
+    import redis.asyncio as aioredis
+
+    from realtime import EventLog, StatusEvent
+    from web.live import Client, Hub, event_frame
+
+    async def until(predicate: Callable[[], bool], what: str) -> None:
+        async with asyncio.timeout(5):
+            while not predicate():
+                await asyncio.sleep(0.001)
+
+    async def run() -> tuple[list[str], list[str]]:
+        redis = aioredis.from_url(redis_url)
+        events = EventLog(redis, ns)
+        first = await events.record(StatusEvent("queued", "q", ID))
+        ms = int(first.split("-")[0])
+        live = [f"{ms + 1000}-{i}" for i in range(3)]
+        client = Client(ws=None, buffer=2)  # type: ignore[arg-type]
+        client.wants["q"] = None
+        client.put("filler")
+        client.put("filler")
+        hub: Any = type("H", (), {})()  # what _replay uses of a Hub: real Redis reads
+        hub._reads, hub._events = asyncio.Semaphore(1), events
+
+        def offer(eid: str) -> None:
+            event = StatusEvent("received", "q", ID)
+            client.offer("q", eid, event, event_frame(eid, event))
+
+        replay = asyncio.create_task(Hub._replay(hub, client, "q", "0-0"))
+        # The replay waits for room for the stream's event; two live ones are held.
+        await until(lambda: client.last_eid.get("q") == first, "the replay to wait")
+        offer(live[0])
+        offer(live[1])
+        client.outbox.get_nowait()  # the sender takes one: the stream's event goes in
+        await until(lambda: client.last_eid.get("q") == live[0], "the held ones to go out")
+        # The sender takes one more, and in the same turn a live event comes (as _hear runs).
+        client.outbox.get_nowait()
+        offer(live[2])
+        sent: list[str] = []
+        while not (replay.done() and client.outbox.empty()):
+            if not client.outbox.empty():
+                sent.append(json.loads(client.outbox.get_nowait())["eid"])
+            await asyncio.sleep(0.001)
+        await replay
+        await redis.aclose()
+        return [first, *live], sent
+
+    expected, sent = asyncio.run(run())
+    assert sent == expected

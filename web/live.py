@@ -505,21 +505,29 @@ class Hub:
             return
         client.replaying.setdefault(queue, [])
         try:
-            more = True
-            while more or queue in client.again:
-                client.again.discard(queue)
-                async with self._reads:
-                    rows = await self._events.history(queue, after=after, count=500)
-                for eid, event in rows:
-                    if client.wanted(queue, event):
-                        await client.deliver(queue, eid, event_frame(eid, event))
-                if rows:
-                    after = rows[-1][0]
-                more = len(rows) == 500
+            while True:
+                more = True
+                while more or queue in client.again:
+                    client.again.discard(queue)
+                    async with self._reads:
+                        rows = await self._events.history(queue, after=after, count=500)
+                    for eid, event in rows:
+                        if client.wanted(queue, event):
+                            await client.deliver(queue, eid, event_frame(eid, event))
+                    if rows:
+                        after = rows[-1][0]
+                    more = len(rows) == 500
+                # What was held goes out still held: a live event that came while one of
+                # these waited for room would go ahead of the rest and move the client's
+                # place past them (they would be dropped as sent).
+                held = client.replaying.get(queue, [])
+                while held:
+                    eid, _, text = held.pop(0)
+                    await client.deliver(queue, eid, text)
+                if queue not in client.again:  # asked for while the held ones went out
+                    break
         finally:
-            held = client.replaying.pop(queue, [])
-        for eid, _, text in held:
-            await client.deliver(queue, eid, text)
+            client.replaying.pop(queue, None)
 
     def _unfollow(self, client: Client, queue: str) -> None:
         """The client no longer follows the queue; stop reading a queue nobody follows."""
