@@ -187,6 +187,30 @@ def test_each_head_on_a_kept_connection_gets_its_deadline_from_the_last_answer(s
     assert 0.5 < time.monotonic() - read < 3
 
 
+def test_an_unread_body_after_an_early_answer_is_not_a_way_to_hold_the_connection(start):
+    """A request answered before its body was read (a refused Host: TrustedHosts answers
+    before BodyLimit reads) left the connection with no deadline at all: neither the head's
+    (the head was in) nor the body's (nothing read it). Trickled a byte at a time, its body
+    held the connection for ever."""
+    server = start(HEAD_TIMEOUT="1", BODY_TIMEOUT="1")
+    with connect(server.port) as sock:
+        sock.sendall(
+            b"POST /api/queues/jobs/messages HTTP/1.1\r\nHost: evil.example\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        )
+        begun = time.monotonic()
+        answer, closed = until_closed(sock, 0.5)
+        assert status_and_body(answer)[0] == 400
+        while not closed and time.monotonic() - begun < 12:
+            try:
+                sock.send(b"x")
+            except OSError:
+                closed = True
+                break
+            _, closed = until_closed(sock, 0.5)
+    assert closed and time.monotonic() - begun < 8, time.monotonic() - begun
+
+
 def test_a_body_slower_than_body_timeout_gets_408(start):
     server = start(BODY_TIMEOUT="1")
     with connect(server.port) as sock:

@@ -103,12 +103,19 @@ class GuardedH11(H11Protocol):
 
     def handle_events(self) -> None:
         super().handle_events()
-        if self.conn.their_state is not h11.IDLE:  # the head is in (or the upgrade began)
+        # The head is in (or the upgrade began). Not the rest of a body left unread by an
+        # answer given early (a refused Host): that and the next head keep the deadline.
+        if self.conn.their_state is not h11.IDLE and not self._answered():
             self._disarm()
+
+    def _answered(self) -> bool:
+        return self.conn.our_state is h11.DONE and self.conn.their_state is h11.SEND_BODY
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+        if not self.transport.is_closing() and (
+            self.conn.their_state is h11.IDLE or self._answered()
+        ):
             self._arm()  # the next request's head has the same deadline
 
     def send_400_response(self, msg: str) -> None:
@@ -151,6 +158,9 @@ class GuardedH11(H11Protocol):
             return
         if self.head_deadline > self.loop.time():  # armed again since: not due yet
             self.head_timer = self.loop.call_at(self.head_deadline, self._timed_out)
+            return
+        if self._answered():  # the rest of an answered request's body, trickled: go
+            self.transport.close()
             return
         if self.conn.their_state is not h11.IDLE:
             return
