@@ -664,3 +664,16 @@ def test_live_events_held_by_a_replay_keep_their_order_and_all_arrive(redis_url,
 
     expected, sent = asyncio.run(run())
     assert sent == expected
+
+
+def test_a_subscribe_naming_more_ids_than_the_buffer_gets_all_their_statuses(make_client):
+    """WS_MAX_IDS (1000) is more than WS_BUFFER (500): the statuses of the ids a subscribe
+    names were put in the outbox all at once, so a subscribe naming more ids than the buffer
+    holds, all with a status, cut the client (1013) every time it tried."""
+    client = make_client(ws_buffer=5)
+    ids = client.post("/api/queues/jobs/messages", json={"messages": ["m"] * 20}).json()["ids"]
+    with client.websocket_connect("/ws", headers=ORIGIN) as ws:
+        ws.send_json({"type": "subscribe", "queue": "jobs", "ids": ids})
+        next_frame(ws, "subscribed")
+        got = [next_frame(ws, "event")["event"]["id"] for _ in ids]
+    assert sorted(got) == sorted(ids)

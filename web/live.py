@@ -176,8 +176,11 @@ class Client:
         """A replayed event: waits for room (the sender drains meanwhile), so a replay of any
         length fits a bounded outbox; only a client that reads nothing for REPLAY_WAIT
         seconds is cut."""
-        if not self._new(queue, eid):
-            return
+        if self._new(queue, eid):
+            await self.wait_put(text)
+
+    async def wait_put(self, text: str) -> None:
+        """Waits for room (up to REPLAY_WAIT) rather than cutting the client at once."""
         if self.too_slow:
             raise TooSlow()
         try:
@@ -483,12 +486,17 @@ class Hub:
             raise
         client.last_eid.setdefault(queue, mark)
         client.put({"type": "subscribed", "queue": queue})
+        if statuses and not holding and queue not in client.replaying:
+            holding = True  # live events wait behind the statuses, as they would have
+            client.replaying[queue] = []
         for last in statuses.values():
-            client.put(event_frame(None, last, mark))
+            # Waiting for room, as a replay does: up to WS_MAX_IDS statuses, more than the
+            # outbox holds, are no reason to cut the client.
+            await client.wait_put(event_frame(None, last, mark))
         if holding and queue in client.again:
             # Redis confirmed the channel while the mark was read: that catch-up found no
             # mark and was left to this one.
-            await self._replay(client, queue, mark, holding=True)
+            await self._replay(client, queue, client.last_eid[queue], holding=True)
         elif holding:  # what was held is all there is, live as it came
             for eid, event, text in client.replaying.pop(queue, []):
                 client.offer(queue, eid, event, text)
