@@ -13,6 +13,7 @@ from collections import Counter
 import pytest
 import redis
 
+from realtime.events import StatusEvent, queued_on_send
 from rsmq_core import RSMQ, AsyncRSMQ, InvalidFormat, InvalidValue, NoAttributeSupplied
 from rsmq_core import _protocol as p
 from support.redis_cluster import BACKENDS
@@ -410,3 +411,33 @@ def test_api_refuses_bad_dedup_input_clearly(make_client):
     assert window.status_code == 400
     assert window.json()["message"] == "dedup_window must be between 1 and 86400"
     assert api.patch("/api/queues/q", json={"dedup_window": 10}).json()["dedup_window"] == 10
+
+
+def queued_events(r, k: p.Keys) -> list[StatusEvent]:
+    return [StatusEvent.from_json(f["e"]) for _, f in r.xrange(k.events)]
+
+
+@backends
+@pytest.mark.parametrize("dedup", [None, ["a", None]])
+def test_a_retried_send_with_events_records_queued_once(rsmq, r, dedup):
+    rsmq.create_queue("q")
+    k = rsmq.keys("q")
+    events = queued_on_send()(k)
+    call = p.send(
+        k,
+        [b"x", b"y"],
+        "",
+        all_or_none=True,
+        realtime=False,
+        dedup_ids=dedup and ["a", ""],
+        events=events,
+    )
+    first = p.parse_batch_ids(rsmq._call(call))
+    again = rsmq._call(call)
+    assert r.zcard(k.zset) == 2
+    got = queued_events(r, k)
+    assert sorted(e.id for e in got) == sorted(first)
+    assert all(e.status == "queued" and e.ts for e in got)
+    for mid in first:
+        assert StatusEvent.from_json(r.get(k.status(mid))).status == "queued"
+    assert again is not None
