@@ -677,3 +677,18 @@ def test_a_subscribe_naming_more_ids_than_the_buffer_gets_all_their_statuses(mak
         next_frame(ws, "subscribed")
         got = [next_frame(ws, "event")["event"]["id"] for _ in ids]
     assert sorted(got) == sorted(ids)
+
+
+def test_a_send_whose_queued_event_cannot_be_written_is_still_stored_and_announced(client, r, ns):
+    """The send script writes "queued" after the message: a stream key taken by another kind
+    of value must not make a stored message's POST an error (a resend would duplicate it)."""
+    r.set(f"{ns}:jobs:events", "not a stream")
+    sub = r.pubsub()
+    sub.subscribe(f"{ns}:rt:jobs")
+    assert sub.get_message(timeout=5)["type"] == "subscribe"
+    reply = client.post("/api/queues/jobs/messages", json={"message": "x"})
+    assert reply.status_code == 202, reply.text
+    assert r.zscore(f"{ns}:jobs", reply.json()["id"]) is not None
+    woken = sub.get_message(timeout=5)
+    sub.close()
+    assert woken is not None and woken["channel"] == f"{ns}:rt:jobs"

@@ -152,9 +152,14 @@ if events then
     local mark = string.sub(id, 1, 1)
     if mark ~= "!" and mark ~= "=" then
       local event = ARGV[13] .. id .. ARGV[14] .. ts
-      local eid = redis.call("XADD", KEYS[4], "MAXLEN", "~", ARGV[10], "*", "e", event)
-      redis.call("SET", ARGV[12] .. id, event, "EX", ARGV[11])
-      notify(ARGV[8], eid .. " " .. event)
+      -- pcall: the messages are stored by now, and an event that cannot be written (another
+      -- kind of key where the stream should be) must not turn the send into an error (a
+      -- client told "error" sends again: a duplicate). The message goes on without it.
+      local eid = redis.pcall("XADD", KEYS[4], "MAXLEN", "~", ARGV[10], "*", "e", event)
+      if type(eid) == "string" then
+        redis.call("SET", ARGV[12] .. id, event, "EX", ARGV[11])
+        notify(ARGV[8], eid .. " " .. event)
+      end
     end
   end
   notify(ARGV[9], redis.call("ZCARD", KEYS[1]))
