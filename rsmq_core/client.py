@@ -262,16 +262,7 @@ class AsyncRSMQ:
     ) -> list[str]:
         """Send up to 1000 messages in one round trip, all or none; returns their ids in order.
         ``dedup_ids``: one per message (None for one without), as ``send_message``'s."""
-        keys = self._keys(qname)
-        call = p.send_batch(
-            keys,
-            messages,
-            delay,
-            realtime=self.realtime,
-            dedup_ids=dedup_ids,
-            events=self._events_of(keys),
-        )
-        reply, acked = await self._send_call(call)
+        reply, acked = await self._send_batch(qname, messages, delay, dedup_ids)
         ids = p.parse_batch_ids(reply)
         return ids if acked is None else self._confirm_all(ids, acked)
 
@@ -285,16 +276,7 @@ class AsyncRSMQ:
     ) -> list[tuple[str, bool]]:
         """As :meth:`send_messages`, saying of each message whether it was a duplicate (for the
         web API, which records and announces only what was stored)."""
-        keys = self._keys(qname)
-        call = p.send_batch(
-            keys,
-            messages,
-            delay,
-            realtime=self.realtime,
-            dedup_ids=dedup_ids,
-            events=self._events_of(keys),
-        )
-        reply, acked = await self._send_call(call)
+        reply, acked = await self._send_batch(qname, messages, delay, dedup_ids)
         sent = p.parse_sent(reply)
         if acked is not None:
             self._confirm_all([mid for mid, _ in sent], acked)
@@ -503,6 +485,21 @@ class AsyncRSMQ:
         reply, acked = await self._send_call(call)  # one WAIT for the whole batch
         ids = p.parse_ids(reply)
         return ids if acked is None else self._confirm(ids, acked)
+
+    async def _send_batch(
+        self, qname: str, messages: object, delay: object, dedup_ids: object
+    ) -> tuple[Any, int | None]:
+        """An all-or-none batch send's reply (see _send_call), the one both batch sends make."""
+        keys = self._keys(qname)
+        call = p.send_batch(
+            keys,
+            messages,
+            delay,
+            realtime=self.realtime,
+            dedup_ids=dedup_ids,
+            events=self._events_of(keys),
+        )
+        return await self._send_call(call)
 
     def _events_of(self, keys: p.Keys) -> p.SendEvents | None:
         return None if self._send_events is None else self._send_events(keys)
