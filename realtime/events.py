@@ -13,6 +13,7 @@ queue name is hash-tagged, as in :class:`rsmq_core.Keys`, so all share the queue
 from __future__ import annotations
 
 import asyncio
+import functools
 import getpass
 import json
 import logging
@@ -145,6 +146,9 @@ def queued_on_send(*, maxlen: int = MAXLEN, ttl: int = TTL) -> Callable[[Keys], 
     store, then wake the workers, in the send's own script call (the web app's sends: one
     round trip where there were three)."""
 
+    # Built once per queue, not at every send (Keys are one object per queue; bounded, as a
+    # client may name any number of queues).
+    @functools.lru_cache(maxsize=1024)
     def queued(keys: Keys) -> SendEvents:
         # The event as to_json writes it, cut around its id and before its closing brace.
         head, _, tail = StatusEvent("queued", keys.qname, "\x00").to_json().partition('"\\u0000"')
