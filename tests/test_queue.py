@@ -279,6 +279,18 @@ def test_bodies_round_trip_exactly(rsmq):
     assert [rsmq.pop_message("q").message for _ in bodies] == bodies
 
 
+def test_a_totalsent_another_client_left_unreadable_does_not_stop_sends(rsmq, r):
+    """The send script reads totalsent with the queue's settings and writes it with the
+    bodies (RSMQ's HINCRBY, one call fewer). A value that is not a count, left by some other
+    client, is counted afresh from the sends, not a reason to refuse them."""
+    rsmq.create_queue("q")
+    r.hset(rsmq.keys("q").hash, "totalsent", "not a number")
+    first = rsmq.send_message("q", "a")
+    rsmq.send_messages("q", ["b", "c"])
+    assert rsmq.get_queue_attributes("q").totalsent == 3
+    assert rsmq.receive_message("q").id == first
+
+
 def test_send_messages_batch(rsmq, r):
     rsmq.create_queue("q")
     ids = rsmq.send_messages("q", [f"m{i}" for i in range(100)])
