@@ -37,11 +37,7 @@ class Deadline:
         return self.end - time.monotonic()
 
     def until(
-        self,
-        predicate: Callable[[], T | None],
-        timeout: float,
-        what: str,
-        interval: float = 0.01,
+        self, predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.01
     ) -> T:
         """Poll ``predicate`` until it returns something true; BenchError after ``timeout``."""
         limit = time.monotonic() + min(timeout, max(0.0, self.left()))

@@ -241,11 +241,7 @@ class WebServer(WebProcess):
                 "warning",
             ]
         self.proc = subprocess.Popen(
-            command,
-            env=env,
-            cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+            command, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT
         )
 
     def wait_ready(self) -> WebServer:
@@ -968,7 +964,7 @@ def report(info: dict[str, Any], results: dict[str, Any]) -> str:
         f"machine: {info['nproc']} CPUs ({info['cpu']}), {info['platform']}, "
         f"Redis {info['redis']}, Python {info['python']}, uvicorn {info['uvicorn']}, "
         f"starlette {info['starlette']}, websockets {info['websockets']}, "
-        f"redis-py {info['redis_py']}",
+        f"redis-py {info['redis_py']}"
     ]
     if (b := results.get("browser")) is not None:
         out += _browser_table(b)

@@ -512,7 +512,7 @@ def report(info: dict[str, Any], results: list[dict[str, Any]], tp: list[dict[st
     out = [
         f"machine: {info['nproc']} CPUs ({info['cpu']}), {info['platform']}, "
         f"Redis {info['redis']}, Python {info['python']}, redis-py {info['redis_py']}, "
-        f"hiredis {info['hiredis']}",
+        f"hiredis {info['hiredis']}"
     ]
     if results:
         out += _worker_tables(results)

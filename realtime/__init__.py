@@ -2,15 +2,7 @@
 
 from rsmq_core import __version__ as __version__
 
-from .events import (
-    ACTIONS,
-    STATUSES,
-    EventLog,
-    Status,
-    StatusEvent,
-    events_json,
-    queued_on_send,
-)
+from .events import ACTIONS, STATUSES, EventLog, Status, StatusEvent, events_json, queued_on_send
 from .registry import WorkerInfo, live_workers
 from .results import AsyncResults, JobFailed, Results, ResultTimeout
 from .subscriber import RESYNC, Listener, Subscriber, Wakeup

@@ -57,8 +57,7 @@ class ShardedPubSub:
         await self._cluster.nodes_manager.initialize()
         for node in self._cluster.get_primaries():
             pool = aioredis.ConnectionPool(
-                connection_class=node.connection_class,
-                **without_retries(node.connection_kwargs),
+                connection_class=node.connection_class, **without_retries(node.connection_kwargs)
             )
             client = aioredis.Redis.from_pool(pool)
             self._clients.append(client)

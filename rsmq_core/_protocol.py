@@ -161,7 +161,7 @@ def check_ns(ns: object) -> str:
 # another queue's key nor one of ours ({ns}:{qname}:..., {ns}:@...), and {ns}:{qname}:Q ends
 # in "Q" after a ":", which no other key of the namespace does.
 RESERVED_QNAMES = {
-    "QUEUES": "its messages would be stored at {ns}:QUEUES, the key of the index of queue names",
+    "QUEUES": "its messages would be stored at {ns}:QUEUES, the key of the index of queue names"
 }
 
 
@@ -185,8 +185,7 @@ def check_id(id: object) -> str:
         raise MissingParameter("No id supplied")
     if not isinstance(id, str) or not ID_RE.fullmatch(id):
         raise InvalidFormat(
-            "Invalid id format",
-            detail=f"a message id is 32 of a-z, A-Z, 0-9 and : (got {id!r})",
+            "Invalid id format", detail=f"a message id is 32 of a-z, A-Z, 0-9 and : (got {id!r})"
         )
     return id
 

@@ -318,14 +318,7 @@ def test_api_actions_refuse_bad_input_by_name(closed, queues):
         "Queue not found",
     )
     refused(
-        closed.post(
-            "/api/queues/q-dead/redrive",
-            json={
-                "to": "q",
-                "ids": [],
-            },
-            headers=BEARER,
-        ),
+        closed.post("/api/queues/q-dead/redrive", json={"to": "q", "ids": []}, headers=BEARER),
         400,
         "invalidValue",
         "ids must be a list",

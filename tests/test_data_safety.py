@@ -99,11 +99,7 @@ def test_an_index_of_someone_elses_is_reported_and_never_touched(rsmq, r):
     detail = (
         "another program wrote it; nothing here changes or deletes it: rename or remove it yourself"
     )
-    for call in (
-        rsmq.list_queues,
-        lambda: rsmq.create_queue("b"),
-        lambda: rsmq.delete_queue("a"),
-    ):
+    for call in (rsmq.list_queues, lambda: rsmq.create_queue("b"), lambda: rsmq.delete_queue("a")):
         with pytest.raises(IndexConflict) as refused:
             call()
         assert (refused.value.name, str(refused.value)) == ("indexConflict", message)

@@ -64,9 +64,7 @@ utf8_text = st.text(st.characters(codec="utf-8"), max_size=60)
 
 
 @settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(st.lists(utf8_text, min_size=1, max_size=8))
 def test_generated_text_round_trips(rsmq, texts):

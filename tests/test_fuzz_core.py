@@ -74,10 +74,7 @@ ids = st.one_of(
     hostile,
 )
 seconds = st.one_of(
-    st.none(),
-    st.integers(-2, 3),
-    st.sampled_from([0, 9_999_999, 10_000_000, Number.TEN]),
-    hostile,
+    st.none(), st.integers(-2, 3), st.sampled_from([0, 9_999_999, 10_000_000, Number.TEN]), hostile
 )
 maxsizes = st.one_of(st.sampled_from([-1, 1023, 1024, 65536, 65537, -2]), hostile)
 counts = st.one_of(st.integers(-1, 3), st.sampled_from([1000, 1001]), hostile)

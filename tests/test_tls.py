@@ -204,11 +204,7 @@ def test_cli_over_tls(capsys, monkeypatch, url, ns, certs, user):
     monkeypatch.delenv("REDIS_TLS_VERIFY", raising=False)
     monkeypatch.delenv("REDIS_TLS_CA_FILE", raising=False)
     args = ("--url", url, "--ns", ns)
-    assert cli(capsys, *args, "--tls-ca-file", str(certs.ca), "create", "jobs") == (
-        0,
-        "true\n",
-        "",
-    )
+    assert cli(capsys, *args, "--tls-ca-file", str(certs.ca), "create", "jobs") == (0, "true\n", "")
     code, out, err = cli(capsys, *args, "list")
     assert code == 3 and out == ""
     assert "certificate verify failed" in err and "REDIS_TLS_CA_FILE" in err

@@ -216,10 +216,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 return done
         token = access.csrf_token(request)
         response = templates.TemplateResponse(
-            request,
-            "login.html",
-            {"csrf": token, "error": error, "next": goal},
-            status_code=status,
+            request, "login.html", {"csrf": token, "error": error, "next": goal}, status_code=status
         )
         access.set_cookie(response, request, access.CSRF_COOKIE, token)
         return response

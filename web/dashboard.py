@@ -21,14 +21,7 @@ from typing import Any
 
 from realtime import StatusEvent, live_workers
 from realtime.events import stream_key
-from realtime.metrics import (
-    MODES,
-    done_key,
-    metrics_key,
-    parse_samples,
-    percentiles,
-    pickups_key,
-)
+from realtime.metrics import MODES, done_key, metrics_key, parse_samples, percentiles, pickups_key
 from realtime.registry import index_key
 from rsmq_core import AsyncRSMQ, InvalidFormat, QueueNotFound
 from rsmq_core.client import AsyncRedis

@@ -250,7 +250,7 @@ def openapi() -> dict[str, Any]:
                         oneOf=[{"required": ["message"]}, {"required": ["messages"]}],
                         not_={"required": ["messages", "dedup_id"]},
                     ),
-                ),
+                )
             },
             "/api/queues/{qname}/receive": {
                 "post": _op(
@@ -260,10 +260,10 @@ def openapi() -> dict[str, Any]:
                     *WRITE,
                     params=q,
                     body=_body({"vt": _SECONDS, "count": _COUNT}),
-                ),
+                )
             },
             "/api/queues/{qname}/pop": {
-                "post": _op("Receive and delete", 200, obj, *WRITE, params=q),
+                "post": _op("Receive and delete", 200, obj, *WRITE, params=q)
             },
             "/api/queues/{qname}/redrive": {
                 "post": _op(
@@ -278,10 +278,10 @@ def openapi() -> dict[str, Any]:
                         # all (the oldest count) or the selected, never both
                         not_={"required": ["count", "ids"]},
                     ),
-                ),
+                )
             },
             "/api/queues/{qname}/purge": {
-                "post": _op("Remove every message (keeps the queue)", 200, obj, *WRITE, params=q),
+                "post": _op("Remove every message (keeps the queue)", 200, obj, *WRITE, params=q)
             },
             "/api/queues/{qname}/pause": {
                 "post": _op(
@@ -290,10 +290,10 @@ def openapi() -> dict[str, Any]:
                     obj,
                     *WRITE,
                     params=q,
-                ),
+                )
             },
             "/api/queues/{qname}/resume": {
-                "post": _op("Resume a paused queue", 200, obj, *WRITE, params=q),
+                "post": _op("Resume a paused queue", 200, obj, *WRITE, params=q)
             },
             "/api/queues/{qname}/peek": {
                 "get": _op(
@@ -305,7 +305,7 @@ def openapi() -> dict[str, Any]:
                     401,
                     404,
                     params=[*q, _query("offset", 0, MAX_OFFSET), _query("count", 1, MAX_PEEK)],
-                ),
+                )
             },
             "/api/queues/{qname}/history": {
                 "get": _op(
@@ -316,17 +316,12 @@ def openapi() -> dict[str, Any]:
                     401,
                     404,
                     params=q,
-                ),
+                )
             },
             "/api/queues/{qname}/messages/{id}": {
                 "delete": _op(
-                    "Delete a message",
-                    200,
-                    obj,
-                    *WRITE,
-                    params=qi,
-                    body=_body({"rc": _RC}),
-                ),
+                    "Delete a message", 200, obj, *WRITE, params=qi, body=_body({"rc": _RC})
+                )
             },
             "/api/queues/{qname}/messages/{id}/visibility": {
                 "post": _op(
@@ -336,10 +331,10 @@ def openapi() -> dict[str, Any]:
                     *WRITE,
                     params=qi,
                     body=_body({"vt": _SECONDS, "rc": _RC}, ["vt"]),
-                ),
+                )
             },
             "/api/queues/{qname}/messages/{id}/visible": {
-                "post": _op("Make a message visible now (retry now)", 200, obj, *WRITE, params=qi),
+                "post": _op("Make a message visible now (retry now)", 200, obj, *WRITE, params=qi)
             },
             "/api/queues/{qname}/messages/{id}/timeline": {
                 "get": _op(
@@ -350,7 +345,7 @@ def openapi() -> dict[str, Any]:
                     401,
                     404,
                     params=qi,
-                ),
+                )
             },
             "/api/schedules": {
                 "get": _op("Every schedule, with its next fire time", 200, _SCHEDULES, 401),
@@ -375,10 +370,10 @@ def openapi() -> dict[str, Any]:
                 ),
             },
             "/api/schedules/{name}": {
-                "delete": _op("Remove a schedule", 200, obj, *WRITE, params=[_SCHEDULE_NAME]),
+                "delete": _op("Remove a schedule", 200, obj, *WRITE, params=[_SCHEDULE_NAME])
             },
             "/api/queues/{qname}/messages/{id}/status": {
-                "get": _op("A message's last status", 200, _STATUS, 400, 401, 404, params=qi),
+                "get": _op("A message's last status", 200, _STATUS, 400, 401, 404, params=qi)
             },
         },
         "components": {

@@ -64,10 +64,7 @@ def load_hooks(spec: str) -> tuple[Hook | None, Hook | None]:
 
 
 async def serve(
-    settings: Settings,
-    handler: Handler,
-    startup: Hook | None = None,
-    shutdown: Hook | None = None,
+    settings: Settings, handler: Handler, startup: Hook | None = None, shutdown: Hook | None = None
 ) -> None:
     worker = Worker(settings, handler, startup=startup, shutdown=shutdown)
     loop = asyncio.get_running_loop()
