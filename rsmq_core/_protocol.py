@@ -283,7 +283,7 @@ _TO_ID_CHAR = bytes(_ID_ALPHABET.encode()[b % 62] for b in range(248)) + bytes(8
 _DROP = bytes(range(248, 256))
 
 
-def new_id_suffixes(n: int) -> str:
+def new_id_suffixes(n: int) -> bytes:
     """The random 22 characters of ``n`` message ids, joined; the script prepends the time.
 
     From os.urandom, which is safe across fork: forked workers never repeat each other.
@@ -292,7 +292,7 @@ def new_id_suffixes(n: int) -> str:
     out = b""
     while len(out) < need:
         out += os.urandom(need - len(out) + need // 16 + 8).translate(_TO_ID_CHAR, _DROP)
-    return out[:need].decode()
+    return out[:need]
 
 
 def sent_ms(id: str) -> float:
@@ -449,7 +449,7 @@ def parse_queues(reply: Sequence[Any]) -> list[str]:
 @dataclass(frozen=True, slots=True)
 class Call:
     script: str
-    keys: list[str]
+    keys: Sequence[str | bytes]
     args: list[str | int | bytes]
 
 
@@ -613,16 +613,17 @@ def send(
     reply stores nothing twice: in the hash of the client's current RETRY_SPAN, named here so
     that a retry, the same call, names the same hash. ``events``: recorded, and the workers
     woken, in the same call (``realtime`` is then beside the point)."""
-    suffixes = new_id_suffixes(len(bodies))
+    zset, hash, sent, channel = _send_names(keys, retry_span())
+    one = len(bodies) == 1
     args: list[str | int | bytes] = [
-        keys.notify(keys.channel) if realtime else "",
-        "all" if all_or_none else "each",
+        channel if realtime else b"",
+        b"all" if all_or_none else b"each",
         delay,
-        suffixes,
-        ",".join(str(len(b)) for b in bodies),
-        b"".join(bodies),
+        new_id_suffixes(len(bodies)),
+        b"%d" % len(bodies[0]) if one else ",".join(str(len(b)) for b in bodies),
+        bodies[0] if one else b"".join(bodies),
     ]
-    names = [keys.zset, keys.hash, keys.sent(retry_span())]
+    names: list[str | bytes] = [zset, hash, sent]
     if events is not None:
         names.append(keys.events)
         args += [
@@ -640,6 +641,15 @@ def send(
     if dedup_ids:
         names += [keys.dedup(d) for d in dedup_ids if d]
     return Call("send", names, args)
+
+
+@lru_cache(maxsize=1024)
+def _send_names(keys: Keys, span: int) -> tuple[bytes, bytes, bytes, bytes]:
+    """A send's keys and realtime channel, encoded once per queue and span: redis-py encodes
+    every str argument at every call, which cost the plain send more than its marker's key
+    (bytes it passes as they are)."""
+    channel = keys.notify(keys.channel)
+    return (keys.zset.encode(), keys.hash.encode(), keys.sent(span).encode(), channel.encode())
 
 
 # Sends' retry markers go in one hash per queue per span of this many seconds (RETRY_SPAN in

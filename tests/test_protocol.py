@@ -27,6 +27,10 @@ def replies(call: p.Call) -> list[bytes]:
     return [b"ok", b"x" * 32]
 
 
+def encoded(name: str | bytes) -> bytes:
+    return name.encode() if isinstance(name, str) else name
+
+
 def calls_of(steps: p.Steps) -> list[p.Call]:
     calls, reply = [], None
     try:
@@ -84,7 +88,7 @@ def test_a_script_carries_only_the_helpers_it_calls():
 
 def test_hash_tagged_namespace_keeps_each_call_in_one_slot():
     for call in every_call("{rsmq}"):
-        assert len({key_slot(k.encode()) for k in call.keys}) == 1, call.script
+        assert len({key_slot(encoded(k)) for k in call.keys}) == 1, call.script
 
 
 def test_cluster_layout_keeps_each_call_in_its_queues_slot():
@@ -99,9 +103,9 @@ def test_cluster_layout_keeps_each_call_in_its_queues_slot():
     assert slots == {key_slot(b"q")}
     assert key_slot(dead.zset.encode()) != key_slot(q.zset.encode())
     for call in every_call("rsmq", cluster=True):
-        assert len({key_slot(k.encode()) for k in call.keys}) == 1, call.script
+        assert len({key_slot(encoded(k)) for k in call.keys}) == 1, call.script
         if call.script != "index":
-            assert q.queues not in call.keys, call.script
+            assert encoded(q.queues) not in map(encoded, call.keys), call.script
 
 
 def test_cluster_move_copies_then_deletes_fenced_by_the_count_it_copied():
@@ -150,12 +154,12 @@ def test_a_send_names_its_marker_hash_and_each_dedup_key():
     call = p.send(
         k, [b"a", b"b", b"c"], "", all_or_none=True, realtime=False, dedup_ids=["x", "", "y/1"]
     )
-    assert call.keys == [
-        k.zset,
-        k.hash,
-        k.sent(p.retry_span()),
-        "rsmq:{q}:dedup:x",
-        "rsmq:{q}:dedup:y/1",
+    assert list(map(encoded, call.keys)) == [
+        b"rsmq:{q}",
+        b"rsmq:{q}:Q",
+        k.sent(p.retry_span()).encode(),
+        b"rsmq:{q}:dedup:x",
+        b"rsmq:{q}:dedup:y/1",
     ]
     assert call.args[6:] == ["d-d"]
     plain = p.send(k, [b"a"], "", all_or_none=False, realtime=False)
@@ -174,7 +178,7 @@ def test_rsmq_key_layout():
 
 def test_id_suffix_alphabet_and_sent_time():
     suffix = p.new_id_suffixes(1)
-    assert re.fullmatch(r"[A-Za-z0-9]{22}", suffix)
+    assert re.fullmatch(rb"[A-Za-z0-9]{22}", suffix)
     assert p.new_id_suffixes(1) != suffix
     stamp_us = 1_700_000_000_123_456
     prefix = ""
@@ -183,13 +187,13 @@ def test_id_suffix_alphabet_and_sent_time():
         n, d = divmod(n, 36)
         prefix = "0123456789abcdefghijklmnopqrstuvwxyz"[d] + prefix
     assert len(prefix) == 10
-    assert p.sent_ms(prefix + suffix) == 1_700_000_000_123.456
+    assert p.sent_ms(prefix + suffix.decode()) == 1_700_000_000_123.456
 
 
 def test_id_suffixes_use_every_character_evenly():
     chars = p.new_id_suffixes(5000)
     assert len(chars) == 110_000
-    counts = Counter(chars)
+    counts = Counter(chars.decode())
     assert set(counts) == set(string.ascii_letters + string.digits)
     expected = len(chars) / 62
     assert all(abs(n - expected) < 0.15 * expected for n in counts.values())
