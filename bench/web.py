@@ -49,9 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -60,7 +58,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -71,6 +68,7 @@ from typing import Any
 
 import redis
 
+from bench.clients import Http, OnFrame, Pool, Ws
 from bench.harness import (
     BenchError,
     Deadline,
@@ -78,10 +76,11 @@ from bench.harness import (
     exit_on_sigterm,
     machine,
     machine_cpu_seconds,
+    ms,
     pacing,
-    percentile,
     table,
     timed,
+    vm_kb,
 )
 from rsmq_core import RSMQ
 from rsmq_core.embedded import EmbeddedRedis, free_port
@@ -99,7 +98,6 @@ STOP_GRACE = 25.0
 KILLED = "KILLED"  # the line WebServer.cleanup adds to the log of a web process it killed
 HTTP_POOL = 8  # keep-alive connections a paced sender uses
 CONNECT_BATCH = 50  # websockets opened at once (see fanout)
-WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 EXCEPTION_RE = re.compile(r"[A-Za-z_][\w.]*(Error|Exception): ")  # a traceback's last line
 
 
@@ -143,28 +141,6 @@ class Plan:
             Level(500, 200, 50.0, settle=20.0),
         )
         return cls(50.0, 10.0, 50, 10.0, levels, 40.0, 300, 240.0)
-
-
-def ms(seconds: Sequence[float]) -> dict[str, float]:
-    """p50, p99 and max of a list of durations in seconds, in milliseconds."""
-    values = sorted(seconds)
-    return {
-        "p50_ms": percentile(values, 0.50) * 1000,
-        "p99_ms": percentile(values, 0.99) * 1000,
-        "max_ms": (values[-1] if values else float("nan")) * 1000,
-    }
-
-
-async def until(
-    predicate: Callable[[], object], timeout: float, what: str, deadline: Deadline
-) -> None:
-    """Poll ``predicate`` on the loop until it holds; BenchError after ``timeout``."""
-    limit = time.monotonic() + min(timeout, max(0.0, deadline.left()))
-    while not predicate():
-        if time.monotonic() > limit:
-            over = " (the run's time budget is spent)" if deadline.left() <= 0 else ""
-            raise BenchError(f"timed out after {timeout:.1f}s waiting for {what}{over}")
-        await asyncio.sleep(0.01)
 
 
 class CpuMeter:
@@ -281,227 +257,6 @@ class WebServer(WebProcess):
 # Clients ---------------------------------------------------------------------------------------
 
 
-class Http:
-    """One HTTP/1.1 keep-alive connection that POSTs JSON and reads the answer."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, port: int) -> Http:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer)
-
-    def write_post(self, path: str, body: bytes) -> None:
-        self.writer.write(
-            b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body)
-        )
-
-    async def read_response(self) -> tuple[int, bytes]:
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        return status, await self.reader.readexactly(length)
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(OSError):
-            await self.writer.wait_closed()
-
-
-class Pool:
-    """A few keep-alive connections; each POST takes one that is free."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.free: asyncio.Queue[Http] = asyncio.Queue()
-        self.conns: list[Http] = []
-
-    async def open(self, n: int) -> Pool:
-        for _ in range(n):
-            conn = await Http.open(self.port)
-            self.conns.append(conn)
-            self.free.put_nowait(conn)
-        return self
-
-    async def post(self, path: str, body: bytes) -> tuple[float, float, int, bytes]:
-        """(time written, time answered, status, body), times by perf_counter."""
-        conn = await self.free.get()
-        try:
-            sent = time.perf_counter()
-            conn.write_post(path, body)
-            status, data = await conn.read_response()
-            return sent, time.perf_counter(), status, data
-        finally:
-            self.free.put_nowait(conn)
-
-    async def close(self) -> None:
-        for conn in self.conns:
-            await conn.close()
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
-# What a websocket calls with each frame the server sent (parsed), and when it came.
-OnFrame = Callable[["Ws", dict[str, Any], float], None]
-
-
-class Ws(asyncio.Protocol):
-    """A minimal websocket client: the handshake, text frames in (permessage-deflate when the
-    server takes the offer), masked text frames out, pings answered, close answered. It asks
-    for ``/ws?batch=1``, as the pages do: a message is an array of the server's frames."""
-
-    def __init__(self, port: int, on_frame: OnFrame) -> None:
-        loop = asyncio.get_running_loop()
-        self.port = port
-        self.on_frame = on_frame
-        self.opened: asyncio.Future[None] = loop.create_future()
-        self.closed: asyncio.Future[int | None] = loop.create_future()
-        self.subscribed: asyncio.Future[None] = loop.create_future()
-        for future in (self.opened, self.subscribed):  # nobody may be waiting any more
-            future.add_done_callback(_retrieve)
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.handshaken = False
-        self.key = base64.b64encode(os.urandom(16))
-        self.extensions = ""
-        self.inflate: Any = None
-        self.fragments: list[bytes] = []
-        self.compressed = False
-        self.close_code: int | None = None
-        self.owner: Any = None  # the Tab this connection is for
-
-    @classmethod
-    async def connect(cls, port: int, on_frame: OnFrame) -> Ws:
-        loop = asyncio.get_running_loop()
-        _, ws = await loop.create_connection(lambda: cls(port, on_frame), "127.0.0.1", port)
-        try:
-            await asyncio.shield(ws.opened)
-        except BaseException:
-            ws.close()
-            raise
-        return ws
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(
-            b"GET /ws?batch=1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-            b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
-            % (self.port, self.key)
-        )
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.opened.done():
-            self.opened.set_exception(ConnectionError(f"websocket handshake failed: {exc}"))
-        if not self.subscribed.done():
-            self.subscribed.set_exception(ConnectionError("closed before it was subscribed"))
-        if not self.closed.done():
-            self.closed.set_result(self.close_code)
-
-    def data_received(self, data: bytes) -> None:
-        now = time.time()
-        self.buffer += data
-        if not self.handshaken:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            lines = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
-            del self.buffer[: end + 4]
-            headers = {
-                k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)
-            }
-            accept = base64.b64encode(hashlib.sha1(self.key + WS_GUID).digest()).decode()
-            if " 101 " not in lines[0] or headers.get("sec-websocket-accept") != accept:
-                if not self.opened.done():
-                    self.opened.set_exception(ConnectionError(f"handshake refused: {lines[0]}"))
-                assert self.transport is not None
-                self.transport.close()
-                return
-            self.extensions = headers.get("sec-websocket-extensions", "")
-            if "permessage-deflate" in self.extensions:
-                self.inflate = zlib.decompressobj(wbits=-15)
-            self.handshaken = True
-            if not self.opened.done():
-                self.opened.set_result(None)
-        buf, pos, size = self.buffer, 0, len(self.buffer)
-        while size - pos >= 2:
-            b0, length, head = buf[pos], buf[pos + 1] & 0x7F, 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
-            if size - pos < head + length:
-                break
-            payload = bytes(buf[pos + head : pos + head + length])
-            pos += head + length
-            self._frame(b0, payload, now)
-        del buf[:pos]
-
-    def _frame(self, b0: int, payload: bytes, now: float) -> None:
-        opcode = b0 & 0x0F
-        if opcode in (0, 1, 2):  # continuation, text, binary
-            if opcode:
-                self.compressed, self.fragments = bool(b0 & 0x40), []
-            self.fragments.append(payload)
-            if not b0 & 0x80:
-                return
-            data = b"".join(self.fragments)
-            self.fragments = []
-            if self.compressed:
-                data = self.inflate.decompress(data + b"\x00\x00\xff\xff")
-            for frame in json.loads(data):
-                self.on_frame(self, frame, now)
-        elif opcode == 8:  # close: answer it, then hang up
-            self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
-            self.close()
-        elif opcode == 9:  # ping
-            self._send(0xA, payload)
-
-    def _send(self, opcode: int, payload: bytes) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        n = len(payload)
-        if n < 126:
-            head = bytes((0x80 | opcode, 0x80 | n))
-        elif n < 65536:
-            head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-        else:
-            head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-        mask = os.urandom(4)
-        key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-        masked = (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
-        self.transport.write(head + mask + masked)
-
-    def send_json(self, frame: dict[str, Any]) -> None:
-        self._send(0x1, json.dumps(frame).encode())
-
-    def close(self) -> None:
-        self._send(0x8, (1000).to_bytes(2, "big"))
-        if self.transport is not None:
-            self.transport.close()
-
-
-def subscribe_frame(ws: Ws, frame: dict[str, Any]) -> dict[str, Any]:
-    """The frame, after settling ``ws.subscribed`` if it is the answer to the subscribe."""
-    if frame["type"] == "subscribed" and not ws.subscribed.done():
-        ws.subscribed.set_result(None)
-    return frame
-
-
 async def subscribed(port: int, on_frame: OnFrame) -> Ws:
     async with asyncio.timeout(15):
         ws = await Ws.connect(port, on_frame)
@@ -545,9 +300,8 @@ async def browser_path(port: int, plan: Plan, deadline: Deadline) -> dict[str, A
 
     def on_frame(ws: Ws, data: dict[str, Any], now: float) -> None:
         at = time.perf_counter()
-        frame = subscribe_frame(ws, data)
-        if frame["type"] == "event":
-            event = frame["event"]
+        if data["type"] == "event":
+            event = data["event"]
             arrivals.setdefault((event["id"], event["status"]), at)
 
     path = f"/api/queues/{QUEUE}/messages"
@@ -556,18 +310,17 @@ async def browser_path(port: int, plan: Plan, deadline: Deadline) -> dict[str, A
     try:
         # Warm-up: the first requests pay for connections, scripts and cold code paths.
         warm, _ = await paced(pool, path, plan.latency_rate, 25, deadline)
-        await until(
+        await deadline.until_async(
             lambda: all((i, "done") in arrivals for i in ids_of(warm)),
             20,
             "the warm-up's done events",
-            deadline,
         )
         count = int(plan.latency_rate * plan.latency_seconds)
         cpu_before = cpu_seconds([os.getpid()])
         answers, seconds = await paced(pool, path, plan.latency_rate, count, deadline)
         ids = ids_of(answers)
-        await until(
-            lambda: all((i, "done") in arrivals for i in ids), 20, f"{count} done events", deadline
+        await deadline.until_async(
+            lambda: all((i, "done") in arrivals for i in ids), 20, f"{count} done events"
         )
     finally:
         ws.close()
@@ -655,14 +408,19 @@ async def http_load(
 # 3. Websocket fan-out --------------------------------------------------------------------------
 
 
+# What a tab calls with each event it counts (its id, the event, when it came).
+OnDelivery = Callable[[str, dict[str, Any], float], None]
+
+
 class Tab:
     """One browser tab: a websocket subscribed to the queue that, like web/static/app.js,
     reconnects after 0.5 s (doubling up to 10 s) when it is closed, subscribing with the last
-    event id it saw so that the server replays what it missed."""
+    event id it saw so that the server replays what it missed. ``on_delivery`` hears of each
+    event it counts, with the time it came."""
 
-    def __init__(self, port: int, on_frame: OnFrame) -> None:
+    def __init__(self, port: int, on_delivery: OnDelivery | None = None) -> None:
         self.port = port
-        self.on_frame = on_frame
+        self.on_delivery = on_delivery
         self.ws: Ws | None = None
         self.counts = dict.fromkeys(("queued", "received", "processing", "done"), 0)
         self.last_eid: str | None = None
@@ -678,9 +436,7 @@ class Tab:
             await self.subscribe()
 
     async def open(self) -> None:
-        ws = await Ws.connect(self.port, self.on_frame)
-        ws.owner = self
-        self.ws = ws
+        self.ws = await Ws.connect(self.port, self.on_frame)
 
     async def subscribe(self) -> None:
         assert self.ws is not None
@@ -717,6 +473,13 @@ class Tab:
                 retry = 0.5
                 break
 
+    def on_frame(self, ws: Ws, frame: dict[str, Any], now: float) -> None:
+        if frame["type"] != "event" or frame["eid"] is None:
+            return
+        event, eid = frame["event"], frame["eid"]
+        if self.event(eid, event["status"]) and self.on_delivery is not None:
+            self.on_delivery(eid, event, now)
+
     def event(self, eid: str, status: str) -> bool:
         """Count an event; False for one at or before the last seen."""
         key = eid_key(eid)
@@ -744,13 +507,7 @@ class Fanout:
         self.latencies = array("d")  # seconds: receive time minus the event's ts
         self.spread: dict[str, list[float]] = {}  # eid -> [first, last] delivery time
 
-    def on_frame(self, ws: Ws, data: dict[str, Any], now: float) -> None:
-        frame = subscribe_frame(ws, data)
-        if frame["type"] != "event" or frame["eid"] is None:
-            return
-        event, eid = frame["event"], frame["eid"]
-        if not ws.owner.event(eid, event["status"]):
-            return
+    def delivered(self, eid: str, event: dict[str, Any], now: float) -> None:
         self.latencies.append(now - event["ts"] / 1000)
         span = self.spread.get(eid)
         if span is None:
@@ -769,15 +526,6 @@ def log_problems(lines: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def vm_kb(pid: int, field: str = "VmRSS") -> int:
-    """A memory figure of the process from /proc (kB), 0 when /proc cannot tell."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 async def fanout(
     server: EmbeddedRedis, helpers: Sequence[int], level: Level, settle: float, deadline: Deadline
 ) -> dict[str, Any]:
@@ -791,7 +539,7 @@ async def fanout(
         await asyncio.sleep(0.5)  # settle after the start
         rss_idle = vm_kb(web.pid)
         collector = Fanout()
-        tabs = [Tab(web.port, collector.on_frame) for _ in range(n)]
+        tabs = [Tab(web.port, collector.delivered) for _ in range(n)]
         failures: list[str] = []
         start = time.monotonic()
         for i in range(0, n, CONNECT_BATCH):
@@ -823,7 +571,7 @@ async def fanout(
                 return all(t.counts["queued"] >= m and t.counts["done"] >= m for t in live)
 
             with contextlib.suppress(BenchError):
-                await until(settled, settle, "every tab's events", deadline)
+                await deadline.until_async(settled, settle, "every tab's events")
             seconds = time.monotonic() - start
             cpus = cpu.read()
             # What the web process logged while the events flowed, not at the teardown
@@ -907,7 +655,7 @@ async def burst(
         tabs: list[Tab] = []
         try:
             for after in (None, newest[0][0].decode() if newest else "0-0"):
-                tabs = [Tab(web.port, Fanout().on_frame) for _ in range(n)]
+                tabs = [Tab(web.port) for _ in range(n)]
                 for i in range(0, n, CONNECT_BATCH):
                     await asyncio.gather(*(t.open() for t in tabs[i : i + CONNECT_BATCH]))
                 for t in tabs:
@@ -927,7 +675,7 @@ async def burst(
                     return all(t.counts["queued"] for t in tabs)
 
                 with contextlib.suppress(BenchError):
-                    await until(heard, 3.0, "the tabs to hear of a message", deadline)
+                    await deadline.until_async(heard, 3.0, "the tabs to hear of a message")
                 logged = web.output().splitlines()
                 rounds.append(
                     {
