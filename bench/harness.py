@@ -4,6 +4,7 @@ Ctrl-C so that every process a benchmark started is stopped."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
@@ -51,6 +52,15 @@ class Deadline:
         over = " (the run's time budget is spent)" if self.left() <= 0 else ""
         raise BenchError(f"timed out after {timeout:.1f}s waiting for {what}{over}")
 
+    async def until_async(self, predicate: Callable[[], object], timeout: float, what: str) -> None:
+        """``until`` on an asyncio loop: the loop's other tasks run while it polls."""
+        limit = time.monotonic() + min(timeout, max(0.0, self.left()))
+        while not predicate():
+            if time.monotonic() > limit:
+                over = " (the run's time budget is spent)" if self.left() <= 0 else ""
+                raise BenchError(f"timed out after {timeout:.1f}s waiting for {what}{over}")
+            await asyncio.sleep(0.01)
+
 
 def cpu_seconds(pids: Sequence[int]) -> float:
     """User + system CPU time the processes have used so far (Linux /proc; 0 elsewhere)."""
@@ -60,6 +70,15 @@ def cpu_seconds(pids: Sequence[int]) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def vm_kb(pid: int, field: str = "VmRSS") -> int:
+    """A memory figure of the process from /proc (kB), 0 when /proc cannot tell."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
 
 
 def machine_cpu_seconds() -> float:
@@ -88,6 +107,16 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     if not sorted_values:
         return math.nan
     return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+def ms(seconds: Sequence[float]) -> dict[str, float]:
+    """p50, p99 and max of a list of durations in seconds, in milliseconds."""
+    values = sorted(seconds)
+    return {
+        "p50_ms": percentile(values, 0.50) * 1000,
+        "p99_ms": percentile(values, 0.99) * 1000,
+        "max_ms": (values[-1] if values else float("nan")) * 1000,
+    }
 
 
 def machine() -> dict[str, Any]:
