@@ -35,24 +35,22 @@ the limit, and then spreading the queues over more masters cannot raise the figu
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import statistics
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from bench.harness import (
     BenchError,
+    CpuWindow,
     Deadline,
-    cpu_seconds,
+    arguments,
     exit_on_sigterm,
     machine,
-    machine_cpu_seconds,
+    save_json,
     table,
 )
 from rsmq_core import RSMQ
@@ -133,15 +131,11 @@ def measure(layout: Layout, names: list[str], plan: Plan, deadline: Deadline) ->
         for w in workers:
             w.start(ready=False)
         deadline.until(received, 60, "the workers' first receive", interval=0.002)
-        pids = [w.pid for w in workers], layout.server_pids()
-        cpu_before = cpu_seconds(pids[0]), cpu_seconds(pids[1]), machine_cpu_seconds()
+        cpu = CpuWindow([w.pid for w in workers], layout.server_pids())
         start = time.perf_counter()
         deadline.until(emptied, 300, f"{len(names) * n} messages handled", interval=0.01)
         seconds = time.perf_counter() - start
-        cpu_after = cpu_seconds(pids[0]), cpu_seconds(pids[1]), machine_cpu_seconds()
-        worker_cpu, redis_cpu, machine_cpu = (
-            (b - a) / seconds for a, b in zip(cpu_before, cpu_after, strict=True)
-        )
+        worker_cpu, redis_cpu, machine_cpu = (used / seconds for used in cpu.used())
         for w in workers:
             if w.stop(timeout=15) != 0:
                 raise BenchError(f"a worker exited badly:\n{w.output()}")
@@ -256,11 +250,7 @@ def report(info: dict[str, Any], plan: Plan, results: list[dict[str, Any]]) -> s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.cluster", description=(__doc__ or "").split("\n")[0]
-    )
-    parser.add_argument("--quick", action="store_true", help="a smaller run")
-    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser = arguments("python -m bench.cluster", __doc__, "a smaller run")
     parser.add_argument("--rounds", type=int, help="measurements per layout (default 3)")
     args = parser.parse_args(argv)
     if args.rounds is not None and not 1 <= args.rounds <= 20:
@@ -284,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.json:
         data = {"machine": info, "plan": asdict(plan), "runs": results}
-        args.json.write_text(json.dumps(data, indent=2))
+        save_json(args.json, data)
     print()
     print(report(info, plan, results))
     return 0

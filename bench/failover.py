@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 
+from bench.harness import exit_on_sigterm
 from rsmq_core import AsyncRSMQ, NotReplicated
 from support.redis_sentinel import SentinelGroup
 
@@ -142,8 +142,7 @@ def main() -> None:
     parser.add_argument("--traffic", type=float, default=2.0, help="seconds of sends per round")
     parser.add_argument("--down-after", type=int, default=1000, help="sentinel down-after, ms")
     args = parser.parse_args()
-    # SIGTERM ends the run as Ctrl-C does, through the cleanup that stops every server.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    exit_on_sigterm()
     header = [
         "min_replicas",
         "failovers",

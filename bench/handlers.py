@@ -1,4 +1,4 @@
-"""Handlers for the worker processes of ``bench/workers.py`` (HANDLER=bench.handlers:...).
+"""Handlers for the worker processes of ``bench/workers/`` (HANDLER=bench.handlers:...).
 
 ``record`` notes when the handler started, by this machine's clock (the same clock Redis's
 TIME reads, as the benchmark's redis-server runs on this machine): one RPUSH of

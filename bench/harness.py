@@ -1,11 +1,14 @@
 """What every benchmark here shares: the run's time budget, pacing, percentiles, CPU time
-from /proc, the machine's description, Markdown tables, and a SIGTERM that unwinds like
-Ctrl-C so that every process a benchmark started is stopped."""
+from /proc, the machine's description, Markdown tables, a SIGTERM that unwinds like
+Ctrl-C so that every process a benchmark started is stopped, Redis's command counts, the
+options every benchmark takes (--quick, --json) and the JSON file of raw figures."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
 import math
 import os
 import platform
@@ -119,13 +122,17 @@ def ms(seconds: Sequence[float]) -> dict[str, float]:
     }
 
 
-def machine() -> dict[str, Any]:
-    cpu = "?"
+def cpu_model(unknown: str = "?") -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), ``unknown`` elsewhere."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return unknown
+
+
+def machine() -> dict[str, Any]:
+    cpu = cpu_model()
     server = EmbeddedRedis()
     server.start()
     try:
@@ -146,16 +153,22 @@ def machine() -> dict[str, Any]:
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    return aligned_table(header, rows, left=1)
+
+
+def aligned_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int) -> str:
+    """A Markdown table whose first ``left`` columns (names) are aligned left, the rest
+    (figures) right."""
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
 
     def line(cells: Sequence[str]) -> str:
         pairs = enumerate(zip(cells, widths, strict=True))
-        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs]
+        padded = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in pairs]
         return "| " + " | ".join(padded) + " |"
 
     rule = (
         "| "
-        + " | ".join("-" * w if i == 0 else "-" * (w - 1) + ":" for i, w in enumerate(widths))
+        + " | ".join("-" * w if i < left else "-" * (w - 1) + ":" for i, w in enumerate(widths))
         + " |"
     )
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
@@ -176,3 +189,46 @@ def timed(label: str) -> Iterator[None]:
     start = time.monotonic()
     yield
     print(f"   ({label}: {time.monotonic() - start:.0f} s)", flush=True)
+
+
+class CpuWindow:
+    """CPU seconds used, from the moment it is made, by each group of processes it is given
+    and by the whole machine, which is shared: what the groups do not account for is other
+    people's."""
+
+    def __init__(self, *groups: Sequence[int]) -> None:
+        self.groups = groups
+        self.start = self.sample()
+
+    def sample(self) -> tuple[float, ...]:
+        return (*(cpu_seconds(group) for group in self.groups), machine_cpu_seconds())
+
+    def used(self) -> tuple[float, ...]:
+        """Each group's CPU seconds since the start, then the machine's."""
+        return tuple(b - a for a, b in zip(self.start, self.sample(), strict=True))
+
+
+def commandstats(r: redis.Redis) -> dict[str, int]:
+    """Calls per command since the last CONFIG RESETSTAT (or the server's start)."""
+    stats: dict[str, Any] = r.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def stats_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """The commands whose counts changed, and by how much."""
+    names = set(before) | set(after)
+    delta = {n: after.get(n, 0) - before.get(n, 0) for n in names}
+    return {n: d for n, d in sorted(delta.items()) if d}
+
+
+def arguments(prog: str, doc: str | None, quick: str) -> argparse.ArgumentParser:
+    """A parser with the options every benchmark takes, --quick (``quick`` says what it does)
+    and --json; its description is the first line of ``doc``, the benchmark's docstring."""
+    parser = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--json", type=Path, metavar="PATH", help="save the raw figures as JSON")
+    return parser
+
+
+def save_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")

@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench.harness import percentile
 from rsmq_core.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,10 +171,6 @@ async def slowloris(port: int, holders: int, seconds: float) -> tuple[list[float
     return sorted(times), failures, held
 
 
-def ms(times: list[float], q: float) -> float:
-    return times[min(len(times) - 1, int(q * len(times)))] * 1000
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=ROOT, help="the tree whose web app runs")
@@ -196,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         (f"frames: VmHWM before {args.clients} x {args.frame_mib} MiB (MB)", before / 1e6),
         ("frames: VmHWM after (MB)", peak / 1e6),
         ("frames: how they ended", ", ".join(f"{n} {end}" for end, n in ends.items())),
-        (f"slowloris: {args.holders} held; normal p50 (ms)", ms(times, 0.5)),
-        ("slowloris: normal p95 (ms)", ms(times, 0.95)),
+        (f"slowloris: {args.holders} held; normal p50 (ms)", percentile(times, 0.5) * 1000),
+        ("slowloris: normal p95 (ms)", percentile(times, 0.95) * 1000),
         ("slowloris: normal max (ms)", times[-1] * 1000),
         ("slowloris: normal requests", len(times)),
         ("slowloris: normal failures", failures),
