@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from functools import partial
 from importlib import resources
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 import redis.asyncio as aioredis
 
@@ -33,7 +33,8 @@ from rsmq_core.client import AsyncRedis
 
 log = logging.getLogger(__name__)
 
-Status = Literal[
+# A message's own steps, in the order they come.
+JobStatus = Literal[
     "queued",
     "received",
     "processing",
@@ -43,35 +44,13 @@ Status = Literal[
     "dead",
     # Past its queue's retention: dropped undelivered (announced by a worker's sweep).
     "expired",
-    # An operator's actions (the API, the dashboard, the CLI): ``by`` says where from. Those
-    # on a whole queue (paused, resumed, purged, changed) have the id "".
-    "deleted",
-    "made visible",
-    "redriven",
-    "paused",
-    "resumed",
-    "purged",
-    "changed",
 ]
-STATUSES: tuple[Status, ...] = (
-    "queued",
-    "received",
-    "processing",
-    "done",
-    "failed",
-    "retrying",
-    "dead",
-    "expired",
-)
-ACTIONS: tuple[Status, ...] = (
-    "deleted",
-    "made visible",
-    "redriven",
-    "paused",
-    "resumed",
-    "purged",
-    "changed",
-)
+# An operator's actions (the API, the dashboard, the CLI): ``by`` says where from. Those on a
+# whole queue (paused, resumed, purged, changed) have the id "".
+Action = Literal["deleted", "made visible", "redriven", "paused", "resumed", "purged", "changed"]
+Status = Literal[JobStatus, Action]
+STATUSES: tuple[Status, ...] = get_args(JobStatus)
+ACTIONS: tuple[Status, ...] = get_args(Action)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,14 @@ import pytest
 import redis
 
 from realtime.events import StatusEvent, queued_on_send
-from rsmq_core import RSMQ, AsyncRSMQ, InvalidFormat, InvalidValue, NoAttributeSupplied
+from rsmq_core import (
+    RSMQ,
+    AsyncRSMQ,
+    InvalidFormat,
+    InvalidValue,
+    MessageTooLong,
+    NoAttributeSupplied,
+)
 from rsmq_core import _protocol as p
 from support.redis_cluster import BACKENDS
 
@@ -272,6 +279,27 @@ def test_a_send_call_run_again_answers_as_the_first_and_stores_nothing(rsmq, r):
     rsmq.create_queue("q")
     rsmq._call(in_span(p.send(k, [b"d"], "", all_or_none=True, realtime=False), marker_hash))
     assert 0 < r.ttl(marker_hash) <= 90
+
+
+@backends
+def test_a_retried_batch_gets_its_ids_again_across_a_carry_and_with_refusals(rsmq, r):
+    """A retry answers every id of the first try, in order (1,500 of them pass a carry of the
+    id's last two digits, 1,296 microseconds), and a message it refused as it did."""
+    rsmq.create_queue("q")
+    k = rsmq.keys("q")
+    many = p.send(k, [b"m"] * 1500, "", all_or_none=True, realtime=False)
+    first = p.parse_batch_ids(rsmq._call(many))
+    assert len(set(first)) == 1500 and first == sorted(first)
+    assert p.parse_batch_ids(rsmq._call(many)) == first
+    some = p.send(k, [b"a", b"x" * 70000, b"c"], "", all_or_none=False, realtime=False)
+    answers = p.parse_ids(rsmq._call(some))
+    again = p.parse_ids(rsmq._call(some))
+    assert [str(a) for a in again] == [str(a) for a in answers]
+    stored, refused, suffixes = answers[0], answers[1], some.args[3]
+    assert isinstance(stored, str) and isinstance(refused, MessageTooLong)
+    assert isinstance(suffixes, bytes)
+    assert r.hget(some.keys[2], suffixes[:22]) == f"{stored},!messageTooLong,{answers[2]}"
+    assert rsmq.get_queue_attributes("q").totalsent == 1502
 
 
 def in_span(call: p.Call, marker_hash: str | bytes) -> p.Call:

@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from bench.clients import Pool, Ws
-from bench.harness import BenchError, Deadline, cpu_seconds, machine_cpu_seconds, pacing
+from bench.harness import BenchError, CpuWindow, Deadline, pacing
 from rsmq_core.embedded import EmbeddedRedis, free_port
 from support.web import ROOT, WebProcess
 from support.workers import wait_for
@@ -104,20 +104,13 @@ class CpuMeter:
     is other people's."""
 
     def __init__(self, web_pid: int, helpers: Sequence[int]) -> None:
-        self.web_pid, self.helpers = web_pid, list(helpers)
-        self.start = self.snap()
+        self.window = CpuWindow([web_pid], [os.getpid()], helpers)
         self.started = time.monotonic()
-
-    def snap(self) -> tuple[float, float, float, float]:
-        own = sum(os.times()[:2])
-        return cpu_seconds([self.web_pid]), own, cpu_seconds(self.helpers), machine_cpu_seconds()
 
     def read(self) -> dict[str, float]:
         """Average CPUs busy since this meter was made."""
         seconds = time.monotonic() - self.started
-        web, own, helpers, machine = (
-            (b - a) / seconds for a, b in zip(self.start, self.snap(), strict=True)
-        )
+        web, own, helpers, machine = (used / seconds for used in self.window.used())
         return {
             "web_cpus": web,
             "bench_cpus": own,
