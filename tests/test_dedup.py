@@ -284,9 +284,13 @@ def test_a_send_call_run_again_answers_as_the_first_and_stores_nothing(rsmq, r):
 @backends
 def test_a_retried_batch_gets_its_ids_again_across_a_carry_and_with_refusals(rsmq, r):
     """A retry answers every id of the first try, in order (1,500 of them pass a carry of the
-    id's last two digits, 1,296 microseconds), and a message it refused as it did."""
+    id's last two digits, 1,296 microseconds), and a message it refused as it did; one
+    message alone (a path of its own in send.lua) as well."""
     rsmq.create_queue("q")
     k = rsmq.keys("q")
+    one = p.send(k, [b"1"], "", all_or_none=False, realtime=True)  # the one-message path
+    (id,) = p.parse_ids(rsmq._call(one))
+    assert p.parse_ids(rsmq._call(one)) == [id] and r.hget(one.keys[2], one.args[3]) == id
     many = p.send(k, [b"m"] * 1500, "", all_or_none=True, realtime=False)
     first = p.parse_batch_ids(rsmq._call(many))
     assert len(set(first)) == 1500 and first == sorted(first)
@@ -299,7 +303,7 @@ def test_a_retried_batch_gets_its_ids_again_across_a_carry_and_with_refusals(rsm
     assert isinstance(stored, str) and isinstance(refused, MessageTooLong)
     assert isinstance(suffixes, bytes)
     assert r.hget(some.keys[2], suffixes[:22]) == f"{stored},!messageTooLong,{answers[2]}"
-    assert rsmq.get_queue_attributes("q").totalsent == 1502
+    assert rsmq.get_queue_attributes("q").totalsent == 1503
 
 
 def in_span(call: p.Call, marker_hash: str | bytes) -> p.Call:
