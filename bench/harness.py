@@ -1,7 +1,8 @@
 """What every benchmark here shares: the run's time budget, pacing, percentiles, CPU time
 from /proc, the machine's description, Markdown tables, a SIGTERM that unwinds like
 Ctrl-C so that every process a benchmark started is stopped, Redis's command counts, the
-options every benchmark takes (--quick, --json) and the JSON file of raw figures."""
+options every benchmark takes (--quick, --json), the JSON file of raw figures, and a quiet
+web process of any source tree."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import math
 import os
 import platform
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
@@ -22,6 +24,7 @@ from typing import Any, NoReturn, TypeVar
 import redis
 
 from rsmq_core.embedded import EmbeddedRedis
+from support.web import WebProcess
 
 T = TypeVar("T")
 
@@ -82,6 +85,31 @@ def vm_kb(pid: int, field: str = "VmRSS") -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def quiet_web(redis_url: str, ns: str, root: Path, **settings: Any) -> WebProcess:
+    """``python -m web`` from the source tree ``root`` (this one, or an older checkout to
+    compare), with the app's default settings but for ``settings``, once it answers."""
+    # Its output is not the measure (an older tree logs a traceback per failed request).
+    null = subprocess.DEVNULL
+    return WebProcess(
+        redis_url,
+        ns,
+        root=root,
+        stdout=null,
+        stderr=null,
+        keepalive=None,
+        LOG_LEVEL="ERROR",
+        **settings,
+    )
+
+
+def stopped(web: WebProcess, wait: float) -> float | None:
+    """Seconds SIGTERM took to stop the web process; None if it had to be killed."""
+    try:
+        return web.stop(wait)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def machine_cpu_seconds() -> float:

@@ -20,20 +20,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import socket
 import struct
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.harness import percentile
-from rsmq_core.embedded import EmbeddedRedis, free_port
+from bench.harness import percentile, quiet_web, stopped, vm_kb
+from rsmq_core.embedded import EmbeddedRedis
+from support.web import ROOT, WebProcess
 
-ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
 HANDSHAKE = (
     "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -41,51 +38,14 @@ HANDSHAKE = (
 )
 
 
-def status(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} for {pid}")
-
-
 @contextlib.contextmanager
-def web_process(root: Path, redis_url: str) -> Iterator[tuple[int, int]]:
-    """``python -m web`` of ``root``; yields (pid, port) once it answers."""
-    port = free_port()
-    env = dict(
-        os.environ,
-        REDIS_URL=redis_url,
-        RSMQ_NS="hostile",
-        HOST="127.0.0.1",
-        PORT=str(port),
-        LOG_LEVEL="ERROR",
-        PYTHONPATH=str(root),
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "web"],
-        env=env,
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def web_process(root: Path, redis_url: str) -> Iterator[WebProcess]:
+    """``python -m web`` of ``root`` with the app's own settings, once it answers."""
+    web = quiet_web(redis_url, "hostile", root)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the web app did not start") from None
-                time.sleep(0.1)
-        yield proc.pid, port
+        yield web
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stopped(web, 15)
 
 
 async def huge_frame(port: int, frame: memoryview) -> str:
@@ -126,10 +86,10 @@ async def frames(pid: int, port: int, clients: int, size: int) -> tuple[int, int
     # One masked frame with an all-zero key, so the payload goes out as is, shared by all.
     header = b"\x81\xff" + struct.pack("!Q", size) + b"\0\0\0\0"
     frame = memoryview(header + b"x" * size)
-    before = status(pid, "VmHWM")
+    before = vm_kb(pid, "VmHWM") * 1024
     ends = await asyncio.gather(*(huge_frame(port, frame) for _ in range(clients)))
     counts = {end: ends.count(end) for end in sorted(set(ends))}
-    return before, status(pid, "VmHWM"), counts
+    return before, vm_kb(pid, "VmHWM") * 1024, counts
 
 
 async def slowloris(port: int, holders: int, seconds: float) -> tuple[list[float], int, int]:
@@ -181,10 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     redis = EmbeddedRedis()
     try:
         redis.start()
-        with web_process(args.root, redis.url) as (pid, port):
-            before, peak, ends = asyncio.run(frames(pid, port, args.clients, args.frame_mib * MIB))
-        with web_process(args.root, redis.url) as (pid, port):
-            times, failures, held = asyncio.run(slowloris(port, args.holders, 15))
+        with web_process(args.root, redis.url) as web:
+            size = args.frame_mib * MIB
+            before, peak, ends = asyncio.run(frames(web.proc.pid, web.port, args.clients, size))
+        with web_process(args.root, redis.url) as web:
+            times, failures, held = asyncio.run(slowloris(web.port, args.holders, 15))
     finally:
         redis.cleanup()
     print(f"web app of {args.root}")

@@ -24,11 +24,7 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -39,50 +35,9 @@ from typing import Any
 import redis
 import websockets
 
-from rsmq_core.embedded import EmbeddedRedis, free_port
-
-HERE = Path(__file__).resolve().parent.parent
-
-
-class Web:
-    """``python -m web`` from ``root``, with extra settings."""
-
-    def __init__(self, root: Path, redis_url: str, **settings: str) -> None:
-        self.port = free_port()
-        env = dict(
-            os.environ,
-            REDIS_URL=redis_url,
-            RSMQ_NS=f"b{uuid.uuid4().hex[:8]}",
-            HOST="127.0.0.1",
-            PORT=str(self.port),
-            LOG_LEVEL="ERROR",
-            PYTHONPATH=str(root),
-            **settings,
-        )
-        # Its logs are not the measure (main's code logs a traceback per failed request).
-        quiet = subprocess.DEVNULL
-        command = [sys.executable, "-m", "web"]
-        self.proc = subprocess.Popen(command, cwd=root, env=env, stdout=quiet, stderr=quiet)
-        deadline = time.monotonic() + 20
-        while get(self.url("/api/health"), 1) is None:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("the web process did not start")
-            time.sleep(0.05)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def stop(self, wait: float = 10.0) -> float | None:
-        """Seconds SIGTERM took to stop the process; None if it had to be killed."""
-        t0 = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(wait)
-            return time.monotonic() - t0
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return None
+from bench.harness import quiet_web, stopped
+from rsmq_core.embedded import EmbeddedRedis
+from support.web import ROOT
 
 
 def get(url: str, timeout: float) -> float | None:
@@ -129,7 +84,7 @@ async def crowd(port: int, clients: int, queues: int) -> int:
 
 def teardown(root: Path, url: str, args: argparse.Namespace, **settings: str) -> list[str]:
     r = redis.Redis.from_url(url)
-    web = Web(root, url, **settings)
+    web = quiet_web(url, f"b{uuid.uuid4().hex[:8]}", root, **settings)
     try:
         t0 = time.monotonic()
         refused = asyncio.run(crowd(web.port, args.clients, args.queues))
@@ -149,10 +104,10 @@ def teardown(root: Path, url: str, args: argparse.Namespace, **settings: str) ->
             if clear is None and ms < 100 and left == 0:
                 clear = time.monotonic() - closed
             time.sleep(0.01)
-        stop = web.stop()
+        stop = stopped(web, 10)
     finally:
         if web.proc.poll() is None:
-            web.stop(1)
+            stopped(web, 1)
     ms_1s, left_1s = at_1s or (5000.0, channels(r))
     return [
         f"{closed - t0:.1f}",
@@ -219,7 +174,7 @@ def figures(times: list[float], failed: int) -> list[str]:
 
 
 def flood(root: Path, url: str, args: argparse.Namespace) -> list[str]:
-    web = Web(root, url)
+    web = quiet_web(url, f"b{uuid.uuid4().hex[:8]}", root)
     try:
         api = web.url("/api/queues/jobs")
         quiet = probe(api, 3)
@@ -234,7 +189,7 @@ def flood(root: Path, url: str, args: argparse.Namespace) -> list[str]:
         if child.is_alive():
             child.kill()
     finally:
-        web.stop()
+        stopped(web, 10)
     sent, taken = (f"{counts[i] / args.seconds:.0f}" for i in range(2))
     return [figures(*quiet)[1], *figures(*loud), sent, taken]
 
@@ -247,7 +202,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--before", type=Path, help="another source tree to measure first")
     args = parser.parse_args()
-    trees = ([("before", args.before)] if args.before else []) + [("after", HERE)]
+    trees = ([("before", args.before)] if args.before else []) + [("after", ROOT)]
     server = EmbeddedRedis()
     server.start()
     rows: list[list[str]] = []

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class WebProcess:
     """``python -m web``, the Procfile's web process; ``stdout`` and ``stderr`` catch its
-    output if given."""
+    output if given. ``root``: the source tree it runs from (a benchmark compares another
+    checkout's). ``keepalive``: WS_KEEPALIVE, a ping a second for the tests' keep-alive test;
+    None keeps the app's own, as a benchmark with many idle sockets wants."""
 
     def __init__(
         self,
@@ -30,6 +33,8 @@ class WebProcess:
         stdout: Any = None,
         stderr: Any = None,
         wait: bool = True,
+        root: Path = ROOT,
+        keepalive: str | None = "1",
         **settings: str,
     ) -> None:
         self.port = free_port()
@@ -41,12 +46,13 @@ class WebProcess:
             HOST="127.0.0.1",
             PORT=str(self.port),
             LOG_LEVEL="WARNING",
-            PYTHONPATH=str(ROOT),
-            WS_KEEPALIVE="1",
+            PYTHONPATH=str(root),
         )
+        if keepalive is not None:
+            env["WS_KEEPALIVE"] = keepalive
         env.update(settings)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "web"], env=env, cwd=ROOT, stdout=stdout, stderr=stderr
+            [sys.executable, "-m", "web"], env=env, cwd=root, stdout=stdout, stderr=stderr
         )
         if wait:
             try:
@@ -77,13 +83,16 @@ class WebProcess:
             data: dict[str, Any] = json.loads(answer.read())
             return data
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 15.0) -> float:
+        """Seconds SIGTERM took to stop it; killed, and TimeoutExpired, after ``wait``."""
+        start = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(15)
+            self.proc.wait(wait)
         except subprocess.TimeoutExpired:
             self.kill()
             raise
+        return time.monotonic() - start
 
     def kill(self) -> None:
         self.proc.kill()

@@ -3,7 +3,6 @@ report (and saves the raw figures as JSON when asked)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -13,13 +12,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import redis
 
 import bench.web
-from bench.harness import Deadline, exit_on_sigterm, machine
+from bench.harness import Deadline, arguments, exit_on_sigterm, machine
 from bench.web import browser, burst, fanout, http_load
 from bench.web.common import LOAD_QUEUE, NS, Plan, Run, WebServer, log_problems
 from rsmq_core import RSMQ
@@ -36,11 +34,7 @@ PARTS: dict[str, Callable[[Run], Awaitable[dict[str, Any]]]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.web", description=(bench.web.__doc__ or "").split("\n")[0]
-    )
-    parser.add_argument("--quick", action="store_true", help="a smaller run (under a minute)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="save the raw figures as JSON")
+    parser = arguments("python -m bench.web", bench.web.__doc__, "a smaller run (under a minute)")
     parser.add_argument("--only", choices=list(PARTS), help="run one part")
     args = parser.parse_args(argv)
     plan = Plan.make(args.quick)
