@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.harness import percentile, quiet_web, stopped, vm_kb
+from bench.harness import exit_on_sigterm, percentile, quiet_web, stopped, vm_kb
 from rsmq_core.embedded import EmbeddedRedis
 from support.web import ROOT, WebProcess
 
@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frame-mib", type=int, default=15)
     parser.add_argument("--holders", type=int, default=1000)
     args = parser.parse_args(argv)
+    exit_on_sigterm()  # a SIGTERM unwinds, stopping the processes started here
     redis = EmbeddedRedis()
     try:
         redis.start()

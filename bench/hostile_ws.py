@@ -35,7 +35,7 @@ from typing import Any
 import redis
 import websockets
 
-from bench.harness import quiet_web, stopped
+from bench.harness import exit_on_sigterm, quiet_web, stopped
 from rsmq_core.embedded import EmbeddedRedis
 from support.web import ROOT
 
@@ -203,6 +203,7 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="another source tree to measure first")
     args = parser.parse_args()
     trees = ([("before", args.before)] if args.before else []) + [("after", ROOT)]
+    exit_on_sigterm()  # a SIGTERM unwinds, stopping the processes started here
     server = EmbeddedRedis()
     server.start()
     rows: list[list[str]] = []
