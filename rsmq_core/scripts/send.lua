@@ -37,17 +37,13 @@ local totalsent = tonumber(cfg[3]) or 0
 -- hash lives 90 s from its first marker, at least 60 s after its span's last (a retry comes
 -- within seconds), and delete_queue deletes the hashes of the spans around now. Its lifetime
 -- is set once, by the call that made it: an EXPIRE every call cost more than an HLEN.
--- Returns the first try's answer, or false when this is the first try.
-local function first_try(tag, ids)
-  if redis.call("HSETNX", KEYS[3], tag, ids) == 1 then
+-- Returns what the first try marked, or nil when this is the first try.
+local function first_try(tag, value)
+  if redis.call("HSETNX", KEYS[3], tag, value) == 1 then
     if redis.call("HLEN", KEYS[3]) == 1 then redis.call("EXPIRE", KEYS[3], 3 * RETRY_SPAN) end
-    return false
+    return nil
   end
-  local again = {"ok"}
-  for id in string.gmatch(redis.call("HGET", KEYS[3], tag), "[^,]+") do
-    again[#again + 1] = id
-  end
-  return again
+  return redis.call("HGET", KEYS[3], tag)
 end
 
 -- One message, no dedup id, no event: most calls, on a path of their own (Redis runs every
@@ -58,8 +54,8 @@ if ARGV[7] == nil and ARGV[5] ~= "" and not string.find(ARGV[5], ",", 1, true) t
     return {"ok", "!messageTooLong"}
   end
   local id = base36(s * 1000000 + us) .. ARGV[4]
-  local again = first_try(ARGV[4], id)
-  if again then return again end
+  local first = first_try(ARGV[4], id)
+  if first then return {"ok", first} end
   redis.call("ZADD", KEYS[1], score, id)
   redis.call("HSET", KEYS[2], id, ARGV[6], "totalsent", string.format("%d", totalsent + 1))
   if ARGV[1] ~= "" then notify(ARGV[1], redis.call("ZCARD", KEYS[1])) end
@@ -73,10 +69,12 @@ for size in string.gmatch(ARGV[5], "%d+") do
   at = at + size
 end
 local n = #bodies
-local function too_long(i) return maxsize ~= -1 and #bodies[i] > maxsize end
-if ARGV[2] == "all" then
-  for i = 1, n do
-    if too_long(i) then return {"messageTooLong", i - 1} end
+-- The messages refused for their length ("each" mode), by index: true.
+local refused = {}
+for i = 1, n do
+  if maxsize ~= -1 and #bodies[i] > maxsize then
+    if ARGV[2] == "all" then return {"messageTooLong", i - 1} end
+    refused[i] = true
   end
 end
 
@@ -102,10 +100,40 @@ if dedup then
   end
 end
 
+-- A reply from a marker that holds the first try's answers, joined.
+local function answered(first)
+  local again = {"ok"}
+  for answer in string.gmatch(first, "[^,]+") do again[#again + 1] = answer end
+  return again
+end
+
+local stamp = s * 1000000 + us
+-- Without dedup ids, which messages are stored depends only on the clock reading and the
+-- refusals: the marker holds those ("#", the reading in base 36, and ":" before the indexes
+-- refused, if any), marked before the ids are made, and a retry makes the first try's answers
+-- again from it (a batch's ids, joined, cost Redis more than the rest of the marker). With
+-- dedup ids it holds the answers, marked after.
+local retry = false
+if not dedup then
+  local mark = "#" .. base36(stamp)
+  if next(refused) then
+    local at = {}
+    for i = 1, n do
+      if refused[i] then at[#at + 1] = i end
+    end
+    mark = mark .. ":" .. table.concat(at, ",")
+  end
+  local first = first_try(string.sub(ARGV[4], 1, 22), mark)
+  if first then
+    local reading, at = string.match(first, "^#(%w+):?(.*)$")
+    if not reading then return answered(first) end
+    retry, refused, stamp = true, {}, tonumber(reading, 36)
+    for i in string.gmatch(at, "%d+") do refused[tonumber(i)] = true end
+  end
+end
 -- The id starts with the send time in microseconds, base 36 (RSMQ's layout). Within one call
 -- each message takes the next microsecond, so a batch keeps its order in the queue. Only the
 -- last two digits change within a batch: the head is computed once (twice on a carry).
-local stamp = s * 1000000 + us
 local low = stamp % 1296
 local high = (stamp - low) / 1296
 local heads = {}
@@ -123,7 +151,7 @@ for i = 1, n do
   end
   if first then
     out[i + 1] = "=" .. first
-  elseif too_long(i) then
+  elseif refused[i] then
     out[i + 1] = "!messageTooLong"
   else
     local v = low + sent
@@ -149,10 +177,11 @@ for i = 1, n do
     end
   end
 end
-if sent == 0 then return out end
-
-local again = first_try(string.sub(suffixes, 1, 22), table.concat(out, ",", 2))
-if again then return again end
+if retry or sent == 0 then return out end
+if dedup then
+  local first = first_try(string.sub(suffixes, 1, 22), table.concat(out, ",", 2))
+  if first then return answered(first) end
+end
 
 if dedup then
   for _, d in ipairs(remember) do
