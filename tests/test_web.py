@@ -561,6 +561,20 @@ def test_a_batching_websocket_message_stays_small_with_big_results(client, r, ns
     assert len(sizes) > 1 and max(sizes) < MAX_BATCH_BYTES + 9000, sizes
 
 
+def test_the_batch_parameter_takes_yes_and_no_and_refuses_the_rest(client):
+    """/ws?batch=true batches as batch=1 does (it meant "unbatched" once, silently); a value
+    that is neither is refused with a reason naming it, not taken for no."""
+    for query, batched in [("?batch=true", True), ("?batch=ON", True), ("?batch=0", False)]:
+        with client.websocket_connect("/ws" + query, headers=ORIGIN) as ws:
+            ws.send_json({"type": "subscribe", "queue": "jobs"})
+            reply = ws.receive_json()
+            assert isinstance(reply, list) is batched, query
+    with client.websocket_connect("/ws?batch=maybe", headers=ORIGIN) as ws:
+        with pytest.raises(WebSocketDisconnect) as exc:
+            ws.receive_json()
+    assert exc.value.code == 1008 and "batch" in exc.value.reason and "maybe" in exc.value.reason
+
+
 def test_a_replay_longer_than_the_buffer_gets_through(make_client):
     client = make_client(ws_buffer=50)
     ids = client.post("/api/queues/jobs/messages", json={"messages": ["m"] * 300}).json()["ids"]

@@ -20,10 +20,11 @@ Protocol (JSON text frames):
   a frame it cannot take (the connection stays open).
 - A client that falls WS_BUFFER events behind is closed with code 1013 ("too slow"): it
   reconnects with its last event id and loses nothing.
-- ``/ws?batch=1``: every server message is a JSON array of one or more of these frames (the
-  pages use it). Under load, what piled up for a connection since its last write goes in one
-  message: one socket write for many events instead of one each, which was most of the cost
-  of a fan-out to many tabs.
+- ``/ws?batch=1`` (or ``true``): every server message is a JSON array of one or more of these
+  frames (the pages use it); a value other than 1/0, true/false, yes/no or on/off is refused
+  (close 1008, naming it). Under load, what piled up for a connection since its last write
+  goes in one message: one socket write for many events instead of one each, which was most
+  of the cost of a fan-out to many tabs.
 - Limits, each refused with an error frame naming it (the frame is not taken, nothing else is
   lost, the connection stays open):
 
@@ -224,6 +225,9 @@ class Client:
 
 CLOSE = "_close"
 PING = json.dumps({"type": "ping"})
+# /ws?batch=...: what a query string may say for yes and no.
+BATCH_VALUES = {"1": True, "true": True, "yes": True, "on": True}
+BATCH_VALUES |= {"0": False, "false": False, "no": False, "off": False, "": False}
 MAX_BATCH = 100  # frames in one message of a batching connection (about 30 KB of events)
 # and bytes, about (one frame may pass it): events with results of 64 KiB each would
 # otherwise make one message of megabytes, for the server to build and a phone to parse.
@@ -295,7 +299,12 @@ class Hub:
 
     async def serve(self, ws: WebSocket) -> None:
         await ws.accept()
-        batch = ws.query_params.get("batch") == "1"
+        batch = BATCH_VALUES.get(ws.query_params.get("batch", "").lower())
+        if batch is None:
+            # A client that asked for something else would misread every message: it is told.
+            got = ws.query_params["batch"][:40]
+            await ws.close(code=1008, reason=f"batch must be 1 or 0 (true or false), got {got!r}")
+            return
         client = Client(ws, self._buffer, budget=Budget(*self._rate), batch=batch)
         self._clients.add(client)
         sender = asyncio.create_task(self._send(client))
