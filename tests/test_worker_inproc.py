@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.asyncio import connection as redis_connection
 
 from rsmq_core import AsyncRSMQ
+from rsmq_core import _protocol as p
 from worker import Job
 from worker.settings import Settings
 from worker.worker import Hook, Worker
@@ -513,6 +514,20 @@ async def test_the_sweep_drops_expired_messages_of_queues_nobody_reads_and_annou
     assert (attrs.msgs, attrs.totalexpired) == (0, 3)
     assert (await q.get_queue_attributes("forever")).msgs == 1
     assert await ar.hget(f"{ns}:forever:Q", kept) == b"d"
+
+
+async def test_the_first_sweep_drops_what_expired_before_the_worker_started(run, q, ar, ns):
+    """The first heartbeat's sweep looks at every queue it finds (it only listed them, once,
+    and swept them a whole sweep later: 30 s at the default heartbeat, 6 s here)."""
+    await q.create_queue("unread", retention=1)
+    ids = await q.send_messages("unread", ["a", "b"])
+    while time.time() * 1000 < p.sent_ms(ids[-1]) + 1100:  # past the retention
+        await asyncio.sleep(0.05)
+    await run(lambda job: asyncio.sleep(0), heartbeat=1)
+    deadline = time.monotonic() + 3
+    while sorted(await expired_events(ar, ns, "unread")) != sorted(ids):
+        assert time.monotonic() < deadline, "the first sweep left them to the next"
+        await asyncio.sleep(0.05)
 
 
 async def test_a_listed_queue_whose_keys_are_someone_elses_stops_no_sweep(run, q, ar, ns, caplog):

@@ -490,8 +490,8 @@ class Worker:
         live workers and each queue's first message). The live workers' entries are read by
         the ids the last beat found: only a newcomer among them costs a second round trip.
         With ``sweep``, also the namespace's queues and, of those the last sweep found, which
-        have expired messages to drop or announce (a new queue is looked at the next time);
-        the sweep's script calls follow, where there is work."""
+        have expired messages to drop or announce (a new queue is looked at in a round trip
+        of its own); the sweep's script calls follow, where there is work."""
         ns, realtime = self.settings.ns, self._subscriber is not None
         index = index_key(self._redis, ns)
         queues = self.settings.queues
@@ -539,6 +539,10 @@ class Worker:
             for k, retention, waiting in zip(swept, found[::2], found[1::2], strict=True):
                 if _to_sweep(retention, waiting):
                     await self._sweep_queue(k.qname)
+            # Queues new since the last sweep (all of them at the first): looked at now, in a
+            # round trip of their own, not a whole sweep later.
+            old = {k.qname for k in swept}
+            await self._sweep_these([k for k in self._sweep_known if k.qname not in old])
         for qname, paused in zip(queues, reads, strict=False):
             if (state := self._states.get(qname)) is not None:
                 state.set_paused(bool(paused))
@@ -612,7 +616,10 @@ class Worker:
             names = await self._redis.smembers(f"{self.rsmq.ns}:QUEUES")
         except ResponseError:  # not a set: someone else's key, which list_queues reports
             return
-        queues = self._queue_keys(names)
+        await self._sweep_these(self._queue_keys(names))
+
+    async def _sweep_these(self, queues: list[Keys]) -> None:
+        """Sweep those of ``queues`` that have a retention or expired ids to announce."""
         if not queues:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
