@@ -173,3 +173,27 @@ def test_a_response_leaves_in_one_write_and_a_close_sends_what_waits():
     first, then, closed = asyncio.run(main())
     assert first == [b'HTTP/1.1 202 Accepted\r\n\r\n{"id": "x"}']
     assert then == [b"bye"] and closed
+
+
+@pytest.mark.parametrize(
+    "value", ["\x00" * 40, "\U0001f600" * 40, "%" * 1000], ids=["control", "emoji", "long"]
+)
+def test_a_refused_batch_value_is_named_in_a_close_frame_that_fits(web, redis_url, ns, value):
+    """A close frame's reason has room for 123 bytes: a refused /ws?batch= value named as it
+    came (40 control characters, which repr spells out at 4 each, or 40 emoji at 4 bytes each)
+    made one too long, and the client heard no reason, only an abnormal close."""
+    from urllib.parse import quote
+
+    web.append(WebProcess(redis_url, ns))
+
+    async def closed() -> websockets.frames.Close | None:
+        url = f"ws://127.0.0.1:{web[0].port}/ws?batch={quote(value)}"
+        async with websockets.connect(url) as ws:
+            async with asyncio.timeout(10):
+                with pytest.raises(websockets.ConnectionClosed) as exc:
+                    await ws.recv()
+        return exc.value.rcvd
+
+    close = asyncio.run(closed())
+    assert close is not None and close.code == 1008
+    assert close.reason.startswith("batch must be") and len(close.reason.encode()) <= 123

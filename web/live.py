@@ -303,7 +303,11 @@ class Hub:
         if batch is None:
             # A client that asked for something else would misread every message: it is told.
             got = ws.query_params["batch"][:40]
-            await ws.close(code=1008, reason=f"batch must be 1 or 0 (true or false), got {got!r}")
+            reason = f"batch must be 1 or 0 (true or false), got {got!r}"
+            # A close frame has room for 123 bytes of reason: one longer (control characters
+            # spelt out, emoji) could not be sent, and the client heard of no reason at all.
+            reason = reason.encode()[:123].decode(errors="ignore")
+            await ws.close(code=1008, reason=reason)
             return
         client = Client(ws, self._buffer, budget=Budget(*self._rate), batch=batch)
         self._clients.add(client)
