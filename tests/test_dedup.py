@@ -315,6 +315,39 @@ def test_a_retried_batch_gets_its_ids_again_across_a_carry_and_with_refusals(rsm
 
 
 @backends
+@pytest.mark.parametrize("all_or_none", [False, True])
+@pytest.mark.parametrize("dedup", ["none", "every", "first"])
+@pytest.mark.parametrize("count", [1, 2])
+@pytest.mark.parametrize("cut", [False, True], ids=["same-maxsize", "maxsize-cut"])
+def test_a_retry_answers_the_ids_stored_as_the_first_try_did(
+    rsmq, r, all_or_none, dedup, count, cut
+):
+    """A retry of a try that stored its messages answers their ids as the first try did: not
+    "too long" when the queue's maxsize was cut between the tries (a caller told so may
+    shorten the message and send it again: twice), and not as duplicates when every message
+    has a dedup id (the retry finds them all, stores nothing, and was answered "=" without a
+    look at the marker: "duplicate" through the REST API, for a message sent once). One
+    message (its own path), "all" mode (refused before the marker was looked at) and both."""
+    rsmq.create_queue("q")
+    k = rsmq.keys("q")
+    ids = {
+        "none": None,
+        "every": [f"d{i}" for i in range(count)],
+        "first": ["d0"] + [""] * (count - 1),
+    }[dedup]
+    bodies = [b"y" * 2000] * count
+    call = p.send(k, bodies, "", all_or_none=all_or_none, realtime=False, dedup_ids=ids)
+    first = [p._text(a) for a in rsmq._call(call)]
+    assert first[0] == "ok" and len(first) == count + 1 and "!" not in "".join(first)
+    if cut:
+        rsmq.set_queue_attributes("q", maxsize=1024)
+    # The same answers, duplicates marked as they were ("=" before the id: none, the first try
+    # stored every one).
+    assert [p._text(a) for a in rsmq._call(call)] == first
+    assert rsmq.get_queue_attributes("q").msgs == count
+
+
+@backends
 def test_a_retry_finding_a_marker_of_answers_answers_them(rsmq, r):
     """A marker in the other form (a call's answers, joined, as a send with dedup ids or an
     earlier release leaves it) is answered as it stands, whatever the call."""

@@ -50,6 +50,9 @@ end
 -- line of a script at each call, and the batch path below cost this one about 10% more).
 if ARGV[7] == nil and ARGV[5] ~= "" and not string.find(ARGV[5], ",", 1, true) then
   if maxsize ~= -1 and #ARGV[6] > maxsize then
+    -- Unless a retry whose first try stored it (the queue's maxsize cut between): its id.
+    local first = redis.call("HGET", KEYS[3], ARGV[4])
+    if first then return {"ok", first} end
     if ARGV[2] == "all" then return {"messageTooLong", 0} end
     return {"ok", "!messageTooLong"}
   end
@@ -71,9 +74,15 @@ end
 local n = #bodies
 -- The messages refused for their length ("each" mode), by index: true.
 local refused = {}
+-- Whether this call's marker is set: looked up on a refusal in "all" mode, which a retry
+-- whose first try stored them all (the queue's maxsize cut between) must not answer.
+local marked
 for i = 1, n do
   if maxsize ~= -1 and #bodies[i] > maxsize then
-    if ARGV[2] == "all" then return {"messageTooLong", i - 1} end
+    if ARGV[2] == "all" then
+      if marked == nil then marked = redis.call("HEXISTS", KEYS[3], string.sub(ARGV[4], 1, 22)) end
+      if marked == 0 then return {"messageTooLong", i - 1} end
+    end
     refused[i] = true
   end
 end
@@ -177,11 +186,20 @@ for i = 1, n do
     end
   end
 end
-if retry or sent == 0 then return out end
+if retry then return out end
 if dedup then
-  local first = first_try(string.sub(suffixes, 1, 22), table.concat(out, ",", 2))
+  -- A retry with nothing left to store (its dedup ids found, as the first try left them, or
+  -- its messages too long since) still answers what the first try did, if it stored any.
+  local tag = string.sub(suffixes, 1, 22)
+  local first
+  if sent == 0 then
+    first = redis.call("HGET", KEYS[3], tag)
+  else
+    first = first_try(tag, table.concat(out, ",", 2))
+  end
   if first then return answered(first) end
 end
+if sent == 0 then return out end
 
 if dedup then
   for _, d in ipairs(remember) do
